@@ -1,0 +1,256 @@
+//! The host-side client of the guest agent.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::mux::{handshake_host, HandshakeError, Mux, MuxError, Role, StreamReader, StreamWriter};
+use crate::protocol::{
+    AgentError, AgentInfo, CreateContainer, ErrorKind, Event, ExitStatus, Hello, ProcessInfo,
+    ProcessSpec, Request, Response, Stats, StdioStreams, WindowSize,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Agent(#[from] AgentError),
+    #[error(transparent)]
+    Connection(#[from] MuxError),
+    #[error("agent handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("agent answered {op} with an unexpected {got:?}")]
+    Unexpected { op: &'static str, got: Box<Response> },
+}
+
+impl ClientError {
+    /// The agent's error category, or `None` for connection-level failures.
+    pub fn agent_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Agent(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+}
+
+/// The host ends of one process's stdio streams.
+#[derive(Default)]
+pub struct HostStdio {
+    pub stdin: Option<StreamWriter>,
+    pub stdout: Option<StreamReader>,
+    pub stderr: Option<StreamReader>,
+}
+
+/// Which streams a process should get.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdioRequest {
+    pub stdin: bool,
+    pub stdout: bool,
+    /// Ignored in terminal mode: a tty has one output stream.
+    pub stderr: bool,
+    pub terminal: bool,
+}
+
+pub struct AgentClient {
+    mux: Mux,
+    agent: Hello,
+    events: Mutex<Option<mpsc::Receiver<Event>>>,
+    next_stream: AtomicU32,
+}
+
+impl AgentClient {
+    /// Handshake with the agent on `io` and start the multiplexer.
+    pub async fn connect<S>(mut io: S, timeout: Duration) -> Result<Self, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let software = concat!("vxn-host ", env!("CARGO_PKG_VERSION"));
+        let (agent, leftover) = handshake_host(&mut io, software, timeout).await?;
+        let (mux, incoming) = Mux::start(io, leftover, Role::Host);
+        Ok(Self {
+            mux,
+            agent,
+            events: Mutex::new(Some(incoming.events)),
+            next_stream: AtomicU32::new(1),
+        })
+    }
+
+    /// The agent's self-description from its hello.
+    pub fn agent_software(&self) -> &str {
+        &self.agent.software
+    }
+
+    /// Agent events (OOM kills); can be taken once.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub fn mux(&self) -> &Mux {
+        &self.mux
+    }
+
+    /// Allocate and open the host ends of a process's streams. Readers are
+    /// live at once; don't send on stdin before the agent accepted the process.
+    pub fn open_stdio(&self, want: StdioRequest) -> Result<(StdioStreams, HostStdio), ClientError> {
+        let mut ids = StdioStreams::default();
+        let mut io = HostStdio::default();
+        if want.stdin {
+            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+            io.stdin = Some(self.mux.open_writer(id)?);
+            ids.stdin = Some(id);
+        }
+        if want.stdout {
+            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+            io.stdout = Some(self.mux.open_reader(id)?);
+            ids.stdout = Some(id);
+        }
+        if want.stderr && !want.terminal {
+            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+            io.stderr = Some(self.mux.open_reader(id)?);
+            ids.stderr = Some(id);
+        }
+        Ok((ids, io))
+    }
+
+    async fn call(&self, req: &Request) -> Result<Response, ClientError> {
+        Ok(self.mux.request(req).await??)
+    }
+
+    async fn call_ok(&self, op: &'static str, req: &Request) -> Result<(), ClientError> {
+        match self.call(req).await? {
+            Response::Ok => Ok(()),
+            got => Err(ClientError::Unexpected { op, got: Box::new(got) }),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<AgentInfo, ClientError> {
+        match self.call(&Request::Ping).await? {
+            Response::Pong(info) => Ok(info),
+            got => Err(ClientError::Unexpected { op: "ping", got: Box::new(got) }),
+        }
+    }
+
+    pub async fn create_container(&self, req: CreateContainer) -> Result<(), ClientError> {
+        self.call_ok("create", &Request::CreateContainer(req)).await
+    }
+
+    /// Start the init process (`exec_id: None`) or a prepared exec; returns the guest pid.
+    pub async fn start(&self, container_id: &str, exec_id: Option<&str>) -> Result<u32, ClientError> {
+        let req = Request::Start {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+        };
+        match self.call(&req).await? {
+            Response::Started { pid } => Ok(pid),
+            got => Err(ClientError::Unexpected { op: "start", got: Box::new(got) }),
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: ProcessSpec,
+        stdio: StdioStreams,
+    ) -> Result<(), ClientError> {
+        let req = Request::Exec {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            process,
+            stdio,
+        };
+        self.call_ok("exec", &req).await
+    }
+
+    pub async fn signal(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+        signal: i32,
+        all: bool,
+    ) -> Result<(), ClientError> {
+        let req = Request::Signal {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+            signal,
+            all,
+        };
+        self.call_ok("signal", &req).await
+    }
+
+    /// Waits until the process exited and its output was sent.
+    pub async fn wait(&self, container_id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ClientError> {
+        let req = Request::Wait {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+        };
+        match self.call(&req).await? {
+            Response::Exited(st) => Ok(st),
+            got => Err(ClientError::Unexpected { op: "wait", got: Box::new(got) }),
+        }
+    }
+
+    pub async fn resize_tty(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+        size: WindowSize,
+    ) -> Result<(), ClientError> {
+        let req = Request::ResizeTty {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+            size,
+        };
+        self.call_ok("resize", &req).await
+    }
+
+    pub async fn close_stdin(&self, container_id: &str, exec_id: Option<&str>) -> Result<(), ClientError> {
+        let req = Request::CloseStdin {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+        };
+        self.call_ok("close-stdin", &req).await
+    }
+
+    pub async fn delete(&self, container_id: &str, exec_id: Option<&str>) -> Result<(), ClientError> {
+        let req = Request::Delete {
+            container_id: container_id.into(),
+            exec_id: exec_id.map(Into::into),
+        };
+        self.call_ok("delete", &req).await
+    }
+
+    pub async fn stats(&self, container_id: &str) -> Result<Stats, ClientError> {
+        match self.call(&Request::Stats { container_id: container_id.into() }).await? {
+            Response::Stats(s) => Ok(s),
+            got => Err(ClientError::Unexpected { op: "stats", got: Box::new(got) }),
+        }
+    }
+
+    pub async fn list_pids(&self, container_id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
+        match self.call(&Request::ListPids { container_id: container_id.into() }).await? {
+            Response::Pids { processes } => Ok(processes),
+            got => Err(ClientError::Unexpected { op: "pids", got: Box::new(got) }),
+        }
+    }
+
+    /// Ask the agent to sync and power the domain off. The connection drops.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        self.call_ok("shutdown", &Request::Shutdown).await
+    }
+
+    /// Wait for the connection to close; returns why.
+    pub async fn closed(&self) -> std::sync::Arc<str> {
+        self.mux.closed().await
+    }
+
+    pub fn close(&self) {
+        self.mux.close("closed by host");
+    }
+}
+
+/// Default time to wait for an agent hello once its domain runs.
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(60);

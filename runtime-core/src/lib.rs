@@ -1,0 +1,11 @@
+//! vxn runtime core: what the shim and the guest agent share.
+//!
+//! * [`protocol`]: frames and messages on the shim<->agent channel;
+//! * [`mux`]: the multiplexer both ends run over any ordered byte stream;
+//! * [`client`]: the host-side typed client of the agent.
+
+pub mod client;
+pub mod mux;
+pub mod protocol;
+
+pub use client::{AgentClient, ClientError, HostStdio, StdioRequest};

@@ -1,0 +1,283 @@
+//! Control messages (JSON in Request/Response/Event/Hello frames).
+//!
+//! These types are the contract between shim and agent: add fields with
+//! `#[serde(default)]` so an older peer still parses them; anything else
+//! needs a new [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a stream in Data/Eof/Credit/Reset frames. Allocated by the host.
+pub type StreamId = u32;
+
+/// First frame each side sends. The agent repeats its hello until the host
+/// answers, then sends one with `ack: true`; after that frames are in sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: String,
+    pub version: u32,
+    /// Free text: program name and version, for logs and error messages.
+    pub software: String,
+    #[serde(default)]
+    pub ack: bool,
+    /// Set in an ack when the agent refuses the host's hello.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The streams of one process. In terminal mode `stdout` carries the tty's
+/// output, `stdin` its input and `stderr` is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioStreams {
+    pub stdin: Option<StreamId>,
+    pub stdout: Option<StreamId>,
+    pub stderr: Option<StreamId>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// Who the process runs as. `user`/`group` are numeric ids or names looked
+/// up in the container's own /etc/passwd and /etc/group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    #[serde(default)]
+    pub umask: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// OCI name, e.g. `RLIMIT_NOFILE`.
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// One process to run in a container. `args` is executed exactly as given:
+/// never joined or re-parsed by a shell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub user: UserSpec,
+    #[serde(default)]
+    pub terminal: bool,
+    #[serde(default)]
+    pub console_size: Option<WindowSize>,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+}
+
+/// Where the container's root filesystem comes from, as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RootfsSource {
+    /// A block device in the guest (e.g. `/dev/xvdb`), mounted read-write.
+    Block {
+        device: String,
+        fstype: String,
+        #[serde(default)]
+        options: Vec<String>,
+    },
+    /// A directory already visible to the agent (tests, or a prepared path).
+    Directory { path: String },
+    /// A 9p share exported to the domain (`p9=` in the xl config).
+    Share { tag: String },
+}
+
+/// A mount inside the container. Host bind mounts never reach the agent:
+/// the shim maps them to a `Share` or a `File`, or refuses them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub destination: String,
+    #[serde(flatten)]
+    pub kind: MountKind,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// A kernel filesystem: proc, sysfs, tmpfs, devpts, mqueue, cgroup, cgroup2.
+    Kernel { fstype: String },
+    /// A 9p share exported to the domain, optionally a subdirectory of it.
+    Share {
+        tag: String,
+        #[serde(default)]
+        subpath: Option<String>,
+    },
+    /// A small file whose contents the shim sends (hosts, resolv.conf, ...).
+    File { contents: String, mode: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateContainer {
+    pub container_id: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    pub rootfs: RootfsSource,
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    pub process: ProcessSpec,
+    pub stdio: StdioStreams,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// Mount the rootfs and prepare (not start) the init process.
+    CreateContainer(CreateContainer),
+    /// Start the init process (`exec_id: None`) or a prepared exec.
+    Start {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    /// Prepare another process in a running container.
+    Exec {
+        container_id: String,
+        exec_id: String,
+        process: ProcessSpec,
+        stdio: StdioStreams,
+    },
+    /// Send `signal` to the process, or with `all` to every process of the container.
+    Signal {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Answered once the process has exited and its output is flushed.
+    Wait {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    ResizeTty {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        size: WindowSize,
+    },
+    CloseStdin {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    /// Forget an exited exec, or (no exec_id) tear the container down.
+    Delete {
+        container_id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    Stats { container_id: String },
+    ListPids { container_id: String },
+    /// Sync filesystems, then power the domain off.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The shell convention: the exit code, or 128 + signal number.
+    pub code: i32,
+    /// The signal that killed the process, if one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Unix time of the exit in nanoseconds (guest clock).
+    pub exited_at_ns: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    /// Memory in use as the guest sees it (total - available).
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub memory_cache_bytes: u64,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    #[serde(default)]
+    pub exec_id: Option<String>,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub software: String,
+    pub kernel: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Pong(AgentInfo),
+    Started { pid: u32 },
+    Exited(ExitStatus),
+    Stats(Stats),
+    Pids { processes: Vec<ProcessInfo> },
+}
+
+/// Error categories; the shim maps them onto ttrpc status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    InvalidArgument,
+    FailedPrecondition,
+    Unsupported,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct AgentError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl AgentError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// What a Response frame carries.
+pub type ResponseBody = Result<Response, AgentError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The guest kernel OOM-killed a process of the container.
+    Oom { container_id: String },
+}

@@ -1,0 +1,49 @@
+//! The shim<->agent protocol: frames on an ordered byte stream, JSON control
+//! messages, raw stdio bytes with per-stream credit flow control.
+//! See `docs/protocol.md` for the design and why it looks like this.
+
+pub mod frame;
+pub mod messages;
+
+pub use frame::{Frame, FrameCodec, FrameError, FrameKind};
+pub use messages::*;
+
+/// Name in the hello; a peer with another name is not a vxn agent.
+pub const PROTOCOL_NAME: &str = "vxn-agent";
+/// Bumped on any incompatible change to frames or messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Precedes every Hello frame so a reader can find the start of the stream
+/// after line noise (a console that echoed, a guest that was still booting).
+pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
+/// Bytes of credit each receiver grants per stream when it opens.
+pub const INITIAL_WINDOW: u32 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("malformed {what} message: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("channel i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected {0:?} frame")]
+    Unexpected(FrameKind),
+    #[error("peer sent {got} bytes on stream {stream} with only {window} bytes of window")]
+    WindowExceeded { stream: u32, got: usize, window: usize },
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> bytes::Bytes {
+    // Our own types always serialize.
+    bytes::Bytes::from(serde_json::to_vec(v).expect("protocol types serialize"))
+}
+
+pub(crate) fn from_json<'a, T: serde::Deserialize<'a>>(
+    what: &'static str,
+    b: &'a [u8],
+) -> Result<T, ProtocolError> {
+    serde_json::from_slice(b).map_err(|source| ProtocolError::Json { what, source })
+}

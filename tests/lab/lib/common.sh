@@ -1,0 +1,89 @@
+# shellcheck shell=bash
+# Shared settings and helpers for the vxn Xen lab. Sourced by tests/lab/lab and friends.
+
+LAB_DIR=${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+REPO_DIR=${REPO_DIR:-$(cd "$LAB_DIR/../.." && pwd)}
+
+# Everything big lives here, never in git.
+WORK=${VXN_LAB_WORK:-/var/tmp/vxn-lab}
+ROOTFS=$WORK/rootfs          # debootstrapped dom0 tree
+IMG=$WORK/dom0.img           # raw ext4 image of $ROOTFS (QEMU's virtio disk)
+BOOT=$WORK/boot              # xen, vmlinuz, initrd.img for QEMU's multiboot loader
+GUEST=$WORK/guest            # DomU boot image (vmlinuz, initramfs.cpio.gz)
+TESTIMG=$WORK/test-image     # OCI tar + raw ext4 of the busybox test rootfs
+KEY=$WORK/id_ed25519         # root ssh key for dom0
+PIDFILE=$WORK/qemu.pid
+SERIAL=$WORK/serial.log
+SSH_PORT=${VXN_LAB_SSH_PORT:-10122}
+
+# Where the guest image is installed in dom0 (the shim's default lookup path).
+DOM0_GUEST_DIR=/usr/share/vxn/x86_64
+
+log() { echo "lab: $*" >&2; }
+die() { echo "lab: error: $*" >&2; exit 1; }
+
+# now: wall clock with sub-second resolution (bash 5).
+now() { echo "${EPOCHREALTIME/,/.}"; }
+# elapsed T0: seconds since T0, one decimal.
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# timed NAME CMD...: run CMD and print the phase timing line "lab: NAME Ns".
+# Failures propagate (set -e is not suspended: no "||" around "$@").
+timed() {
+  local name=$1 t0
+  shift
+  t0=$(now)
+  LAB_PHASE=$name
+  "$@"
+  echo "lab: $name $(elapsed "$t0")s"
+  LAB_PHASE=
+}
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, apt, chroot)"; }
+
+# debian_mirror: the first non-security Debian URI of the host apt config.
+# Read at run time so that no mirror hostname is ever written into the repo.
+debian_mirror() {
+  local u
+  local all
+  all=$( { grep -hE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+           grep -hE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+             sed -E 's/\[[^]]*\]//' | awk '{print $2}'; } | grep -v -- -security || true)
+  # prefer a URI ending in /debian; else any non-security Debian one
+  u=$(grep -E '/debian/?$' <<< "$all" | head -1 || true)
+  [ -n "$u" ] || u=$(grep -i debian <<< "$all" | head -1 || true)
+  echo "$u"
+}
+
+# hash_of ARGS...: sha256 of the given strings and files (files by content).
+hash_of() {
+  local a
+  for a in "$@"; do
+    if [ -f "$a" ]; then sha256sum < "$a"; else printf '%s\n' "$a"; fi
+  done | sha256sum | cut -c1-64
+}
+
+SSH_OPTS=(-i "$KEY" -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+  -o LogLevel=ERROR -o ConnectTimeout=5 -o BatchMode=yes
+  -o ServerAliveInterval=15 -o ServerAliveCountMax=8)
+
+# dom0 CMD...: run CMD in dom0 as root (stdin passed through, exit code propagated).
+dom0() { ssh "${SSH_OPTS[@]}" root@127.0.0.1 "$@"; }
+
+# dom0_put SRC DST [MODE]: copy a host file into dom0 (atomic rename, so a running
+# binary can be replaced). Compressible files are gzipped in transit.
+dom0_put() {
+  local src=$1 dst=$2 mode=${3:-0644}
+  [ -f "$src" ] || die "no such file: $src"
+  gzip -1 -c < "$src" | dom0 "set -e; mkdir -p '$(dirname "$dst")'; gunzip -c > '$dst.lab-tmp'; chmod $mode '$dst.lab-tmp'; mv -f '$dst.lab-tmp' '$dst'"
+}
+
+# qemu_pid: PID of the lab's QEMU if it is running (checked against its cmdline,
+# so a recycled PID is never mistaken for ours); empty otherwise.
+qemu_pid() {
+  local pid
+  [ -f "$PIDFILE" ] || return 0
+  pid=$(cat "$PIDFILE")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 0
+  if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$PIDFILE"; then echo "$pid"; fi
+}

@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# `lab build`: the dom0 image. Debian bookworm (debootstrap minbase) + Xen 4.17 + containerd,
+# configured for unattended use (ssh key, DHCP, guest console logs), as a raw ext4 image
+# made with `mkfs.ext4 -d` (no loop mounts), plus the boot files for QEMU's multiboot loader.
+
+DOM0_SUITE=bookworm
+DOM0_PKGS=linux-image-amd64,initramfs-tools,xen-hypervisor-4.17-amd64,xen-utils-4.17,xen-utils-common,qemu-system-xen,containerd,runc,busybox-static,e2fsprogs,iproute2,systemd-sysv,udev,kmod,openssh-server,procps,ca-certificates,less,util-linux,iputils-ping,python3
+DOM0_IMG_SIZE=${VXN_LAB_IMG_SIZE:-4G}
+ROOTFS_STAMP=$WORK/stamp.rootfs
+IMG_STAMP=$WORK/stamp.dom0img
+
+# dom0_kver: the (only) kernel version installed in the dom0 tree.
+dom0_kver() {
+  local k
+  k=$(ls "$ROOTFS/lib/modules" 2>/dev/null | sort -V | tail -1)
+  [ -n "$k" ] || die "no kernel in $ROOTFS (run: lab build)"
+  echo "$k"
+}
+
+# debootstrap_rootfs: (re)create $ROOTFS unless it exists with the same package set.
+debootstrap_rootfs() {
+  local want mirror t0
+  want=$(hash_of "$DOM0_SUITE" "$DOM0_PKGS")
+  if [ -x "$ROOTFS/usr/sbin/xl" ] && [ "$(cat "$ROOTFS_STAMP" 2>/dev/null)" = "$want" ]; then
+    log "build: rootfs up to date, skipping debootstrap"
+    return 0
+  fi
+  mirror=${VXN_LAB_MIRROR:-$(debian_mirror)}
+  [ -n "$mirror" ] || die "no Debian mirror in the host apt config (set VXN_LAB_MIRROR)"
+  log "build: debootstrap $DOM0_SUITE from $mirror (~2 min cold)"
+  t0=$(now)
+  rm -rf "$ROOTFS" "$ROOTFS_STAMP" "$IMG_STAMP"
+  mkdir -p "$WORK/debs"
+  debootstrap --variant=minbase --cache-dir="$WORK/debs" --include="$DOM0_PKGS" \
+    "$DOM0_SUITE" "$ROOTFS" "$mirror" > "$WORK/debootstrap.log" 2>&1 ||
+    { tail -30 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
+  rm -f "$ROOTFS"/var/cache/apt/archives/*.deb   # debootstrap leaves ~166 MB of .debs behind
+  echo "$want" > "$ROOTFS_STAMP"
+  echo "lab: build.debootstrap $(elapsed "$t0")s"
+}
+
+# write_unit PATH: stdin -> PATH (creating its directory).
+write_file() { mkdir -p "$(dirname "$1")"; cat > "$1"; }
+
+# configure_dom0: idempotent configuration of $ROOTFS.
+configure_dom0() {
+  local r=$ROOTFS tty
+  echo vxn-dom0 > "$r/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 vxn-dom0\n' > "$r/etc/hosts"
+  printf '/dev/vda / ext4 defaults,noatime 0 1\n' > "$r/etc/fstab"
+  chroot "$r" passwd -d root > /dev/null
+  # autologin root on the Xen console (hvc0) and the serial line (interactive debugging)
+  for tty in hvc0 ttyS0; do
+    write_file "$r/etc/systemd/system/serial-getty@$tty.service.d/autologin.conf" <<'EOS'
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
+EOS
+  done
+  # network: DHCP on any ethernet (QEMU user-net)
+  printf '[Match]\nName=en* eth*\n[Network]\nDHCP=yes\n' | write_file "$r/etc/systemd/network/10-dhcp.network"
+  # ssh: key-only root login with the lab key
+  [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab -f "$KEY"
+  install -d -m 700 "$r/root/.ssh"
+  install -m 600 "$KEY.pub" "$r/root/.ssh/authorized_keys"
+  printf 'PermitRootLogin prohibit-password\nUseDNS no\n' | write_file "$r/etc/ssh/sshd_config.d/vxn-lab.conf"
+  # xenconsoled: log guest consoles to /var/log/xen/console/guest-<name>.log
+  # (Debian's /etc/init.d/xen ignores XENCONSOLED_TRACE but passes $XENCONSOLED_ARGS)
+  mkdir -p "$r/var/log/xen/console"
+  grep -q '^XENCONSOLED_ARGS=' "$r/etc/default/xen" ||
+    echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$r/etc/default/xen"
+  # Xen backend modules at boot (the init script loads most of them; make sure)
+  printf '%s\n' xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback xen-privcmd |
+    write_file "$r/etc/modules-load.d/xen.conf"
+  # marker on the console when multi-user is up (boot diagnostics in serial.log)
+  write_file "$r/etc/systemd/system/lab-ready.service" <<'EOS'
+[Unit]
+Description=vxn lab ready marker
+After=multi-user.target ssh.service containerd.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo "VXN-LAB-READY $(cat /proc/uptime)" > /dev/console'
+[Install]
+WantedBy=multi-user.target
+EOS
+  mkdir -p "$r/usr/share/vxn/x86_64" "$r/usr/local/bin"
+  chroot "$r" systemctl enable systemd-networkd lab-ready.service containerd > /dev/null 2>&1
+  # timers that would burn emulated CPU in the middle of a test run
+  chroot "$r" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+    fstrim.timer > /dev/null 2>&1 || true
+}
+
+# extract_boot_files: the hypervisor (gunzipped: QEMU's multiboot loader wants the ELF),
+# the dom0 kernel and its initrd.
+extract_boot_files() {
+  local kver xengz
+  kver=$(dom0_kver)
+  mkdir -p "$BOOT"
+  xengz=$(ls "$ROOTFS"/boot/xen-4.17*-amd64.gz 2>/dev/null | head -1 || true)
+  if [ -n "$xengz" ]; then zcat "$xengz" > "$BOOT/xen"
+  else cp "$(ls "$ROOTFS"/boot/xen-4.17* | head -1)" "$BOOT/xen"; fi
+  cp "$ROOTFS/boot/vmlinuz-$kver" "$BOOT/vmlinuz"
+  cp "$ROOTFS/boot/initrd.img-$kver" "$BOOT/initrd.img"
+}
+
+cmd_build() {
+  need_root
+  local want t0
+  mkdir -p "$WORK"
+  debootstrap_rootfs
+  [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab -f "$KEY"
+  # the image depends on the rootfs, this file (the configuration) and the ssh key
+  want=$(hash_of "$(cat "$ROOTFS_STAMP")" "$LAB_DIR/lib/dom0.sh" "$KEY.pub" "$DOM0_IMG_SIZE")
+  if [ -f "$IMG" ] && [ -f "$BOOT/xen" ] && [ "$(cat "$IMG_STAMP" 2>/dev/null)" = "$want" ]; then
+    log "build: dom0 image up to date ($IMG)"
+    return 0
+  fi
+  rm -f "$IMG_STAMP"
+  configure_dom0
+  extract_boot_files
+  t0=$(now)
+  rm -f "$IMG"
+  mkfs.ext4 -q -F -L vxn-dom0 -d "$ROOTFS" "$IMG" "$DOM0_IMG_SIZE"
+  echo "lab: build.mkfs $(elapsed "$t0")s"
+  echo "$want" > "$IMG_STAMP"
+  log "build: $(du -sh --apparent-size "$IMG" | cut -f1) image ($(du -sh "$IMG" | cut -f1) used), rootfs $(du -sh "$ROOTFS" | cut -f1)"
+}
