@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# `lab guest-image`: the DomU boot image = the dom0's own Debian kernel (PV-capable) and an
+# initramfs whose /init is the static vxn-agent. Contract with the agent:
+#   /init                         the agent (0755); no shell, no busybox
+#   /dev /proc /sys /run /tmp /mnt /etc/vxn   empty directories
+#   /lib/modules/<kver>/<path>.ko uncompressed modules, same relative paths as the kernel tree
+#   /etc/vxn/modules.list         those paths in load order (dependencies first)
+# Output: $GUEST/{vmlinuz,initramfs.cpio.gz}, installed in dom0 at /usr/share/vxn/x86_64/.
+
+# Modules the agent needs (disk, network, 9p, ext4); dependencies and softdeps are added
+# from the kernel's own metadata. crc32c_generic explicitly: ext4/jbd2 get crc32c through the
+# crypto API at mount time, which a module-less initramfs cannot autoload.
+GUEST_MODULES=${VXN_GUEST_MODULES:-crc32c_generic xen-blkfront xen-netfront 9pnet_xen 9p ext4}
+AGENT_BIN_DEFAULT=$REPO_DIR/target/x86_64-unknown-linux-gnu/release/vxn-agent
+GUEST_STAMP=$GUEST/stamp
+
+# agent_sources_newer BIN: true if any agent input is newer than BIN.
+agent_sources_newer() {
+  local src
+  for src in guest-agent runtime-core Cargo.toml Cargo.lock; do
+    [ -e "$REPO_DIR/$src" ] || continue
+    if [ -n "$(find "$REPO_DIR/$src" -newer "$1" -not -path '*/target/*' -print -quit)" ]; then return 0; fi
+  done
+  return 1
+}
+
+# agent_bin: path of the static agent; built with cargo when missing or stale
+# (unless VXN_AGENT_BIN names a prebuilt one).
+agent_bin() {
+  local bin=${VXN_AGENT_BIN:-}
+  if [ -n "$bin" ]; then
+    [ -f "$bin" ] || die "VXN_AGENT_BIN=$bin does not exist"
+  else
+    bin=$AGENT_BIN_DEFAULT
+    if [ ! -f "$bin" ] || agent_sources_newer "$bin"; then
+      command -v cargo > /dev/null || die "cargo not found (needed to build vxn-agent)"
+      log "guest-image: building vxn-agent (static)"
+      (cd "$REPO_DIR" && RUSTFLAGS='-C target-feature=+crt-static' \
+        cargo build --release --target x86_64-unknown-linux-gnu -p vxn-agent) >&2 ||
+        die "cargo build of vxn-agent failed"
+      [ -f "$bin" ] || die "cargo did not produce $bin"
+    fi
+  fi
+  # a dynamically linked /init cannot start: there is no libc in the initramfs
+  if LC_ALL=C ldd "$bin" 2> /dev/null | grep -q '=>'; then
+    die "$bin is dynamically linked (build with RUSTFLAGS='-C target-feature=+crt-static')"
+  fi
+  echo "$bin"
+}
+
+# module_closure KVER: the module files (paths relative to /lib/modules/KVER, as they are in
+# the tree, maybe compressed) in load order, dependencies first. modprobe --show-depends
+# follows modules.dep and softdeps and prints in load order; keeping the first occurrence
+# of each module across the lists preserves that order. Built-in modules are omitted.
+module_closure() {
+  local kver=$1 m
+  for m in $GUEST_MODULES; do
+    chroot "$ROOTFS" modprobe --show-depends --set-version="$kver" "$m" ||
+      die "module $m not found for kernel $kver"
+  done | awk -v pre="/lib/modules/$kver/" '$1 == "insmod" { p = $2; sub("^" pre, "", p); if (!seen[p]++) print p }'
+}
+
+# install_module KVER REL DEST: copy one module into the initramfs tree, uncompressed.
+install_module() {
+  local src=$ROOTFS/lib/modules/$1/$2 dst=$3/lib/modules/$1/${2%.ko*}.ko
+  mkdir -p "$(dirname "$dst")"
+  case $2 in
+    *.ko) cp "$src" "$dst" ;;
+    *.ko.xz) xz -dc "$src" > "$dst" ;;
+    *.ko.zst) zstd -qdc "$src" > "$dst" ;;
+    *.ko.gz) gzip -dc "$src" > "$dst" ;;
+    *) die "unexpected module file $2" ;;
+  esac
+}
+
+# build_initramfs AGENT KVER MODULES OUT: assemble the tree and pack a reproducible cpio.
+build_initramfs() {
+  local agent=$1 kver=$2 mods=$3 out=$4 tree=$GUEST/tree rel
+  rm -rf "$tree"
+  mkdir -p "$tree"/{dev,proc,sys,run,tmp,mnt,etc/vxn} "$tree/lib/modules/$kver"
+  chmod 1777 "$tree/tmp"
+  install -m 0755 "$agent" "$tree/init"
+  : > "$tree/etc/vxn/modules.list"
+  for rel in $mods; do
+    install_module "$kver" "$rel" "$tree"
+    echo "${rel%.ko*}.ko" >> "$tree/etc/vxn/modules.list"
+  done
+  find "$tree" -exec touch -h -d @0 {} +
+  (cd "$tree" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+    cpio --null -o -H newc -R 0:0 --reproducible --quiet | gzip -9 -n) > "$out.tmp"
+  mv -f "$out.tmp" "$out"
+}
+
+cmd_guest_image() {
+  local agent kver mods want
+  [ -d "$ROOTFS/lib/modules" ] || die "no dom0 rootfs (run: lab build)"
+  agent=$(agent_bin)
+  kver=$(dom0_kver)
+  mods=$(module_closure "$kver")
+  want=$(hash_of "$agent" "$kver" "$mods" "$LAB_DIR/lib/guest.sh")
+  mkdir -p "$GUEST"
+  if [ -f "$GUEST/initramfs.cpio.gz" ] && [ "$(cat "$GUEST_STAMP" 2>/dev/null)" = "$want" ]; then
+    log "guest-image: up to date"
+  else
+    cp "$ROOTFS/boot/vmlinuz-$kver" "$GUEST/vmlinuz"
+    build_initramfs "$agent" "$kver" "$mods" "$GUEST/initramfs.cpio.gz"
+    echo "$want" > "$GUEST_STAMP"
+    log "guest-image: agent $agent, kernel $kver, modules: $(echo "$mods" | xargs -n1 basename | tr '\n' ' ')"
+  fi
+  log "guest-image: vmlinuz $(stat -c %s "$GUEST/vmlinuz") bytes, initramfs.cpio.gz $(stat -c %s "$GUEST/initramfs.cpio.gz") bytes (agent $(stat -c %s "$agent") bytes)"
+}

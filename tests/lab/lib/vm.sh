@@ -1,0 +1,164 @@
+# shellcheck shell=bash
+# Lifecycle of the lab VM: up / down / status / ssh / logs / push.
+# Xen is QEMU's multiboot kernel; the dom0 kernel and initrd are its modules. TCG only:
+# /dev/kvm on these machines is kvm_pvm, which cannot run Xen (see README.md).
+
+BOOT_TIMEOUT=${VXN_LAB_BOOT_TIMEOUT:-300}
+
+qemu_args() {
+  local mem=${VXN_LAB_MEM:-4096} dom0_mem=${VXN_LAB_DOM0_MEM:-1024M} snap=on xen linux initrd
+  # dom0 disk writes are discarded unless VXN_LAB_PERSIST=1: every boot starts from the image
+  [ "${VXN_LAB_PERSIST:-0}" = 1 ] && snap=off
+  xen="dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all noreboot"
+  linux="root=/dev/vda rw console=hvc0 earlyprintk=xen"
+  # -initrd takes a comma-separated module list: literal commas must be doubled
+  initrd="${BOOT//,/,,}/vmlinuz ${linux//,/,,},${BOOT//,/,,}/initrd.img"
+  # shellcheck disable=SC2054 # commas inside QEMU option values
+  QEMU_ARGS=(-accel tcg,thread=multi,tb-size=512 -cpu max -m "$mem" -smp 2 -no-reboot -nodefaults
+    -kernel "$BOOT/xen" -append "$xen" -initrd "$initrd"
+    -drive "file=$IMG,format=raw,if=virtio,cache=unsafe,snapshot=$snap"
+    -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" -device virtio-net-pci,netdev=n0
+    -virtfs "local,path=$XFER,mount_tag=vxnxfer,security_model=none,readonly=on"
+    -display none -serial "file:$SERIAL" -monitor "unix:$WORK/monitor.sock,server,nowait"
+    -pidfile "$PIDFILE" -daemonize)
+}
+
+serial_tail() { echo "--- tail of $SERIAL:" >&2; tail -n "${1:-40}" "$SERIAL" 2>/dev/null | tr -d '\r' >&2 || true; }
+
+# wait_ssh: poll dom0's sshd until the deadline; fail fast if QEMU dies.
+wait_ssh() {
+  local t0=$1 deadline=$((SECONDS + BOOT_TIMEOUT))
+  while [ $SECONDS -lt $deadline ]; do
+    if dom0 true 2> /dev/null < /dev/null; then
+      echo "lab: up.boot-to-ssh $(elapsed "$t0")s"
+      return 0
+    fi
+    [ -n "$(qemu_pid)" ] || { serial_tail; die "QEMU exited during boot"; }
+    sleep 1
+  done
+  serial_tail 60
+  die "dom0 ssh not up after ${BOOT_TIMEOUT}s (QEMU still running: lab down to stop it)"
+}
+
+cmd_up() {
+  local t0
+  if [ ! -f "$IMG" ] || [ ! -f "$BOOT/xen" ]; then die "no dom0 image (run: lab build)"; fi
+  if [ -n "$(qemu_pid)" ]; then
+    if dom0 true 2> /dev/null < /dev/null; then log "up: already up (pid $(qemu_pid))"; return 0; fi
+    log "up: QEMU running (pid $(qemu_pid)), waiting for ssh"
+    wait_ssh "$(stat -c %Y "$PIDFILE")"
+    return 0
+  fi
+  command -v qemu-system-x86_64 > /dev/null || die "qemu-system-x86_64 missing (run: lab deps)"
+  qemu_args
+  rm -f "$SERIAL" "$PIDFILE"
+  mkdir -p "$XFER"
+  t0=$(now)
+  qemu-system-x86_64 "${QEMU_ARGS[@]}" || die "QEMU failed to start (port $SSH_PORT busy? set VXN_LAB_SSH_PORT)"
+  log "up: QEMU pid $(cat "$PIDFILE"), serial $SERIAL; waiting for dom0 ssh (deadline ${BOOT_TIMEOUT}s)"
+  wait_ssh "$t0"
+}
+
+cmd_down() {
+  local pid _
+  pid=$(qemu_pid)
+  if [ -z "$pid" ]; then rm -f "$PIDFILE"; log "down: not running"; return 0; fi
+  # a clean poweroff first (Xen stops, QEMU exits thanks to -no-reboot/noreboot)
+  dom0 'poweroff' > /dev/null 2>&1 < /dev/null || true
+  for _ in $(seq 1 30); do [ -d "/proc/$pid" ] || break; sleep 1; done
+  if [ -d "/proc/$pid" ]; then
+    log "down: QEMU $pid still running after poweroff, killing it"
+    kill "$pid" 2> /dev/null || true
+    for _ in $(seq 1 10); do [ -d "/proc/$pid" ] || break; sleep 1; done
+    if [ -d "/proc/$pid" ]; then kill -9 "$pid" 2> /dev/null || true; fi
+  fi
+  rm -f "$PIDFILE"
+  log "down: stopped (pid $pid)"
+}
+
+cmd_status() {
+  local pid
+  pid=$(qemu_pid)
+  if [ -z "$pid" ]; then echo "down"; return 1; fi
+  if dom0 true 2> /dev/null < /dev/null; then echo "up (qemu pid $pid, ssh 127.0.0.1:$SSH_PORT)"
+  else echo "booting (qemu pid $pid, dom0 ssh not answering yet)"; fi
+}
+
+# ssh [CMD...]: without CMD and with a terminal, an interactive shell.
+# One argument is a shell command line (`lab ssh 'xl list | tail -1'`); several arguments
+# are an argv, quoted for the remote shell (`lab ssh sh -c 'exit 5'` exits 5).
+cmd_ssh() {
+  [ -n "$(qemu_pid)" ] || die "lab is not up (run: lab up)"
+  if [ $# = 0 ] && [ -t 0 ]; then exec ssh -t "${SSH_OPTS[@]}" root@127.0.0.1; fi
+  [ $# -gt 0 ] || set -- sh
+  if [ $# = 1 ]; then exec ssh "${SSH_OPTS[@]}" root@127.0.0.1 "$1"; fi
+  local q=() a
+  for a in "$@"; do q+=("$(printf '%q' "$a")"); done
+  exec ssh "${SSH_OPTS[@]}" root@127.0.0.1 "${q[*]}"
+}
+
+cmd_logs() {
+  local n=${VXN_LAB_LOG_LINES:-40}
+  serial_tail "$n" 2>&1
+  [ -n "$(qemu_pid)" ] || { echo "(lab is down: no dom0 logs)"; return 0; }
+  # shellcheck disable=SC2016 # expanded in dom0
+  dom0 "n=$n; "'
+    echo "--- journalctl -u containerd (last $n)"; journalctl -u containerd -n "$n" --no-pager 2>&1
+    for f in /var/log/xen/xl-*.log /var/log/xen/qemu-dm-*.log /var/log/xen/console/guest-*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f (last $n)"; tail -n "$n" "$f" | tr -d "\r"
+    done' < /dev/null
+}
+
+# push [--test-image] [--no-guest] [FILE...]
+cmd_push() {
+  local with_guest=1 testimg=0 files=() f
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --test-image) testimg=1 ;;
+      --no-guest) with_guest=0 ;;
+      -*) die "push: unknown option $1" ;;
+      *) files+=("$1") ;;
+    esac
+    shift
+  done
+  [ -n "$(qemu_pid)" ] || die "lab is not up (run: lab up)"
+  if [ ${#files[@]} = 0 ]; then
+    for f in "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxnctl"; do
+      [ -f "$f" ] && files+=("$f")
+    done
+  fi
+  local put=()
+  if [ $with_guest = 1 ]; then
+    [ -f "$GUEST/initramfs.cpio.gz" ] || die "no guest image (run: lab guest-image)"
+    put+=("$GUEST/vmlinuz" "$DOM0_GUEST_DIR/vmlinuz" 0644
+          "$GUEST/initramfs.cpio.gz" "$DOM0_GUEST_DIR/initramfs.cpio.gz" 0644)
+  fi
+  for f in "${files[@]}"; do put+=("$f" "/usr/local/bin/$(basename "$f")" 0755); done
+  if [ $testimg = 1 ]; then
+    build_test_images
+    put+=("$TESTIMG/vxn-test.tar" /root/vxn-test.tar 0644 "$TESTIMG/busybox.ext4" /root/busybox.ext4 0644)
+  fi
+  [ ${#put[@]} = 0 ] && { log "push: nothing to push"; return 0; }
+  dom0_put "${put[@]}"
+  if [ $with_guest = 1 ]; then log "push: guest image -> $DOM0_GUEST_DIR"; fi
+  for f in "${files[@]}"; do log "push: $f -> /usr/local/bin/$(basename "$f")"; done
+  if [ $testimg = 1 ]; then
+    dom0 'ctr -n default images import /root/vxn-test.tar > /dev/null' < /dev/null
+    log "push: test image imported into dom0 containerd (docker.io/library/vxn-test:latest); /root/busybox.ext4"
+  fi
+}
+
+# smoke: its status is kept in SMOKE_RC (ci tears the lab down either way).
+SMOKE_RC=0  # read by lab (ci, smoke)
+# shellcheck disable=SC2034
+cmd_smoke() { "$LAB_DIR/smoke.sh" || SMOKE_RC=$?; }
+
+# probe: boot the guest image in dom0 without vxnctl (dom0/agent-probe.sh) and print
+# the agent's console output. Needs the guest image and /root/busybox.ext4 pushed.
+cmd_probe() {
+  [ -n "$(qemu_pid)" ] || die "lab is not up (run: lab up)"
+  build_test_images
+  dom0_put "$TESTIMG/busybox.ext4" /root/busybox.ext4 0644 "$LAB_DIR/dom0/agent-probe.sh" /root/agent-probe.sh 0755
+  dom0 'bash /root/agent-probe.sh' < /dev/null
+}

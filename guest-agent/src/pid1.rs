@@ -1,0 +1,115 @@
+//! Duties of PID 1 in a vxn DomU: the base mounts, the console, kernel
+//! modules, and powering off. Also the test-mode isolation when not PID 1.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) {
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = mount(Some(fstype), target, Some(fstype), flags, data) {
+        // EBUSY: already mounted (the kernel mounts devtmpfs itself with CONFIG_DEVTMPFS_MOUNT).
+        if e != nix::errno::Errno::EBUSY {
+            eprintln!("vxn-agent: mount {fstype} on {target}: {e}");
+        }
+    }
+}
+
+/// Make sure fds 0-2 exist so pipes never land on them.
+pub fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl F_GETFD probes an fd number; open returns a new fd.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                let n = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if n >= 0 && n != fd {
+                    libc::dup2(n, fd);
+                    libc::close(n);
+                }
+            }
+        }
+    }
+}
+
+/// The base system of the guest, before anything else runs.
+pub fn early_setup() {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", nosuid, None);
+    mount_fs("sysfs", "/sys", nosuid, None);
+    mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"));
+    mount_fs("devpts", "/dev/pts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"));
+    mount_fs("tmpfs", "/dev/shm", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"));
+    mount_fs("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"));
+    mount_fs("tmpfs", "/tmp", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"));
+    mount_fs("cgroup2", "/sys/fs/cgroup", nosuid, None);
+    let _ = std::fs::remove_file("/dev/ptmx");
+    let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    // Log to the primary console: the initramfs may have had no /dev/console.
+    if let Ok(con) = std::fs::OpenOptions::new().write(true).open("/dev/hvc0") {
+        // SAFETY: dup2 onto stdout/stderr.
+        unsafe {
+            libc::dup2(con.as_raw_fd(), 1);
+            libc::dup2(con.as_raw_fd(), 2);
+        }
+    }
+    // SAFETY: signal(2): container processes reset dispositions before exec.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Load the modules listed in `list` (deps first) with finit_module(2).
+pub fn load_modules(list: &Path) {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        tracing::debug!(list = %list.display(), "no module list");
+        return;
+    };
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let base = Path::new("/lib/modules").join(release);
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let path = base.join(rel);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(module = %path.display(), error = %e, "cannot open module");
+                continue;
+            }
+        };
+        // SAFETY: finit_module with a valid fd and an empty parameter string.
+        let r = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), c"".as_ptr(), 0) };
+        if r < 0 {
+            let e = nix::errno::Errno::last();
+            if e != nix::errno::Errno::EEXIST {
+                tracing::warn!(module = rel, error = %e, "module load failed");
+            }
+        } else {
+            tracing::debug!(module = rel, "module loaded");
+        }
+    }
+}
+
+/// Test mode: a private mount and UTS namespace (nothing we mount or name
+/// leaks to the host, and it all vanishes with us) and subreaping of orphans.
+/// Must run before any thread exists.
+pub fn isolate_for_tests() -> Result<(), String> {
+    use nix::sched::{unshare, CloneFlags};
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| format!("unshare (test mode needs root): {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make / private: {e}"))?;
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // If the test harness dies, so do we (and our processes, by their pipes).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    Ok(())
+}
+
+/// Sync and power the domain off. Never returns.
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot(2) only fails without CAP_SYS_BOOT; nothing sane is left to do.
+    std::process::exit(1)
+}

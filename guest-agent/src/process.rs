@@ -1,0 +1,498 @@
+//! One container process: Created -> Running -> Exited, its stdio pumps and
+//! its exit status. Illegal transitions are `FailedPrecondition` errors.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+use vxn_runtime_core::mux::{StreamReader, StreamWriter};
+use vxn_runtime_core::protocol::{AgentError, ErrorKind, ExitStatus, ProcessSpec, WindowSize};
+
+use crate::fdstream::FdStream;
+use crate::reaper::Reaper;
+use crate::spawn::{self, SpawnError, SpawnPlan, Stage};
+use crate::{pty, user};
+
+/// How long output may keep flowing after the process exited (a background
+/// child can hold the pipe open forever).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const READ_CHUNK: usize = 32 * 1024;
+
+/// The agent's ends of a process's streams.
+#[derive(Default)]
+pub struct AgentStdio {
+    pub stdin: Option<StreamReader>,
+    pub stdout: Option<StreamWriter>,
+    pub stderr: Option<StreamWriter>,
+}
+
+enum State {
+    Created(Box<(ProcessSpec, AgentStdio)>),
+    Starting,
+    Running { pid: i32, stdin: Option<AbortHandle>, pty: Option<OwnedFd> },
+    Exited,
+}
+
+pub struct Process {
+    pub exec_id: Option<String>,
+    state: Mutex<State>,
+    exit: watch::Sender<Option<ExitStatus>>,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
+    AgentError::new(kind, msg)
+}
+
+impl Process {
+    pub fn new(exec_id: Option<String>, spec: ProcessSpec, stdio: AgentStdio) -> Result<Arc<Self>, AgentError> {
+        if spec.args.is_empty() || spec.args[0].is_empty() {
+            return Err(err(ErrorKind::InvalidArgument, "process args must not be empty"));
+        }
+        Ok(Arc::new(Self {
+            exec_id,
+            state: Mutex::new(State::Created(Box::new((spec, stdio)))),
+            exit: watch::channel(None).0,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn name(&self) -> &str {
+        self.exec_id.as_deref().unwrap_or("init")
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        match &*self.lock() {
+            State::Running { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Start the process in `rootfs` (chrooted unless `rootfs` is "/").
+    /// `on_exit` runs after the exit, before output is drained (the init
+    /// process uses it to kill the rest of the container).
+    pub async fn start(
+        self: &Arc<Self>,
+        rootfs: &Path,
+        reaper: &Reaper,
+        on_exit: impl FnOnce(i32) + Send + 'static,
+    ) -> Result<u32, AgentError> {
+        let previous = std::mem::replace(&mut *self.lock(), State::Starting);
+        let (spec, stdio) = match previous {
+            State::Created(b) => *b,
+            other => {
+                let msg = match &other {
+                    State::Exited => "has already exited",
+                    _ => "is already started",
+                };
+                *self.lock() = other;
+                return Err(err(ErrorKind::FailedPrecondition, format!("process {} {msg}", self.name())));
+            }
+        };
+        match self.spawn(rootfs, reaper, spec, stdio, on_exit).await {
+            Ok(pid) => Ok(pid as u32),
+            Err(e) => {
+                // It never ran: report it exited like a shell would (127).
+                self.finish(ExitStatus { code: 127, signal: None, exited_at_ns: now_ns() });
+                Err(e)
+            }
+        }
+    }
+
+    async fn spawn(
+        self: &Arc<Self>,
+        rootfs: &Path,
+        reaper: &Reaper,
+        spec: ProcessSpec,
+        stdio: AgentStdio,
+        on_exit: impl FnOnce(i32) + Send + 'static,
+    ) -> Result<i32, AgentError> {
+        let mut plan = build_plan(rootfs, &spec)?;
+        let io = ChildIo::new(rootfs, &spec, &stdio)?;
+        plan.stdio = io.child_fds();
+        plan.tty = spec.terminal;
+        let (pid, status_pipe, exit_rx) = reaper
+            .spawn_registered(|| spawn::fork_exec(&plan))
+            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        let (parent, master_for_resize) = io.into_parent()?;
+        read_spawn_status(status_pipe, &spec.args[0]).await?;
+
+        let (pumps, stdin_task) = parent.start_pumps(stdio);
+        *self.lock() = State::Running { pid, stdin: stdin_task, pty: master_for_resize };
+        tracing::info!(process = self.name(), pid, args = ?spec.args, "started");
+
+        let this = self.clone();
+        tokio::spawn(async move {
+            let status = exit_rx.await.unwrap_or(ExitStatus { code: 255, signal: None, exited_at_ns: now_ns() });
+            on_exit(pid);
+            drain(pumps).await;
+            tracing::info!(process = this.name(), pid, code = status.code, "exited");
+            this.finish(status);
+        });
+        Ok(pid)
+    }
+
+    fn finish(&self, status: ExitStatus) {
+        *self.lock() = State::Exited;
+        self.exit.send_replace(Some(status));
+    }
+
+    /// Resolves when the process has exited and its output is flushed.
+    pub async fn wait(&self) -> ExitStatus {
+        let mut rx = self.exit.subscribe();
+        let r = rx.wait_for(|s| s.is_some()).await;
+        r.ok().and_then(|s| *s).unwrap_or(ExitStatus { code: 255, signal: None, exited_at_ns: now_ns() })
+    }
+
+    pub fn signal(&self, signal: i32) -> Result<(), AgentError> {
+        let mut st = self.lock();
+        match &*st {
+            State::Running { pid, .. } => {
+                // SAFETY: kill(2); the pid is ours and not yet reaped.
+                if unsafe { libc::kill(*pid, signal) } < 0 {
+                    let e = nix::errno::Errno::last();
+                    return Err(err(ErrorKind::InvalidArgument, format!("signal {signal}: {e}")));
+                }
+                Ok(())
+            }
+            State::Exited => Err(err(ErrorKind::NotFound, format!("process {} already finished", self.name()))),
+            State::Starting => Err(err(ErrorKind::FailedPrecondition, "process is starting")),
+            State::Created(_) if is_fatal(signal) => {
+                // Killing a process that never started: it is simply over.
+                let status = ExitStatus { code: 128 + signal, signal: Some(signal), exited_at_ns: now_ns() };
+                *st = State::Exited;
+                drop(st);
+                self.exit.send_replace(Some(status));
+                Ok(())
+            }
+            State::Created(_) => Err(err(ErrorKind::FailedPrecondition, "process is not started")),
+        }
+    }
+
+    pub fn resize(&self, size: WindowSize) -> Result<(), AgentError> {
+        match &*self.lock() {
+            State::Running { pty: Some(m), .. } => {
+                pty::set_size(m.as_raw_fd(), size).map_err(|e| err(ErrorKind::Internal, format!("resize: {e}")))
+            }
+            State::Running { .. } => Err(err(ErrorKind::FailedPrecondition, "process has no terminal")),
+            State::Exited => Err(err(ErrorKind::NotFound, "process already finished")),
+            _ => Err(err(ErrorKind::FailedPrecondition, "process is not started")),
+        }
+    }
+
+    /// Stop feeding stdin and close it: the process reads EOF.
+    pub fn close_stdin(&self) {
+        match &mut *self.lock() {
+            State::Running { stdin, .. } => {
+                if let Some(t) = stdin.take() {
+                    t.abort();
+                }
+            }
+            State::Created(b) => b.1.stdin = None,
+            _ => {}
+        }
+    }
+
+    pub fn is_exited(&self) -> bool {
+        matches!(&*self.lock(), State::Exited)
+    }
+}
+
+fn is_fatal(sig: i32) -> bool {
+    matches!(sig, libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT)
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn cstr(s: &str, what: &str) -> Result<CString, AgentError> {
+    CString::new(s).map_err(|_| err(ErrorKind::InvalidArgument, format!("{what} contains a NUL byte")))
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+/// Everything the child needs, resolved against the container's rootfs.
+fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError> {
+    let creds = user::resolve(rootfs, &spec.user)?;
+    let mut env: Vec<String> = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", creds.home));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let arg0 = &spec.args[0];
+    let candidates: Vec<CString> = if arg0.contains('/') {
+        vec![cstr(arg0, "argv[0]")?]
+    } else {
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| cstr(&format!("{d}/{arg0}"), "PATH entry"))
+            .collect::<Result<_, _>>()?
+    };
+    let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+    if !cwd.starts_with('/') {
+        return Err(err(ErrorKind::InvalidArgument, format!("cwd {cwd:?} must be an absolute path")));
+    }
+    // runc creates a missing cwd; so do we.
+    let host_cwd = crate::mounts::join_in(rootfs, cwd)?;
+    if !host_cwd.exists() {
+        std::fs::create_dir_all(&host_cwd)
+            .map_err(|e| err(ErrorKind::InvalidArgument, format!("cwd {cwd}: {e}")))?;
+    }
+    let rlimits = spec
+        .rlimits
+        .iter()
+        .map(|r| {
+            let res = rlimit_resource(&r.kind)
+                .ok_or_else(|| err(ErrorKind::InvalidArgument, format!("unknown rlimit {}", r.kind)))?;
+            Ok((res, libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard }))
+        })
+        .collect::<Result<_, AgentError>>()?;
+    let root = (rootfs != Path::new("/"))
+        .then(|| cstr(&rootfs.to_string_lossy(), "rootfs"))
+        .transpose()?;
+    Ok(SpawnPlan {
+        argv: spec.args.iter().map(|a| cstr(a, "an argument")).collect::<Result<_, _>>()?,
+        envp: env.iter().map(|e| cstr(e, "an environment entry")).collect::<Result<_, _>>()?,
+        candidates,
+        root,
+        cwd: cstr(cwd, "cwd")?,
+        uid: creds.uid,
+        gid: creds.gid,
+        groups: creds.groups,
+        umask: spec.user.umask,
+        rlimits,
+        no_new_privs: spec.no_new_privileges,
+        oom_score_adj: spec.oom_score_adj.map(|v| cstr(&v.to_string(), "oom score")).transpose()?,
+        stdio: [0, 1, 2],
+        tty: false,
+    })
+}
+
+/// Turn the child's status pipe into a user-facing error.
+async fn read_spawn_status(pipe: OwnedFd, arg0: &str) -> Result<(), AgentError> {
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)
+        .map_err(|e| err(ErrorKind::Internal, format!("status pipe: {e}")))?;
+    let mut buf = Vec::with_capacity(8);
+    // The child writes 8 bytes or nothing; cap the read regardless.
+    (&mut rx).take(64).read_to_end(&mut buf).await.map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    match spawn::decode_status(&buf) {
+        Ok(()) => Ok(()),
+        Err(SpawnError::Child { stage: Stage::Exec, errno }) => Err(match errno {
+            nix::errno::Errno::ENOENT => err(
+                ErrorKind::InvalidArgument,
+                format!("exec: \"{arg0}\": executable file not found in $PATH"),
+            ),
+            nix::errno::Errno::EACCES => err(ErrorKind::InvalidArgument, format!("exec: \"{arg0}\": permission denied")),
+            e => err(ErrorKind::InvalidArgument, format!("exec: \"{arg0}\": {e}")),
+        }),
+        Err(SpawnError::Child { stage: Stage::Cwd, errno }) => {
+            Err(err(ErrorKind::InvalidArgument, format!("chdir to cwd: {errno}")))
+        }
+        Err(e) => Err(err(ErrorKind::Internal, format!("starting the process: {e}"))),
+    }
+}
+
+/// The fds a child gets and the parent's ends of them.
+struct ChildIo {
+    child: [Option<OwnedFd>; 3],
+    parent_in: Option<OwnedFd>,
+    parent_out: Option<OwnedFd>,
+    parent_err: Option<OwnedFd>,
+    pty_master: Option<OwnedFd>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), AgentError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(ErrorKind::Internal, format!("pipe: {e}")))
+}
+
+fn dev_null() -> Result<OwnedFd, AgentError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(Into::into)
+        .map_err(|e| err(ErrorKind::Internal, format!("/dev/null: {e}")))
+}
+
+impl ChildIo {
+    fn new(rootfs: &Path, spec: &ProcessSpec, stdio: &AgentStdio) -> Result<Self, AgentError> {
+        let mut io = ChildIo { child: [None, None, None], parent_in: None, parent_out: None, parent_err: None, pty_master: None };
+        if spec.terminal {
+            let (master, slave) = pty::open(rootfs).map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
+            if let Some(size) = spec.console_size {
+                let _ = pty::set_size(master.as_raw_fd(), size);
+            }
+            let dup = |fd: &OwnedFd| pty::dup(fd).map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")));
+            io.child = [Some(dup(&slave)?), Some(dup(&slave)?), Some(slave)];
+            io.pty_master = Some(master);
+            return Ok(io);
+        }
+        if stdio.stdin.is_some() {
+            let (r, w) = pipe()?;
+            io.child[0] = Some(r);
+            io.parent_in = Some(w);
+        } else {
+            io.child[0] = Some(dev_null()?);
+        }
+        if stdio.stdout.is_some() {
+            let (r, w) = pipe()?;
+            io.child[1] = Some(w);
+            io.parent_out = Some(r);
+        } else {
+            io.child[1] = Some(dev_null()?);
+        }
+        if stdio.stderr.is_some() {
+            let (r, w) = pipe()?;
+            io.child[2] = Some(w);
+            io.parent_err = Some(r);
+        } else {
+            io.child[2] = Some(dev_null()?);
+        }
+        Ok(io)
+    }
+
+    fn child_fds(&self) -> [i32; 3] {
+        [0, 1, 2].map(|i| self.child[i].as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1))
+    }
+
+    /// Close the child's ends (the child has them now) and keep ours.
+    fn into_parent(mut self) -> Result<(ParentIo, Option<OwnedFd>), AgentError> {
+        self.child = [None, None, None];
+        let resize = self
+            .pty_master
+            .as_ref()
+            .map(pty::dup)
+            .transpose()
+            .map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")))?;
+        Ok((
+            ParentIo { stdin: self.parent_in, stdout: self.parent_out, stderr: self.parent_err, pty: self.pty_master },
+            resize,
+        ))
+    }
+}
+
+struct ParentIo {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+}
+
+impl ParentIo {
+    /// Spawn the copy tasks; returns the output pumps and the stdin pump.
+    fn start_pumps(self, stdio: AgentStdio) -> (Vec<JoinHandle<()>>, Option<AbortHandle>) {
+        let mut outputs = Vec::new();
+        let mut stdin_task = None;
+        if let Some(master) = self.pty {
+            match FdStream::new(master, true) {
+                Ok(stream) => {
+                    let (rd, wr) = tokio::io::split(stream);
+                    if let Some(out) = stdio.stdout {
+                        outputs.push(tokio::spawn(pump_out(rd, out)));
+                    }
+                    if let Some(inp) = stdio.stdin {
+                        stdin_task = Some(tokio::spawn(pump_in(inp, wr)).abort_handle());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "pty master not pollable"),
+            }
+            return (outputs, stdin_task);
+        }
+        for (fd, stream) in [(self.stdout, stdio.stdout), (self.stderr, stdio.stderr)] {
+            if let (Some(fd), Some(stream)) = (fd, stream) {
+                match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                    Ok(rx) => outputs.push(tokio::spawn(pump_out(rx, stream))),
+                    Err(e) => tracing::warn!(error = %e, "output pipe not pollable"),
+                }
+            }
+        }
+        if let (Some(fd), Some(stream)) = (self.stdin, stdio.stdin) {
+            match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+                Ok(tx) => stdin_task = Some(tokio::spawn(pump_in(stream, tx)).abort_handle()),
+                Err(e) => tracing::warn!(error = %e, "stdin pipe not pollable"),
+            }
+        }
+        (outputs, stdin_task)
+    }
+}
+
+/// Process output -> host. Ends at EOF; dropping the writer sends EOF on.
+async fn pump_out(mut src: impl AsyncRead + Unpin, dst: StreamWriter) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        match src.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if dst.send(buf.split().freeze()).await.is_err() {
+                    // The host stopped reading: close our end like a broken pipe.
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Host -> process stdin. Dropping `dst` at EOF closes the process's stdin.
+async fn pump_in(mut src: StreamReader, mut dst: impl AsyncWrite + Unpin) {
+    while let Ok(Some(chunk)) = src.recv().await {
+        if dst.write_all(&chunk).await.is_err() {
+            break; // the process closed stdin; dropping `src` resets the stream
+        }
+    }
+    let _ = dst.shutdown().await;
+}
+
+/// Let output pumps finish, but not forever.
+async fn drain(pumps: Vec<JoinHandle<()>>) {
+    let aborts: Vec<AbortHandle> = pumps.iter().map(|p| p.abort_handle()).collect();
+    if tokio::time::timeout(OUTPUT_GRACE, futures_join(pumps)).await.is_err() {
+        tracing::debug!("output still open after exit; closing it");
+        for a in aborts {
+            a.abort();
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

@@ -1,0 +1,135 @@
+//! What the agent reads from /proc: the processes it is responsible for and
+//! the guest's cpu and memory figures.
+
+use std::collections::HashMap;
+
+use vxn_runtime_core::protocol::Stats;
+
+/// (pid, ppid) of every process, from /proc/<pid>/stat.
+fn process_table() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // comm may contain spaces and parens: fields resume after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let ppid = rest.split(' ').nth(1)?.parse().ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Every live descendant of `root` (not `root` itself).
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (pid, ppid) in process_table() {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some(kids) = children.get(&p) {
+            for &k in kids {
+                out.push(k);
+                stack.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// The processes the agent runs on behalf of containers.
+pub fn container_pids() -> Vec<i32> {
+    descendants(std::process::id() as i32)
+}
+
+/// Send `signal` to every container process except those in `spare`.
+pub fn signal_all(signal: i32, spare: &[i32]) {
+    for pid in container_pids() {
+        if !spare.contains(&pid) {
+            // SAFETY: kill(2) on a pid; ESRCH for a racing exit is fine.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+/// The command line of `pid`, space-joined, or its comm for kernel-ish cases.
+pub fn command(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let parts: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    if parts.is_empty() {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn meminfo_kib(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The guest kernel's count of OOM kills (Linux >= 4.13).
+pub fn oom_kills() -> u64 {
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap_or_default();
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Guest-wide figures: in a vxn DomU the guest *is* the container.
+pub fn stats() -> Stats {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / hz);
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let user = field(0) + field(1);
+    let system = field(2) + field(5) + field(6);
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = meminfo_kib(&mem, "MemTotal") * 1024;
+    let available = meminfo_kib(&mem, "MemAvailable") * 1024;
+    let cache = meminfo_kib(&mem, "Cached") * 1024;
+    Stats {
+        cpu_usage_ns: to_ns(user + system),
+        cpu_user_ns: to_ns(user),
+        cpu_system_ns: to_ns(system),
+        memory_usage_bytes: total.saturating_sub(available),
+        memory_limit_bytes: total,
+        memory_cache_bytes: cache,
+        pids: container_pids().len() as u64,
+        oom_kills: oom_kills(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_own_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(descendants(std::process::id() as i32).contains(&(child.id() as i32)));
+        assert_eq!(command(child.id() as i32), "sleep 5");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn stats_are_populated() {
+        let s = stats();
+        assert!(s.memory_limit_bytes > 0 && s.memory_usage_bytes > 0 && s.cpu_usage_ns > 0);
+    }
+}

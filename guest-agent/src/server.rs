@@ -1,0 +1,203 @@
+//! Serves the host's requests on the multiplexed channel.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use vxn_runtime_core::mux::{Incoming, Mux};
+use vxn_runtime_core::protocol::{
+    AgentError, AgentInfo, ErrorKind, Event, Request, Response, ResponseBody, StdioStreams,
+};
+
+use crate::container::Container;
+use crate::process::{AgentStdio, Process};
+use crate::reaper::Reaper;
+use crate::{procfs, SOFTWARE};
+
+pub struct Agent {
+    mux: Mux,
+    reaper: Arc<Reaper>,
+    state_root: PathBuf,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Serializes container creation so ids are checked and claimed atomically.
+    create_lock: tokio::sync::Mutex<()>,
+    pub shutdown: Notify,
+}
+
+/// Why the serve loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    ShutdownRequested,
+    ChannelClosed(String),
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
+    AgentError::new(kind, msg)
+}
+
+impl Agent {
+    pub fn new(mux: Mux, reaper: Arc<Reaper>, state_root: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            mux,
+            reaper,
+            state_root,
+            containers: Mutex::default(),
+            create_lock: Default::default(),
+            shutdown: Notify::new(),
+        })
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>, AgentError> {
+        self.containers()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("container {id} not found")))
+    }
+
+    pub fn send_event(&self, ev: &Event) {
+        self.mux.send_event(ev);
+    }
+
+    /// Serve until the channel closes or the host asks for a shutdown.
+    pub async fn serve(self: Arc<Self>, mut incoming: Incoming) -> Ended {
+        loop {
+            tokio::select! {
+                req = incoming.requests.recv() => {
+                    let Some(req) = req else {
+                        return Ended::ChannelClosed(self.mux.closed().await.to_string());
+                    };
+                    let agent = self.clone();
+                    tokio::spawn(async move {
+                        let body = match req.request {
+                            Ok(r) => agent.handle(r).await,
+                            Err(e) => Err(err(ErrorKind::InvalidArgument, format!("malformed request: {e}"))),
+                        };
+                        agent.mux.respond(req.id, &body);
+                    });
+                }
+                _ = self.shutdown.notified() => return Ended::ShutdownRequested,
+            }
+        }
+    }
+
+    fn open_stdio(&self, ids: &StdioStreams) -> Result<AgentStdio, AgentError> {
+        let open_err = |e: vxn_runtime_core::mux::MuxError| err(ErrorKind::InvalidArgument, e.to_string());
+        Ok(AgentStdio {
+            stdin: ids.stdin.map(|id| self.mux.open_reader(id)).transpose().map_err(open_err)?,
+            stdout: ids.stdout.map(|id| self.mux.open_writer(id)).transpose().map_err(open_err)?,
+            stderr: ids.stderr.map(|id| self.mux.open_writer(id)).transpose().map_err(open_err)?,
+        })
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request) -> ResponseBody {
+        match req {
+            Request::Ping => Ok(Response::Pong(AgentInfo { software: SOFTWARE.into(), kernel: kernel_release() })),
+            Request::CreateContainer(c) => {
+                let _guard = self.create_lock.lock().await;
+                if self.containers().contains_key(&c.container_id) {
+                    return Err(err(ErrorKind::AlreadyExists, format!("container {} already exists", c.container_id)));
+                }
+                let stdio = self.open_stdio(&c.stdio)?;
+                let container = Container::create(c, &self.state_root, stdio).await?;
+                tracing::info!(container = %container.id, rootfs = %container.rootfs.display(), "container created");
+                self.containers().insert(container.id.clone(), container);
+                Ok(Response::Ok)
+            }
+            Request::Start { container_id, exec_id } => {
+                let c = self.container(&container_id)?;
+                let p = c.process(exec_id.as_deref())?;
+                let is_init = exec_id.as_deref().unwrap_or("").is_empty();
+                if !is_init && c.init().is_exited() {
+                    return Err(err(ErrorKind::FailedPrecondition, format!("container {container_id} is not running")));
+                }
+                let pid = p
+                    .start(&c.rootfs, &self.reaper, move |pid| {
+                        // Like a PID namespace: when init dies, the rest of
+                        // the container dies with it.
+                        if is_init {
+                            procfs::signal_all(libc::SIGKILL, &[pid]);
+                        }
+                    })
+                    .await?;
+                Ok(Response::Started { pid })
+            }
+            Request::Exec { container_id, exec_id, process, stdio } => {
+                let c = self.container(&container_id)?;
+                if exec_id.is_empty() {
+                    return Err(err(ErrorKind::InvalidArgument, "exec id must not be empty"));
+                }
+                let p = Process::new(Some(exec_id), process, self.open_stdio(&stdio)?)?;
+                c.add_exec(p)?;
+                Ok(Response::Ok)
+            }
+            Request::Signal { container_id, exec_id, signal, all } => {
+                let c = self.container(&container_id)?;
+                if !(1..=64).contains(&signal) {
+                    return Err(err(ErrorKind::InvalidArgument, format!("invalid signal {signal}")));
+                }
+                let p = c.process(exec_id.as_deref())?;
+                if all {
+                    procfs::signal_all(signal, &[]);
+                    return Ok(Response::Ok);
+                }
+                p.signal(signal)?;
+                Ok(Response::Ok)
+            }
+            Request::Wait { container_id, exec_id } => {
+                let p = self.container(&container_id)?.process(exec_id.as_deref())?;
+                Ok(Response::Exited(p.wait().await))
+            }
+            Request::ResizeTty { container_id, exec_id, size } => {
+                self.container(&container_id)?.process(exec_id.as_deref())?.resize(size)?;
+                Ok(Response::Ok)
+            }
+            Request::CloseStdin { container_id, exec_id } => {
+                self.container(&container_id)?.process(exec_id.as_deref())?.close_stdin();
+                Ok(Response::Ok)
+            }
+            Request::Delete { container_id, exec_id: Some(e) } if !e.is_empty() => {
+                self.container(&container_id)?.remove_exec(&e)?;
+                Ok(Response::Ok)
+            }
+            Request::Delete { container_id, .. } => {
+                let c = self.container(&container_id)?;
+                c.destroy().await;
+                self.containers().remove(&container_id);
+                Ok(Response::Ok)
+            }
+            Request::Stats { container_id } => {
+                self.container(&container_id)?;
+                Ok(Response::Stats(procfs::stats()))
+            }
+            Request::ListPids { container_id } => {
+                let c = self.container(&container_id)?;
+                Ok(Response::Pids { processes: c.processes() })
+            }
+            Request::Shutdown => {
+                self.shutdown.notify_one();
+                Ok(Response::Ok)
+            }
+        }
+    }
+
+    /// Tear down every container (before power-off or exit).
+    pub async fn destroy_all(&self) {
+        let all: Vec<Arc<Container>> = self.containers().drain().map(|(_, c)| c).collect();
+        for c in all {
+            c.destroy().await;
+        }
+    }
+
+    pub fn mux(&self) -> &Mux {
+        &self.mux
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}

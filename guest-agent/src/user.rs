@@ -1,0 +1,166 @@
+//! Resolving the OCI user against the container's own /etc/passwd and
+//! /etc/group (never the agent's: the agent has none).
+
+use std::path::Path;
+
+use vxn_runtime_core::protocol::{AgentError, ErrorKind, UserSpec};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+#[derive(Debug)]
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+#[derive(Debug)]
+struct GroupEntry {
+    name: String,
+    gid: u32,
+    members: Vec<String>,
+}
+
+/// Files larger than this are not read (a hostile image could ship a huge one).
+const MAX_DB: u64 = 4 << 20;
+
+fn read_db(rootfs: &Path, file: &str) -> String {
+    let path = rootfs.join(file);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() <= MAX_DB => std::fs::read_to_string(&path).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].into(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].into(),
+            })
+        })
+        .collect()
+}
+
+fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            Some(GroupEntry {
+                name: f[0].into(),
+                gid: f[2].parse().ok()?,
+                members: f[3].split(',').filter(|m| !m.is_empty()).map(Into::into).collect(),
+            })
+        })
+        .collect()
+}
+
+fn invalid(msg: String) -> AgentError {
+    AgentError::new(ErrorKind::InvalidArgument, msg)
+}
+
+/// Resolve `spec` like runc: numeric ids need no entry; names must exist.
+/// A user's primary group and home come from passwd; supplementary groups are
+/// the spec's plus, for a user with a passwd entry, its primary group and the
+/// groups that list it as a member.
+pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError> {
+    let passwd = parse_passwd(&read_db(rootfs, "etc/passwd"));
+    let groups = parse_group(&read_db(rootfs, "etc/group"));
+    let user_str = spec.user.as_deref().unwrap_or("0");
+    let entry = match user_str.parse::<u32>() {
+        Ok(uid) => passwd.iter().find(|p| p.uid == uid),
+        Err(_) => Some(
+            passwd
+                .iter()
+                .find(|p| p.name == user_str)
+                .ok_or_else(|| invalid(format!("unable to find user {user_str}: no matching entries in passwd file")))?,
+        ),
+    };
+    let uid = match entry {
+        Some(e) => e.uid,
+        None => user_str.parse().unwrap_or(0),
+    };
+    let gid = match spec.group.as_deref() {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .iter()
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| invalid(format!("unable to find group {g}: no matching entries in group file")))?,
+        },
+        None => entry.map(|e| e.gid).unwrap_or(0),
+    };
+    let mut all: Vec<u32> = spec.additional_gids.clone();
+    if let Some(e) = entry {
+        // initgroups(3) semantics: the primary group is a supplementary one too.
+        all.push(gid);
+        all.extend(groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name)).map(|g| g.gid));
+    }
+    all.sort_unstable();
+    all.dedup();
+    let home = entry.map(|e| e.home.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into());
+    Ok(Credentials { uid, gid, groups: all, home })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\nbad line\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\nuser:x:1000:\nextra:x:2000:user,other\n",
+        )
+        .unwrap();
+        d
+    }
+
+    fn spec(user: Option<&str>, group: Option<&str>) -> UserSpec {
+        UserSpec { user: user.map(Into::into), group: group.map(Into::into), ..Default::default() }
+    }
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        let r = rootfs();
+        let c = resolve(r.path(), &spec(Some("user"), None)).unwrap();
+        assert_eq!((c.uid, c.gid, c.groups.clone(), c.home.as_str()), (1000, 1000, vec![1000, 2000], "/home/user"));
+        let c = resolve(r.path(), &spec(Some("1000"), Some("extra"))).unwrap();
+        assert_eq!((c.uid, c.gid), (1000, 2000));
+        let c = resolve(r.path(), &spec(Some("4242"), Some("4343"))).unwrap();
+        assert_eq!((c.uid, c.gid, c.home.as_str()), (4242, 4343, "/"));
+        let c = resolve(r.path(), &spec(None, None)).unwrap();
+        assert_eq!((c.uid, c.gid, c.home.as_str()), (0, 0, "/root"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let r = rootfs();
+        assert!(resolve(r.path(), &spec(Some("nobody"), None)).unwrap_err().message.contains("nobody"));
+        assert!(resolve(r.path(), &spec(None, Some("wheel"))).is_err());
+    }
+}
