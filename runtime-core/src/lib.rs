@@ -7,5 +7,6 @@
 pub mod client;
 pub mod mux;
 pub mod protocol;
+pub mod xen;
 
 pub use client::{AgentClient, ClientError, HostStdio, StdioRequest};

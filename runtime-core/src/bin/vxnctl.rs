@@ -1,1 +1,211 @@
-fn main() {}
+//! vxnctl: drive a vxn DomU by hand, without containerd. The lab's smoke
+//! test and a debugging aid.
+//!
+//! vxnctl xen-run --name N --kernel K --initramfs I --rootfs-disk IMG
+//!                [--memory MiB] [--vcpus N] [--timeout S] [--log LEVEL] -- ARGV...
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use vxn_runtime_core::protocol::{CreateContainer, MountKind, MountSpec, ProcessSpec, RootfsSource};
+use vxn_runtime_core::xen::{connect_channel, Disk, DomainConfig, GuestType, Xl};
+use vxn_runtime_core::{AgentClient, StdioRequest};
+
+const USAGE: &str = "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
+[--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...";
+
+struct RunArgs {
+    name: String,
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    rootfs_disk: PathBuf,
+    memory: u64,
+    vcpus: u32,
+    timeout: Duration,
+    log: String,
+    argv: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<RunArgs, String> {
+    let mut it = args.iter();
+    if it.next().map(String::as_str) != Some("xen-run") {
+        return Err(USAGE.into());
+    }
+    let (mut name, mut kernel, mut initramfs, mut disk) = (None, None, None, None);
+    let (mut memory, mut vcpus, mut timeout, mut log) = (256, 1, 120, "info".to_string());
+    let mut argv = Vec::new();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--name" => name = Some(val()?),
+            "--kernel" => kernel = Some(PathBuf::from(val()?)),
+            "--initramfs" => initramfs = Some(PathBuf::from(val()?)),
+            "--rootfs-disk" => disk = Some(PathBuf::from(val()?)),
+            "--memory" => memory = val()?.parse().map_err(|_| "--memory takes MiB")?,
+            "--vcpus" => vcpus = val()?.parse().map_err(|_| "--vcpus takes a number")?,
+            "--timeout" => timeout = val()?.parse().map_err(|_| "--timeout takes seconds")?,
+            "--log" => log = val()?,
+            "--" => {
+                argv = it.by_ref().cloned().collect();
+                break;
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    fn need<T>(v: Option<T>, what: &str) -> Result<T, String> {
+        v.ok_or_else(|| format!("{what} is required\n{USAGE}"))
+    }
+    if argv.is_empty() {
+        return Err(format!("no command given\n{USAGE}"));
+    }
+    Ok(RunArgs {
+        name: need(name, "--name")?,
+        kernel: need(kernel, "--kernel")?,
+        initramfs: need(initramfs, "--initramfs")?,
+        rootfs_disk: need(disk, "--rootfs-disk")?,
+        memory,
+        vcpus,
+        timeout: Duration::from_secs(timeout),
+        log,
+        argv,
+    })
+}
+
+fn default_mounts() -> Vec<MountSpec> {
+    let k = |dest: &str, fstype: &str, opts: &[&str]| MountSpec {
+        destination: dest.into(),
+        kind: MountKind::Kernel { fstype: fstype.into() },
+        options: opts.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        k("/proc", "proc", &["nosuid", "noexec", "nodev"]),
+        k("/dev", "tmpfs", &["nosuid", "mode=755"]),
+        k("/dev/pts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        k("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+    ]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let run = match parse(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&run.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let xl = Xl::default();
+    let dir = PathBuf::from("/run/vxn/vxnctl").join(&run.name);
+    let result = tokio::select! {
+        r = xen_run(&xl, &dir, &run) => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    };
+    // Whatever happened, leave no domain and no files behind.
+    let t = Instant::now();
+    if let Err(e) = xl.destroy(&run.name).await {
+        eprintln!("vxnctl: destroy {}: {e}", run.name);
+    }
+    let destroy = t.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok((code, mut timing)) => {
+            timing.push(("destroy", destroy));
+            let line: Vec<String> = timing.iter().map(|(k, d)| format!("{k}={:.2}s", d.as_secs_f64())).collect();
+            eprintln!("vxnctl: timing {}", line.join(" "));
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("vxnctl: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+type Timing = Vec<(&'static str, Duration)>;
+
+async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, Timing), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let socket = dir.join("agent.sock");
+    let cfg = DomainConfig {
+        name: run.name.clone(),
+        guest_type: GuestType::for_host(),
+        kernel: run.kernel.clone(),
+        ramdisk: run.initramfs.clone(),
+        cmdline: format!("console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}", run.log),
+        memory_mib: run.memory,
+        maxmem_mib: run.memory,
+        vcpus: run.vcpus,
+        max_vcpus: run.vcpus,
+        agent_socket: socket.clone(),
+        disks: vec![Disk { vdev: "xvdb".into(), target: run.rootfs_disk.clone(), writable: true }],
+        shares: vec![],
+        bridge: None,
+    };
+    let text = cfg.render().map_err(|e| e.to_string())?;
+    let cfg_path = dir.join("domain.cfg");
+    std::fs::write(&cfg_path, text).map_err(|e| format!("write {}: {e}", cfg_path.display()))?;
+    let mut timing = Timing::new();
+
+    let t = Instant::now();
+    xl.create_paused(&cfg_path).await.map_err(|e| e.to_string())?;
+    timing.push(("create", t.elapsed()));
+
+    let t = Instant::now();
+    let stream = connect_channel(&socket, Duration::from_secs(10)).await.map_err(|e| format!("agent channel: {e}"))?;
+    let connect = tokio::spawn(AgentClient::connect(stream, run.timeout));
+    xl.unpause(&run.name).await.map_err(|e| e.to_string())?;
+    let client = connect.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    timing.push(("agent-ready", t.elapsed()));
+
+    let t = Instant::now();
+    let (ids, mut io) = client
+        .open_stdio(StdioRequest { stdin: false, stdout: true, stderr: true, terminal: false })
+        .map_err(|e| e.to_string())?;
+    client
+        .create_container(CreateContainer {
+            container_id: run.name.clone(),
+            hostname: Some(run.name.clone()),
+            rootfs: RootfsSource::Block { device: "/dev/xvdb".into(), fstype: "ext4".into(), options: vec![] },
+            readonly_rootfs: false,
+            mounts: default_mounts(),
+            process: ProcessSpec {
+                args: run.argv.clone(),
+                env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+                cwd: "/".into(),
+                ..Default::default()
+            },
+            stdio: ids,
+        })
+        .await
+        .map_err(|e| format!("create: {e}"))?;
+    client.start(&run.name, None).await.map_err(|e| format!("start: {e}"))?;
+    let copy = |r: Option<vxn_runtime_core::mux::StreamReader>, stderr: bool| async move {
+        let Some(mut r) = r else { return };
+        let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> =
+            if stderr { Box::new(tokio::io::stderr()) } else { Box::new(tokio::io::stdout()) };
+        while let Ok(Some(chunk)) = r.recv().await {
+            if out.write_all(&chunk).await.is_err() {
+                break;
+            }
+            let _ = out.flush().await;
+        }
+    };
+    let wait = async {
+        tokio::join!(copy(io.stdout.take(), false), copy(io.stderr.take(), true));
+        client.wait(&run.name, None).await
+    };
+    let status = tokio::time::timeout(run.timeout, wait)
+        .await
+        .map_err(|_| format!("the command did not finish within {:?}", run.timeout))?
+        .map_err(|e| format!("wait: {e}"))?;
+    timing.push(("run", t.elapsed()));
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
+    Ok((status.code, timing))
+}

@@ -1,0 +1,232 @@
+//! Generating xl domain configs. Values are validated, not escaped: xl's
+//! parser has no escape for `"`, and disk/channel specs split on `,`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Xen's limit on domain names.
+pub const MAX_DOMAIN_NAME: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{what} {value:?} contains a character xl configs cannot carry ({bad:?})")]
+    BadChar { what: &'static str, value: String, bad: char },
+    #[error("domain name {0:?} is empty or longer than {MAX_DOMAIN_NAME} characters")]
+    BadName(String),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestType {
+    Pv,
+    Pvh,
+}
+
+impl GuestType {
+    /// PV on x86_64 (works nested under TCG and on any dom0), PVH on aarch64.
+    pub fn for_host() -> Self {
+        if cfg!(target_arch = "aarch64") {
+            Self::Pvh
+        } else {
+            Self::Pv
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub vdev: String,
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    pub name: String,
+    pub guest_type: GuestType,
+    pub kernel: PathBuf,
+    pub ramdisk: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u64,
+    /// Headroom for `xl mem-set`; never below `memory_mib`.
+    pub maxmem_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+    /// The dom0 UNIX socket of the agent channel (QEMU listens on it).
+    pub agent_socket: PathBuf,
+    pub disks: Vec<Disk>,
+    /// 9p shares: (tag, dom0 path).
+    pub shares: Vec<(String, PathBuf)>,
+    /// Bridge for a vif, if networking is wanted.
+    pub bridge: Option<String>,
+}
+
+/// Name of the agent's channel; the guest finds it as the second console.
+pub const AGENT_CHANNEL_NAME: &str = "org.vxn.agent.0";
+
+fn check(what: &'static str, value: &str) -> Result<(), ConfigError> {
+    if let Some(bad) = value.chars().find(|c| matches!(c, '"' | '\'' | ',' | '\n' | '\r' | '\\' | '=') || c.is_control()) {
+        return Err(ConfigError::BadChar { what, value: value.into(), bad });
+    }
+    Ok(())
+}
+
+fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
+    let s = p.to_string_lossy().into_owned();
+    check(what, &s)?;
+    Ok(s)
+}
+
+impl DomainConfig {
+    /// Render the xl config text.
+    pub fn render(&self) -> Result<String, ConfigError> {
+        if self.name.is_empty() || self.name.len() > MAX_DOMAIN_NAME {
+            return Err(ConfigError::BadName(self.name.clone()));
+        }
+        check("domain name", &self.name)?;
+        if self.memory_mib == 0 {
+            return Err(ConfigError::Zero("memory"));
+        }
+        if self.vcpus == 0 {
+            return Err(ConfigError::Zero("vcpus"));
+        }
+        if self.cmdline.contains('"') {
+            return Err(ConfigError::BadChar { what: "kernel command line", value: self.cmdline.clone(), bad: '"' });
+        }
+        let mut s = String::new();
+        let ty = match self.guest_type {
+            GuestType::Pv => "pv",
+            GuestType::Pvh => "pvh",
+        };
+        let _ = writeln!(s, "name = \"{}\"", self.name);
+        let _ = writeln!(s, "type = \"{ty}\"");
+        let _ = writeln!(s, "kernel = \"{}\"", check_path("kernel path", &self.kernel)?);
+        let _ = writeln!(s, "ramdisk = \"{}\"", check_path("initramfs path", &self.ramdisk)?);
+        let _ = writeln!(s, "extra = \"{}\"", self.cmdline);
+        let _ = writeln!(s, "memory = {}", self.memory_mib);
+        let _ = writeln!(s, "maxmem = {}", self.maxmem_mib.max(self.memory_mib));
+        let _ = writeln!(s, "vcpus = {}", self.vcpus);
+        let _ = writeln!(s, "maxvcpus = {}", self.max_vcpus.max(self.vcpus));
+        // The DomU is the container: when it stops, it is gone.
+        s.push_str("on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n");
+        // Debian's libxl 4.17 drops the first channel ("Primary console has
+        // invalid configuration"): a dummy first one makes ours /dev/hvc1.
+        let _ = writeln!(
+            s,
+            "channel = [ \"connection=pty,name=vxn.dummy.0\", \"connection=socket,name={AGENT_CHANNEL_NAME},path={}\" ]",
+            check_path("agent socket path", &self.agent_socket)?
+        );
+        let disks: Vec<String> = self
+            .disks
+            .iter()
+            .map(|d| {
+                check("disk vdev", &d.vdev)?;
+                let access = if d.writable { "rw" } else { "ro" };
+                Ok(format!("\"format=raw,vdev={},access={access},target={}\"", d.vdev, check_path("disk image path", &d.target)?))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        if !disks.is_empty() {
+            let _ = writeln!(s, "disk = [ {} ]", disks.join(", "));
+        }
+        let shares: Vec<String> = self
+            .shares
+            .iter()
+            .map(|(tag, path)| {
+                check("share tag", tag)?;
+                Ok(format!("\"tag={tag},security_model=none,path={}\"", check_path("share path", path)?))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        if !shares.is_empty() {
+            let _ = writeln!(s, "p9 = [ {} ]", shares.join(", "));
+        }
+        match &self.bridge {
+            Some(b) => {
+                check("bridge", b)?;
+                let _ = writeln!(s, "vif = [ \"bridge={b}\" ]");
+            }
+            None => s.push_str("vif = [ ]\n"),
+        }
+        Ok(s)
+    }
+}
+
+/// A Xen-safe domain name for container `id` in `namespace`: readable when
+/// it fits, otherwise a prefix plus a hash so distinct ids stay distinct.
+pub fn domain_name(namespace: &str, id: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    };
+    let full = format!("vxn-{}-{}", clean(namespace), clean(id));
+    if full.len() <= MAX_DOMAIN_NAME && full == format!("vxn-{namespace}-{id}") {
+        return full;
+    }
+    // FNV-1a over the exact (unclean) input keeps different ids apart.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in namespace.bytes().chain([0]).chain(id.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let suffix = format!("-{h:016x}");
+    let keep = MAX_DOMAIN_NAME - suffix.len();
+    let mut prefix: String = full.chars().take(keep).collect();
+    prefix.push_str(&suffix);
+    prefix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DomainConfig {
+        DomainConfig {
+            name: "vxn-default-t1".into(),
+            guest_type: GuestType::Pv,
+            kernel: "/usr/share/vxn/x86_64/vmlinuz".into(),
+            ramdisk: "/usr/share/vxn/x86_64/initramfs.cpio.gz".into(),
+            cmdline: "console=hvc0 quiet vxn.channel=/dev/hvc1".into(),
+            memory_mib: 256,
+            maxmem_mib: 512,
+            vcpus: 1,
+            max_vcpus: 2,
+            agent_socket: "/run/vxn/t1/agent.sock".into(),
+            disks: vec![Disk { vdev: "xvdb".into(), target: "/var/lib/vxn/t1/rootfs.img".into(), writable: true }],
+            shares: vec![],
+            bridge: None,
+        }
+    }
+
+    #[test]
+    fn renders_a_complete_config() {
+        let s = cfg().render().unwrap();
+        assert!(s.contains("type = \"pv\""));
+        assert!(s.contains("maxmem = 512"));
+        assert!(s.contains("\"connection=pty,name=vxn.dummy.0\", \"connection=socket,name=org.vxn.agent.0,path=/run/vxn/t1/agent.sock\""));
+        assert!(s.contains("disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"));
+        assert!(s.contains("vif = [ ]"));
+    }
+
+    #[test]
+    fn refuses_values_that_would_break_the_syntax() {
+        let mut c = cfg();
+        c.disks[0].target = "/tmp/a,b".into();
+        assert!(matches!(c.render(), Err(ConfigError::BadChar { bad: ',', .. })));
+        let mut c = cfg();
+        c.name = "x\"y".into();
+        assert!(c.render().is_err());
+        let mut c = cfg();
+        c.memory_mib = 0;
+        assert_eq!(c.render(), Err(ConfigError::Zero("memory")));
+    }
+
+    #[test]
+    fn domain_names_fit_and_stay_distinct() {
+        assert_eq!(domain_name("default", "t1"), "vxn-default-t1");
+        let long = "a".repeat(100);
+        let n1 = domain_name("k8s.io", &long);
+        let n2 = domain_name("k8s.io", &format!("{long}b"));
+        assert!(n1.len() <= MAX_DOMAIN_NAME && n2.len() <= MAX_DOMAIN_NAME);
+        assert_ne!(n1, n2);
+        assert_ne!(domain_name("ns", "a/b"), domain_name("ns", "a_b"));
+    }
+}
