@@ -1,0 +1,37 @@
+//! Feed arbitrary bytes to the frame decoder, in arbitrary splits, and check
+//! that it never panics, never yields an over-limit frame, and that every
+//! decoded frame re-encodes to the bytes it came from.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use vxn_runtime_core::protocol::frame::{decode_frame, encode_frame, HEADER_LEN};
+use vxn_runtime_core::protocol::messages::{Event, Hello, Request, ResponseBody};
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.first().copied().unwrap_or(1).max(1) as usize;
+    let mut buf = BytesMut::new();
+    let mut consumed = Vec::new();
+    for chunk in data.chunks(split) {
+        buf.extend_from_slice(chunk);
+        loop {
+            let before = buf.clone();
+            match decode_frame(&mut buf) {
+                Ok(Some(f)) => {
+                    assert!(f.payload.len() <= f.kind.max_payload());
+                    let mut re = BytesMut::new();
+                    encode_frame(&f, &mut re).unwrap();
+                    assert_eq!(&re[..], &before[..HEADER_LEN + f.payload.len()]);
+                    // Control payloads go to serde: must not panic either.
+                    let _ = serde_json::from_slice::<Request>(&f.payload);
+                    let _ = serde_json::from_slice::<ResponseBody>(&f.payload);
+                    let _ = serde_json::from_slice::<Event>(&f.payload);
+                    let _ = serde_json::from_slice::<Hello>(&f.payload);
+                    consumed.push(f);
+                }
+                Ok(None) => break,
+                Err(_) => return, // the connection would close here
+            }
+        }
+    }
+});
