@@ -20,7 +20,11 @@ pub async fn open(ch: &Channel) -> Result<Box<dyn ByteStream>, String> {
         Channel::Device(path) => {
             let deadline = tokio::time::Instant::now() + DEVICE_WAIT;
             let file = loop {
-                match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+                match std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                {
                     Ok(f) => break f,
                     Err(e) if tokio::time::Instant::now() > deadline => {
                         return Err(format!("open {}: {e}", path.display()))
@@ -32,8 +36,11 @@ pub async fn open(ch: &Channel) -> Result<Box<dyn ByteStream>, String> {
             // One fd for the agent's lifetime: an hvc tty drops its termios
             // and unread input on last close.
             use std::os::fd::AsRawFd;
-            pty::make_raw(fd.as_raw_fd()).map_err(|e| format!("raw mode on {}: {e}", path.display()))?;
-            Ok(Box::new(FdStream::new(fd, false).map_err(|e| e.to_string())?))
+            pty::make_raw(fd.as_raw_fd())
+                .map_err(|e| format!("raw mode on {}: {e}", path.display()))?;
+            Ok(Box::new(
+                FdStream::new(fd, false).map_err(|e| e.to_string())?,
+            ))
         }
         Channel::Unix(path) => {
             let s = tokio::net::UnixStream::connect(path)
@@ -44,7 +51,9 @@ pub async fn open(ch: &Channel) -> Result<Box<dyn ByteStream>, String> {
         Channel::Fd(n) => {
             // SAFETY: the fd was handed to us by whoever started the agent.
             let fd = unsafe { OwnedFd::from_raw_fd(*n) };
-            Ok(Box::new(FdStream::new(fd, false).map_err(|e| format!("fd {n}: {e}"))?))
+            Ok(Box::new(
+                FdStream::new(fd, false).map_err(|e| format!("fd {n}: {e}"))?,
+            ))
         }
     }
 }

@@ -23,14 +23,17 @@ pub struct Config {
     pub pid1: bool,
 }
 
-pub const USAGE: &str = "usage: vxn-agent [--channel /dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR]
+pub const USAGE: &str =
+    "usage: vxn-agent [--channel /dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR]
 As PID 1 the agent reads vxn.channel=, vxn.log= and vxn.modules= from the kernel command line.";
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
     if let Some(p) = s.strip_prefix("unix:") {
         Ok(Channel::Unix(p.into()))
     } else if let Some(n) = s.strip_prefix("fd:") {
-        n.parse().map(Channel::Fd).map_err(|_| format!("bad fd in channel {s:?}"))
+        n.parse()
+            .map(Channel::Fd)
+            .map_err(|_| format!("bad fd in channel {s:?}"))
     } else if s.starts_with('/') {
         Ok(Channel::Device(s.into()))
     } else {
@@ -53,7 +56,9 @@ impl Config {
     pub fn from_cmdline(cmdline: &str) -> Result<Self, String> {
         let mut c = Self::defaults(true);
         for word in cmdline.split_whitespace() {
-            let Some((k, v)) = word.split_once('=') else { continue };
+            let Some((k, v)) = word.split_once('=') else {
+                continue;
+            };
             match k {
                 "vxn.channel" => c.channel = parse_channel(v)?,
                 "vxn.log" => c.log = v.into(),
@@ -68,7 +73,11 @@ impl Config {
         let mut c = Self::defaults(false);
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{a} needs a value"))
+            };
             match a.as_str() {
                 "--channel" => c.channel = parse_channel(&val()?)?,
                 "--log" => c.log = val()?,
@@ -87,7 +96,10 @@ mod tests {
 
     #[test]
     fn cmdline_settings() {
-        let c = Config::from_cmdline("console=hvc0 quiet vxn.channel=/dev/hvc2 vxn.log=debug init=/init").unwrap();
+        let c = Config::from_cmdline(
+            "console=hvc0 quiet vxn.channel=/dev/hvc2 vxn.log=debug init=/init",
+        )
+        .unwrap();
         assert_eq!(c.channel, Channel::Device("/dev/hvc2".into()));
         assert_eq!(c.log, "debug");
         assert!(c.pid1);
@@ -96,7 +108,9 @@ mod tests {
 
     #[test]
     fn flags() {
-        let args: Vec<String> = ["--channel", "fd:3", "--state-dir", "/tmp/x"].map(String::from).into();
+        let args: Vec<String> = ["--channel", "fd:3", "--state-dir", "/tmp/x"]
+            .map(String::from)
+            .into();
         let c = Config::from_args(&args).unwrap();
         assert_eq!(c.channel, Channel::Fd(3));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));

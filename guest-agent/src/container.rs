@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vxn_runtime_core::protocol::{AgentError, CreateContainer, ErrorKind, ProcessInfo, RootfsSource};
+use vxn_runtime_core::protocol::{
+    AgentError, CreateContainer, ErrorKind, ProcessInfo, RootfsSource,
+};
 
 use crate::mounts::{self, MountTable};
 use crate::process::Process;
@@ -31,12 +33,17 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
 pub fn validate_id(id: &str) -> Result<(), AgentError> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         && !id.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(err(ErrorKind::InvalidArgument, format!("invalid container id {id:?}")))
+        Err(err(
+            ErrorKind::InvalidArgument,
+            format!("invalid container id {id:?}"),
+        ))
     }
 }
 
@@ -53,8 +60,10 @@ impl Container {
         let mut table = MountTable::default();
         let result = async {
             let init = Process::new(None, req.process, init_stdio)?;
-            let rootfs = mounts::mount_rootfs(&req.rootfs, &state_dir.join("rootfs"), &mut table).await?;
-            let readonly_dir = req.readonly_rootfs && matches!(req.rootfs, RootfsSource::Directory { .. });
+            let rootfs =
+                mounts::mount_rootfs(&req.rootfs, &state_dir.join("rootfs"), &mut table).await?;
+            let readonly_dir =
+                req.readonly_rootfs && matches!(req.rootfs, RootfsSource::Directory { .. });
             if readonly_dir {
                 mounts::bind_self(&rootfs, &mut table)?;
             }
@@ -67,7 +76,9 @@ impl Container {
                     &rootfs,
                     &[vxn_runtime_core::protocol::MountSpec {
                         destination: "/dev".into(),
-                        kind: vxn_runtime_core::protocol::MountKind::Kernel { fstype: "tmpfs".into() },
+                        kind: vxn_runtime_core::protocol::MountKind::Kernel {
+                            fstype: "tmpfs".into(),
+                        },
                         options: vec!["nosuid".into(), "mode=755".into()],
                     }],
                     &state_dir.join("files"),
@@ -78,8 +89,12 @@ impl Container {
                 mounts::remount_readonly(&rootfs)?;
             }
             if let Some(h) = &req.hostname {
-                nix::unistd::sethostname(h)
-                    .map_err(|e| err(ErrorKind::InvalidArgument, format!("sethostname {h:?}: {e}")))?;
+                nix::unistd::sethostname(h).map_err(|e| {
+                    err(
+                        ErrorKind::InvalidArgument,
+                        format!("sethostname {h:?}: {e}"),
+                    )
+                })?;
             }
             Ok((rootfs, init))
         }
@@ -113,22 +128,29 @@ impl Container {
     pub fn process(&self, exec_id: Option<&str>) -> Result<Arc<Process>, AgentError> {
         match exec_id {
             None | Some("") => Ok(self.init.clone()),
-            Some(id) => self
-                .execs()
-                .get(id)
-                .cloned()
-                .ok_or_else(|| err(ErrorKind::NotFound, format!("exec {id} not found in container {}", self.id))),
+            Some(id) => self.execs().get(id).cloned().ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("exec {id} not found in container {}", self.id),
+                )
+            }),
         }
     }
 
     pub fn add_exec(&self, p: Arc<Process>) -> Result<(), AgentError> {
         if self.init.is_exited() || self.init.pid().is_none() {
-            return Err(err(ErrorKind::FailedPrecondition, format!("container {} is not running", self.id)));
+            return Err(err(
+                ErrorKind::FailedPrecondition,
+                format!("container {} is not running", self.id),
+            ));
         }
         let id = p.exec_id.clone().unwrap_or_default();
         let mut execs = self.execs();
         if execs.contains_key(&id) {
-            return Err(err(ErrorKind::AlreadyExists, format!("exec {id} already exists")));
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("exec {id} already exists"),
+            ));
         }
         execs.insert(id, p);
         Ok(())
@@ -137,7 +159,10 @@ impl Container {
     pub fn remove_exec(&self, exec_id: &str) -> Result<(), AgentError> {
         let p = self.process(Some(exec_id))?;
         if !p.is_exited() && p.pid().is_some() {
-            return Err(err(ErrorKind::FailedPrecondition, format!("exec {exec_id} is still running")));
+            return Err(err(
+                ErrorKind::FailedPrecondition,
+                format!("exec {exec_id} is still running"),
+            ));
         }
         self.execs().remove(exec_id);
         Ok(())
@@ -154,7 +179,10 @@ impl Container {
         pids.into_iter()
             .map(|pid| ProcessInfo {
                 pid: pid as u32,
-                exec_id: known.iter().find(|(k, _)| *k == pid).and_then(|(_, e)| e.clone()),
+                exec_id: known
+                    .iter()
+                    .find(|(k, _)| *k == pid)
+                    .and_then(|(_, e)| e.clone()),
                 command: procfs::command(pid),
             })
             .collect()
@@ -166,7 +194,10 @@ impl Container {
         if self.init.pid().is_some() {
             let _ = tokio::time::timeout(KILL_WAIT, self.init.wait()).await;
         }
-        self.mounts.lock().unwrap_or_else(|p| p.into_inner()).unmount_all();
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unmount_all();
         let _ = std::fs::remove_dir_all(&self.state_dir);
         tracing::info!(container = %self.id, "container deleted");
     }

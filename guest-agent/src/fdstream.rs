@@ -19,7 +19,8 @@ impl FdStream {
     pub fn new(fd: OwnedFd, eio_is_eof: bool) -> io::Result<Self> {
         set_nonblocking(&fd)?;
         // SAFETY: the File owns the fd for as long as the AsyncFd lives.
-        let fd = unsafe { AsyncFd::register(std::fs::File::from(fd)) }.map_err(|e| e.into_parts().1)?;
+        let fd =
+            unsafe { AsyncFd::register(std::fs::File::from(fd)) }.map_err(|e| e.into_parts().1)?;
         Ok(Self { fd, eio_is_eof })
     }
 }
@@ -37,7 +38,11 @@ pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
 }
 
 impl AsyncRead for FdStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let eio_is_eof = self.eio_is_eof;
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
@@ -58,7 +63,11 @@ impl AsyncRead for FdStream {
 }
 
 impl AsyncWrite for FdStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
             match guard.try_io(|f| f.get_ref().write(data)) {

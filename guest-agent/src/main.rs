@@ -56,7 +56,9 @@ fn main() {
     if pid1 {
         pid1::load_modules(&cfg.modules);
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let code = match rt {
         Ok(rt) => rt.block_on(run(cfg.clone())),
         Err(e) => {
@@ -130,7 +132,9 @@ async fn watch_oom(agent: Arc<Agent>) {
         let now = procfs::oom_kills();
         if now > seen {
             tracing::warn!(kills = now - seen, "guest kernel OOM-killed a process");
-            agent.send_event(&Event::Oom { container_id: String::new() });
+            agent.send_event(&Event::Oom {
+                container_id: String::new(),
+            });
             seen = now;
         }
         if agent.mux().is_closed() {

@@ -9,7 +9,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use vxn_runtime_core::protocol::{AgentError, ErrorKind, MountKind, MountSpec, RootfsSource};
 
 /// Kernel filesystems a container may ask for.
-const KERNEL_FS: &[&str] = &["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+const KERNEL_FS: &[&str] = &[
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
 /// How long to wait for a block device to appear (xen-blkfront probes async).
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
 
@@ -62,7 +64,9 @@ fn invalid(msg: String) -> AgentError {
 pub fn join_in(rootfs: &Path, dest: &str) -> Result<PathBuf, AgentError> {
     let p = Path::new(dest);
     if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(invalid(format!("mount destination {dest:?} must be absolute, without '..'")));
+        return Err(invalid(format!(
+            "mount destination {dest:?} must be absolute, without '..'"
+        )));
     }
     Ok(rootfs.join(p.strip_prefix("/").unwrap_or(p)))
 }
@@ -82,7 +86,11 @@ pub async fn mount_rootfs(
             }
             Ok(p)
         }
-        RootfsSource::Block { device, fstype, options } => {
+        RootfsSource::Block {
+            device,
+            fstype,
+            options,
+        } => {
             wait_for(Path::new(device)).await?;
             mkdir(target)?;
             let (flags, data) = parse_options(options);
@@ -91,7 +99,13 @@ pub async fn mount_rootfs(
         }
         RootfsSource::Share { tag } => {
             mkdir(target)?;
-            table.mount(Some(tag), target, Some("9p"), MsFlags::empty(), Some(NINEP_OPTS))?;
+            table.mount(
+                Some(tag),
+                target,
+                Some("9p"),
+                MsFlags::empty(),
+                Some(NINEP_OPTS),
+            )?;
             Ok(target.to_path_buf())
         }
     }
@@ -105,7 +119,10 @@ async fn wait_for(dev: &Path) -> Result<(), AgentError> {
         if tokio::time::Instant::now() > deadline {
             return Err(AgentError::new(
                 ErrorKind::NotFound,
-                format!("rootfs device {} did not appear within {DEVICE_WAIT:?}", dev.display()),
+                format!(
+                    "rootfs device {} did not appear within {DEVICE_WAIT:?}",
+                    dev.display()
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -155,14 +172,25 @@ pub fn apply_mounts(
                 if !KERNEL_FS.contains(&fstype.as_str()) {
                     return Err(AgentError::new(
                         ErrorKind::Unsupported,
-                        format!("mount type {fstype:?} at {} is not supported in a vxn guest", m.destination),
+                        format!(
+                            "mount type {fstype:?} at {} is not supported in a vxn guest",
+                            m.destination
+                        ),
                     ));
                 }
                 // The guest runs cgroup v2 whatever the host's layout.
-                let fstype = if fstype == "cgroup" { "cgroup2" } else { fstype.as_str() };
+                let fstype = if fstype == "cgroup" {
+                    "cgroup2"
+                } else {
+                    fstype.as_str()
+                };
                 mkdir(&dest)?;
                 let (flags, data) = parse_options(&m.options);
-                let data = if fstype == "cgroup2" { String::new() } else { data };
+                let data = if fstype == "cgroup2" {
+                    String::new()
+                } else {
+                    data
+                };
                 table.mount(Some(fstype), &dest, Some(fstype), flags, opt(&data))?;
                 if m.destination == "/dev" && fstype == "tmpfs" {
                     populate_dev(&dest)?;
@@ -171,11 +199,23 @@ pub fn apply_mounts(
             MountKind::Share { tag, subpath } => {
                 mkdir(&dest)?;
                 match subpath {
-                    None => table.mount(Some(tag), &dest, Some("9p"), MsFlags::empty(), Some(NINEP_OPTS))?,
+                    None => table.mount(
+                        Some(tag),
+                        &dest,
+                        Some("9p"),
+                        MsFlags::empty(),
+                        Some(NINEP_OPTS),
+                    )?,
                     Some(sub) => {
                         let stage = files_dir.join(format!("share-{i}"));
                         mkdir(&stage)?;
-                        table.mount(Some(tag), &stage, Some("9p"), MsFlags::empty(), Some(NINEP_OPTS))?;
+                        table.mount(
+                            Some(tag),
+                            &stage,
+                            Some("9p"),
+                            MsFlags::empty(),
+                            Some(NINEP_OPTS),
+                        )?;
                         let src = join_in(&stage, &format!("/{sub}"))?;
                         table.mount(Some(path_str(&src)?), &dest, None, MsFlags::MS_BIND, None)?;
                     }
@@ -185,13 +225,15 @@ pub fn apply_mounts(
                 // Bind a file from agent memory: the container image is not modified.
                 mkdir(files_dir)?;
                 let src = files_dir.join(format!("file-{i}"));
-                std::fs::write(&src, contents).map_err(|e| internal(format!("write {}: {e}", src.display())))?;
+                std::fs::write(&src, contents)
+                    .map_err(|e| internal(format!("write {}: {e}", src.display())))?;
                 set_mode(&src, *mode)?;
                 if let Some(parent) = dest.parent() {
                     mkdir(parent)?;
                 }
                 if !dest.exists() {
-                    std::fs::write(&dest, b"").map_err(|e| internal(format!("create {}: {e}", dest.display())))?;
+                    std::fs::write(&dest, b"")
+                        .map_err(|e| internal(format!("create {}: {e}", dest.display())))?;
                 }
                 let (flags, _) = parse_options(&m.options);
                 table.mount(Some(path_str(&src)?), &dest, None, MsFlags::MS_BIND, None)?;
@@ -212,7 +254,8 @@ pub fn apply_mounts(
 }
 
 fn path_str(p: &Path) -> Result<&str, AgentError> {
-    p.to_str().ok_or_else(|| invalid(format!("non-UTF-8 path {}", p.display())))
+    p.to_str()
+        .ok_or_else(|| invalid(format!("non-UTF-8 path {}", p.display())))
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<(), AgentError> {
@@ -224,15 +267,26 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), AgentError> {
 /// The device nodes and links an OCI runtime provides in a fresh /dev.
 pub fn populate_dev(dev: &Path) -> Result<(), AgentError> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    const NODES: &[(&str, u64, u64)] =
-        &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+    const NODES: &[(&str, u64, u64)] = &[
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
     for (name, major, minor) in NODES {
         let p = dev.join(name);
         if p.exists() {
             continue;
         }
-        mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(*major, *minor))
-            .map_err(|e| internal(format!("mknod {}: {e}", p.display())))?;
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
+        )
+        .map_err(|e| internal(format!("mknod {}: {e}", p.display())))?;
         set_mode(&p, 0o666)?;
     }
     const LINKS: &[(&str, &str)] = &[
@@ -255,7 +309,13 @@ pub fn populate_dev(dev: &Path) -> Result<(), AgentError> {
 /// Make a directory rootfs a mount point of its own, so it can later be
 /// remounted read-only. Must run before the container's mounts.
 pub fn bind_self(rootfs: &Path, table: &mut MountTable) -> Result<(), AgentError> {
-    table.mount(Some(path_str(rootfs)?), rootfs, None, MsFlags::MS_BIND, None)
+    table.mount(
+        Some(path_str(rootfs)?),
+        rootfs,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )
 }
 
 /// Remount the rootfs read-only, after all mounts are in place.
@@ -284,7 +344,9 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let o: Vec<String> = ["nosuid", "noexec", "mode=755", "size=65536k", "ro"].map(String::from).into();
+        let o: Vec<String> = ["nosuid", "noexec", "mode=755", "size=65536k", "ro"]
+            .map(String::from)
+            .into();
         let (f, d) = parse_options(&o);
         assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
         assert_eq!(d, "mode=755,size=65536k");

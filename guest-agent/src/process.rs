@@ -36,7 +36,11 @@ pub struct AgentStdio {
 enum State {
     Created(Box<(ProcessSpec, AgentStdio)>),
     Starting,
-    Running { pid: i32, stdin: Option<AbortHandle>, pty: Option<OwnedFd> },
+    Running {
+        pid: i32,
+        stdin: Option<AbortHandle>,
+        pty: Option<OwnedFd>,
+    },
     Exited,
 }
 
@@ -51,9 +55,16 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
 }
 
 impl Process {
-    pub fn new(exec_id: Option<String>, spec: ProcessSpec, stdio: AgentStdio) -> Result<Arc<Self>, AgentError> {
+    pub fn new(
+        exec_id: Option<String>,
+        spec: ProcessSpec,
+        stdio: AgentStdio,
+    ) -> Result<Arc<Self>, AgentError> {
         if spec.args.is_empty() || spec.args[0].is_empty() {
-            return Err(err(ErrorKind::InvalidArgument, "process args must not be empty"));
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "process args must not be empty",
+            ));
         }
         Ok(Arc::new(Self {
             exec_id,
@@ -95,14 +106,21 @@ impl Process {
                     _ => "is already started",
                 };
                 *self.lock() = other;
-                return Err(err(ErrorKind::FailedPrecondition, format!("process {} {msg}", self.name())));
+                return Err(err(
+                    ErrorKind::FailedPrecondition,
+                    format!("process {} {msg}", self.name()),
+                ));
             }
         };
         match self.spawn(rootfs, reaper, spec, stdio, on_exit).await {
             Ok(pid) => Ok(pid as u32),
             Err(e) => {
                 // It never ran: report it exited like a shell would (127).
-                self.finish(ExitStatus { code: 127, signal: None, exited_at_ns: now_ns() });
+                self.finish(ExitStatus {
+                    code: 127,
+                    signal: None,
+                    exited_at_ns: now_ns(),
+                });
                 Err(e)
             }
         }
@@ -127,12 +145,20 @@ impl Process {
         read_spawn_status(status_pipe, &spec.args[0]).await?;
 
         let (pumps, stdin_task) = parent.start_pumps(stdio);
-        *self.lock() = State::Running { pid, stdin: stdin_task, pty: master_for_resize };
+        *self.lock() = State::Running {
+            pid,
+            stdin: stdin_task,
+            pty: master_for_resize,
+        };
         tracing::info!(process = self.name(), pid, args = ?spec.args, "started");
 
         let this = self.clone();
         tokio::spawn(async move {
-            let status = exit_rx.await.unwrap_or(ExitStatus { code: 255, signal: None, exited_at_ns: now_ns() });
+            let status = exit_rx.await.unwrap_or(ExitStatus {
+                code: 255,
+                signal: None,
+                exited_at_ns: now_ns(),
+            });
             on_exit(pid);
             drain(pumps).await;
             tracing::info!(process = this.name(), pid, code = status.code, "exited");
@@ -150,7 +176,11 @@ impl Process {
     pub async fn wait(&self) -> ExitStatus {
         let mut rx = self.exit.subscribe();
         let r = rx.wait_for(|s| s.is_some()).await;
-        r.ok().and_then(|s| *s).unwrap_or(ExitStatus { code: 255, signal: None, exited_at_ns: now_ns() })
+        r.ok().and_then(|s| *s).unwrap_or(ExitStatus {
+            code: 255,
+            signal: None,
+            exited_at_ns: now_ns(),
+        })
     }
 
     pub fn signal(&self, signal: i32) -> Result<(), AgentError> {
@@ -160,15 +190,25 @@ impl Process {
                 // SAFETY: kill(2); the pid is ours and not yet reaped.
                 if unsafe { libc::kill(*pid, signal) } < 0 {
                     let e = nix::errno::Errno::last();
-                    return Err(err(ErrorKind::InvalidArgument, format!("signal {signal}: {e}")));
+                    return Err(err(
+                        ErrorKind::InvalidArgument,
+                        format!("signal {signal}: {e}"),
+                    ));
                 }
                 Ok(())
             }
-            State::Exited => Err(err(ErrorKind::NotFound, format!("process {} already finished", self.name()))),
+            State::Exited => Err(err(
+                ErrorKind::NotFound,
+                format!("process {} already finished", self.name()),
+            )),
             State::Starting => Err(err(ErrorKind::FailedPrecondition, "process is starting")),
             State::Created(_) if is_fatal(signal) => {
                 // Killing a process that never started: it is simply over.
-                let status = ExitStatus { code: 128 + signal, signal: Some(signal), exited_at_ns: now_ns() };
+                let status = ExitStatus {
+                    code: 128 + signal,
+                    signal: Some(signal),
+                    exited_at_ns: now_ns(),
+                };
                 *st = State::Exited;
                 drop(st);
                 self.exit.send_replace(Some(status));
@@ -180,10 +220,12 @@ impl Process {
 
     pub fn resize(&self, size: WindowSize) -> Result<(), AgentError> {
         match &*self.lock() {
-            State::Running { pty: Some(m), .. } => {
-                pty::set_size(m.as_raw_fd(), size).map_err(|e| err(ErrorKind::Internal, format!("resize: {e}")))
-            }
-            State::Running { .. } => Err(err(ErrorKind::FailedPrecondition, "process has no terminal")),
+            State::Running { pty: Some(m), .. } => pty::set_size(m.as_raw_fd(), size)
+                .map_err(|e| err(ErrorKind::Internal, format!("resize: {e}"))),
+            State::Running { .. } => Err(err(
+                ErrorKind::FailedPrecondition,
+                "process has no terminal",
+            )),
             State::Exited => Err(err(ErrorKind::NotFound, "process already finished")),
             _ => Err(err(ErrorKind::FailedPrecondition, "process is not started")),
         }
@@ -208,7 +250,10 @@ impl Process {
 }
 
 fn is_fatal(sig: i32) -> bool {
-    matches!(sig, libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT)
+    matches!(
+        sig,
+        libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT
+    )
 }
 
 pub fn now_ns() -> u64 {
@@ -219,7 +264,12 @@ pub fn now_ns() -> u64 {
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString, AgentError> {
-    CString::new(s).map_err(|_| err(ErrorKind::InvalidArgument, format!("{what} contains a NUL byte")))
+    CString::new(s).map_err(|_| {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("{what} contains a NUL byte"),
+        )
+    })
 }
 
 fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
@@ -265,9 +315,16 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
             .map(|d| cstr(&format!("{d}/{arg0}"), "PATH entry"))
             .collect::<Result<_, _>>()?
     };
-    let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+    let cwd = if spec.cwd.is_empty() {
+        "/"
+    } else {
+        spec.cwd.as_str()
+    };
     if !cwd.starts_with('/') {
-        return Err(err(ErrorKind::InvalidArgument, format!("cwd {cwd:?} must be an absolute path")));
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("cwd {cwd:?} must be an absolute path"),
+        ));
     }
     // runc creates a missing cwd; so do we.
     let host_cwd = crate::mounts::join_in(rootfs, cwd)?;
@@ -279,17 +336,34 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
         .rlimits
         .iter()
         .map(|r| {
-            let res = rlimit_resource(&r.kind)
-                .ok_or_else(|| err(ErrorKind::InvalidArgument, format!("unknown rlimit {}", r.kind)))?;
-            Ok((res, libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard }))
+            let res = rlimit_resource(&r.kind).ok_or_else(|| {
+                err(
+                    ErrorKind::InvalidArgument,
+                    format!("unknown rlimit {}", r.kind),
+                )
+            })?;
+            Ok((
+                res,
+                libc::rlimit {
+                    rlim_cur: r.soft,
+                    rlim_max: r.hard,
+                },
+            ))
         })
         .collect::<Result<_, AgentError>>()?;
     let root = (rootfs != Path::new("/"))
         .then(|| cstr(&rootfs.to_string_lossy(), "rootfs"))
         .transpose()?;
     Ok(SpawnPlan {
-        argv: spec.args.iter().map(|a| cstr(a, "an argument")).collect::<Result<_, _>>()?,
-        envp: env.iter().map(|e| cstr(e, "an environment entry")).collect::<Result<_, _>>()?,
+        argv: spec
+            .args
+            .iter()
+            .map(|a| cstr(a, "an argument"))
+            .collect::<Result<_, _>>()?,
+        envp: env
+            .iter()
+            .map(|e| cstr(e, "an environment entry"))
+            .collect::<Result<_, _>>()?,
         candidates,
         root,
         cwd: cstr(cwd, "cwd")?,
@@ -299,7 +373,10 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
         umask: spec.user.umask,
         rlimits,
         no_new_privs: spec.no_new_privileges,
-        oom_score_adj: spec.oom_score_adj.map(|v| cstr(&v.to_string(), "oom score")).transpose()?,
+        oom_score_adj: spec
+            .oom_score_adj
+            .map(|v| cstr(&v.to_string(), "oom score"))
+            .transpose()?,
         stdio: [0, 1, 2],
         tty: false,
     })
@@ -311,21 +388,38 @@ async fn read_spawn_status(pipe: OwnedFd, arg0: &str) -> Result<(), AgentError> 
         .map_err(|e| err(ErrorKind::Internal, format!("status pipe: {e}")))?;
     let mut buf = Vec::with_capacity(8);
     // The child writes 8 bytes or nothing; cap the read regardless.
-    (&mut rx).take(64).read_to_end(&mut buf).await.map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    (&mut rx)
+        .take(64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
     match spawn::decode_status(&buf) {
         Ok(()) => Ok(()),
-        Err(SpawnError::Child { stage: Stage::Exec, errno }) => Err(match errno {
+        Err(SpawnError::Child {
+            stage: Stage::Exec,
+            errno,
+        }) => Err(match errno {
             nix::errno::Errno::ENOENT => err(
                 ErrorKind::InvalidArgument,
                 format!("exec: \"{arg0}\": executable file not found in $PATH"),
             ),
-            nix::errno::Errno::EACCES => err(ErrorKind::InvalidArgument, format!("exec: \"{arg0}\": permission denied")),
+            nix::errno::Errno::EACCES => err(
+                ErrorKind::InvalidArgument,
+                format!("exec: \"{arg0}\": permission denied"),
+            ),
             e => err(ErrorKind::InvalidArgument, format!("exec: \"{arg0}\": {e}")),
         }),
-        Err(SpawnError::Child { stage: Stage::Cwd, errno }) => {
-            Err(err(ErrorKind::InvalidArgument, format!("chdir to cwd: {errno}")))
-        }
-        Err(e) => Err(err(ErrorKind::Internal, format!("starting the process: {e}"))),
+        Err(SpawnError::Child {
+            stage: Stage::Cwd,
+            errno,
+        }) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("chdir to cwd: {errno}"),
+        )),
+        Err(e) => Err(err(
+            ErrorKind::Internal,
+            format!("starting the process: {e}"),
+        )),
     }
 }
 
@@ -339,7 +433,8 @@ struct ChildIo {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), AgentError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err(ErrorKind::Internal, format!("pipe: {e}")))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| err(ErrorKind::Internal, format!("pipe: {e}")))
 }
 
 fn dev_null() -> Result<OwnedFd, AgentError> {
@@ -353,13 +448,22 @@ fn dev_null() -> Result<OwnedFd, AgentError> {
 
 impl ChildIo {
     fn new(rootfs: &Path, spec: &ProcessSpec, stdio: &AgentStdio) -> Result<Self, AgentError> {
-        let mut io = ChildIo { child: [None, None, None], parent_in: None, parent_out: None, parent_err: None, pty_master: None };
+        let mut io = ChildIo {
+            child: [None, None, None],
+            parent_in: None,
+            parent_out: None,
+            parent_err: None,
+            pty_master: None,
+        };
         if spec.terminal {
-            let (master, slave) = pty::open(rootfs).map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
+            let (master, slave) = pty::open(rootfs)
+                .map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
             if let Some(size) = spec.console_size {
                 let _ = pty::set_size(master.as_raw_fd(), size);
             }
-            let dup = |fd: &OwnedFd| pty::dup(fd).map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")));
+            let dup = |fd: &OwnedFd| {
+                pty::dup(fd).map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")))
+            };
             io.child = [Some(dup(&slave)?), Some(dup(&slave)?), Some(slave)];
             io.pty_master = Some(master);
             return Ok(io);
@@ -402,7 +506,12 @@ impl ChildIo {
             .transpose()
             .map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")))?;
         Ok((
-            ParentIo { stdin: self.parent_in, stdout: self.parent_out, stderr: self.parent_err, pty: self.pty_master },
+            ParentIo {
+                stdin: self.parent_in,
+                stdout: self.parent_out,
+                stderr: self.parent_err,
+                pty: self.pty_master,
+            },
             resize,
         ))
     }
@@ -483,7 +592,10 @@ async fn pump_in(mut src: StreamReader, mut dst: impl AsyncWrite + Unpin) {
 /// Let output pumps finish, but not forever.
 async fn drain(pumps: Vec<JoinHandle<()>>) {
     let aborts: Vec<AbortHandle> = pumps.iter().map(|p| p.abort_handle()).collect();
-    if tokio::time::timeout(OUTPUT_GRACE, futures_join(pumps)).await.is_err() {
+    if tokio::time::timeout(OUTPUT_GRACE, futures_join(pumps))
+        .await
+        .is_err()
+    {
         tracing::debug!("output still open after exit; closing it");
         for a in aborts {
             a.abort();

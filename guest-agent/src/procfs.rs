@@ -7,7 +7,9 @@ use vxn_runtime_core::protocol::Stats;
 
 /// (pid, ppid) of every process, from /proc/<pid>/stat.
 fn process_table() -> Vec<(i32, i32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| {
         let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -62,7 +64,10 @@ pub fn command(pid: i32) -> String {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
     if parts.is_empty() {
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     } else {
         parts.join(" ")
     }
@@ -70,7 +75,14 @@ pub fn command(pid: i32) -> String {
 
 fn meminfo_kib(text: &str, key: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -92,7 +104,12 @@ pub fn stats() -> Stats {
     let cpu: Vec<u64> = stat
         .lines()
         .find(|l| l.starts_with("cpu "))
-        .map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal
@@ -120,7 +137,10 @@ mod tests {
 
     #[test]
     fn finds_own_children() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert!(descendants(std::process::id() as i32).contains(&(child.id() as i32)));
         assert_eq!(command(child.id() as i32), "sleep 5");
         child.kill().unwrap();

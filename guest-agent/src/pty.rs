@@ -11,11 +11,19 @@ use vxn_runtime_core::protocol::WindowSize;
 /// process sees `/dev/pts/N` in its root); fall back to the agent's.
 pub fn open(rootfs: &Path) -> Result<(OwnedFd, OwnedFd), Errno> {
     let container_ptmx = rootfs.join("dev/pts/ptmx");
-    let ptmx = if container_ptmx.exists() { container_ptmx } else { "/dev/ptmx".into() };
-    let path = std::ffi::CString::new(ptmx.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let ptmx = if container_ptmx.exists() {
+        container_ptmx
+    } else {
+        "/dev/ptmx".into()
+    };
+    let path =
+        std::ffi::CString::new(ptmx.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open/ioctl with valid arguments; we take ownership of new fds.
     unsafe {
-        let m = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let m = libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if m < 0 {
             return Err(Errno::last());
         }
@@ -25,7 +33,11 @@ pub fn open(rootfs: &Path) -> Result<(OwnedFd, OwnedFd), Errno> {
             return Err(Errno::last());
         }
         // TIOCGPTPEER opens the slave through the master, with no path lookup.
-        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let s = libc::ioctl(
+            m,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
         if s < 0 {
             return Err(Errno::last());
         }
@@ -34,7 +46,12 @@ pub fn open(rootfs: &Path) -> Result<(OwnedFd, OwnedFd), Errno> {
 }
 
 pub fn set_size(fd: RawFd, size: WindowSize) -> Result<(), Errno> {
-    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ with a valid winsize.
     if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(Errno::last());

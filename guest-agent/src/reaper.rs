@@ -81,5 +81,9 @@ fn exit_status(code: i32, signal: Option<i32>) -> ExitStatus {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    ExitStatus { code, signal, exited_at_ns }
+    ExitStatus {
+        code,
+        signal,
+        exited_at_ns,
+    }
 }

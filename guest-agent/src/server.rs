@@ -86,21 +86,40 @@ impl Agent {
     }
 
     fn open_stdio(&self, ids: &StdioStreams) -> Result<AgentStdio, AgentError> {
-        let open_err = |e: vxn_runtime_core::mux::MuxError| err(ErrorKind::InvalidArgument, e.to_string());
+        let open_err =
+            |e: vxn_runtime_core::mux::MuxError| err(ErrorKind::InvalidArgument, e.to_string());
         Ok(AgentStdio {
-            stdin: ids.stdin.map(|id| self.mux.open_reader(id)).transpose().map_err(open_err)?,
-            stdout: ids.stdout.map(|id| self.mux.open_writer(id)).transpose().map_err(open_err)?,
-            stderr: ids.stderr.map(|id| self.mux.open_writer(id)).transpose().map_err(open_err)?,
+            stdin: ids
+                .stdin
+                .map(|id| self.mux.open_reader(id))
+                .transpose()
+                .map_err(open_err)?,
+            stdout: ids
+                .stdout
+                .map(|id| self.mux.open_writer(id))
+                .transpose()
+                .map_err(open_err)?,
+            stderr: ids
+                .stderr
+                .map(|id| self.mux.open_writer(id))
+                .transpose()
+                .map_err(open_err)?,
         })
     }
 
     async fn handle(self: &Arc<Self>, req: Request) -> ResponseBody {
         match req {
-            Request::Ping => Ok(Response::Pong(AgentInfo { software: SOFTWARE.into(), kernel: kernel_release() })),
+            Request::Ping => Ok(Response::Pong(AgentInfo {
+                software: SOFTWARE.into(),
+                kernel: kernel_release(),
+            })),
             Request::CreateContainer(c) => {
                 let _guard = self.create_lock.lock().await;
                 if self.containers().contains_key(&c.container_id) {
-                    return Err(err(ErrorKind::AlreadyExists, format!("container {} already exists", c.container_id)));
+                    return Err(err(
+                        ErrorKind::AlreadyExists,
+                        format!("container {} already exists", c.container_id),
+                    ));
                 }
                 let stdio = self.open_stdio(&c.stdio)?;
                 let container = Container::create(c, &self.state_root, stdio).await?;
@@ -108,12 +127,18 @@ impl Agent {
                 self.containers().insert(container.id.clone(), container);
                 Ok(Response::Ok)
             }
-            Request::Start { container_id, exec_id } => {
+            Request::Start {
+                container_id,
+                exec_id,
+            } => {
                 let c = self.container(&container_id)?;
                 let p = c.process(exec_id.as_deref())?;
                 let is_init = exec_id.as_deref().unwrap_or("").is_empty();
                 if !is_init && c.init().is_exited() {
-                    return Err(err(ErrorKind::FailedPrecondition, format!("container {container_id} is not running")));
+                    return Err(err(
+                        ErrorKind::FailedPrecondition,
+                        format!("container {container_id} is not running"),
+                    ));
                 }
                 let pid = p
                     .start(&c.rootfs, &self.reaper, move |pid| {
@@ -126,7 +151,12 @@ impl Agent {
                     .await?;
                 Ok(Response::Started { pid })
             }
-            Request::Exec { container_id, exec_id, process, stdio } => {
+            Request::Exec {
+                container_id,
+                exec_id,
+                process,
+                stdio,
+            } => {
                 let c = self.container(&container_id)?;
                 if exec_id.is_empty() {
                     return Err(err(ErrorKind::InvalidArgument, "exec id must not be empty"));
@@ -135,10 +165,18 @@ impl Agent {
                 c.add_exec(p)?;
                 Ok(Response::Ok)
             }
-            Request::Signal { container_id, exec_id, signal, all } => {
+            Request::Signal {
+                container_id,
+                exec_id,
+                signal,
+                all,
+            } => {
                 let c = self.container(&container_id)?;
                 if !(1..=64).contains(&signal) {
-                    return Err(err(ErrorKind::InvalidArgument, format!("invalid signal {signal}")));
+                    return Err(err(
+                        ErrorKind::InvalidArgument,
+                        format!("invalid signal {signal}"),
+                    ));
                 }
                 let p = c.process(exec_id.as_deref())?;
                 if all {
@@ -148,19 +186,36 @@ impl Agent {
                 p.signal(signal)?;
                 Ok(Response::Ok)
             }
-            Request::Wait { container_id, exec_id } => {
+            Request::Wait {
+                container_id,
+                exec_id,
+            } => {
                 let p = self.container(&container_id)?.process(exec_id.as_deref())?;
                 Ok(Response::Exited(p.wait().await))
             }
-            Request::ResizeTty { container_id, exec_id, size } => {
-                self.container(&container_id)?.process(exec_id.as_deref())?.resize(size)?;
+            Request::ResizeTty {
+                container_id,
+                exec_id,
+                size,
+            } => {
+                self.container(&container_id)?
+                    .process(exec_id.as_deref())?
+                    .resize(size)?;
                 Ok(Response::Ok)
             }
-            Request::CloseStdin { container_id, exec_id } => {
-                self.container(&container_id)?.process(exec_id.as_deref())?.close_stdin();
+            Request::CloseStdin {
+                container_id,
+                exec_id,
+            } => {
+                self.container(&container_id)?
+                    .process(exec_id.as_deref())?
+                    .close_stdin();
                 Ok(Response::Ok)
             }
-            Request::Delete { container_id, exec_id: Some(e) } if !e.is_empty() => {
+            Request::Delete {
+                container_id,
+                exec_id: Some(e),
+            } if !e.is_empty() => {
                 self.container(&container_id)?.remove_exec(&e)?;
                 Ok(Response::Ok)
             }
@@ -176,7 +231,9 @@ impl Agent {
             }
             Request::ListPids { container_id } => {
                 let c = self.container(&container_id)?;
-                Ok(Response::Pids { processes: c.processes() })
+                Ok(Response::Pids {
+                    processes: c.processes(),
+                })
             }
             Request::Shutdown => {
                 self.shutdown.notify_one();
@@ -199,5 +256,7 @@ impl Agent {
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -32,9 +32,11 @@ pub enum Stage {
 impl Stage {
     fn from_u32(v: u32) -> Option<Self> {
         use Stage::*;
-        [Stdio, Session, Tty, OomScore, Chroot, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs, Exec]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+        [
+            Stdio, Session, Tty, OomScore, Chroot, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs, Exec,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
     }
 }
 
@@ -76,14 +78,20 @@ struct CPtrs {
 }
 
 fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
-    v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    v.iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// Fork and exec `plan`. `register` runs in the parent right after fork with
 /// the child's pid (while the caller may hold the reaper's lock).
 /// Returns the pid and the read end of the status pipe.
 pub fn fork_exec(plan: &SpawnPlan) -> Result<(i32, OwnedFd), SpawnError> {
-    let ptrs = CPtrs { argv: null_terminated(&plan.argv), envp: null_terminated(&plan.envp) };
+    let ptrs = CPtrs {
+        argv: null_terminated(&plan.argv),
+        envp: null_terminated(&plan.envp),
+    };
     let mut fds = [0 as RawFd; 2];
     // SAFETY: plain syscall with a valid 2-int buffer.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -122,7 +130,10 @@ pub fn decode_status(buf: &[u8]) -> Result<(), SpawnError> {
     let stage = u32::from_ne_bytes(buf[..4].try_into().unwrap_or_default());
     let errno = i32::from_ne_bytes(buf[4..].try_into().unwrap_or_default());
     let stage = Stage::from_u32(stage).ok_or(SpawnError::Garbled)?;
-    Err(SpawnError::Child { stage, errno: Errno::from_raw(errno) })
+    Err(SpawnError::Child {
+        stage,
+        errno: Errno::from_raw(errno),
+    })
 }
 
 /// Runs in the forked child. Returns only on failure.
@@ -154,10 +165,16 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
         check!(Stage::Tty, libc::ioctl(0, libc::TIOCSCTTY, 0));
     }
     if let Some(adj) = &plan.oom_score_adj {
-        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
         check!(Stage::OomScore, fd);
         let bytes = adj.as_bytes();
-        check!(Stage::OomScore, libc::write(fd, bytes.as_ptr().cast(), bytes.len()) as i32);
+        check!(
+            Stage::OomScore,
+            libc::write(fd, bytes.as_ptr().cast(), bytes.len()) as i32
+        );
         libc::close(fd);
     }
     if let Some(root) = &plan.root {
@@ -168,11 +185,17 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
     for (res, lim) in &plan.rlimits {
         check!(Stage::Rlimit, libc::setrlimit(*res, lim));
     }
-    check!(Stage::Groups, libc::setgroups(plan.groups.len(), plan.groups.as_ptr()));
+    check!(
+        Stage::Groups,
+        libc::setgroups(plan.groups.len(), plan.groups.as_ptr())
+    );
     check!(Stage::Gid, libc::setgid(plan.gid));
     check!(Stage::Uid, libc::setuid(plan.uid));
     if plan.no_new_privs {
-        check!(Stage::NoNewPrivs, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+        check!(
+            Stage::NoNewPrivs,
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        );
     }
     if let Some(mask) = plan.umask {
         libc::umask(mask);

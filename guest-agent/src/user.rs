@@ -66,7 +66,11 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
             Some(GroupEntry {
                 name: f[0].into(),
                 gid: f[2].parse().ok()?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(Into::into).collect(),
+                members: f[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(Into::into)
+                    .collect(),
             })
         })
         .collect()
@@ -86,12 +90,11 @@ pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError
     let user_str = spec.user.as_deref().unwrap_or("0");
     let entry = match user_str.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|p| p.uid == uid),
-        Err(_) => Some(
-            passwd
-                .iter()
-                .find(|p| p.name == user_str)
-                .ok_or_else(|| invalid(format!("unable to find user {user_str}: no matching entries in passwd file")))?,
-        ),
+        Err(_) => Some(passwd.iter().find(|p| p.name == user_str).ok_or_else(|| {
+            invalid(format!(
+                "unable to find user {user_str}: no matching entries in passwd file"
+            ))
+        })?),
     };
     let uid = match entry {
         Some(e) => e.uid,
@@ -104,7 +107,11 @@ pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError
                 .iter()
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
-                .ok_or_else(|| invalid(format!("unable to find group {g}: no matching entries in group file")))?,
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
         },
         None => entry.map(|e| e.gid).unwrap_or(0),
     };
@@ -112,12 +119,25 @@ pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError
     if let Some(e) = entry {
         // initgroups(3) semantics: the primary group is a supplementary one too.
         all.push(gid);
-        all.extend(groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name)).map(|g| g.gid));
+        all.extend(
+            groups
+                .iter()
+                .filter(|g| g.members.contains(&e.name))
+                .map(|g| g.gid),
+        );
     }
     all.sort_unstable();
     all.dedup();
-    let home = entry.map(|e| e.home.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into());
-    Ok(Credentials { uid, gid, groups: all, home })
+    let home = entry
+        .map(|e| e.home.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
+    Ok(Credentials {
+        uid,
+        gid,
+        groups: all,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -141,14 +161,21 @@ mod tests {
     }
 
     fn spec(user: Option<&str>, group: Option<&str>) -> UserSpec {
-        UserSpec { user: user.map(Into::into), group: group.map(Into::into), ..Default::default() }
+        UserSpec {
+            user: user.map(Into::into),
+            group: group.map(Into::into),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn names_and_numbers_resolve() {
         let r = rootfs();
         let c = resolve(r.path(), &spec(Some("user"), None)).unwrap();
-        assert_eq!((c.uid, c.gid, c.groups.clone(), c.home.as_str()), (1000, 1000, vec![1000, 2000], "/home/user"));
+        assert_eq!(
+            (c.uid, c.gid, c.groups.clone(), c.home.as_str()),
+            (1000, 1000, vec![1000, 2000], "/home/user")
+        );
         let c = resolve(r.path(), &spec(Some("1000"), Some("extra"))).unwrap();
         assert_eq!((c.uid, c.gid), (1000, 2000));
         let c = resolve(r.path(), &spec(Some("4242"), Some("4343"))).unwrap();
@@ -160,7 +187,10 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let r = rootfs();
-        assert!(resolve(r.path(), &spec(Some("nobody"), None)).unwrap_err().message.contains("nobody"));
+        assert!(resolve(r.path(), &spec(Some("nobody"), None))
+            .unwrap_err()
+            .message
+            .contains("nobody"));
         assert!(resolve(r.path(), &spec(None, Some("wheel"))).is_err());
     }
 }

@@ -10,14 +10,21 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::*;
 use vxn_runtime_core::protocol::frame::encode_frame;
-use vxn_runtime_core::protocol::{Frame, FrameKind, Hello, PREAMBLE, PROTOCOL_NAME, PROTOCOL_VERSION};
+use vxn_runtime_core::protocol::{
+    Frame, FrameKind, Hello, PREAMBLE, PROTOCOL_NAME, PROTOCOL_VERSION,
+};
 
 /// Start an agent and do the handshake by hand; returns the raw socket.
-fn raw_agent() -> (std::process::Child, std::os::unix::net::UnixStream, tempfile::TempDir) {
+fn raw_agent() -> (
+    std::process::Child,
+    std::os::unix::net::UnixStream,
+    tempfile::TempDir,
+) {
     let state = tempfile::tempdir().unwrap();
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let child = agent_command(state.path(), theirs.into()).spawn().unwrap();
-    ours.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut s = ours;
     read_hello(&mut s);
     let hello = Hello {
@@ -36,7 +43,11 @@ fn raw_agent() -> (std::process::Child, std::os::unix::net::UnixStream, tempfile
 fn hello_bytes(h: &Hello) -> Vec<u8> {
     let mut b = BytesMut::new();
     b.extend_from_slice(PREAMBLE);
-    encode_frame(&Frame::new(FrameKind::Hello, 0, serde_json::to_vec(h).unwrap()), &mut b).unwrap();
+    encode_frame(
+        &Frame::new(FrameKind::Hello, 0, serde_json::to_vec(h).unwrap()),
+        &mut b,
+    )
+    .unwrap();
     b.to_vec()
 }
 
@@ -57,7 +68,10 @@ fn expect_clean_close(mut child: std::process::Child, mut s: std::os::unix::net:
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest); // EOF once the agent drops the channel
     let status = child.wait().unwrap();
-    assert!(status.success(), "agent exited with {status:?} (a panic aborts)");
+    assert!(
+        status.success(),
+        "agent exited with {status:?} (a panic aborts)"
+    );
 }
 
 #[test]
@@ -67,7 +81,8 @@ fn oversized_frame_closes_the_connection() {
     }
     let (child, mut s, _state) = raw_agent();
     // Declares 4 GiB of request: must be refused from the header alone.
-    s.write_all(&[0xff, 0xff, 0xff, 0xff, FrameKind::Request as u8, 0, 0, 0, 1]).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, FrameKind::Request as u8, 0, 0, 0, 1])
+        .unwrap();
     expect_clean_close(child, s);
 }
 
@@ -77,7 +92,8 @@ fn unknown_frame_kind_closes_the_connection() {
         return;
     }
     let (child, mut s, _state) = raw_agent();
-    s.write_all(&[0, 0, 0, 3, 0x99, 0, 0, 0, 1, 1, 2, 3]).unwrap();
+    s.write_all(&[0, 0, 0, 3, 0x99, 0, 0, 0, 1, 1, 2, 3])
+        .unwrap();
     expect_clean_close(child, s);
 }
 
@@ -88,8 +104,16 @@ fn malformed_request_gets_an_error_and_the_connection_survives() {
     }
     let (child, mut s, _state) = raw_agent();
     let mut b = BytesMut::new();
-    encode_frame(&Frame::new(FrameKind::Request, 7, &b"{not json"[..]), &mut b).unwrap();
-    encode_frame(&Frame::new(FrameKind::Request, 8, &br#"{"op":"ping"}"#[..]), &mut b).unwrap();
+    encode_frame(
+        &Frame::new(FrameKind::Request, 7, &b"{not json"[..]),
+        &mut b,
+    )
+    .unwrap();
+    encode_frame(
+        &Frame::new(FrameKind::Request, 8, &br#"{"op":"ping"}"#[..]),
+        &mut b,
+    )
+    .unwrap();
     s.write_all(&b).unwrap();
     let mut answers = Vec::new();
     for _ in 0..2 {
@@ -98,11 +122,18 @@ fn malformed_request_gets_an_error_and_the_connection_survives() {
         let len = u32::from_be_bytes(hdr[..4].try_into().unwrap()) as usize;
         let mut body = vec![0u8; len];
         s.read_exact(&mut body).unwrap();
-        answers.push((u32::from_be_bytes(hdr[5..9].try_into().unwrap()), String::from_utf8(body).unwrap()));
+        answers.push((
+            u32::from_be_bytes(hdr[5..9].try_into().unwrap()),
+            String::from_utf8(body).unwrap(),
+        ));
     }
     answers.sort();
     assert_eq!(answers[0].0, 7);
-    assert!(answers[0].1.contains("malformed request"), "{}", answers[0].1);
+    assert!(
+        answers[0].1.contains("malformed request"),
+        "{}",
+        answers[0].1
+    );
     assert!(answers[1].1.contains("pong"), "{}", answers[1].1);
     // Data beyond the window the agent granted is a protocol violation.
     drop(s);
@@ -141,7 +172,13 @@ fn random_garbage_never_panics_the_agent() {
 async fn incompatible_agent_version_is_a_clear_error() {
     // A fake agent speaking protocol v99: the host must refuse it by name.
     let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-    let fake = Hello { protocol: PROTOCOL_NAME.into(), version: 99, software: "vxn-agent 9.9".into(), ack: false, error: None };
+    let fake = Hello {
+        protocol: PROTOCOL_NAME.into(),
+        version: 99,
+        software: "vxn-agent 9.9".into(),
+        ack: false,
+        error: None,
+    };
     let bytes = hello_bytes(&fake);
     let writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
@@ -150,8 +187,14 @@ async fn incompatible_agent_version_is_a_clear_error() {
         t.write_all(&bytes).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
     });
-    let e = vxn_runtime_core::AgentClient::connect(ours, Duration::from_secs(5)).await.err().expect("must fail");
+    let e = vxn_runtime_core::AgentClient::connect(ours, Duration::from_secs(5))
+        .await
+        .err()
+        .expect("must fail");
     let msg = e.to_string();
-    assert!(msg.contains("v99") && msg.contains("vxn-agent 9.9"), "{msg}");
+    assert!(
+        msg.contains("v99") && msg.contains("vxn-agent 9.9"),
+        "{msg}"
+    );
     writer.abort();
 }

@@ -40,12 +40,19 @@ async fn sigterm_gives_143() {
     let a = start_agent().await;
     let mut io = a.create("term", spec(&["sleep", "100"]), false).await;
     a.client.start("term", None).await.unwrap();
-    a.client.signal("term", None, libc::SIGTERM, false).await.unwrap();
+    a.client
+        .signal("term", None, libc::SIGTERM, false)
+        .await
+        .unwrap();
     let status = a.client.wait("term", None).await.unwrap();
     assert_eq!((status.code, status.signal), (143, Some(libc::SIGTERM)));
     assert!(collect(io.stdout.take()).await.is_empty());
     // A finished process can no longer be signalled: NotFound, as containerd expects.
-    let e = a.client.signal("term", None, libc::SIGKILL, false).await.unwrap_err();
+    let e = a
+        .client
+        .signal("term", None, libc::SIGKILL, false)
+        .await
+        .unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::NotFound));
 }
 
@@ -55,12 +62,25 @@ async fn trapped_sigterm_exits_with_its_own_code() {
         return;
     }
     let a = start_agent().await;
-    let mut io = a.create("trap", spec(&["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done"]), false).await;
+    let mut io = a
+        .create(
+            "trap",
+            spec(&[
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+            ]),
+            false,
+        )
+        .await;
     a.client.start("trap", None).await.unwrap();
     let mut out = Vec::new();
     let stdout = io.stdout.as_mut().unwrap();
     read_until(stdout, &mut out, "ready").await;
-    a.client.signal("trap", None, libc::SIGTERM, false).await.unwrap();
+    a.client
+        .signal("trap", None, libc::SIGTERM, false)
+        .await
+        .unwrap();
     read_until(stdout, &mut out, "got-term").await;
     assert_eq!(a.client.wait("trap", None).await.unwrap().code, 42);
 }
@@ -71,7 +91,9 @@ async fn stdout_and_stderr_arrive_separately() {
         return;
     }
     let a = start_agent().await;
-    let o = a.run("split", spec(&["sh", "-c", "echo out; echo err >&2"]), None).await;
+    let o = a
+        .run("split", spec(&["sh", "-c", "echo out; echo err >&2"]), None)
+        .await;
     assert_eq!(o.out(), "out\n");
     assert_eq!(o.err(), "err\n");
 }
@@ -93,9 +115,21 @@ async fn argv_arrives_unchanged() {
         return;
     }
     let a = start_agent().await;
-    let args = ["printf", "[%s]\n", "two words", "\"quoted\" 'single'", "$HOME", "*", "", "a;b|c"];
+    let args = [
+        "printf",
+        "[%s]\n",
+        "two words",
+        "\"quoted\" 'single'",
+        "$HOME",
+        "*",
+        "",
+        "a;b|c",
+    ];
     let o = a.run("argv", spec(&args), None).await;
-    assert_eq!(o.out(), "[two words]\n[\"quoted\" 'single']\n[$HOME]\n[*]\n[]\n[a;b|c]\n");
+    assert_eq!(
+        o.out(),
+        "[two words]\n[\"quoted\" 'single']\n[$HOME]\n[*]\n[]\n[a;b|c]\n"
+    );
 }
 
 #[tokio::test]
@@ -104,12 +138,25 @@ async fn env_cwd_and_numeric_user_apply() {
         return;
     }
     let a = start_agent().await;
-    let mut s = spec(&["sh", "-c", "echo $FOO; pwd; id -u; id -g; echo $HOME; hostname"]);
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g; echo $HOME; hostname",
+    ]);
     s.env.push("FOO=bar baz".into());
     s.cwd = "/tmp".into();
-    s.user = UserSpec { user: Some("1000".into()), group: Some("1000".into()), ..Default::default() };
+    s.user = UserSpec {
+        user: Some("1000".into()),
+        group: Some("1000".into()),
+        ..Default::default()
+    };
     let o = a.run("env", s, None).await;
-    assert_eq!(o.out(), "bar baz\n/tmp\n1000\n1000\n/home/user\nenv-host\n", "stderr: {}", o.err());
+    assert_eq!(
+        o.out(),
+        "bar baz\n/tmp\n1000\n1000\n/home/user\nenv-host\n",
+        "stderr: {}",
+        o.err()
+    );
 }
 
 #[tokio::test]
@@ -119,9 +166,15 @@ async fn named_user_gets_groups_from_the_image() {
     }
     let a = start_agent().await;
     let mut s = spec(&["id"]);
-    s.user = UserSpec { user: Some("user".into()), ..Default::default() };
+    s.user = UserSpec {
+        user: Some("user".into()),
+        ..Default::default()
+    };
     let o = a.run("named", s, None).await;
-    assert_eq!(o.out(), "uid=1000(user) gid=1000(user) groups=1000(user),2000(extra)\n");
+    assert_eq!(
+        o.out(),
+        "uid=1000(user) gid=1000(user) groups=1000(user),2000(extra)\n"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +207,9 @@ async fn empty_argv_is_rejected() {
         .create_container(vxn_runtime_core::protocol::CreateContainer {
             container_id: "empty".into(),
             hostname: None,
-            rootfs: vxn_runtime_core::protocol::RootfsSource::Directory { path: a.rootfs.path().to_string_lossy().into() },
+            rootfs: vxn_runtime_core::protocol::RootfsSource::Directory {
+                path: a.rootfs.path().to_string_lossy().into(),
+            },
             readonly_rootfs: false,
             mounts: vec![],
             process: spec(&[]),
@@ -183,9 +238,28 @@ async fn tty_reports_its_size_and_follows_resizes() {
     let mut stdout = io.stdout.unwrap();
     let mut out = Vec::new();
     read_until(&mut stdout, &mut out, "24 80").await;
-    assert!(String::from_utf8_lossy(&out).contains("/dev/pts/"), "{:?}", String::from_utf8_lossy(&out));
-    a.client.resize_tty("tty", None, WindowSize { rows: 40, cols: 100 }).await.unwrap();
-    io.stdin.as_ref().unwrap().send(Bytes::from_static(b"\n")).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out).contains("/dev/pts/"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    a.client
+        .resize_tty(
+            "tty",
+            None,
+            WindowSize {
+                rows: 40,
+                cols: 100,
+            },
+        )
+        .await
+        .unwrap();
+    io.stdin
+        .as_ref()
+        .unwrap()
+        .send(Bytes::from_static(b"\n"))
+        .await
+        .unwrap();
     read_until(&mut stdout, &mut out, "40 100").await;
     assert_eq!(a.client.wait("tty", None).await.unwrap().code, 0);
 }
@@ -199,9 +273,29 @@ async fn exec_runs_beside_init_and_pids_list_both() {
     let _io = a.create("execc", spec(&["sleep", "100"]), false).await;
     let init_pid = a.client.start("execc", None).await.unwrap();
 
-    let (ids, mut eio) = a.client.open_stdio(StdioRequest { stdin: false, stdout: true, stderr: true, terminal: false }).unwrap();
-    a.client.exec("execc", "e1", spec(&["sh", "-c", "echo from-exec; exit 9"]), ids).await.unwrap();
-    let e = a.client.exec("execc", "e1", spec(&["true"]), Default::default()).await.unwrap_err();
+    let (ids, mut eio) = a
+        .client
+        .open_stdio(StdioRequest {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            terminal: false,
+        })
+        .unwrap();
+    a.client
+        .exec(
+            "execc",
+            "e1",
+            spec(&["sh", "-c", "echo from-exec; exit 9"]),
+            ids,
+        )
+        .await
+        .unwrap();
+    let e = a
+        .client
+        .exec("execc", "e1", spec(&["true"]), Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::AlreadyExists));
     a.client.start("execc", Some("e1")).await.unwrap();
     assert_eq!(collect(eio.stdout.take()).await, b"from-exec\n");
@@ -209,9 +303,16 @@ async fn exec_runs_beside_init_and_pids_list_both() {
     a.client.delete("execc", Some("e1")).await.unwrap();
 
     let pids = a.client.list_pids("execc").await.unwrap();
-    assert!(pids.iter().any(|p| p.pid == init_pid && p.command == "sleep 100"), "{pids:?}");
+    assert!(
+        pids.iter()
+            .any(|p| p.pid == init_pid && p.command == "sleep 100"),
+        "{pids:?}"
+    );
 
-    a.client.signal("execc", None, libc::SIGKILL, false).await.unwrap();
+    a.client
+        .signal("execc", None, libc::SIGKILL, false)
+        .await
+        .unwrap();
     assert_eq!(a.client.wait("execc", None).await.unwrap().code, 137);
     let e = a.client.start("execc", Some("e1")).await.unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::NotFound));
@@ -233,7 +334,10 @@ async fn stats_and_unknown_ids() {
     let e = a.client.start("st", None).await.unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::FailedPrecondition));
     a.client.delete("st", None).await.unwrap();
-    assert_eq!(a.client.list_pids("st").await.unwrap_err().agent_kind(), Some(ErrorKind::NotFound));
+    assert_eq!(
+        a.client.list_pids("st").await.unwrap_err().agent_kind(),
+        Some(ErrorKind::NotFound)
+    );
 }
 
 #[tokio::test]
@@ -245,7 +349,9 @@ async fn shutdown_ends_the_agent() {
     let _io = a.create("sd", spec(&["sleep", "100"]), false).await;
     a.client.start("sd", None).await.unwrap();
     a.client.shutdown().await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(10), a.client.closed()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), a.client.closed())
+        .await
+        .unwrap();
     assert!(!reason.is_empty());
     let status = a.child.wait().unwrap();
     assert!(status.success(), "{status:?}");

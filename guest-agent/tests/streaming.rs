@@ -17,7 +17,13 @@ async fn hundred_megabytes_stream_with_bounded_memory() {
     }
     let a = start_agent().await;
     let total = 100 * MB;
-    let mut io = a.create("flood", spec(&["head", "-c", &total.to_string(), "/dev/zero"]), false).await;
+    let mut io = a
+        .create(
+            "flood",
+            spec(&["head", "-c", &total.to_string(), "/dev/zero"]),
+            false,
+        )
+        .await;
     let hwm_before = vm_hwm_kib("self");
     let t0 = Instant::now();
     a.client.start("flood", None).await.unwrap();
@@ -51,7 +57,13 @@ async fn stalled_reader_does_not_block_control_or_other_streams() {
     }
     let a = start_agent().await;
     // The init floods stdout and nobody reads it.
-    let _flood = a.create("stall", spec(&["sh", "-c", "while :; do head -c 1048576 /dev/zero; done"]), false).await;
+    let _flood = a
+        .create(
+            "stall",
+            spec(&["sh", "-c", "while :; do head -c 1048576 /dev/zero; done"]),
+            false,
+        )
+        .await;
     a.client.start("stall", None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let agent = a.child.id().to_string();
@@ -62,16 +74,34 @@ async fn stalled_reader_does_not_block_control_or_other_streams() {
     a.client.ping().await.unwrap();
     let (ids, mut eio) = a
         .client
-        .open_stdio(vxn_runtime_core::StdioRequest { stdin: false, stdout: true, stderr: false, terminal: false })
+        .open_stdio(vxn_runtime_core::StdioRequest {
+            stdin: false,
+            stdout: true,
+            stderr: false,
+            terminal: false,
+        })
         .unwrap();
-    a.client.exec("stall", "side", spec(&["echo", "side-channel"]), ids).await.unwrap();
+    a.client
+        .exec("stall", "side", spec(&["echo", "side-channel"]), ids)
+        .await
+        .unwrap();
     a.client.start("stall", Some("side")).await.unwrap();
     assert_eq!(collect(eio.stdout.take()).await, b"side-channel\n");
     assert_eq!(a.client.wait("stall", Some("side")).await.unwrap().code, 0);
-    assert!(t0.elapsed() < Duration::from_secs(5), "control traffic took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "control traffic took {:?}",
+        t0.elapsed()
+    );
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hwm_after = vm_hwm_kib(&agent);
-    assert!(hwm_after < 32 * 1024 && hwm_after <= hwm + 1024, "agent memory grew: {hwm} -> {hwm_after} KiB");
-    a.client.signal("stall", None, libc::SIGKILL, true).await.unwrap();
+    assert!(
+        hwm_after < 32 * 1024 && hwm_after <= hwm + 1024,
+        "agent memory grew: {hwm} -> {hwm_after} KiB"
+    );
+    a.client
+        .signal("stall", None, libc::SIGKILL, true)
+        .await
+        .unwrap();
 }

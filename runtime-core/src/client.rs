@@ -23,7 +23,10 @@ pub enum ClientError {
     #[error("agent handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
     #[error("agent answered {op} with an unexpected {got:?}")]
-    Unexpected { op: &'static str, got: Box<Response> },
+    Unexpected {
+        op: &'static str,
+        got: Box<Response>,
+    },
 }
 
 impl ClientError {
@@ -122,14 +125,20 @@ impl AgentClient {
     async fn call_ok(&self, op: &'static str, req: &Request) -> Result<(), ClientError> {
         match self.call(req).await? {
             Response::Ok => Ok(()),
-            got => Err(ClientError::Unexpected { op, got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op,
+                got: Box::new(got),
+            }),
         }
     }
 
     pub async fn ping(&self) -> Result<AgentInfo, ClientError> {
         match self.call(&Request::Ping).await? {
             Response::Pong(info) => Ok(info),
-            got => Err(ClientError::Unexpected { op: "ping", got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op: "ping",
+                got: Box::new(got),
+            }),
         }
     }
 
@@ -138,14 +147,21 @@ impl AgentClient {
     }
 
     /// Start the init process (`exec_id: None`) or a prepared exec; returns the guest pid.
-    pub async fn start(&self, container_id: &str, exec_id: Option<&str>) -> Result<u32, ClientError> {
+    pub async fn start(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+    ) -> Result<u32, ClientError> {
         let req = Request::Start {
             container_id: container_id.into(),
             exec_id: exec_id.map(Into::into),
         };
         match self.call(&req).await? {
             Response::Started { pid } => Ok(pid),
-            got => Err(ClientError::Unexpected { op: "start", got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op: "start",
+                got: Box::new(got),
+            }),
         }
     }
 
@@ -182,14 +198,21 @@ impl AgentClient {
     }
 
     /// Waits until the process exited and its output was sent.
-    pub async fn wait(&self, container_id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ClientError> {
+    pub async fn wait(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+    ) -> Result<ExitStatus, ClientError> {
         let req = Request::Wait {
             container_id: container_id.into(),
             exec_id: exec_id.map(Into::into),
         };
         match self.call(&req).await? {
             Response::Exited(st) => Ok(st),
-            got => Err(ClientError::Unexpected { op: "wait", got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op: "wait",
+                got: Box::new(got),
+            }),
         }
     }
 
@@ -207,7 +230,11 @@ impl AgentClient {
         self.call_ok("resize", &req).await
     }
 
-    pub async fn close_stdin(&self, container_id: &str, exec_id: Option<&str>) -> Result<(), ClientError> {
+    pub async fn close_stdin(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+    ) -> Result<(), ClientError> {
         let req = Request::CloseStdin {
             container_id: container_id.into(),
             exec_id: exec_id.map(Into::into),
@@ -215,7 +242,11 @@ impl AgentClient {
         self.call_ok("close-stdin", &req).await
     }
 
-    pub async fn delete(&self, container_id: &str, exec_id: Option<&str>) -> Result<(), ClientError> {
+    pub async fn delete(
+        &self,
+        container_id: &str,
+        exec_id: Option<&str>,
+    ) -> Result<(), ClientError> {
         let req = Request::Delete {
             container_id: container_id.into(),
             exec_id: exec_id.map(Into::into),
@@ -224,16 +255,32 @@ impl AgentClient {
     }
 
     pub async fn stats(&self, container_id: &str) -> Result<Stats, ClientError> {
-        match self.call(&Request::Stats { container_id: container_id.into() }).await? {
+        match self
+            .call(&Request::Stats {
+                container_id: container_id.into(),
+            })
+            .await?
+        {
             Response::Stats(s) => Ok(s),
-            got => Err(ClientError::Unexpected { op: "stats", got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op: "stats",
+                got: Box::new(got),
+            }),
         }
     }
 
     pub async fn list_pids(&self, container_id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
-        match self.call(&Request::ListPids { container_id: container_id.into() }).await? {
+        match self
+            .call(&Request::ListPids {
+                container_id: container_id.into(),
+            })
+            .await?
+        {
             Response::Pids { processes } => Ok(processes),
-            got => Err(ClientError::Unexpected { op: "pids", got: Box::new(got) }),
+            got => Err(ClientError::Unexpected {
+                op: "pids",
+                got: Box::new(got),
+            }),
         }
     }
 

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use vxn_runtime_core::protocol::{CreateContainer, ExitStatus, MountKind, MountSpec, ProcessSpec, RootfsSource, UserSpec};
+use vxn_runtime_core::protocol::{
+    CreateContainer, ExitStatus, MountKind, MountSpec, ProcessSpec, RootfsSource, UserSpec,
+};
 use vxn_runtime_core::{AgentClient, HostStdio, StdioRequest};
 
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -24,10 +26,20 @@ pub fn require_root() -> bool {
 
 /// A minimal image: busybox with its applets, passwd/group with a user.
 pub fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "home/user"] {
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "home/user",
+    ] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).expect("busybox-static is installed (apt-get install busybox-static)");
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox"))
+        .expect("busybox-static is installed (apt-get install busybox-static)");
     let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
@@ -39,8 +51,16 @@ pub fn busybox_rootfs(dir: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
     )
     .unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n").unwrap();
-    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nuser:x:1000:\nextra:x:2000:user\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
 }
 
 pub struct TestAgent {
@@ -75,8 +95,15 @@ pub async fn start_agent() -> TestAgent {
     let child = agent_command(state.path(), theirs.into()).spawn().unwrap();
     ours.set_nonblocking(true).unwrap();
     let stream = tokio::net::UnixStream::from_std(ours).unwrap();
-    let client = AgentClient::connect(stream, Duration::from_secs(10)).await.expect("handshake");
-    TestAgent { client, child, rootfs, state }
+    let client = AgentClient::connect(stream, Duration::from_secs(10))
+        .await
+        .expect("handshake");
+    TestAgent {
+        client,
+        child,
+        rootfs,
+        state,
+    }
 }
 
 pub fn spec(args: &[&str]) -> ProcessSpec {
@@ -92,27 +119,54 @@ pub fn spec(args: &[&str]) -> ProcessSpec {
 pub fn default_mounts() -> Vec<MountSpec> {
     let k = |dest: &str, fstype: &str, opts: &[&str]| MountSpec {
         destination: dest.into(),
-        kind: MountKind::Kernel { fstype: fstype.into() },
+        kind: MountKind::Kernel {
+            fstype: fstype.into(),
+        },
         options: opts.iter().map(|s| s.to_string()).collect(),
     };
     vec![
         k("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-        k("/dev", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        k("/dev/pts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        k("/dev/shm", "tmpfs", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        k(
+            "/dev",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        k(
+            "/dev/pts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        k(
+            "/dev/shm",
+            "tmpfs",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
     ]
 }
 
 impl TestAgent {
     /// Create container `id` with `process`; returns the host stdio ends.
     pub async fn create(&self, id: &str, process: ProcessSpec, stdin: bool) -> HostStdio {
-        let want = StdioRequest { stdin, stdout: true, stderr: true, terminal: process.terminal };
+        let want = StdioRequest {
+            stdin,
+            stdout: true,
+            stderr: true,
+            terminal: process.terminal,
+        };
         let (ids, io) = self.client.open_stdio(want).unwrap();
         self.client
             .create_container(CreateContainer {
                 container_id: id.into(),
                 hostname: Some(format!("{id}-host")),
-                rootfs: RootfsSource::Directory { path: self.rootfs.path().to_string_lossy().into() },
+                rootfs: RootfsSource::Directory {
+                    path: self.rootfs.path().to_string_lossy().into(),
+                },
                 readonly_rootfs: false,
                 mounts: default_mounts(),
                 process,
@@ -134,7 +188,11 @@ impl TestAgent {
         let (out, err) = tokio::join!(collect(io.stdout.take()), collect(io.stderr.take()));
         let status = self.client.wait(id, None).await.expect("wait");
         self.client.delete(id, None).await.expect("delete");
-        Output { status, stdout: out, stderr: err }
+        Output {
+            status,
+            stdout: out,
+            stderr: err,
+        }
     }
 }
 
@@ -164,24 +222,42 @@ pub async fn collect(r: Option<vxn_runtime_core::mux::StreamReader>) -> Vec<u8> 
 }
 
 /// Read until `needle` shows up in the accumulated output.
-pub async fn read_until(r: &mut vxn_runtime_core::mux::StreamReader, acc: &mut Vec<u8>, needle: &str) {
+pub async fn read_until(
+    r: &mut vxn_runtime_core::mux::StreamReader,
+    acc: &mut Vec<u8>,
+    needle: &str,
+) {
     let fut = async {
         while !String::from_utf8_lossy(acc).contains(needle) {
             match r.recv().await.unwrap() {
                 Some(c) => acc.extend_from_slice(&c),
-                None => panic!("EOF before {needle:?}; got {:?}", String::from_utf8_lossy(acc)),
+                None => panic!(
+                    "EOF before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(acc)
+                ),
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(20), fut)
         .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; got {:?}", String::from_utf8_lossy(acc)));
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for {needle:?}; got {:?}",
+                String::from_utf8_lossy(acc)
+            )
+        });
 }
 
 pub fn vm_hwm_kib(pid: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 

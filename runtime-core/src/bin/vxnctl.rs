@@ -9,11 +9,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::protocol::{CreateContainer, MountKind, MountSpec, ProcessSpec, RootfsSource};
+use vxn_runtime_core::protocol::{
+    CreateContainer, MountKind, MountSpec, ProcessSpec, RootfsSource,
+};
 use vxn_runtime_core::xen::{connect_channel, Disk, DomainConfig, GuestType, Xl};
 use vxn_runtime_core::{AgentClient, StdioRequest};
 
-const USAGE: &str = "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
+const USAGE: &str =
+    "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
 [--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...";
 
 struct RunArgs {
@@ -37,7 +40,11 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
     let (mut memory, mut vcpus, mut timeout, mut log) = (256, 1, 120, "info".to_string());
     let mut argv = Vec::new();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
         match a.as_str() {
             "--name" => name = Some(val()?),
             "--kernel" => kernel = Some(PathBuf::from(val()?)),
@@ -76,13 +83,25 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
 fn default_mounts() -> Vec<MountSpec> {
     let k = |dest: &str, fstype: &str, opts: &[&str]| MountSpec {
         destination: dest.into(),
-        kind: MountKind::Kernel { fstype: fstype.into() },
+        kind: MountKind::Kernel {
+            fstype: fstype.into(),
+        },
         options: opts.iter().map(|s| s.to_string()).collect(),
     };
     vec![
         k("/proc", "proc", &["nosuid", "noexec", "nodev"]),
         k("/dev", "tmpfs", &["nosuid", "mode=755"]),
-        k("/dev/pts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        k(
+            "/dev/pts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
         k("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
     ]
 }
@@ -117,7 +136,10 @@ async fn main() -> ExitCode {
     match result {
         Ok((code, mut timing)) => {
             timing.push(("destroy", destroy));
-            let line: Vec<String> = timing.iter().map(|(k, d)| format!("{k}={:.2}s", d.as_secs_f64())).collect();
+            let line: Vec<String> = timing
+                .iter()
+                .map(|(k, d)| format!("{k}={:.2}s", d.as_secs_f64()))
+                .collect();
             eprintln!("vxnctl: timing {}", line.join(" "));
             ExitCode::from(code.clamp(0, 255) as u8)
         }
@@ -138,13 +160,20 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
         guest_type: GuestType::for_host(),
         kernel: run.kernel.clone(),
         ramdisk: run.initramfs.clone(),
-        cmdline: format!("console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}", run.log),
+        cmdline: format!(
+            "console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}",
+            run.log
+        ),
         memory_mib: run.memory,
         maxmem_mib: run.memory,
         vcpus: run.vcpus,
         max_vcpus: run.vcpus,
         agent_socket: socket.clone(),
-        disks: vec![Disk { vdev: "xvdb".into(), target: run.rootfs_disk.clone(), writable: true }],
+        disks: vec![Disk {
+            vdev: "xvdb".into(),
+            target: run.rootfs_disk.clone(),
+            writable: true,
+        }],
         shares: vec![],
         bridge: None,
     };
@@ -154,30 +183,48 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
     let mut timing = Timing::new();
 
     let t = Instant::now();
-    xl.create_paused(&cfg_path).await.map_err(|e| e.to_string())?;
+    xl.create_paused(&cfg_path)
+        .await
+        .map_err(|e| e.to_string())?;
     timing.push(("create", t.elapsed()));
 
     let t = Instant::now();
-    let stream = connect_channel(&socket, Duration::from_secs(10)).await.map_err(|e| format!("agent channel: {e}"))?;
+    let stream = connect_channel(&socket, Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("agent channel: {e}"))?;
     let connect = tokio::spawn(AgentClient::connect(stream, run.timeout));
     xl.unpause(&run.name).await.map_err(|e| e.to_string())?;
-    let client = connect.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let client = connect
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     timing.push(("agent-ready", t.elapsed()));
 
     let t = Instant::now();
     let (ids, mut io) = client
-        .open_stdio(StdioRequest { stdin: false, stdout: true, stderr: true, terminal: false })
+        .open_stdio(StdioRequest {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            terminal: false,
+        })
         .map_err(|e| e.to_string())?;
     client
         .create_container(CreateContainer {
             container_id: run.name.clone(),
             hostname: Some(run.name.clone()),
-            rootfs: RootfsSource::Block { device: "/dev/xvdb".into(), fstype: "ext4".into(), options: vec![] },
+            rootfs: RootfsSource::Block {
+                device: "/dev/xvdb".into(),
+                fstype: "ext4".into(),
+                options: vec![],
+            },
             readonly_rootfs: false,
             mounts: default_mounts(),
             process: ProcessSpec {
                 args: run.argv.clone(),
-                env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+                env: vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ],
                 cwd: "/".into(),
                 ..Default::default()
             },
@@ -185,11 +232,17 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
         })
         .await
         .map_err(|e| format!("create: {e}"))?;
-    client.start(&run.name, None).await.map_err(|e| format!("start: {e}"))?;
+    client
+        .start(&run.name, None)
+        .await
+        .map_err(|e| format!("start: {e}"))?;
     let copy = |r: Option<vxn_runtime_core::mux::StreamReader>, stderr: bool| async move {
         let Some(mut r) = r else { return };
-        let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> =
-            if stderr { Box::new(tokio::io::stderr()) } else { Box::new(tokio::io::stdout()) };
+        let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if stderr {
+            Box::new(tokio::io::stderr())
+        } else {
+            Box::new(tokio::io::stdout())
+        };
         while let Ok(Some(chunk)) = r.recv().await {
             if out.write_all(&chunk).await.is_err() {
                 break;

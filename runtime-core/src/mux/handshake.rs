@@ -33,7 +33,11 @@ pub enum HandshakeError {
     #[error("{0} bytes arrived without a vxn hello: not a vxn agent channel")]
     Noise(usize),
     #[error("incompatible peer: it speaks {protocol} v{version} ({software}), we speak {PROTOCOL_NAME} v{PROTOCOL_VERSION}")]
-    Incompatible { protocol: String, version: u32, software: String },
+    Incompatible {
+        protocol: String,
+        version: u32,
+        software: String,
+    },
     #[error("agent refused the handshake: {0}")]
     Refused(String),
     #[error(transparent)]
@@ -79,7 +83,10 @@ struct HelloReader {
 
 impl HelloReader {
     fn new() -> Self {
-        Self { buf: BytesMut::with_capacity(4096), noise: 0 }
+        Self {
+            buf: BytesMut::with_capacity(4096),
+            noise: 0,
+        }
     }
 
     /// A hello already in the buffer, if a whole one is there.
@@ -124,7 +131,10 @@ impl HelloReader {
             if let Some(h) = self.parse()? {
                 return Ok(h);
             }
-            let n = r.read_buf(&mut self.buf).await.map_err(ProtocolError::from)?;
+            let n = r
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(ProtocolError::from)?;
             if n == 0 {
                 return Err(HandshakeError::Closed);
             }
@@ -161,7 +171,9 @@ where
             return Ok((h, reader.buf));
         }
     };
-    tokio::time::timeout(timeout, run).await.map_err(|_| HandshakeError::Timeout(timeout))?
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| HandshakeError::Timeout(timeout))?
 }
 
 /// Agent side. Returns the host's hello and bytes read past it.

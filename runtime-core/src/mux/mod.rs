@@ -33,7 +33,7 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::{
-    from_json, frame::encode_frame, to_json, Event, Frame, FrameCodec, FrameKind, ProtocolError,
+    frame::encode_frame, from_json, to_json, Event, Frame, FrameCodec, FrameKind, ProtocolError,
     Request, ResponseBody, StreamId, INITIAL_WINDOW,
 };
 
@@ -122,7 +122,11 @@ impl Mux {
         let (rd, wr) = tokio::io::split(io);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (closed, _) = watch::channel(None);
-        let shared = Arc::new(Shared { out: out_tx, state: Mutex::default(), closed });
+        let shared = Arc::new(Shared {
+            out: out_tx,
+            state: Mutex::default(),
+            closed,
+        });
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -131,7 +135,13 @@ impl Mux {
         let reader = tokio::spawn(read_loop(shared.clone(), framed, role, req_tx, ev_tx));
         let writer = tokio::spawn(write_loop(shared.clone(), out_rx, wr));
         shared.lock().tasks = vec![reader.abort_handle(), writer.abort_handle()];
-        (Mux { shared }, Incoming { requests: req_rx, events: ev_rx })
+        (
+            Mux { shared },
+            Incoming {
+                requests: req_rx,
+                events: ev_rx,
+            },
+        )
     }
 
     /// Send a request and wait for its response.
@@ -145,10 +155,16 @@ impl Mux {
             st.next_request = st.next_request.wrapping_add(1);
             let id = st.next_request;
             st.pending.insert(id, tx);
-            let _ = self.shared.out.send(Frame::new(FrameKind::Request, id, to_json(req)));
+            let _ = self
+                .shared
+                .out
+                .send(Frame::new(FrameKind::Request, id, to_json(req)));
             id
         };
-        let _guard = PendingGuard { shared: &self.shared, id };
+        let _guard = PendingGuard {
+            shared: &self.shared,
+            id,
+        };
         match rx.await {
             Ok(body) => from_json::<ResponseBody>("response", &body)
                 .map_err(|e| MuxError::BadResponse(e.to_string().into())),
@@ -158,12 +174,18 @@ impl Mux {
 
     /// Answer request `id` (serving side).
     pub fn respond(&self, id: u32, body: &ResponseBody) {
-        let _ = self.shared.out.send(Frame::new(FrameKind::Response, id, to_json(body)));
+        let _ = self
+            .shared
+            .out
+            .send(Frame::new(FrameKind::Response, id, to_json(body)));
     }
 
     /// Send an unsolicited event (agent side).
     pub fn send_event(&self, ev: &Event) {
-        let _ = self.shared.out.send(Frame::new(FrameKind::Event, 0, to_json(ev)));
+        let _ = self
+            .shared
+            .out
+            .send(Frame::new(FrameKind::Event, 0, to_json(ev)));
     }
 
     /// Register a stream we will receive on; the peer may send at once.
@@ -227,7 +249,11 @@ impl Mux {
 
     fn closed_error(&self) -> MuxError {
         let st = self.shared.lock();
-        MuxError::Closed(st.closed.clone().unwrap_or_else(|| "connection dropped".into()))
+        MuxError::Closed(
+            st.closed
+                .clone()
+                .unwrap_or_else(|| "connection dropped".into()),
+        )
     }
 }
 
@@ -312,7 +338,12 @@ async fn route(
             let request =
                 from_json::<Request>("request", &frame.payload).map_err(|e| e.to_string().into());
             // Waits only if the server loop is REQUEST_QUEUE requests behind.
-            let _ = requests.send(IncomingRequest { id: frame.id, request }).await;
+            let _ = requests
+                .send(IncomingRequest {
+                    id: frame.id,
+                    request,
+                })
+                .await;
         }
         (FrameKind::Response, Role::Host) => {
             let waiter = shared.lock().pending.remove(&frame.id);

@@ -21,7 +21,11 @@ pub struct StreamReader {
 
 impl StreamReader {
     pub(super) fn new(shared: Arc<Shared>, id: StreamId) -> Self {
-        Self { shared, id, done: false }
+        Self {
+            shared,
+            id,
+            done: false,
+        }
     }
 
     pub fn id(&self) -> StreamId {
@@ -66,7 +70,8 @@ impl Drop for StreamReader {
         let mut st = self.shared.lock();
         if let Some(rx) = st.rx.remove(&self.id) {
             if !rx.eof && !self.done {
-                self.shared.send(Frame::new(FrameKind::Reset, self.id, Bytes::new()));
+                self.shared
+                    .send(Frame::new(FrameKind::Reset, self.id, Bytes::new()));
             }
         }
     }
@@ -104,7 +109,8 @@ impl StreamWriter {
                 if tx.credit > 0 {
                     let n = data.len().min(MAX_DATA_PAYLOAD).min(tx.credit as usize);
                     tx.credit -= n as u64;
-                    self.shared.send(Frame::new(FrameKind::Data, self.id, data.split_to(n)));
+                    self.shared
+                        .send(Frame::new(FrameKind::Data, self.id, data.split_to(n)));
                     continue;
                 }
                 tx.notify.clone()
@@ -123,7 +129,8 @@ impl Drop for StreamWriter {
         let mut st = self.shared.lock();
         if let Some(tx) = st.tx.remove(&self.id) {
             if !tx.reset && st.closed.is_none() {
-                self.shared.send(Frame::new(FrameKind::Eof, self.id, Bytes::new()));
+                self.shared
+                    .send(Frame::new(FrameKind::Eof, self.id, Bytes::new()));
             }
         }
     }

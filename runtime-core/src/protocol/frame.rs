@@ -75,11 +75,19 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(kind: FrameKind, id: u32, payload: impl Into<Bytes>) -> Self {
-        Self { kind, id, payload: payload.into() }
+        Self {
+            kind,
+            id,
+            payload: payload.into(),
+        }
     }
 
     pub fn credit(stream: u32, amount: u32) -> Self {
-        Self::new(FrameKind::Credit, stream, Bytes::copy_from_slice(&amount.to_be_bytes()))
+        Self::new(
+            FrameKind::Credit,
+            stream,
+            Bytes::copy_from_slice(&amount.to_be_bytes()),
+        )
     }
 
     /// The amount carried by a Credit frame (validated by the decoder).
@@ -98,7 +106,11 @@ pub enum FrameError {
     #[error("unknown frame kind 0x{0:02x}")]
     UnknownKind(u8),
     #[error("{kind:?} frame of {len} bytes exceeds the limit of {max}")]
-    TooLarge { kind: FrameKind, len: usize, max: usize },
+    TooLarge {
+        kind: FrameKind,
+        len: usize,
+        max: usize,
+    },
     #[error("credit frame must carry exactly 4 bytes, got {0}")]
     BadCredit(usize),
 }
@@ -137,7 +149,11 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError>
     let len = frame.payload.len();
     let max = frame.kind.max_payload();
     if len > max {
-        return Err(FrameError::TooLarge { kind: frame.kind, len, max });
+        return Err(FrameError::TooLarge {
+            kind: frame.kind,
+            len,
+            max,
+        });
     }
     dst.reserve(HEADER_LEN + len);
     dst.put_u32(len as u32);
@@ -178,7 +194,11 @@ mod tests {
     #[test]
     fn frames_roundtrip() {
         roundtrip(Frame::new(FrameKind::Request, 7, &b"{\"ping\":null}"[..]));
-        roundtrip(Frame::new(FrameKind::Data, 0xffff_fff1, vec![0u8; MAX_DATA_PAYLOAD]));
+        roundtrip(Frame::new(
+            FrameKind::Data,
+            0xffff_fff1,
+            vec![0u8; MAX_DATA_PAYLOAD],
+        ));
         roundtrip(Frame::credit(3, 65536));
         roundtrip(Frame::new(FrameKind::Eof, 3, Bytes::new()));
     }
@@ -199,13 +219,19 @@ mod tests {
         b.put_u32(MAX_DATA_PAYLOAD as u32 + 1);
         b.put_u8(FrameKind::Data as u8);
         b.put_u32(1);
-        assert!(matches!(decode_frame(&mut b), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode_frame(&mut b),
+            Err(FrameError::TooLarge { .. })
+        ));
 
         let mut b = BytesMut::from(&[0u8, 0, 0, 0, 0x7f, 0, 0, 0, 0][..]);
         assert_eq!(decode_frame(&mut b), Err(FrameError::UnknownKind(0x7f)));
 
         let mut b = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0][..]);
-        assert!(matches!(decode_frame(&mut b), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode_frame(&mut b),
+            Err(FrameError::TooLarge { .. })
+        ));
         // A huge declared length must not make the decoder reserve it.
         assert!(b.capacity() < 1024);
 

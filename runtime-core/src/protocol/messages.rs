@@ -192,8 +192,12 @@ pub enum Request {
         #[serde(default)]
         exec_id: Option<String>,
     },
-    Stats { container_id: String },
-    ListPids { container_id: String },
+    Stats {
+        container_id: String,
+    },
+    ListPids {
+        container_id: String,
+    },
     /// Sync filesystems, then power the domain off.
     Shutdown,
 }
@@ -268,7 +272,10 @@ pub struct AgentError {
 
 impl AgentError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 

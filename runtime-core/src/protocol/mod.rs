@@ -33,7 +33,11 @@ pub enum ProtocolError {
     #[error("unexpected {0:?} frame")]
     Unexpected(FrameKind),
     #[error("peer sent {got} bytes on stream {stream} with only {window} bytes of window")]
-    WindowExceeded { stream: u32, got: usize, window: usize },
+    WindowExceeded {
+        stream: u32,
+        got: usize,
+        window: usize,
+    },
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> bytes::Bytes {

@@ -10,7 +10,11 @@ pub const MAX_DOMAIN_NAME: usize = 64;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{what} {value:?} contains a character xl configs cannot carry ({bad:?})")]
-    BadChar { what: &'static str, value: String, bad: char },
+    BadChar {
+        what: &'static str,
+        value: String,
+        bad: char,
+    },
     #[error("domain name {0:?} is empty or longer than {MAX_DOMAIN_NAME} characters")]
     BadName(String),
     #[error("{0} must be at least 1")]
@@ -66,8 +70,15 @@ pub struct DomainConfig {
 pub const AGENT_CHANNEL_NAME: &str = "org.vxn.agent.0";
 
 fn check(what: &'static str, value: &str) -> Result<(), ConfigError> {
-    if let Some(bad) = value.chars().find(|c| matches!(c, '"' | '\'' | ',' | '\n' | '\r' | '\\' | '=') || c.is_control()) {
-        return Err(ConfigError::BadChar { what, value: value.into(), bad });
+    if let Some(bad) = value
+        .chars()
+        .find(|c| matches!(c, '"' | '\'' | ',' | '\n' | '\r' | '\\' | '=') || c.is_control())
+    {
+        return Err(ConfigError::BadChar {
+            what,
+            value: value.into(),
+            bad,
+        });
     }
     Ok(())
 }
@@ -92,7 +103,11 @@ impl DomainConfig {
             return Err(ConfigError::Zero("vcpus"));
         }
         if self.cmdline.contains('"') {
-            return Err(ConfigError::BadChar { what: "kernel command line", value: self.cmdline.clone(), bad: '"' });
+            return Err(ConfigError::BadChar {
+                what: "kernel command line",
+                value: self.cmdline.clone(),
+                bad: '"',
+            });
         }
         let mut s = String::new();
         let ty = match self.guest_type {
@@ -101,8 +116,16 @@ impl DomainConfig {
         };
         let _ = writeln!(s, "name = \"{}\"", self.name);
         let _ = writeln!(s, "type = \"{ty}\"");
-        let _ = writeln!(s, "kernel = \"{}\"", check_path("kernel path", &self.kernel)?);
-        let _ = writeln!(s, "ramdisk = \"{}\"", check_path("initramfs path", &self.ramdisk)?);
+        let _ = writeln!(
+            s,
+            "kernel = \"{}\"",
+            check_path("kernel path", &self.kernel)?
+        );
+        let _ = writeln!(
+            s,
+            "ramdisk = \"{}\"",
+            check_path("initramfs path", &self.ramdisk)?
+        );
         let _ = writeln!(s, "extra = \"{}\"", self.cmdline);
         let _ = writeln!(s, "memory = {}", self.memory_mib);
         let _ = writeln!(s, "maxmem = {}", self.maxmem_mib.max(self.memory_mib));
@@ -123,7 +146,11 @@ impl DomainConfig {
             .map(|d| {
                 check("disk vdev", &d.vdev)?;
                 let access = if d.writable { "rw" } else { "ro" };
-                Ok(format!("\"format=raw,vdev={},access={access},target={}\"", d.vdev, check_path("disk image path", &d.target)?))
+                Ok(format!(
+                    "\"format=raw,vdev={},access={access},target={}\"",
+                    d.vdev,
+                    check_path("disk image path", &d.target)?
+                ))
             })
             .collect::<Result<_, ConfigError>>()?;
         if !disks.is_empty() {
@@ -134,7 +161,10 @@ impl DomainConfig {
             .iter()
             .map(|(tag, path)| {
                 check("share tag", tag)?;
-                Ok(format!("\"tag={tag},security_model=none,path={}\"", check_path("share path", path)?))
+                Ok(format!(
+                    "\"tag={tag},security_model=none,path={}\"",
+                    check_path("share path", path)?
+                ))
             })
             .collect::<Result<_, ConfigError>>()?;
         if !shares.is_empty() {
@@ -155,7 +185,15 @@ impl DomainConfig {
 /// it fits, otherwise a prefix plus a hash so distinct ids stay distinct.
 pub fn domain_name(namespace: &str, id: &str) -> String {
     let clean = |s: &str| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     };
     let full = format!("vxn-{}-{}", clean(namespace), clean(id));
     if full.len() <= MAX_DOMAIN_NAME && full == format!("vxn-{namespace}-{id}") {
@@ -190,7 +228,11 @@ mod tests {
             vcpus: 1,
             max_vcpus: 2,
             agent_socket: "/run/vxn/t1/agent.sock".into(),
-            disks: vec![Disk { vdev: "xvdb".into(), target: "/var/lib/vxn/t1/rootfs.img".into(), writable: true }],
+            disks: vec![Disk {
+                vdev: "xvdb".into(),
+                target: "/var/lib/vxn/t1/rootfs.img".into(),
+                writable: true,
+            }],
             shares: vec![],
             bridge: None,
         }
@@ -202,7 +244,9 @@ mod tests {
         assert!(s.contains("type = \"pv\""));
         assert!(s.contains("maxmem = 512"));
         assert!(s.contains("\"connection=pty,name=vxn.dummy.0\", \"connection=socket,name=org.vxn.agent.0,path=/run/vxn/t1/agent.sock\""));
-        assert!(s.contains("disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"));
+        assert!(s.contains(
+            "disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"
+        ));
         assert!(s.contains("vif = [ ]"));
     }
 
@@ -210,7 +254,10 @@ mod tests {
     fn refuses_values_that_would_break_the_syntax() {
         let mut c = cfg();
         c.disks[0].target = "/tmp/a,b".into();
-        assert!(matches!(c.render(), Err(ConfigError::BadChar { bad: ',', .. })));
+        assert!(matches!(
+            c.render(),
+            Err(ConfigError::BadChar { bad: ',', .. })
+        ));
         let mut c = cfg();
         c.name = "x\"y".into();
         assert!(c.render().is_err());

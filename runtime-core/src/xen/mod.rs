@@ -12,7 +12,10 @@ pub use xl::{Xl, XlError};
 
 /// Connect to the channel socket QEMU serves for a domain. It appears during
 /// `xl create -p`; retry briefly in case we are early.
-pub async fn connect_channel(path: &Path, timeout: Duration) -> std::io::Result<tokio::net::UnixStream> {
+pub async fn connect_channel(
+    path: &Path,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::UnixStream> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match tokio::net::UnixStream::connect(path).await {

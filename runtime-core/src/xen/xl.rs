@@ -16,7 +16,11 @@ pub enum XlError {
         source: std::io::Error,
     },
     #[error("xl {args} failed ({status}): {stderr}")]
-    Failed { args: String, status: String, stderr: String },
+    Failed {
+        args: String,
+        status: String,
+        stderr: String,
+    },
     #[error("xl {args} did not finish within {timeout:?}")]
     Timeout { args: String, timeout: Duration },
 }
@@ -30,7 +34,10 @@ pub struct Xl {
 
 impl Default for Xl {
     fn default() -> Self {
-        Self { program: std::env::var("VXN_XL").unwrap_or_else(|_| "xl".into()), timeout: Duration::from_secs(120) }
+        Self {
+            program: std::env::var("VXN_XL").unwrap_or_else(|_| "xl".into()),
+            timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -41,7 +48,10 @@ pub struct XlOutput {
 
 impl Xl {
     pub fn new(program: impl Into<String>, timeout: Duration) -> Self {
-        Self { program: program.into(), timeout }
+        Self {
+            program: program.into(),
+            timeout,
+        }
     }
 
     pub async fn run(&self, args: &[&str]) -> Result<XlOutput, XlError> {
@@ -53,24 +63,41 @@ impl Xl {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| XlError::Spawn { program: self.program.clone(), source })?;
+            .map_err(|source| XlError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
         let out = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
-            .map_err(|_| XlError::Timeout { args: joined.clone(), timeout: self.timeout })?
-            .map_err(|source| XlError::Spawn { program: self.program.clone(), source })?;
+            .map_err(|_| XlError::Timeout {
+                args: joined.clone(),
+                timeout: self.timeout,
+            })?
+            .map_err(|source| XlError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             // xl prints progress noise; the last lines carry the reason.
             let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = tail[tail.len().saturating_sub(4)..].join(" | ");
-            return Err(XlError::Failed { args: joined, status: out.status.to_string(), stderr: tail });
+            return Err(XlError::Failed {
+                args: joined,
+                status: out.status.to_string(),
+                stderr: tail,
+            });
         }
-        Ok(XlOutput { stdout: String::from_utf8_lossy(&out.stdout).into_owned() })
+        Ok(XlOutput {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        })
     }
 
     /// `xl create -p CONFIG`: the domain exists, paused.
     pub async fn create_paused(&self, config: &Path) -> Result<(), XlError> {
-        self.run(&["create", "-p", &config.to_string_lossy()]).await.map(drop)
+        self.run(&["create", "-p", &config.to_string_lossy()])
+            .await
+            .map(drop)
     }
 
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
@@ -91,7 +118,13 @@ impl Xl {
     }
 
     pub async fn domid(&self, name: &str) -> Option<u32> {
-        self.run(&["domid", name]).await.ok()?.stdout.trim().parse().ok()
+        self.run(&["domid", name])
+            .await
+            .ok()?
+            .stdout
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub async fn exists(&self, name: &str) -> bool {
