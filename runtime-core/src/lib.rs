@@ -7,6 +7,8 @@
 pub mod client;
 pub mod mux;
 pub mod protocol;
+pub mod rootfs;
+pub mod vm;
 pub mod xen;
 
 pub use client::{AgentClient, ClientError, HostStdio, StdioRequest};

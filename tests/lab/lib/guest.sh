@@ -35,9 +35,15 @@ agent_bin() {
     if [ ! -f "$bin" ] || agent_sources_newer "$bin"; then
       command -v cargo > /dev/null || die "cargo not found (needed to build vxn-agent)"
       log "guest-image: building vxn-agent (static)"
-      (cd "$REPO_DIR" && RUSTFLAGS='-C target-feature=+crt-static' \
-        cargo build --release --target x86_64-unknown-linux-gnu -p vxn-agent) >&2 ||
-        die "cargo build of vxn-agent failed"
+      # The project's own recipe when present: same RUSTFLAGS as every other agent build,
+      # so cargo never rebuilds the dependency graph for a flag change.
+      if [ -x "$REPO_DIR/scripts/build-agent.sh" ]; then
+        "$REPO_DIR/scripts/build-agent.sh" > /dev/null || die "scripts/build-agent.sh failed"
+      else
+        (cd "$REPO_DIR" && RUSTFLAGS='-C target-feature=+crt-static' \
+          cargo build --release --target x86_64-unknown-linux-gnu -p vxn-agent) >&2 ||
+          die "cargo build of vxn-agent failed"
+      fi
       [ -f "$bin" ] || die "cargo did not produce $bin"
     fi
   fi

@@ -1,0 +1,155 @@
+//! Getting a container's root filesystem into its VM. The first exporter
+//! copies it into an ext4 image (`mkfs.ext4 -d`), as the bash vxn did; the
+//! trait is the seam a shared-filesystem exporter will replace it at.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("rootfs {0} does not exist or is empty")]
+    Empty(PathBuf),
+    #[error("{what}: {detail}")]
+    Failed { what: String, detail: String },
+}
+
+/// What the VM gets.
+#[derive(Debug, Clone)]
+pub struct ExportedRootfs {
+    pub disk: PathBuf,
+    pub size_bytes: u64,
+    pub took: Duration,
+}
+
+#[async_trait]
+pub trait RootfsExport: Send + Sync + 'static {
+    /// Make `rootfs` available to a VM; artefacts go under `work_dir`.
+    async fn export(&self, rootfs: &Path, work_dir: &Path) -> Result<ExportedRootfs, ExportError>;
+    /// Remove whatever `export` created in `work_dir`.
+    async fn cleanup(&self, work_dir: &Path);
+}
+
+/// Copy the rootfs into a sparse ext4 image with room to write.
+#[derive(Debug, Clone)]
+pub struct Ext4Image {
+    /// Free space added on top of the content, in MiB.
+    pub extra_mib: u64,
+}
+
+pub const IMAGE_NAME: &str = "rootfs.ext4";
+
+fn disk_usage(dir: &Path) -> u64 {
+    fn walk(p: &Path, total: &mut u64, depth: usize) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            // Round every file up to a 4 KiB block, plus an inode's worth.
+            *total += m.len().div_ceil(4096) * 4096 + 256;
+            if m.is_dir() && depth < 256 {
+                walk(&e.path(), total, depth + 1);
+            }
+        }
+    }
+    let mut total = 0;
+    walk(dir, &mut total, 0);
+    total
+}
+
+#[async_trait]
+impl RootfsExport for Ext4Image {
+    async fn export(&self, rootfs: &Path, work_dir: &Path) -> Result<ExportedRootfs, ExportError> {
+        let t0 = Instant::now();
+        let empty = std::fs::read_dir(rootfs)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if empty {
+            return Err(ExportError::Empty(rootfs.to_path_buf()));
+        }
+        std::fs::create_dir_all(work_dir).map_err(|e| ExportError::Failed {
+            what: format!("mkdir {}", work_dir.display()),
+            detail: e.to_string(),
+        })?;
+        let content = {
+            let r = rootfs.to_path_buf();
+            tokio::task::spawn_blocking(move || disk_usage(&r))
+                .await
+                .unwrap_or(0)
+        };
+        // ext4 metadata (~5%) plus the requested headroom, in whole MiB.
+        let size_mib = (content + content / 20).div_ceil(1 << 20) + self.extra_mib.max(16);
+        let image = work_dir.join(IMAGE_NAME);
+        let out = Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-b",
+                "4096",
+                "-m",
+                "0",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
+            .arg(rootfs)
+            .arg(&image)
+            .arg(format!("{size_mib}M"))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| ExportError::Failed {
+                what: "run mkfs.ext4".into(),
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&image);
+            return Err(ExportError::Failed {
+                what: format!("mkfs.ext4 -d {}", rootfs.display()),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(ExportedRootfs {
+            disk: image,
+            size_bytes: size_mib << 20,
+            took: t0.elapsed(),
+        })
+    }
+
+    async fn cleanup(&self, work_dir: &Path) {
+        let _ = std::fs::remove_file(work_dir.join(IMAGE_NAME));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn builds_an_image_and_refuses_an_empty_rootfs() {
+        if std::process::Command::new("mkfs.ext4")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipping: mkfs.ext4 not installed");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let exp = Ext4Image { extra_mib: 16 };
+        assert!(matches!(
+            exp.export(root.path(), work.path()).await,
+            Err(ExportError::Empty(_))
+        ));
+        std::fs::write(root.path().join("hello"), b"hi").unwrap();
+        let img = exp.export(root.path(), work.path()).await.unwrap();
+        assert!(img.disk.is_file() && img.size_bytes >= 16 << 20);
+        exp.cleanup(work.path()).await;
+        assert!(!img.disk.exists());
+    }
+}

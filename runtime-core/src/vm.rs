@@ -1,0 +1,176 @@
+//! The seam between a container and the VM technology that runs it: five
+//! operations, nothing hot-plug. [`XenHypervisor`] implements it with `xl`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::UnixStream;
+
+use crate::xen::{self, config::ConfigError, Disk, DomainConfig, GuestType, Xl, XlError};
+
+/// Everything needed to create one container VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Appended to the kernel command line the backend builds.
+    pub cmdline_extra: String,
+    pub agent_log: String,
+    pub memory_mib: u64,
+    pub max_memory_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+    /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
+    pub rootfs_disk: Option<PathBuf>,
+    pub bridge: Option<String>,
+    /// Where the backend keeps the VM's config and channel socket.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("invalid VM configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Xl(#[from] XlError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The device the guest sees the rootfs disk as.
+pub const ROOTFS_DEVICE: &str = "/dev/xvdb";
+
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// Create the VM paused and return the host end of its agent channel.
+    /// On error nothing is left behind.
+    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError>;
+    async fn unpause(&self, name: &str) -> Result<(), VmError>;
+    async fn pause(&self, name: &str) -> Result<(), VmError>;
+    /// Destroy the VM; one that is already gone is not an error.
+    async fn destroy(&self, name: &str) -> Result<(), VmError>;
+    /// CPU time the VM has used, if the backend knows.
+    async fn cpu_time(&self, name: &str) -> Option<Duration>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct XenHypervisor {
+    xl: Xl,
+}
+
+impl XenHypervisor {
+    pub fn new(xl: Xl) -> Self {
+        Self { xl }
+    }
+
+    pub fn xl(&self) -> &Xl {
+        &self.xl
+    }
+
+    fn domain_config(spec: &VmSpec) -> DomainConfig {
+        let mut cmdline = format!(
+            "console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}",
+            spec.agent_log
+        );
+        if !spec.cmdline_extra.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&spec.cmdline_extra);
+        }
+        DomainConfig {
+            name: spec.name.clone(),
+            guest_type: GuestType::for_host(),
+            kernel: spec.kernel.clone(),
+            ramdisk: spec.initramfs.clone(),
+            cmdline,
+            memory_mib: spec.memory_mib,
+            maxmem_mib: spec.max_memory_mib,
+            vcpus: spec.vcpus,
+            max_vcpus: spec.max_vcpus,
+            agent_socket: socket_path(&spec.state_dir),
+            disks: spec
+                .rootfs_disk
+                .iter()
+                .map(|d| Disk {
+                    vdev: "xvdb".into(),
+                    target: d.clone(),
+                    writable: true,
+                })
+                .collect(),
+            shares: vec![],
+            bridge: spec.bridge.clone(),
+        }
+    }
+}
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent.sock")
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |source| VmError::Io { what, source }
+}
+
+#[async_trait]
+impl Hypervisor for XenHypervisor {
+    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+        for (what, p) in [("kernel", &spec.kernel), ("initramfs", &spec.initramfs)] {
+            if !p.is_file() {
+                return Err(VmError::Missing(format!(
+                    "{what} {} does not exist (see /etc/vxn/config.toml)",
+                    p.display()
+                )));
+            }
+        }
+        let text = Self::domain_config(spec).render()?;
+        std::fs::create_dir_all(&spec.state_dir)
+            .map_err(io(format!("mkdir {}", spec.state_dir.display())))?;
+        let cfg = spec.state_dir.join("domain.cfg");
+        std::fs::write(&cfg, text).map_err(io(format!("write {}", cfg.display())))?;
+        let socket = socket_path(&spec.state_dir);
+        let _ = std::fs::remove_file(&socket);
+        if let Err(e) = self.xl.create_paused(&cfg).await {
+            // xl may leave a half-built domain behind on failure.
+            let _ = self.xl.destroy(&spec.name).await;
+            return Err(e.into());
+        }
+        match xen::connect_channel(&socket, Duration::from_secs(10)).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = self.xl.destroy(&spec.name).await;
+                Err(VmError::Io {
+                    what: format!("connect to the agent channel {}", socket.display()),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    async fn unpause(&self, name: &str) -> Result<(), VmError> {
+        Ok(self.xl.unpause(name).await?)
+    }
+
+    async fn pause(&self, name: &str) -> Result<(), VmError> {
+        Ok(self.xl.pause(name).await?)
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), VmError> {
+        Ok(self.xl.destroy(name).await?)
+    }
+
+    async fn cpu_time(&self, name: &str) -> Option<Duration> {
+        // `xl list NAME`: Name ID Mem VCPUs State Time(s)
+        let out = self.xl.run(&["list", name]).await.ok()?;
+        let line = out.stdout.lines().nth(1)?;
+        let secs: f64 = line.split_whitespace().nth(5)?.parse().ok()?;
+        Some(Duration::from_secs_f64(secs))
+    }
+}

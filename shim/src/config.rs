@@ -1,0 +1,109 @@
+//! `/etc/vxn/config.toml`: every key optional, defaults built in. See
+//! `config/config.toml` for the documented file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Memory of a container without a memory limit, MiB.
+    pub memory_mib: u64,
+    /// Smallest memory a container VM gets, whatever its limit says, MiB.
+    pub min_memory_mib: u64,
+    /// Headroom for Update: maxmem = memory * this factor (at least memory).
+    pub max_memory_factor: u64,
+    pub vcpus: u32,
+    /// vcpus a container VM may be given later (Update), at most.
+    pub max_vcpus: u32,
+    /// Free space in the container's writable rootfs image, MiB.
+    pub rootfs_extra_mib: u64,
+    /// Bridge for a vif in every container; empty: no network device.
+    pub bridge: String,
+    pub kernel_cmdline_extra: String,
+    /// Seconds to wait for the agent after unpausing a new domain.
+    pub agent_timeout_secs: u64,
+    pub log_level: String,
+    pub agent_log_level: String,
+    /// Shim state (sockets, configs, state.json); tmpfs is right.
+    pub state_dir: PathBuf,
+    /// Rootfs images; must hold large files, not tmpfs.
+    pub image_dir: PathBuf,
+}
+
+fn arch_dir() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let base = Path::new("/usr/share/vxn").join(arch_dir());
+        Self {
+            kernel: base.join("vmlinuz"),
+            initramfs: base.join("initramfs.cpio.gz"),
+            memory_mib: 256,
+            min_memory_mib: 64,
+            max_memory_factor: 2,
+            vcpus: 1,
+            max_vcpus: 2,
+            rootfs_extra_mib: 256,
+            bridge: String::new(),
+            kernel_cmdline_extra: String::new(),
+            agent_timeout_secs: 60,
+            log_level: "info".into(),
+            agent_log_level: "info".into(),
+            state_dir: "/run/vxn".into(),
+            image_dir: "/var/lib/vxn".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Read `VXN_CONFIG` or the default path; a missing file means defaults.
+    pub fn load() -> Result<Self, String> {
+        let path = std::env::var_os("VXN_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults_and_keys_override() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.memory_mib, 256);
+        assert!(c.kernel.ends_with("vmlinuz"));
+        let c = Config::parse("memory_mib = 512\nbridge = \"xenbr0\"").unwrap();
+        assert_eq!((c.memory_mib, c.bridge.as_str()), (512, "xenbr0"));
+        assert!(Config::parse("memroy_mib = 1")
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../../config/config.toml");
+        Config::parse(text).unwrap();
+    }
+}

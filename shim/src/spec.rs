@@ -1,0 +1,322 @@
+//! The OCI runtime spec (bundle/config.json), read for what a vxn guest can
+//! honour, and turned into agent requests and VM sizes.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use vxn_runtime_core::protocol::{MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
+
+use crate::config::Config;
+use crate::error::{Result, ShimError};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Spec {
+    pub process: Option<Process>,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub root: Option<Root>,
+    pub linux: Option<Linux>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Process {
+    pub terminal: bool,
+    pub console_size: Option<ConsoleSize>,
+    pub user: User,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub rlimits: Vec<OciRlimit>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ConsoleSize {
+    pub height: u32,
+    pub width: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct OciRlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Root {
+    pub path: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Linux {
+    pub resources: Option<Resources>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub memory: Option<Memory>,
+    pub cpu: Option<Cpu>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Memory {
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Cpu {
+    pub quota: Option<i64>,
+    pub period: Option<u64>,
+}
+
+pub fn load(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path)
+        .map_err(|e| ShimError::InvalidArgument(format!("read {}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| ShimError::InvalidArgument(format!("parse {}: {e}", path.display())))
+}
+
+impl Process {
+    /// The agent's view of this process. Ids are numeric here: containerd
+    /// resolved names against the image when it built the spec.
+    pub fn to_agent(&self) -> ProcessSpec {
+        ProcessSpec {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            user: UserSpec {
+                user: Some(self.user.uid.to_string()),
+                group: Some(self.user.gid.to_string()),
+                additional_gids: self.user.additional_gids.clone(),
+                umask: self.user.umask,
+            },
+            terminal: self.terminal,
+            console_size: self.console_size.as_ref().map(|c| WindowSize {
+                rows: c.height.min(u16::MAX as u32) as u16,
+                cols: c.width.min(u16::MAX as u32) as u16,
+            }),
+            rlimits: self
+                .rlimits
+                .iter()
+                .map(|r| Rlimit {
+                    kind: r.kind.clone(),
+                    soft: r.soft,
+                    hard: r.hard,
+                })
+                .collect(),
+            no_new_privileges: self.no_new_privileges,
+            oom_score_adj: self.oom_score_adj,
+        }
+    }
+}
+
+/// Files a bind mount may carry into the guest by value (hosts, resolv.conf).
+const MAX_FILE_MOUNT: u64 = 64 * 1024;
+const KERNEL_FS: &[&str] = &[
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
+];
+
+/// Map OCI mounts onto what the guest can do. Host directories cannot be
+/// shared yet: a bind of one is refused with a clear error rather than
+/// silently dropped.
+pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
+    let mut out = Vec::new();
+    for m in &spec.mounts {
+        let kind = m.kind.as_deref().unwrap_or("");
+        let is_bind = kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            if !KERNEL_FS.contains(&kind) {
+                return Err(ShimError::InvalidArgument(format!(
+                    "mount type {kind:?} at {} is not supported by vxn",
+                    m.destination
+                )));
+            }
+            out.push(MountSpec {
+                destination: m.destination.clone(),
+                kind: MountKind::Kernel {
+                    fstype: kind.into(),
+                },
+                options: m.options.clone(),
+            });
+            continue;
+        }
+        let source = m.source.as_deref().unwrap_or("");
+        let meta = std::fs::metadata(source)
+            .map_err(|e| ShimError::InvalidArgument(format!("bind mount source {source}: {e}")))?;
+        if meta.is_file() && meta.len() <= MAX_FILE_MOUNT {
+            let contents = std::fs::read_to_string(source).map_err(|e| {
+                ShimError::InvalidArgument(format!(
+                    "bind mount source {source} is not a small text file: {e}"
+                ))
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            out.push(MountSpec {
+                destination: m.destination.clone(),
+                kind: MountKind::File {
+                    contents,
+                    mode: meta.permissions().mode() & 0o7777,
+                },
+                options: m.options.clone(),
+            });
+        } else if m.destination == "/dev/shm" {
+            // CRI binds the sandbox's shm: a private tmpfs is the VM equivalent.
+            out.push(MountSpec {
+                destination: m.destination.clone(),
+                kind: MountKind::Kernel {
+                    fstype: "tmpfs".into(),
+                },
+                options: vec![
+                    "nosuid".into(),
+                    "nodev".into(),
+                    "noexec".into(),
+                    "mode=1777".into(),
+                ],
+            });
+        } else {
+            return Err(ShimError::Unimplemented(format!(
+                "bind mount of host path {source} at {} is not supported by vxn (no host directory sharing yet)",
+                m.destination
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// VM sizes from linux.resources, within the configured bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub memory_mib: u64,
+    pub max_memory_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+}
+
+pub fn sizing(spec: &Spec, cfg: &Config) -> Sizing {
+    let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let memory_mib = res
+        .and_then(|r| r.memory.as_ref()?.limit)
+        .filter(|l| *l > 0)
+        .map(|l| (l as u64).div_ceil(1 << 20).max(cfg.min_memory_mib))
+        .unwrap_or(cfg.memory_mib);
+    let vcpus = res
+        .and_then(|r| {
+            let c = r.cpu.as_ref()?;
+            let (q, p) = (c.quota?, c.period?);
+            (q > 0 && p > 0).then(|| (q as u64).div_ceil(p) as u32)
+        })
+        .unwrap_or(cfg.vcpus)
+        .max(1);
+    Sizing {
+        memory_mib,
+        max_memory_mib: memory_mib.saturating_mul(cfg.max_memory_factor.max(1)),
+        vcpus,
+        max_vcpus: cfg.max_vcpus.max(vcpus),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn process_fields_carry_over() {
+        let s = spec(
+            r#"{"process":{"terminal":true,"consoleSize":{"height":30,"width":100},
+            "user":{"uid":1000,"gid":1000,"additionalGids":[5]},"args":["sh","-c","echo $HOME"],
+            "env":["A=b"],"cwd":"/tmp","rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":512}],
+            "noNewPrivileges":true},"unknownField":1}"#,
+        );
+        let p = s.process.unwrap().to_agent();
+        assert_eq!(p.args, ["sh", "-c", "echo $HOME"]);
+        assert_eq!(p.user.user.as_deref(), Some("1000"));
+        assert_eq!(
+            p.console_size,
+            Some(WindowSize {
+                rows: 30,
+                cols: 100
+            })
+        );
+        assert_eq!(p.rlimits[0].soft, 512);
+        assert!(p.no_new_privileges && p.terminal);
+    }
+
+    #[test]
+    fn resources_size_the_vm() {
+        let cfg = Config::default();
+        let s = spec(
+            r#"{"linux":{"resources":{"memory":{"limit":134217728},"cpu":{"quota":150000,"period":100000}}}}"#,
+        );
+        assert_eq!(
+            sizing(&s, &cfg),
+            Sizing {
+                memory_mib: 128,
+                max_memory_mib: 256,
+                vcpus: 2,
+                max_vcpus: 2
+            }
+        );
+        assert_eq!(sizing(&Spec::default(), &cfg).memory_mib, cfg.memory_mib);
+        let tiny = spec(r#"{"linux":{"resources":{"memory":{"limit":1048576}}}}"#);
+        assert_eq!(sizing(&tiny, &cfg).memory_mib, cfg.min_memory_mib);
+    }
+
+    #[test]
+    fn mounts_map_or_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n").unwrap();
+        let s = spec(&format!(
+            r#"{{"mounts":[{{"destination":"/proc","type":"proc","source":"proc"}},
+                {{"destination":"/etc/hosts","type":"bind","source":"{}","options":["rbind","ro"]}}]}}"#,
+            hosts.display()
+        ));
+        let m = mounts(&s).unwrap();
+        assert!(
+            matches!(&m[1].kind, MountKind::File { contents, .. } if contents.contains("localhost"))
+        );
+        let s = spec(&format!(
+            r#"{{"mounts":[{{"destination":"/data","type":"bind","source":"{}","options":["rbind"]}}]}}"#,
+            dir.path().display()
+        ));
+        let e = mounts(&s).unwrap_err();
+        assert!(matches!(e, ShimError::Unimplemented(_)) && e.to_string().contains("/data"));
+    }
+}
