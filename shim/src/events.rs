@@ -21,7 +21,10 @@ impl Events {
         let (tx, mut rx) = mpsc::channel::<(String, Box<dyn MessageDyn>)>(QUEUE);
         tokio::spawn(async move {
             while let Some((topic, ev)) = rx.recv().await {
-                let ctx = Context { timeout_nano: PUBLISH_TIMEOUT_NS, ..Default::default() };
+                let ctx = Context {
+                    timeout_nano: PUBLISH_TIMEOUT_NS,
+                    ..Default::default()
+                };
                 if let Err(e) = publisher.publish(ctx, &topic, &namespace, ev).await {
                     tracing::warn!(%topic, error = %e, "publishing event failed");
                 }

@@ -241,10 +241,10 @@ impl Instance {
                 bridge: (!cfg.bridge.is_empty()).then(|| cfg.bridge.clone()),
                 state_dir: state_dir.clone(),
             };
-            let channel = hv
-                .create_paused(&vm)
-                .await
-                .map_err(|e| classify_create_error(e.into()))?;
+            let t = std::time::Instant::now();
+            let channel = hv.create_paused(&vm).await.map_err(|e| classify_create_error(e.into()))?;
+            tracing::info!(domain = %domain, took_ms = t.elapsed().as_millis() as u64, "timing: xl create -p");
+            let t = std::time::Instant::now();
             let timeout = Duration::from_secs(cfg.agent_timeout_secs);
             let connecting = tokio::spawn(AgentClient::connect(channel, timeout));
             hv.unpause(&domain).await?;
@@ -252,7 +252,8 @@ impl Instance {
                 .await
                 .map_err(|e| ShimError::Internal(e.to_string()))?
                 .map_err(|e| ShimError::Unavailable(format!("guest agent of {domain}: {e}")))?;
-            tracing::info!(agent = agent.agent_software(), "agent connected");
+            tracing::info!(agent = agent.agent_software(), took_ms = t.elapsed().as_millis() as u64, "timing: agent ready");
+            let t = std::time::Instant::now();
 
             let (ids, host) = agent.open_stdio(p.stdio.request())?;
             agent
@@ -273,6 +274,7 @@ impl Instance {
                 .map_err(|e| ShimError::from(e).context("create container in the guest"))?;
             // Frozen until Start.
             hv.pause(&domain).await?;
+            tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: container prepared");
             let pio = io::attach(&p.stdio, host)?;
             Ok((agent, Proc::new(None, p.stdio.clone(), pio)))
         }
@@ -374,11 +376,17 @@ impl Instance {
             )));
         }
         let exec = (!exec_id.is_empty()).then_some(exec_id);
+        let t = std::time::Instant::now();
         if exec.is_none() {
             self.hv.unpause(&self.domain).await?;
         }
         match self.agent.start(&self.id, exec).await {
-            Ok(pid) => tracing::info!(process = p.name(), guest_pid = pid, "process started"),
+            Ok(pid) => tracing::info!(
+                process = p.name(),
+                guest_pid = pid,
+                took_ms = t.elapsed().as_millis() as u64,
+                "timing: process started"
+            ),
             Err(e) => {
                 // The process never ran: report it like a shell (127), as runc would fail it.
                 p.set_exited(Exit {
@@ -636,6 +644,7 @@ impl Instance {
             _ => self.init.exit().unwrap_or(Exit { code: 0, at: now() }),
         };
         self.agent.close();
+        let t = std::time::Instant::now();
         Teardown {
             domain: self.domain.clone(),
             bundle: self.bundle.clone(),
@@ -645,6 +654,7 @@ impl Instance {
         }
         .run(self.hv.as_ref(), self.exporter.as_ref())
         .await;
+        tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: deleted");
         self.init.set_exited(exit);
         Ok(exit)
     }
