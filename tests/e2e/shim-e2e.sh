@@ -1,0 +1,240 @@
+#!/bin/bash
+# End-to-end tests of containerd-shim-vxn-v2 through real containerd and ctr.
+# Runs INSIDE a Xen dom0 (the lab pushes it there): each container is a DomU.
+# Usage: shim-e2e.sh [TEST...]   (default: all). Prints PASS/FAIL per test and
+# a closing "N passed, N failed" line; exits non-zero on any failure.
+set -u
+IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
+RT=io.containerd.vxn.v2
+NS=default
+CTR=(ctr -n "$NS")
+WORK=$(mktemp -d /tmp/vxn-e2e.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+pass=0
+fail=0
+failed=()
+
+log() { echo "  $*" >&2; }
+domain() { echo "vxn-$NS-$1"; }
+
+# Nothing of container $1 may remain: domain, shim state, image, mounts, task.
+no_leftovers() {
+  local id=$1 ok=0
+  if xl domid "$(domain "$id")" >/dev/null 2>&1; then log "domain $(domain "$id") still exists"; ok=1; fi
+  if [ -e "/run/vxn/$NS/$id" ]; then log "/run/vxn/$NS/$id still exists"; ok=1; fi
+  if [ -e "/var/lib/vxn/$NS/$id" ]; then log "/var/lib/vxn/$NS/$id still exists"; ok=1; fi
+  if grep -q "/$id/rootfs" /proc/mounts; then log "rootfs of $id still mounted"; ok=1; fi
+  if "${CTR[@]}" task ls -q 2>/dev/null | grep -qx "$id"; then log "task $id still listed"; ok=1; fi
+  return $ok
+}
+
+cleanup_id() {
+  "${CTR[@]}" task kill -s KILL "$1" >/dev/null 2>&1
+  "${CTR[@]}" task delete -f "$1" >/dev/null 2>&1
+  "${CTR[@]}" container rm "$1" >/dev/null 2>&1
+  true
+}
+
+# Wait until task $1 has status $2 (RUNNING, STOPPED, ...), up to $3 seconds.
+wait_status() {
+  local id=$1 want=$2 limit=${3:-120} i
+  for ((i = 0; i < limit * 5; i++)); do
+    if "${CTR[@]}" task ls 2>/dev/null | awk -v id="$id" '$1==id {print $3}' | grep -qx "$want"; then return 0; fi
+    sleep 0.2
+  done
+  log "task $id never reached $want: $("${CTR[@]}" task ls 2>&1 | grep -w "$id")"
+  return 1
+}
+
+run_test() {
+  local name=$1
+  local t0=$SECONDS
+  if "test_$name"; then
+    echo "PASS $name ($((SECONDS - t0))s)"
+    pass=$((pass + 1))
+  else
+    echo "FAIL $name ($((SECONDS - t0))s)"
+    fail=$((fail + 1))
+    failed+=("$name")
+  fi
+}
+
+# a. echo hello, exit 0
+test_echo() {
+  local out rc
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-echo /bin/echo hello)
+  rc=$?
+  [ "$out" = hello ] && [ $rc = 0 ] || { log "out=[$out] rc=$rc"; return 1; }
+  no_leftovers e2e-echo
+}
+
+# b. the exit code reaches ctr
+test_exit_code() {
+  "${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-exit sh -c 'exit 7'
+  local rc=$?
+  [ $rc = 7 ] || { log "rc=$rc"; return 1; }
+  no_leftovers e2e-exit
+}
+
+# c. stdout and stderr stay separate
+test_stdout_stderr() {
+  "${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-split sh -c 'echo out; echo err >&2' >"$WORK/out" 2>"$WORK/err"
+  [ "$(cat "$WORK/out")" = out ] && [ "$(cat "$WORK/err")" = err ] ||
+    { log "stdout=[$(cat "$WORK/out")] stderr=[$(cat "$WORK/err")]"; return 1; }
+}
+
+# d. stdin piped in, then closed
+test_stdin() {
+  local out
+  out=$(printf 'abc' | "${CTR[@]}" run --rm -i --runtime "$RT" "$IMG" e2e-stdin cat)
+  [ "$out" = abc ] || { log "out=[$out]"; return 1; }
+}
+
+# e. argv fidelity; env, cwd and user applied
+test_argv_env_user() {
+  local out want
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-argv printf '[%s]\n' 'two words' '$HOME' '*' "a'b\"c")
+  want=$(printf '[%s]\n' 'two words' '$HOME' '*' "a'b\"c")
+  [ "$out" = "$want" ] || { log "argv out=[$out]"; return 1; }
+  out=$("${CTR[@]}" run --rm --runtime "$RT" --env FOO=bar --cwd /tmp --user 1000:1000 "$IMG" e2e-env \
+    sh -c 'echo $FOO; pwd; id -u; id -g')
+  [ "$out" = "$(printf 'bar\n/tmp\n1000\n1000')" ] || { log "env out=[$out]"; return 1; }
+}
+
+# f. a tty: tty names a pty, stty size matches the size set
+test_tty() {
+  local out
+  out=$(script -qec "stty rows 33 cols 101; ${CTR[*]} run --rm -t --runtime $RT $IMG e2e-tty sh -c 'tty; stty size'" /dev/null | tr -d '\r')
+  echo "$out" | grep -q '^/dev/pts/' && echo "$out" | grep -qx '33 101' || { log "out=[$out]"; return 1; }
+}
+
+# g. output of a long-running process arrives while it runs
+test_live_output() {
+  "${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-live sh -c 'while :; do echo tick; sleep 1; done' >"$WORK/live" 2>&1 &
+  local ctrpid=$! i ok=1
+  for ((i = 0; i < 600; i++)); do
+    if [ "$(grep -c tick "$WORK/live")" -ge 2 ]; then ok=0; break; fi
+    sleep 0.2
+  done
+  # Still running while ticks arrived: this is live streaming.
+  "${CTR[@]}" task ls | awk '$1=="e2e-live"{print $3}' | grep -qx RUNNING || ok=1
+  "${CTR[@]}" task kill -s KILL e2e-live >/dev/null 2>&1
+  wait $ctrpid
+  [ $ok = 0 ] || { log "live=[$(head -c 200 "$WORK/live")]"; return 1; }
+  no_leftovers e2e-live
+}
+
+# h. TERM reaches a trapping process; KILL gives 137; delete leaves no domain
+test_signals() {
+  "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-term sh -c "trap 'exit 42' TERM; echo ready; while :; do sleep 0.2; done" || return 1
+  wait_status e2e-term RUNNING || return 1
+  sleep 2
+  "${CTR[@]}" task kill -s TERM e2e-term || return 1
+  wait_status e2e-term STOPPED 60 || return 1
+  "${CTR[@]}" task delete e2e-term
+  local rc=$?
+  "${CTR[@]}" container rm e2e-term
+  [ $rc = 42 ] || { log "TERM: delete rc=$rc (want 42)"; return 1; }
+  no_leftovers e2e-term || return 1
+
+  "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-kill sleep 1000 || return 1
+  wait_status e2e-kill RUNNING || return 1
+  "${CTR[@]}" task kill -s KILL e2e-kill || return 1
+  wait_status e2e-kill STOPPED 60 || return 1
+  "${CTR[@]}" task delete e2e-kill
+  rc=$?
+  "${CTR[@]}" container rm e2e-kill
+  [ $rc = 137 ] || { log "KILL: delete rc=$rc (want 137)"; return 1; }
+  no_leftovers e2e-kill
+}
+
+# i. the shim is SIGKILLed while its container runs
+test_shim_killed() {
+  local sockets_before
+  sockets_before=$(find /run/containerd/s -maxdepth 1 -type s 2>/dev/null | wc -l)
+  "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-shimkill sleep 1000 || return 1
+  wait_status e2e-shimkill RUNNING || return 1
+  local shim
+  shim=$(pgrep -f "containerd-shim-vxn-v2 .*-id e2e-shimkill( |$)" | head -1)
+  [ -n "$shim" ] || { log "no shim process found"; return 1; }
+  kill -9 "$shim"
+  sleep 3
+  "${CTR[@]}" task delete -f e2e-shimkill >/dev/null 2>&1
+  "${CTR[@]}" container rm e2e-shimkill || return 1
+  local i
+  for ((i = 0; i < 60; i++)); do no_leftovers e2e-shimkill 2>/dev/null && break; sleep 1; done
+  no_leftovers e2e-shimkill || return 1
+  local sockets_after
+  sockets_after=$(find /run/containerd/s -maxdepth 1 -type s 2>/dev/null | wc -l)
+  [ "$sockets_after" -le "$sockets_before" ] || { log "shim sockets: $sockets_before -> $sockets_after"; return 1; }
+}
+
+# j. the domain is destroyed behind the shim's back
+test_domain_destroyed() {
+  "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-xd sleep 1000 || return 1
+  wait_status e2e-xd RUNNING || return 1
+  xl destroy "$(domain e2e-xd)" || return 1
+  wait_status e2e-xd STOPPED 60 || return 1
+  "${CTR[@]}" task delete e2e-xd
+  local rc=$?
+  "${CTR[@]}" container rm e2e-xd
+  [ $rc != 0 ] || { log "exit status 0 after the domain was destroyed"; return 1; }
+  no_leftovers e2e-xd
+}
+
+# k. bad inputs: a clear error from ctr and nothing left behind
+expect_error() {
+  local id=$1 pattern=$2
+  shift 2
+  local err rc
+  err=$("${CTR[@]}" run --rm --runtime "$RT" "$@" 2>&1 >/dev/null)
+  rc=$?
+  cleanup_id "$id"
+  [ $rc != 0 ] || { log "$id: ctr succeeded"; return 1; }
+  echo "$err" | grep -qi -- "$pattern" || { log "$id: error [$err] lacks [$pattern]"; return 1; }
+  log "$id: ctr said: $(echo "$err" | tail -1 | cut -c1-200)"
+  no_leftovers "$id"
+}
+
+test_bad_inputs() {
+  local ok=0
+  expect_error e2e-noexec "executable file not found" "$IMG" e2e-noexec /no/such/binary || ok=1
+  expect_error e2e-noargs "args must not be empty" "$IMG" e2e-noargs "" || ok=1
+  expect_error e2e-bigmem "memory" --memory-limit $((64 * 1024 * 1024 * 1024)) "$IMG" e2e-bigmem true || ok=1
+  mkdir -p /etc/vxn
+  local saved=""
+  [ -f /etc/vxn/config.toml ] && saved=$(cat /etc/vxn/config.toml)
+  echo 'kernel = "/nonexistent/vmlinuz"' >/etc/vxn/config.toml
+  expect_error e2e-nokernel "kernel /nonexistent/vmlinuz does not exist" "$IMG" e2e-nokernel true || ok=1
+  if [ -n "$saved" ]; then echo "$saved" >/etc/vxn/config.toml; else rm -f /etc/vxn/config.toml; fi
+  return $ok
+}
+
+# l. 20 create/delete cycles leave no leak
+test_cycles() {
+  local cpid fds_before fds_after sockets_before sockets_after i
+  cpid=$(pidof containerd)
+  fds_before=$(ls "/proc/$cpid/fd" | wc -l)
+  sockets_before=$(find /run/containerd/s -maxdepth 1 -type s | wc -l)
+  for ((i = 1; i <= ${VXN_E2E_CYCLES:-20}; i++)); do
+    "${CTR[@]}" run --rm --runtime "$RT" "$IMG" "e2e-cycle-$i" true || { log "cycle $i failed"; return 1; }
+  done
+  fds_after=$(ls "/proc/$cpid/fd" | wc -l)
+  sockets_after=$(find /run/containerd/s -maxdepth 1 -type s | wc -l)
+  log "containerd fds $fds_before -> $fds_after, shim sockets $sockets_before -> $sockets_after"
+  [ "$(xl list | tail -n +2 | grep -vc '^Domain-0')" = 0 ] || { log "domains left: $(xl list)"; return 1; }
+  [ -z "$(ls -A /run/vxn/$NS 2>/dev/null)" ] || { log "/run/vxn/$NS: $(ls /run/vxn/$NS)"; return 1; }
+  [ -z "$(ls -A /var/lib/vxn/$NS 2>/dev/null)" ] || { log "/var/lib/vxn/$NS: $(ls /var/lib/vxn/$NS)"; return 1; }
+  ! grep -q 'e2e-cycle' /proc/mounts || { log "mounts left"; return 1; }
+  [ "$sockets_after" -le "$sockets_before" ] || return 1
+  [ "$fds_after" -le $((fds_before + 4)) ] || return 1
+}
+
+ALL=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed bad_inputs cycles)
+TESTS=("$@")
+[ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
+"${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }
+for t in "${TESTS[@]}"; do run_test "$t"; done
+[ $fail = 0 ] || echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
