@@ -63,9 +63,11 @@ cmd_down() {
   local pid _
   pid=$(qemu_pid)
   if [ -z "$pid" ]; then rm -f "$PIDFILE"; log "down: not running"; return 0; fi
-  # a clean poweroff first (Xen stops, QEMU exits thanks to -no-reboot/noreboot)
-  dom0 'poweroff' > /dev/null 2>&1 < /dev/null || true
-  for _ in $(seq 1 30); do [ -d "/proc/$pid" ] || break; sleep 1; done
+  # a clean poweroff first when dom0 answers (Xen powers the machine off, QEMU exits)
+  if dom0 true > /dev/null 2>&1 < /dev/null; then
+    dom0 'poweroff' > /dev/null 2>&1 < /dev/null || true
+    for _ in $(seq 1 30); do [ -d "/proc/$pid" ] || break; sleep 1; done
+  fi
   if [ -d "/proc/$pid" ]; then
     log "down: QEMU $pid still running after poweroff, killing it"
     kill "$pid" 2> /dev/null || true
