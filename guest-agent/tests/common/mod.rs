@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use vxn_runtime_core::protocol::{
-    CreateContainer, ExitStatus, MountKind, MountSpec, ProcessSpec, RootfsSource, UserSpec,
+    CreateContainer, ExitStatus, MountSpec, ProcessSpec, RootfsSource, UserSpec,
 };
 use vxn_runtime_core::{AgentClient, HostStdio, StdioRequest};
 
@@ -116,40 +116,6 @@ pub fn spec(args: &[&str]) -> ProcessSpec {
     }
 }
 
-pub fn default_mounts() -> Vec<MountSpec> {
-    let k = |dest: &str, fstype: &str, opts: &[&str]| MountSpec {
-        destination: dest.into(),
-        kind: MountKind::Kernel {
-            fstype: fstype.into(),
-        },
-        options: opts.iter().map(|s| s.to_string()).collect(),
-    };
-    vec![
-        k("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-        k(
-            "/dev",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        k(
-            "/dev/pts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-            ],
-        ),
-        k(
-            "/dev/shm",
-            "tmpfs",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-    ]
-}
-
 impl TestAgent {
     /// Create container `id` with `process`; returns the host stdio ends.
     pub async fn create(&self, id: &str, process: ProcessSpec, stdin: bool) -> HostStdio {
@@ -168,7 +134,7 @@ impl TestAgent {
                     path: self.rootfs.path().to_string_lossy().into(),
                 },
                 readonly_rootfs: false,
-                mounts: default_mounts(),
+                mounts: MountSpec::defaults(),
                 process,
                 stdio: ids,
             })

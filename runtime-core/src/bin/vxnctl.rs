@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::protocol::{
-    CreateContainer, MountKind, MountSpec, ProcessSpec, RootfsSource,
-};
+use vxn_runtime_core::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
 use vxn_runtime_core::xen::{connect_channel, Disk, DomainConfig, GuestType, Xl};
 use vxn_runtime_core::{AgentClient, StdioRequest};
 
@@ -78,32 +76,6 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
         log,
         argv,
     })
-}
-
-fn default_mounts() -> Vec<MountSpec> {
-    let k = |dest: &str, fstype: &str, opts: &[&str]| MountSpec {
-        destination: dest.into(),
-        kind: MountKind::Kernel {
-            fstype: fstype.into(),
-        },
-        options: opts.iter().map(|s| s.to_string()).collect(),
-    };
-    vec![
-        k("/proc", "proc", &["nosuid", "noexec", "nodev"]),
-        k("/dev", "tmpfs", &["nosuid", "mode=755"]),
-        k(
-            "/dev/pts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-            ],
-        ),
-        k("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-    ]
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -219,7 +191,7 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
                 options: vec![],
             },
             readonly_rootfs: false,
-            mounts: default_mounts(),
+            mounts: MountSpec::defaults(),
             process: ProcessSpec {
                 args: run.argv.clone(),
                 env: vec![

@@ -288,3 +288,44 @@ pub enum Event {
     /// The guest kernel OOM-killed a process of the container.
     Oom { container_id: String },
 }
+
+impl MountSpec {
+    fn kernel(destination: &str, fstype: &str, options: &[&str]) -> Self {
+        Self {
+            destination: destination.into(),
+            kind: MountKind::Kernel {
+                fstype: fstype.into(),
+            },
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The kernel filesystems every OCI runtime gives a container by default.
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::kernel("/proc", "proc", &["nosuid", "noexec", "nodev"]),
+            Self::kernel(
+                "/dev",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            ),
+            Self::kernel(
+                "/dev/pts",
+                "devpts",
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                ],
+            ),
+            Self::kernel(
+                "/dev/shm",
+                "tmpfs",
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            ),
+            Self::kernel("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        ]
+    }
+}
