@@ -142,7 +142,13 @@ mod tests {
             .spawn()
             .unwrap();
         assert!(descendants(std::process::id() as i32).contains(&(child.id() as i32)));
-        assert_eq!(command(child.id() as i32), "sleep 5");
+        // The cmdline is the new program's only once exec has completed.
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while command(pid) != "sleep 5" && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(command(pid), "sleep 5");
         child.kill().unwrap();
         child.wait().unwrap();
     }
