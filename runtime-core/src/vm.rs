@@ -43,6 +43,8 @@ pub enum VmError {
     },
     #[error("{0}")]
     Missing(String),
+    #[error("the domain needs {need_mib} MiB of memory but Xen has only {free_mib} MiB free")]
+    NoMemory { need_mib: u64, free_mib: u64 },
 }
 
 /// The device the guest sees the rootfs disk as.
@@ -140,6 +142,15 @@ impl Hypervisor for XenHypervisor {
         if let Err(e) = self.xl.create_paused(&cfg).await {
             // xl may leave a half-built domain behind on failure.
             let _ = self.xl.destroy(&spec.name).await;
+            // libxl only says "cannot (re-)build domain: -3"; name the usual cause.
+            if let Some(free_mib) = self.xl.free_memory_mib().await {
+                if spec.memory_mib > free_mib {
+                    return Err(VmError::NoMemory {
+                        need_mib: spec.memory_mib,
+                        free_mib,
+                    });
+                }
+            }
             return Err(e.into());
         }
         match xen::connect_channel(&socket, Duration::from_secs(10)).await {

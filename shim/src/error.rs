@@ -80,7 +80,9 @@ impl From<vxn_runtime_core::vm::VmError> for ShimError {
         use vxn_runtime_core::vm::VmError;
         let msg = e.to_string();
         match e {
-            VmError::Config(_) | VmError::Missing(_) => Self::InvalidArgument(msg),
+            VmError::Config(_) | VmError::Missing(_) | VmError::NoMemory { .. } => {
+                Self::InvalidArgument(msg)
+            }
             _ => Self::Internal(msg),
         }
     }

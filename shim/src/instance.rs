@@ -421,6 +421,8 @@ impl Instance {
                     }
                 }
             };
+            // Nothing reads stdin any more; this also frees a stdin open still waiting for a writer.
+            pio.close_stdin.notify_one();
             pio.wait_output(OUTPUT_DRAIN).await;
             inst.publish_exit(&p, exit);
         });

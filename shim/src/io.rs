@@ -1,11 +1,13 @@
 //! Copying between containerd's fifos and the agent's streams.
 //!
-//! Fifos are opened read-write: opening never blocks on a missing peer, and
-//! a reader of stdin never sees a spurious EOF before the client wrote.
-//! stdin ends when containerd calls CloseIO: what is already in the fifo is
-//! forwarded first, then the agent gets EOF.
+//! Output fifos are opened read-write, so opening never blocks on a missing
+//! reader. stdin is opened read-only, like runc's shim does: the open waits
+//! for the client's writer, and when the client closes it (ctr at the end of
+//! its stdin) the guest process gets EOF. CloseIO ends stdin too: what is
+//! already in the fifo is forwarded first, then the agent gets EOF.
 
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,11 +65,24 @@ pub fn attach(paths: &StdioPaths, host: HostStdio) -> Result<ProcessIo> {
     }
     let close_stdin = Arc::new(Notify::new());
     if let (false, Some(stream)) = (paths.stdin.is_empty(), host.stdin) {
-        let fifo = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(Path::new(&paths.stdin))
-            .map_err(|e| open_err(&paths.stdin, e))?;
-        tokio::spawn(copy_in(fifo, stream, close_stdin.clone()));
+        let path = PathBuf::from(&paths.stdin);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.file_type().is_fifo() => {}
+            Ok(_) => {
+                return Err(ShimError::InvalidArgument(format!(
+                    "{} is not a fifo",
+                    paths.stdin
+                )))
+            }
+            Err(e) => return Err(open_err(&paths.stdin, e)),
+        }
+        let close = close_stdin.clone();
+        tokio::spawn(async move {
+            match open_stdin(&path, &close).await {
+                Some(fifo) => copy_in(fifo, stream, close).await,
+                None => stream.close(),
+            }
+        });
     }
     Ok(ProcessIo {
         outputs,
@@ -96,6 +111,35 @@ async fn copy_out(mut from: StreamReader, mut to: pipe::Sender) {
         // If the client went away keep draining, so the guest never blocks.
         if !client_gone && to.write_all(&chunk).await.is_err() {
             client_gone = true;
+        }
+    }
+}
+
+/// Open stdin for reading once the client's writer is there; None if stdin
+/// was closed first or the fifo cannot be opened.
+async fn open_stdin(path: &Path, close: &Notify) -> Option<pipe::Receiver> {
+    let p = path.to_path_buf();
+    // A blocking open is the only way to wait for a fifo's writer.
+    let mut opening = tokio::task::spawn_blocking(move || std::fs::File::open(p));
+    tokio::select! {
+        r = &mut opening => match r {
+            Ok(Ok(file)) => pipe::Receiver::from_file(file)
+                .map_err(|e| tracing::warn!(error = %e, "stdin fifo"))
+                .ok(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "open stdin fifo");
+                None
+            }
+            Err(_) => None,
+        },
+        _ = close.notified() => {
+            // Become a writer for a moment so the pending open returns.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path);
+            let _ = opening.await;
+            None
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct Service {
     namespace: String,
     id: String,
     socket: String,
+    bundle: String,
     cfg: Arc<Config>,
     exit: Arc<ExitSignal>,
 }
@@ -47,6 +48,7 @@ impl Shim for Service {
             namespace: flags.namespace.clone(),
             id: flags.id.clone(),
             socket: flags.socket.clone(),
+            bundle: flags.bundle.clone(),
             cfg: Arc::new(cfg),
             exit: Arc::new(ExitSignal::default()),
         }
@@ -84,6 +86,15 @@ impl Shim for Service {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
+        // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
+        let bundle = if self.bundle.is_empty() {
+            "."
+        } else {
+            &self.bundle
+        };
+        if let Ok(address) = std::fs::read_to_string(PathBuf::from(bundle).join("address")) {
+            remove_socket(address.trim());
+        }
         Ok(api::DeleteResponse {
             exit_status: VM_GONE_EXIT,
             exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),
@@ -94,9 +105,7 @@ impl Shim for Service {
     async fn wait(&mut self) {
         self.exit.wait().await;
         // containerd-shim 0.11 can leave the socket behind; never leak it.
-        if let Some(path) = self.socket.strip_prefix("unix://") {
-            let _ = std::fs::remove_file(PathBuf::from(path));
-        }
+        remove_socket(&self.socket);
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
@@ -108,5 +117,14 @@ impl Shim for Service {
             Events::start(publisher, self.namespace.clone()),
             self.exit.clone(),
         )
+    }
+}
+
+/// Remove a shim socket file given its `unix://` address (abstract sockets have no file).
+fn remove_socket(address: &str) {
+    if let Some(path) = address.strip_prefix("unix://") {
+        if path.starts_with('/') {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

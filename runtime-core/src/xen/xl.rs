@@ -100,6 +100,12 @@ impl Xl {
             .map(drop)
     }
 
+    /// Memory Xen has free for new domains (`xl info`), in MiB.
+    pub async fn free_memory_mib(&self) -> Option<u64> {
+        let out = self.run(&["info"]).await.ok()?;
+        parse_info_field(&out.stdout, "free_memory")?.parse().ok()
+    }
+
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
         self.run(&["unpause", name]).await.map(drop)
     }
@@ -129,5 +135,29 @@ impl Xl {
 
     pub async fn exists(&self, name: &str) -> bool {
         self.domid(name).await.is_some()
+    }
+}
+
+/// The value of `key` in `xl info` output (`key : value` lines).
+pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_info_field;
+
+    #[test]
+    fn reads_xl_info_fields() {
+        let info = "host                   : vxn-dom0\ntotal_memory           : 4095\nfree_memory            : 3028\nxen_commandline        : dom0_mem=1024M,max:1024M\n";
+        assert_eq!(parse_info_field(info, "free_memory"), Some("3028"));
+        assert_eq!(
+            parse_info_field(info, "xen_commandline"),
+            Some("dom0_mem=1024M,max:1024M")
+        );
+        assert_eq!(parse_info_field(info, "free"), None);
     }
 }

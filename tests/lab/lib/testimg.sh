@@ -61,33 +61,53 @@ full_image_name() {
   if [[ $n == */* ]]; then echo "docker.io/$n"; else echo "docker.io/library/$n"; fi
 }
 
-# make_oci_tar OUT.tar [NAME:TAG]: the busybox rootfs as an OCI image layout tarball.
+# image_manifest OCI DIFF LAYERDESC USER: a config (image user USER, "" = none) and its
+# manifest, both as blobs of OCI; prints the manifest's "digest size".
+image_manifest() {
+  local oci=$1 diff=$2 layer=$3 user=$4 tmp cfg man cdesc ldesc
+  read -r -a ldesc <<< "$layer"
+  tmp=$(mktemp -d)
+  cfg=$tmp/config.json
+  printf '{"architecture":"amd64","os":"linux","config":{"User":"%s","Env":["%s"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/lab/make-test-image.sh"}]}' \
+    "$user" "$TEST_PATH_ENV" "$diff" > "$cfg"
+  read -r -a cdesc <<< "$(blob "$oci" "$cfg")"
+  man=$tmp/manifest.json
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
+    "${cdesc[0]}" "${cdesc[1]}" "${ldesc[0]}" "${ldesc[1]}" > "$man"
+  blob "$oci" "$man"
+  rm -rf "$tmp"
+}
+
+# index_entry DESC NAME: one index.json manifest entry naming image NAME.
+index_entry() {
+  local -a d
+  read -r -a d <<< "$1"
+  printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}' \
+    "${d[0]}" "${d[1]}" "$2" "${2##*:}"
+}
+
+# make_oci_tar OUT.tar [NAME:TAG]: the busybox rootfs as an OCI image layout tarball with two
+# images on the same layer: NAME:TAG (runs as root) and NAME:user (image user "user", 1000).
 make_oci_tar() {
-  local out=$1 name tmp cfg man diff ldesc cdesc mdesc
+  local out=$1 name tmp diff layer main user
   name=$(full_image_name "${2:-vxn-test:latest}")
   tmp=$(mktemp -d)
   make_busybox_rootfs "$tmp/rootfs"
   mkdir -p "$tmp/oci"
   tar_layer "$tmp/rootfs" "$tmp/layer.tar"
   diff=sha256:$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)   # uncompressed: digest == diff_id
-  read -r -a ldesc <<< "$(blob "$tmp/oci" "$tmp/layer.tar")"
-  cfg=$tmp/config.json
-  printf '{"architecture":"amd64","os":"linux","config":{"Env":["%s"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/lab/make-test-image.sh"}]}' \
-    "$TEST_PATH_ENV" "$diff" > "$cfg"
-  read -r -a cdesc <<< "$(blob "$tmp/oci" "$cfg")"
-  man=$tmp/manifest.json
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
-    "${cdesc[0]}" "${cdesc[1]}" "${ldesc[0]}" "${ldesc[1]}" > "$man"
-  read -r -a mdesc <<< "$(blob "$tmp/oci" "$man")"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "${mdesc[0]}" "${mdesc[1]}" "$name" "${name##*:}" > "$tmp/oci/index.json"
+  layer=$(blob "$tmp/oci" "$tmp/layer.tar")
+  main=$(image_manifest "$tmp/oci" "$diff" "$layer" "")
+  user=$(image_manifest "$tmp/oci" "$diff" "$layer" user)
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s]}' \
+    "$(index_entry "$main" "$name")" "$(index_entry "$user" "${name%:*}:user")" > "$tmp/oci/index.json"
   printf '{"imageLayoutVersion":"1.0.0"}' > "$tmp/oci/oci-layout"
   find "$tmp/oci" -exec touch -h -d @0 {} +
   tar -C "$tmp/oci" -cf "$out.tmp" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
     oci-layout index.json blobs
   mv -f "$out.tmp" "$out"
   rm -rf "$tmp"
-  echo "$name ${mdesc[0]}"
+  echo "$name ${main%% *}"
 }
 
 # make_rootfs_ext4 OUT.ext4 [SIZE]: the same busybox rootfs as a raw ext4 filesystem image

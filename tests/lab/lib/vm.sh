@@ -4,6 +4,12 @@
 # /dev/kvm on these machines is kvm_pvm, which cannot run Xen (see README.md).
 
 BOOT_TIMEOUT=${VXN_LAB_BOOT_TIMEOUT:-300}
+# The emulated CPU: `max` without the XSAVE family. With XSAVE/AVX under TCG, userland
+# registers in dom0 and DomUs came back corrupted after Xen context switches (Go binaries
+# crashing in init, "malloc(): corrupted top size", the agent segfaulting right after a
+# memcpy), most often after `xl pause`/`xl unpause`. Without XSAVE Xen and the guests
+# save FPU state with FXSAVE (SSE), which TCG gets right.
+LAB_CPU=max,-xsave,-xsaveopt,-xsavec,-xsaves,-avx,-avx2,-fma,-f16c,-pku,-mpx
 
 qemu_args() {
   local mem=${VXN_LAB_MEM:-4096} dom0_mem=${VXN_LAB_DOM0_MEM:-1024M} snap=on xen linux initrd
@@ -14,7 +20,7 @@ qemu_args() {
   # -initrd takes a comma-separated module list: literal commas must be doubled
   initrd="${BOOT//,/,,}/vmlinuz ${linux//,/,,},${BOOT//,/,,}/initrd.img"
   # shellcheck disable=SC2054 # commas inside QEMU option values
-  QEMU_ARGS=(-accel tcg,thread=multi,tb-size=512 -cpu max -m "$mem" -smp 2 -no-reboot -nodefaults
+  QEMU_ARGS=(-accel tcg,thread=multi,tb-size=512 -cpu "${VXN_LAB_CPU:-$LAB_CPU}" -m "$mem" -smp 2 -no-reboot -nodefaults
     -kernel "$BOOT/xen" -append "$xen" -initrd "$initrd"
     -drive "file=$IMG,format=raw,if=virtio,cache=unsafe,snapshot=$snap"
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" -device virtio-net-pci,netdev=n0
@@ -163,4 +169,15 @@ cmd_probe() {
   build_test_images
   dom0_put "$TESTIMG/busybox.ext4" /root/busybox.ext4 0644 "$LAB_DIR/dom0/agent-probe.sh" /root/agent-probe.sh 0755
   dom0 'bash /root/agent-probe.sh' < /dev/null
+}
+
+# e2e [TEST...]: the shim's end-to-end suite (tests/e2e/shim-e2e.sh) in dom0, through real
+# containerd and ctr. Pushes the shim, the guest image, the test image and the suite first.
+# Its status is kept in E2E_RC (ci tears the lab down either way).
+E2E_RC=0  # read by lab (ci, e2e)
+cmd_e2e() {
+  local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
+  [ -f "$shim" ] || die "e2e: $shim not built (cargo build --release)"
+  cmd_push --test-image "$shim" "$REPO_DIR/tests/e2e/shim-e2e.sh"
+  dom0 "shim-e2e.sh $*" < /dev/null || E2E_RC=$?
 }
