@@ -1,5 +1,6 @@
-//! The seam between a container and the VM technology that runs it: five
-//! operations, nothing hot-plug. [`XenHypervisor`] implements it with `xl`.
+//! The seam between a container and the VM technology that runs it: six
+//! operations; resizing stays within the maximums fixed at creation (no
+//! hot-plug). [`XenHypervisor`] implements it with `xl`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +62,15 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn destroy(&self, name: &str) -> Result<(), VmError>;
     /// CPU time the VM has used, if the backend knows.
     async fn cpu_time(&self, name: &str) -> Option<Duration>;
+    /// Change the VM's memory and/or online vcpus, within the maximums of its `VmSpec`.
+    async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError>;
+}
+
+/// A change of a running VM's size; `None` leaves that dimension alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resize {
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,6 +185,16 @@ impl Hypervisor for XenHypervisor {
 
     async fn destroy(&self, name: &str) -> Result<(), VmError> {
         Ok(self.xl.destroy(name).await?)
+    }
+
+    async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError> {
+        if let Some(mib) = resize.memory_mib {
+            self.xl.mem_set(name, mib).await?;
+        }
+        if let Some(n) = resize.vcpus {
+            self.xl.vcpu_set(name, n).await?;
+        }
+        Ok(())
     }
 
     async fn cpu_time(&self, name: &str) -> Option<Duration> {

@@ -34,6 +34,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Rootfs images; must hold large files, not tmpfs.
     pub image_dir: PathBuf,
+    /// Stats format: "v1", "v2" or "auto" (that of the host's cgroup hierarchy, as runc).
+    pub metrics: String,
 }
 
 fn arch_dir() -> &'static str {
@@ -63,6 +65,7 @@ impl Default for Config {
             agent_log_level: "info".into(),
             state_dir: "/run/vxn".into(),
             image_dir: "/var/lib/vxn".into(),
+            metrics: "auto".into(),
         }
     }
 }

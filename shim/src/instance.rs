@@ -14,7 +14,7 @@ use containerd_shim_protos::events::task::{TaskExit, TaskIO};
 use tokio::sync::{watch, Notify};
 use vxn_runtime_core::protocol::{CreateContainer, ProcessInfo, RootfsSource, Stats};
 use vxn_runtime_core::rootfs::RootfsExport;
-use vxn_runtime_core::vm::{Hypervisor, VmSpec, ROOTFS_DEVICE};
+use vxn_runtime_core::vm::{Hypervisor, Resize, VmSpec, ROOTFS_DEVICE};
 use vxn_runtime_core::AgentClient;
 
 use crate::config::Config;
@@ -125,6 +125,8 @@ pub struct Instance {
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     paused: Mutex<bool>,
+    /// Current memory and vcpus, and the maximums the domain was created with.
+    size: Mutex<spec::Sizing>,
 }
 
 /// What Create needs from containerd's request.
@@ -302,6 +304,7 @@ impl Instance {
             init: init.clone(),
             execs: Mutex::default(),
             paused: Mutex::new(false),
+            size: Mutex::new(sizing),
         });
         inst.watch_agent_events();
         Ok(inst)
@@ -473,9 +476,11 @@ impl Instance {
             _ => {}
         }
         if self.is_paused() {
-            if sig != libc::SIGKILL {
+            // The frozen guest cannot take a signal; SIGKILL of the task ends the VM
+            // (like SIGKILL into a frozen cgroup), anything else waits for Resume.
+            if sig != libc::SIGKILL || !exec_id.is_empty() {
                 return Err(ShimError::FailedPrecondition(format!(
-                    "task {} is paused: only SIGKILL can be delivered (resume it first)",
+                    "task {} is paused: only SIGKILL of the task can be delivered (resume it first)",
                     self.id
                 )));
             }
@@ -610,6 +615,43 @@ impl Instance {
         }
         let s = self.agent.stats(&self.id).await?;
         Ok((s, self.hv.cpu_time(&self.domain).await))
+    }
+
+    /// Update: memory through the balloon (`xl mem-set`), vcpus online (`xl vcpu-set`),
+    /// both within the maximums fixed at Create; beyond them is InvalidArgument.
+    pub async fn update(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
+        if self.init.status() == Status::Stopped {
+            return Err(ShimError::FailedPrecondition(format!(
+                "task {} is not running",
+                self.id
+            )));
+        }
+        let cur = *self.size.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = memory_mib.filter(|m| *m > cur.max_memory_mib) {
+            return Err(ShimError::InvalidArgument(format!(
+                "memory {m} MiB is above the maximum of domain {} ({} MiB; max_memory_factor in /etc/vxn/config.toml sets the headroom)",
+                self.domain, cur.max_memory_mib
+            )));
+        }
+        if let Some(n) = vcpus.filter(|n| *n > cur.max_vcpus) {
+            return Err(ShimError::InvalidArgument(format!(
+                "{n} vcpus is above the maximum of domain {} ({}; max_vcpus in /etc/vxn/config.toml)",
+                self.domain, cur.max_vcpus
+            )));
+        }
+        let resize = Resize {
+            memory_mib: memory_mib.filter(|m| *m != cur.memory_mib),
+            vcpus: vcpus.filter(|n| *n != cur.vcpus),
+        };
+        if resize == Resize::default() {
+            return Ok(());
+        }
+        self.hv.resize(&self.domain, resize).await?;
+        let mut size = self.size.lock().unwrap_or_else(|p| p.into_inner());
+        size.memory_mib = resize.memory_mib.unwrap_or(size.memory_mib);
+        size.vcpus = resize.vcpus.unwrap_or(size.vcpus);
+        tracing::info!(memory_mib = size.memory_mib, vcpus = size.vcpus, "resized");
+        Ok(())
     }
 
     /// Forget an exited exec.

@@ -228,24 +228,37 @@ pub struct Sizing {
 pub fn sizing(spec: &Spec, cfg: &Config) -> Sizing {
     let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
     let memory_mib = res
-        .and_then(|r| r.memory.as_ref()?.limit)
-        .filter(|l| *l > 0)
-        .map(|l| (l as u64).div_ceil(1 << 20).max(cfg.min_memory_mib))
+        .and_then(|r| memory_mib(r, cfg))
         .unwrap_or(cfg.memory_mib);
-    let vcpus = res
-        .and_then(|r| {
-            let c = r.cpu.as_ref()?;
-            let (q, p) = (c.quota?, c.period?);
-            (q > 0 && p > 0).then(|| (q as u64).div_ceil(p) as u32)
-        })
-        .unwrap_or(cfg.vcpus)
-        .max(1);
+    let vcpus = res.and_then(vcpus).unwrap_or(cfg.vcpus).max(1);
     Sizing {
         memory_mib,
         max_memory_mib: memory_mib.saturating_mul(cfg.max_memory_factor.max(1)),
         vcpus,
         max_vcpus: cfg.max_vcpus.max(vcpus),
     }
+}
+
+/// The VM memory a memory limit asks for, MiB (rounded up, at least the configured minimum).
+pub fn memory_mib(res: &Resources, cfg: &Config) -> Option<u64> {
+    res.memory
+        .as_ref()?
+        .limit
+        .filter(|l| *l > 0)
+        .map(|l| (l as u64).div_ceil(1 << 20).max(cfg.min_memory_mib))
+}
+
+/// The vcpus a CPU quota asks for: quota / period, rounded up.
+pub fn vcpus(res: &Resources) -> Option<u32> {
+    let c = res.cpu.as_ref()?;
+    let (q, p) = (c.quota?, c.period?);
+    (q > 0 && p > 0).then(|| (q as u64).div_ceil(p).min(u32::MAX as u64) as u32)
+}
+
+/// The resources of an Update request: containerd sends the OCI LinuxResources as JSON.
+pub fn parse_resources(json: &[u8]) -> Result<Resources> {
+    serde_json::from_slice(json)
+        .map_err(|e| ShimError::InvalidArgument(format!("update: bad LinuxResources: {e}")))
 }
 
 #[cfg(test)]

@@ -381,7 +381,11 @@ impl Task for TaskService {
         let r = async {
             let (stats, cpu) = self.task(&req.id).await?.stats().await?;
             Ok(StatsResponse {
-                stats: MessageField::some(metrics::to_any(&stats, cpu)?),
+                stats: MessageField::some(metrics::to_any(
+                    &stats,
+                    cpu,
+                    metrics::Format::from_config(&self.cfg.metrics)?,
+                )?),
                 ..Default::default()
             })
         }
@@ -395,10 +399,11 @@ impl Task for TaskService {
         req: UpdateTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
         let r: Result<api::Empty> = async {
-            self.task(&req.id).await?;
-            Err(ShimError::Unimplemented(
-                "update of a running vxn task is not supported yet".into(),
-            ))
+            let task = self.task(&req.id).await?;
+            let res = spec::parse_resources(&req.resources.value)?;
+            task.update(spec::memory_mib(&res, &self.cfg), spec::vcpus(&res))
+                .await?;
+            Ok(api::Empty::new())
         }
         .await;
         log_result("update", &req.id, r)

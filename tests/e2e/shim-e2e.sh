@@ -242,7 +242,159 @@ test_cycles() {
   [ "$fds_after" -le $((fds_before + 4)) ] || return 1
 }
 
-ALL=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed bad_inputs cycles)
+# --- Task API beyond the lifecycle (exec, ps, pause/resume, metrics, update, OOM) ---
+
+# run_bg ID ARGV...: a detached container, RUNNING when this returns.
+run_bg() {
+  local id=$1
+  shift
+  "${CTR[@]}" run -d --runtime "$RT" "$@" "$id" >/dev/null || return 1
+  wait_status "$id" RUNNING
+}
+
+# finish ID: kill, delete, remove; then nothing of it may remain.
+finish() {
+  cleanup_id "$1"
+  no_leftovers "$1"
+}
+
+# m. exec: separate stdout/stderr and exit code per exec id, stdin, a tty, several execs
+test_exec() {
+  local id=e2e-exec out rc ok=0
+  run_bg "$id" "$IMG" sleep 1000 || return 1
+  "${CTR[@]}" task exec --exec-id x1 "$id" sh -c 'echo out; echo err >&2; exit 3' >"$WORK/xo" 2>"$WORK/xe" </dev/null
+  rc=$?
+  [ $rc = 3 ] && [ "$(cat "$WORK/xo")" = out ] && [ "$(cat "$WORK/xe")" = err ] ||
+    { log "exec: rc=$rc out=[$(cat "$WORK/xo")] err=[$(cat "$WORK/xe")]"; ok=1; }
+  out=$(printf 'abc' | "${CTR[@]}" task exec --exec-id x2 "$id" cat)
+  [ "$out" = abc ] || { log "exec stdin: out=[$out]"; ok=1; }
+  out=$(script -qec "stty rows 21 cols 77; ${CTR[*]} task exec -t --exec-id x3 $id sh -c 'tty; stty size'" /dev/null | tr -d '\r')
+  out=${out#^@}
+  echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '21 77' || { log "exec tty: out=[$out]"; ok=1; }
+  "${CTR[@]}" task exec --exec-id x4 "$id" sh -c 'exit 0' </dev/null || { log "exec exit 0 failed"; ok=1; }
+  "${CTR[@]}" task exec --exec-id x5 "$id" /no/such/binary </dev/null 2>"$WORK/xe" && { log "exec of a missing binary succeeded"; ok=1; }
+  grep -q "not found" "$WORK/xe" || { log "exec missing binary: [$(cat "$WORK/xe")]"; ok=1; }
+  finish "$id" || ok=1
+  return $ok
+}
+
+# n. ps: the container's processes as the guest sees them
+test_ps() {
+  local id=e2e-ps n ok=0
+  run_bg "$id" "$IMG" sh -c 'sleep 1000 & sleep 1000 & wait' || return 1
+  sleep 2
+  "${CTR[@]}" task ps "$id" >"$WORK/ps"
+  # header + sh + two sleeps
+  n=$(tail -n +2 "$WORK/ps" | grep -c '^[0-9]')
+  [ "$n" -ge 3 ] || { log "ps: $(cat "$WORK/ps")"; ok=1; }
+  finish "$id" || ok=1
+  return $ok
+}
+
+# o. pause/resume: the whole VM freezes (no output), State says PAUSED, events published
+test_pause_resume() {
+  local id=e2e-pause a b c ok=0 evpid
+  "${CTR[@]}" events >"$WORK/events" 2>&1 &
+  evpid=$!
+  "${CTR[@]}" run --rm --runtime "$RT" "$IMG" "$id" sh -c 'while :; do echo tick; sleep 0.5; done' >"$WORK/ticks" 2>&1 </dev/null &
+  wait_status "$id" RUNNING || { kill $evpid; return 1; }
+  sleep 3
+  "${CTR[@]}" task pause "$id" || ok=1
+  wait_status "$id" PAUSED 10 || ok=1
+  sleep 1
+  a=$(grep -c tick "$WORK/ticks")
+  sleep 5
+  b=$(grep -c tick "$WORK/ticks")
+  [ "$a" = "$b" ] || { log "output while paused: $a -> $b"; ok=1; }
+  "${CTR[@]}" task resume "$id" || ok=1
+  wait_status "$id" RUNNING 10 || ok=1
+  sleep 4
+  c=$(grep -c tick "$WORK/ticks")
+  [ "$c" -gt "$b" ] || { log "no output after resume: $b -> $c"; ok=1; }
+  "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1
+  wait
+  kill $evpid 2>/dev/null
+  grep -q "/tasks/paused.*$id" "$WORK/events" && grep -q "/tasks/resumed.*$id" "$WORK/events" ||
+    { log "events: $(grep "$id" "$WORK/events" | cut -c1-120)"; ok=1; }
+  no_leftovers "$id" || ok=1
+  return $ok
+}
+
+# p. metrics: nonzero memory and CPU, from the domain and the guest
+test_metrics() {
+  local id=e2e-metrics ok=0
+  run_bg "$id" "$IMG" sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000' || return 1
+  sleep 2
+  "${CTR[@]}" task metrics --format json "$id" >"$WORK/metrics" || ok=1
+  python3 - "$WORK/metrics" <<'PY' || { log "metrics: $(head -c 600 "$WORK/metrics")"; ok=1; }
+import json, sys
+m = json.load(open(sys.argv[1]))
+m = m.get("Data", m) if isinstance(m, dict) else m
+def get(d, *keys):
+    for k in keys:
+        if isinstance(d, dict) and k in d:
+            d = d[k]
+        else:
+            return 0
+    return d or 0
+cpu = get(m, "cpu", "usage_usec") or get(m, "cpu", "usage", "total")
+mem = get(m, "memory", "usage") if not isinstance(get(m, "memory", "usage"), dict) else get(m, "memory", "usage", "usage")
+pids = get(m, "pids", "current")
+print(f"  metrics: cpu={cpu} memory={mem} pids={pids}", file=sys.stderr)
+sys.exit(0 if cpu > 0 and mem > 0 and pids > 0 else 1)
+PY
+  finish "$id" || ok=1
+  return $ok
+}
+
+# q. update: memory via xl mem-set seen in the guest's /proc/meminfo; beyond the maximum: error
+test_update() {
+  local id=e2e-update before after err ok=0
+  run_bg "$id" "$IMG" sleep 1000 || return 1
+  before=$("${CTR[@]}" task exec --exec-id m1 "$id" awk '/MemTotal/ {print $2}' /proc/meminfo </dev/null)
+  "${CTR[@]}" task update --memory-limit $((384 << 20)) "$id" || ok=1
+  local i
+  for ((i = 0; i < 30; i++)); do
+    after=$("${CTR[@]}" task exec --exec-id "m2-$i" "$id" awk '/MemTotal/ {print $2}' /proc/meminfo </dev/null)
+    [ "${after:-0}" -gt $((${before:-0} + 100000)) ] && break
+    sleep 1
+  done
+  log "MemTotal ${before} kB -> ${after} kB after update to 384 MiB"
+  [ "${after:-0}" -gt $((${before:-0} + 100000)) ] || ok=1
+  err=$("${CTR[@]}" task update --memory-limit $((64 << 30)) "$id" 2>&1) && { log "update beyond maxmem succeeded"; ok=1; }
+  echo "$err" | grep -q "above the maximum" || { log "update beyond maxmem: [$err]"; ok=1; }
+  log "ctr said: $(echo "$err" | tail -1 | cut -c1-160)"
+  # vcpus: quota/period 2 -> xl vcpu-set 2; the guest brings the second vcpu online
+  "${CTR[@]}" task update --cpu-quota 200000 --cpu-period 100000 "$id" || ok=1
+  for ((i = 0; i < 30; i++)); do
+    after=$("${CTR[@]}" task exec --exec-id "c-$i" "$id" grep -c ^processor /proc/cpuinfo </dev/null)
+    [ "$after" = 2 ] && break
+    sleep 1
+  done
+  [ "$after" = 2 ] || { log "online cpus after update to 2 vcpus: $after"; ok=1; }
+  "${CTR[@]}" task update --cpu-quota 800000 --cpu-period 100000 "$id" 2>/dev/null && { log "update beyond max vcpus succeeded"; ok=1; }
+  finish "$id" || ok=1
+  return $ok
+}
+
+# r. OOM: a memory hog in a small domain -> /tasks/oom and an exit status
+test_oom() {
+  local id=e2e-oom ok=0 evpid rc
+  "${CTR[@]}" events >"$WORK/oom-events" 2>&1 &
+  evpid=$!
+  # tail buffers /dev/zero (no newline) until the guest kernel kills it
+  "${CTR[@]}" run --rm --runtime "$RT" --memory-limit $((64 << 20)) "$IMG" "$id" tail /dev/zero </dev/null
+  rc=$?
+  sleep 2
+  kill $evpid 2>/dev/null
+  [ $rc = 137 ] || { log "oom: ctr exit $rc (want 137)"; ok=1; }
+  grep -q "/tasks/oom.*$id" "$WORK/oom-events" || { log "no /tasks/oom: $(grep "$id" "$WORK/oom-events" | cut -c1-120)"; ok=1; }
+  no_leftovers "$id" || ok=1
+  return $ok
+}
+
+ALL=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed bad_inputs
+  exec ps pause_resume metrics update oom cycles)
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 "${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }

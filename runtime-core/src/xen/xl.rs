@@ -106,6 +106,20 @@ impl Xl {
         parse_info_field(&out.stdout, "free_memory")?.parse().ok()
     }
 
+    /// `xl mem-set`: the domain's balloon target, within its maxmem.
+    pub async fn mem_set(&self, name: &str, mib: u64) -> Result<(), XlError> {
+        self.run(&["mem-set", name, &format!("{mib}m")])
+            .await
+            .map(drop)
+    }
+
+    /// `xl vcpu-set`: how many of the domain's vcpus are online, within its maxvcpus.
+    pub async fn vcpu_set(&self, name: &str, vcpus: u32) -> Result<(), XlError> {
+        self.run(&["vcpu-set", name, &vcpus.to_string()])
+            .await
+            .map(drop)
+    }
+
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
         self.run(&["unpause", name]).await.map(drop)
     }

@@ -181,3 +181,11 @@ cmd_e2e() {
   cmd_push --test-image "$shim" "$REPO_DIR/tests/e2e/shim-e2e.sh"
   dom0 "shim-e2e.sh $*" < /dev/null || E2E_RC=$?
 }
+
+# bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
+cmd_bench() {
+  local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
+  [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
+  cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/ctr-run-latency.sh"
+  dom0 "ctr-run-latency.sh $*" < /dev/null
+}
