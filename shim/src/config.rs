@@ -53,7 +53,7 @@ impl Default for Config {
             kernel: base.join("vmlinuz"),
             initramfs: base.join("initramfs.cpio.gz"),
             memory_mib: 256,
-            min_memory_mib: 64,
+            min_memory_mib: 128,
             max_memory_factor: 2,
             vcpus: 1,
             max_vcpus: 2,

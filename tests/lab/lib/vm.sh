@@ -178,7 +178,7 @@ E2E_RC=0  # read by lab (ci, e2e)
 cmd_e2e() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "e2e: $shim not built (cargo build --release)"
-  cmd_push --test-image "$shim" "$REPO_DIR/tests/e2e/shim-e2e.sh"
+  cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/tests/e2e/shim-e2e.sh"
   dom0 "shim-e2e.sh $*" < /dev/null || E2E_RC=$?
 }
 
