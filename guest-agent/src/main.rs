@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vxn_runtime_core::mux::{handshake_agent, Mux, Role};
-use vxn_runtime_core::protocol::Event;
 
 use config::Config;
 use server::{Agent, Ended};
@@ -28,7 +27,7 @@ use server::{Agent, Ended};
 pub const SOFTWARE: &str = concat!("vxn-agent ", env!("CARGO_PKG_VERSION"));
 /// Lets the last response reach the host before the domain goes away.
 const FLUSH_GRACE: Duration = Duration::from_millis(200);
-const OOM_POLL: Duration = Duration::from_secs(1);
+const GUEST_POLL: Duration = Duration::from_secs(1);
 
 fn main() {
     pid1::ensure_std_fds();
@@ -111,7 +110,7 @@ async fn run(cfg: Config) -> i32 {
     let (mux, incoming) = Mux::start(io, leftover, Role::Agent);
     let agent = Agent::new(mux, reaper, cfg.state_dir.clone());
     if cfg.pid1 {
-        tokio::spawn(watch_oom(agent.clone()));
+        tokio::spawn(watch_guest(agent.clone()));
     }
     let ended = agent.clone().serve(incoming).await;
     tracing::info!(?ended, "stopping");
@@ -123,20 +122,14 @@ async fn run(cfg: Config) -> i32 {
     }
 }
 
-/// Publish an OOM event whenever the guest kernel's OOM-kill count grows.
-/// In a vxn DomU every process but the agent belongs to the container.
-async fn watch_oom(agent: Arc<Agent>) {
-    let mut seen = procfs::oom_kills();
+/// Publish an OOM event whenever the guest kernel's OOM-kill count grows, and
+/// bring vcpus online that Xen hot-plugged (`xl vcpu-set`): there is no udev.
+async fn watch_guest(agent: Arc<Agent>) {
+    agent.enable_oom_events();
     loop {
-        tokio::time::sleep(OOM_POLL).await;
-        let now = procfs::oom_kills();
-        if now > seen {
-            tracing::warn!(kills = now - seen, "guest kernel OOM-killed a process");
-            agent.send_event(&Event::Oom {
-                container_id: String::new(),
-            });
-            seen = now;
-        }
+        tokio::time::sleep(GUEST_POLL).await;
+        agent.check_oom();
+        procfs::online_new_cpus();
         if agent.mux().is_closed() {
             return;
         }

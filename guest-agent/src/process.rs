@@ -24,6 +24,8 @@ use crate::{pty, user};
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const READ_CHUNK: usize = 32 * 1024;
+/// A terminal's size before the client sets one: the classic 80x24.
+const DEFAULT_TTY_SIZE: WindowSize = WindowSize { rows: 24, cols: 80 };
 
 /// The agent's ends of a process's streams.
 #[derive(Default)]
@@ -458,9 +460,10 @@ impl ChildIo {
         if spec.terminal {
             let (master, slave) = pty::open(rootfs)
                 .map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
-            if let Some(size) = spec.console_size {
-                let _ = pty::set_size(master.as_raw_fd(), size);
-            }
+            // Until the client's first ResizePty (ctr sends it after Start), a
+            // 0x0 terminal breaks programs that ask for their size.
+            let size = spec.console_size.unwrap_or(DEFAULT_TTY_SIZE);
+            let _ = pty::set_size(master.as_raw_fd(), size);
             let dup = |fd: &OwnedFd| {
                 pty::dup(fd).map_err(|e| err(ErrorKind::Internal, format!("dup: {e}")))
             };

@@ -95,6 +95,28 @@ pub fn oom_kills() -> u64 {
         .unwrap_or(0)
 }
 
+/// Online every cpu that is present but offline: Xen hot-plugs vcpus (`xl vcpu-set`)
+/// as present-offline and leaves onlining to user space (udev elsewhere).
+pub fn online_new_cpus() {
+    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_cpu = name
+            .strip_prefix("cpu")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let online = entry.path().join("online");
+        if is_cpu && std::fs::read_to_string(&online).is_ok_and(|v| v.trim() == "0") {
+            match std::fs::write(&online, "1") {
+                Ok(()) => tracing::info!(cpu = %name, "vcpu online"),
+                Err(e) => tracing::warn!(cpu = %name, error = %e, "cannot online vcpu"),
+            }
+        }
+    }
+}
+
 /// Guest-wide figures: in a vxn DomU the guest *is* the container.
 pub fn stats() -> Stats {
     // SAFETY: sysconf has no preconditions.

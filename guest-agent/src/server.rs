@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -23,6 +24,9 @@ pub struct Agent {
     /// Serializes container creation so ids are checked and claimed atomically.
     create_lock: tokio::sync::Mutex<()>,
     pub shutdown: Notify,
+    /// The guest kernel's OOM-kill count already reported; u64::MAX: OOM events off
+    /// (test mode: the count would be the host's).
+    oom_seen: AtomicU64,
 }
 
 /// Why the serve loop ended.
@@ -45,7 +49,34 @@ impl Agent {
             containers: Mutex::default(),
             create_lock: Default::default(),
             shutdown: Notify::new(),
+            oom_seen: AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// Report OOM kills of the guest kernel as events (PID 1 mode: in a vxn DomU
+    /// every process but the agent belongs to the container).
+    pub fn enable_oom_events(&self) {
+        self.oom_seen.store(procfs::oom_kills(), Ordering::SeqCst);
+    }
+
+    /// Send `Event::Oom` if the guest's OOM-kill count grew since the last check.
+    pub fn check_oom(&self) {
+        let seen = self.oom_seen.load(Ordering::SeqCst);
+        if seen == u64::MAX {
+            return;
+        }
+        let now = procfs::oom_kills();
+        if now > seen
+            && self
+                .oom_seen
+                .compare_exchange(seen, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            tracing::warn!(kills = now - seen, "guest kernel OOM-killed a process");
+            self.send_event(&Event::Oom {
+                container_id: String::new(),
+            });
+        }
     }
 
     fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
@@ -191,7 +222,12 @@ impl Agent {
                 exec_id,
             } => {
                 let p = self.container(&container_id)?.process(exec_id.as_deref())?;
-                Ok(Response::Exited(p.wait().await))
+                let status = p.wait().await;
+                if status.signal == Some(libc::SIGKILL) {
+                    // Killed: if by the OOM killer, the event must precede the exit.
+                    self.check_oom();
+                }
+                Ok(Response::Exited(status))
             }
             Request::ResizeTty {
                 container_id,

@@ -268,7 +268,8 @@ test_exec() {
     { log "exec: rc=$rc out=[$(cat "$WORK/xo")] err=[$(cat "$WORK/xe")]"; ok=1; }
   out=$(printf 'abc' | "${CTR[@]}" task exec --exec-id x2 "$id" cat)
   [ "$out" = abc ] || { log "exec stdin: out=[$out]"; ok=1; }
-  out=$(script -qec "stty rows 21 cols 77; ${CTR[*]} task exec -t --exec-id x3 $id sh -c 'tty; stty size'" /dev/null | tr -d '\r')
+  # ctr sends ResizePty right after Start: give it a moment before asking the size
+  out=$(script -qec "stty rows 21 cols 77; ${CTR[*]} task exec -t --exec-id x3 $id sh -c 'tty; sleep 2; stty size'" /dev/null | tr -d '\r')
   out=${out#^@}
   echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '21 77' || { log "exec tty: out=[$out]"; ok=1; }
   "${CTR[@]}" task exec --exec-id x4 "$id" sh -c 'exit 0' </dev/null || { log "exec exit 0 failed"; ok=1; }
