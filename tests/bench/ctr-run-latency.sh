@@ -1,6 +1,7 @@
 #!/bin/bash
 # Benchmark, run INSIDE a Xen dom0 with containerd (the lab: tests/lab/lab bench).
 # Median wall time of `ctr run --rm IMG ID /bin/true` with the vxn runtime and with runc,
+# the median of 20 `ctr task exec ... /bin/true` into a running container (vxn and runc),
 # the split of the vxn time into phases (from the shim's "timing:" log lines in containerd's
 # journal), and the memory of one shim with one container running, vxn and runc.
 # Usage: ctr-run-latency.sh [RUNS]   (default 10). Prints numbers only; never fails on speed.
@@ -63,6 +64,23 @@ shim_memory() {
   "${CTR[@]}" container rm "$id" >/dev/null 2>&1
 }
 
+# exec_latency RUNTIME: median wall time of 20 `ctr task exec ID /bin/true` in one container.
+exec_latency() {
+  local rt=$1 id=bench-exec-$RANDOM i t0 t1
+  "${CTR[@]}" run -d --runtime "$rt" "$IMG" "$id" sleep 1000 >/dev/null || return
+  sleep 2
+  for ((i = 1; i <= 20; i++)); do
+    t0=$(now)
+    "${CTR[@]}" task exec --exec-id "e$i" "$id" /bin/true </dev/null >/dev/null 2>&1 || echo "exec $i failed" >&2
+    t1=$(now)
+    echo "$t0 $t1" | awk '{printf "%.3f\n", $2 - $1}'
+  done | median | xargs printf '  %-34s %s s\n' "$rt"
+  "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1
+  sleep 2
+  "${CTR[@]}" task delete "$id" >/dev/null 2>&1
+  "${CTR[@]}" container rm "$id" >/dev/null 2>&1
+}
+
 since=$(date '+%Y-%m-%d %H:%M:%S')
 "${CTR[@]}" run --rm --runtime "$VXN" "$IMG" bench-warmup /bin/true </dev/null >/dev/null 2>&1
 time_runs "$RUNC" runc
@@ -86,3 +104,6 @@ phase "delete (destroy + cleanup)" "timing: deleted"
 echo "shim memory with one container running:"
 shim_memory "$VXN" containerd-shim-vxn-v2
 shim_memory "$RUNC" containerd-shim-runc-v2
+echo "ctr task exec ID /bin/true, median of 20:"
+exec_latency "$VXN"
+exec_latency "$RUNC"
