@@ -264,6 +264,25 @@ async fn tty_reports_its_size_and_follows_resizes() {
     assert_eq!(a.client.wait("tty", None).await.unwrap().code, 0);
 }
 
+/// `ctr run -t` without a size yet (no terminal on the client side) must not
+/// leave the pty at 0x0: busybox `stty size` fails on that.
+#[tokio::test]
+async fn tty_without_a_size_is_80x24() {
+    if !require_root() {
+        return;
+    }
+    let a = start_agent().await;
+    let mut s = spec(&["stty", "size"]);
+    s.terminal = true;
+    s.console_size = None;
+    let io = a.create("tty0", s, true).await;
+    a.client.start("tty0", None).await.unwrap();
+    let mut stdout = io.stdout.unwrap();
+    let mut out = Vec::new();
+    read_until(&mut stdout, &mut out, "24 80").await;
+    assert_eq!(a.client.wait("tty0", None).await.unwrap().code, 0);
+}
+
 #[tokio::test]
 async fn exec_runs_beside_init_and_pids_list_both() {
     if !require_root() {

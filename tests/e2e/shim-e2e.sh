@@ -399,6 +399,12 @@ test_oom() {
   kill $evpid 2>/dev/null
   [ $rc = 137 ] || { log "oom: ctr exit $rc (want 137)"; ok=1; }
   grep -q "/tasks/oom.*$id" "$WORK/oom-events" || { log "no /tasks/oom: $(grep "$id" "$WORK/oom-events" | cut -c1-120)"; ok=1; }
+  # the OOM comes first: whoever reads the status on the exit (CRI: reason OOMKilled) must know why
+  local oom_line exit_line
+  oom_line=$(grep -n "/tasks/oom.*$id" "$WORK/oom-events" | head -1 | cut -d: -f1)
+  exit_line=$(grep -n "/tasks/exit.*$id" "$WORK/oom-events" | head -1 | cut -d: -f1)
+  [ -n "$oom_line" ] && [ -n "$exit_line" ] && [ "$oom_line" -lt "$exit_line" ] ||
+    { log "oom: /tasks/oom at line ${oom_line:-none}, /tasks/exit at line ${exit_line:-none}"; ok=1; }
   no_leftovers "$id" || ok=1
   return $ok
 }
