@@ -308,13 +308,25 @@ test_pause_resume() {
   sleep 5
   b=$(grep -c tick "$WORK/ticks")
   [ "$a" = "$b" ] || { log "output while paused: $a -> $b"; ok=1; }
+  # a frozen guest takes no signal and no exec: a clear error, the task stays paused
+  local err
+  err=$("${CTR[@]}" task kill -s TERM "$id" 2>&1) && { log "TERM to a paused task succeeded"; ok=1; }
+  echo "$err" | grep -q "is paused" || { log "TERM while paused: [$err]"; ok=1; }
+  err=$("${CTR[@]}" task exec --exec-id p1 "$id" true 2>&1 </dev/null) && { log "exec in a paused task succeeded"; ok=1; }
+  echo "$err" | grep -q "is paused" || { log "exec while paused: [$err]"; ok=1; }
+  wait_status "$id" PAUSED 5 || ok=1
   "${CTR[@]}" task resume "$id" || ok=1
   wait_status "$id" RUNNING 10 || ok=1
   sleep 4
   c=$(grep -c tick "$WORK/ticks")
   [ "$c" -gt "$b" ] || { log "no output after resume: $b -> $c"; ok=1; }
-  "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1
-  wait $ctrpid
+  # SIGKILL of a paused task ends the VM: the process exits 137
+  "${CTR[@]}" task pause "$id" || ok=1
+  wait_status "$id" PAUSED 10 || ok=1
+  "${CTR[@]}" task kill -s KILL "$id" || ok=1
+  local rc=0
+  wait $ctrpid || rc=$?
+  [ $rc = 137 ] || { log "KILL of the paused task: ctr exit $rc (want 137)"; ok=1; }
   kill $evpid 2>/dev/null
   grep -q "/tasks/paused.*$id" "$WORK/events" && grep -q "/tasks/resumed.*$id" "$WORK/events" ||
     { log "events: $(grep "$id" "$WORK/events" | cut -c1-120)"; ok=1; }
