@@ -265,10 +265,11 @@ impl Agent {
                 self.container(&container_id)?;
                 Ok(Response::Stats(procfs::stats()))
             }
-            Request::ListPids { container_id } => {
+            Request::ListPids { container_id, .. } => {
                 let c = self.container(&container_id)?;
                 Ok(Response::Pids {
                     processes: c.processes(),
+                    more: false,
                 })
             }
             Request::Shutdown => {

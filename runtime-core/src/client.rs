@@ -22,6 +22,8 @@ pub enum ClientError {
     Connection(#[from] MuxError),
     #[error("agent handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
+    #[error("guest answered with more than {max} {what}")]
+    TooMany { what: &'static str, max: usize },
     #[error("agent answered {op} with an unexpected {got:?}")]
     Unexpected {
         op: &'static str,
@@ -269,18 +271,41 @@ impl AgentClient {
         }
     }
 
+    /// Every process of the container, page by page: a guest with any number
+    /// of processes answers in bounded frames. A guest that keeps saying "more"
+    /// is stopped at [`MAX_PIDS`].
     pub async fn list_pids(&self, container_id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
-        match self
-            .call(&Request::ListPids {
+        let mut all: Vec<ProcessInfo> = Vec::new();
+        let mut after = None;
+        loop {
+            let req = Request::ListPids {
                 container_id: container_id.into(),
-            })
-            .await?
-        {
-            Response::Pids { processes } => Ok(processes),
-            got => Err(ClientError::Unexpected {
-                op: "pids",
-                got: Box::new(got),
-            }),
+                after,
+            };
+            let (page, more) = match self.call(&req).await? {
+                Response::Pids { processes, more } => (processes, more),
+                got => {
+                    return Err(ClientError::Unexpected {
+                        op: "pids",
+                        got: Box::new(got),
+                    })
+                }
+            };
+            // The cursor must move forward, or a lying guest could loop us forever.
+            let last = page.last().map(|p| p.pid);
+            let progressed = matches!((last, after), (Some(l), Some(a)) if l > a)
+                || (last.is_some() && after.is_none());
+            all.extend(page);
+            if all.len() > MAX_PIDS {
+                return Err(ClientError::TooMany {
+                    what: "processes",
+                    max: MAX_PIDS,
+                });
+            }
+            if !more || !progressed {
+                return Ok(all);
+            }
+            after = last;
         }
     }
 
@@ -298,6 +323,9 @@ impl AgentClient {
         self.mux.close("closed by host");
     }
 }
+
+/// Linux's PID_MAX_LIMIT: no guest has more processes than this.
+pub const MAX_PIDS: usize = 1 << 22;
 
 /// Default time to wait for an agent hello once its domain runs.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(60);

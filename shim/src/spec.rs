@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use vxn_runtime_core::protocol::{MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
+use vxn_runtime_core::protocol::{
+    self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize,
+};
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
@@ -31,6 +33,18 @@ pub struct Process {
     pub rlimits: Vec<OciRlimit>,
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    pub capabilities: Option<Capabilities>,
+}
+
+/// process.capabilities: the five sets by name.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub ambient: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +154,19 @@ impl Process {
                 .collect(),
             no_new_privileges: self.no_new_privileges,
             oom_score_adj: self.oom_score_adj,
+            // Like runc: a spec without capabilities gets none, never the agent's.
+            capabilities: Some(
+                self.capabilities
+                    .clone()
+                    .map(|c| protocol::Capabilities {
+                        bounding: c.bounding,
+                        effective: c.effective,
+                        permitted: c.permitted,
+                        inheritable: c.inheritable,
+                        ambient: c.ambient,
+                    })
+                    .unwrap_or_default(),
+            ),
         }
     }
 }
@@ -289,6 +316,17 @@ mod tests {
         );
         assert_eq!(p.rlimits[0].soft, 512);
         assert!(p.no_new_privileges && p.terminal);
+        // No capabilities in the spec: none in the container, never the agent's full set.
+        assert_eq!(p.capabilities, Some(Default::default()));
+        let s = spec(
+            r#"{"process":{"args":["sh"],"capabilities":{"bounding":["CAP_KILL"],"effective":["CAP_KILL"]}}}"#,
+        );
+        let caps = s.process.unwrap().to_agent().capabilities.unwrap();
+        assert_eq!(
+            (caps.bounding, caps.effective),
+            (vec!["CAP_KILL".to_string()], vec!["CAP_KILL".to_string()])
+        );
+        assert!(caps.permitted.is_empty());
     }
 
     #[test]

@@ -82,6 +82,26 @@ pub struct ProcessSpec {
     pub no_new_privileges: bool,
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// The OCI capability sets. `None` leaves the agent's own (full) set, which
+    /// only tests want; the shim always sends the spec's (absent = no capabilities).
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// OCI capability sets, by name (`CAP_NET_BIND_SERVICE`, ...). Names the guest
+/// kernel does not know are skipped with a warning, as runc does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub bounding: Vec<String>,
+    #[serde(default)]
+    pub effective: Vec<String>,
+    #[serde(default)]
+    pub permitted: Vec<String>,
+    #[serde(default)]
+    pub inheritable: Vec<String>,
+    #[serde(default)]
+    pub ambient: Vec<String>,
 }
 
 /// Where the container's root filesystem comes from, as the guest sees it.
@@ -195,8 +215,12 @@ pub enum Request {
     Stats {
         container_id: String,
     },
+    /// One page of the container's processes, in pid order, those with a pid
+    /// above `after` (a cursor: the last pid of the previous page).
     ListPids {
         container_id: String,
+        #[serde(default)]
+        after: Option<u32>,
     },
     /// Sync filesystems, then power the domain off.
     Shutdown,
@@ -245,10 +269,17 @@ pub struct AgentInfo {
 pub enum Response {
     Ok,
     Pong(AgentInfo),
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     Exited(ExitStatus),
     Stats(Stats),
-    Pids { processes: Vec<ProcessInfo> },
+    /// A page of processes; `more`: ask again with `after` = the last pid.
+    Pids {
+        processes: Vec<ProcessInfo>,
+        #[serde(default)]
+        more: bool,
+    },
 }
 
 /// Error categories; the shim maps them onto ttrpc status codes.

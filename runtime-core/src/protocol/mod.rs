@@ -11,7 +11,9 @@ pub use messages::*;
 /// Name in the hello; a peer with another name is not a vxn agent.
 pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// Bumped on any incompatible change to frames or messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// v2: OCI capabilities in `ProcessSpec` (an agent that ignored them would run
+/// containers with every capability) and paged `ListPids`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
