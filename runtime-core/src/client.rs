@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use crate::mux::{handshake_host, HandshakeError, Mux, MuxError, Role, StreamReader, StreamWriter};
 use crate::protocol::{
-    AgentError, AgentInfo, CreateContainer, ErrorKind, Event, ExitStatus, Hello, ProcessInfo,
-    ProcessSpec, Request, Response, Stats, StdioStreams, WindowSize,
+    guest_text, AgentError, AgentInfo, CreateContainer, ErrorKind, Event, ExitStatus, Hello,
+    ProcessInfo, ProcessSpec, Request, Response, Stats, StdioStreams, WindowSize,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +24,10 @@ pub enum ClientError {
     Handshake(#[from] HandshakeError),
     #[error("guest answered with more than {max} {what}")]
     TooMany { what: &'static str, max: usize },
-    #[error("agent answered {op} with an unexpected {got:?}")]
-    Unexpected {
-        op: &'static str,
-        got: Box<Response>,
-    },
+    #[error("agent answered {op} with an unexpected {got} answer")]
+    Unexpected { op: &'static str, got: &'static str },
+    #[error("the guest agent did not answer {op} within {after:?}")]
+    Timeout { op: &'static str, after: Duration },
 }
 
 impl ClientError {
@@ -64,6 +63,26 @@ pub struct AgentClient {
     agent: Hello,
     events: Mutex<Option<mpsc::Receiver<Event>>>,
     next_stream: AtomicU32,
+    timeouts: Timeouts,
+}
+
+/// How long each kind of call may take. `Wait` has none: it is answered when
+/// the process exits, and fails when the connection does.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// CreateContainer: waits for the rootfs device and mounts it.
+    pub create: Duration,
+    /// Every other call.
+    pub call: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            create: Duration::from_secs(120),
+            call: Duration::from_secs(30),
+        }
+    }
 }
 
 impl AgentClient {
@@ -80,7 +99,12 @@ impl AgentClient {
             agent,
             events: Mutex::new(Some(incoming.events)),
             next_stream: AtomicU32::new(1),
+            timeouts: Timeouts::default(),
         })
+    }
+
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
     }
 
     /// The agent's self-description from its hello.
@@ -120,8 +144,29 @@ impl AgentClient {
         Ok((ids, io))
     }
 
+    /// One request, bounded in time; the guest's error text is escaped and
+    /// capped before anyone logs or shows it.
     async fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        Ok(self.mux.request(req).await??)
+        let limit = match req {
+            Request::Wait { .. } => None,
+            Request::CreateContainer(_) => Some(self.timeouts.create),
+            _ => Some(self.timeouts.call),
+        };
+        let answer = match limit {
+            None => self.mux.request(req).await?,
+            Some(after) => tokio::time::timeout(after, self.mux.request(req))
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    op: req.op(),
+                    after,
+                })??,
+        };
+        answer.map_err(|e| {
+            ClientError::Agent(AgentError {
+                kind: e.kind,
+                message: guest_text(&e.message),
+            })
+        })
     }
 
     async fn call_ok(&self, op: &'static str, req: &Request) -> Result<(), ClientError> {
@@ -129,7 +174,7 @@ impl AgentClient {
             Response::Ok => Ok(()),
             got => Err(ClientError::Unexpected {
                 op,
-                got: Box::new(got),
+                got: got.kind(),
             }),
         }
     }
@@ -139,7 +184,7 @@ impl AgentClient {
             Response::Pong(info) => Ok(info),
             got => Err(ClientError::Unexpected {
                 op: "ping",
-                got: Box::new(got),
+                got: got.kind(),
             }),
         }
     }
@@ -162,7 +207,7 @@ impl AgentClient {
             Response::Started { pid } => Ok(pid),
             got => Err(ClientError::Unexpected {
                 op: "start",
-                got: Box::new(got),
+                got: got.kind(),
             }),
         }
     }
@@ -213,7 +258,7 @@ impl AgentClient {
             Response::Exited(st) => Ok(st),
             got => Err(ClientError::Unexpected {
                 op: "wait",
-                got: Box::new(got),
+                got: got.kind(),
             }),
         }
     }
@@ -266,7 +311,7 @@ impl AgentClient {
             Response::Stats(s) => Ok(s),
             got => Err(ClientError::Unexpected {
                 op: "stats",
-                got: Box::new(got),
+                got: got.kind(),
             }),
         }
     }
@@ -287,7 +332,7 @@ impl AgentClient {
                 got => {
                     return Err(ClientError::Unexpected {
                         op: "pids",
-                        got: Box::new(got),
+                        got: got.kind(),
                     })
                 }
             };

@@ -5,7 +5,9 @@
 //! * [`client`]: the host-side typed client of the agent.
 
 pub mod client;
+pub mod command;
 pub mod mux;
+pub mod names;
 pub mod protocol;
 pub mod rootfs;
 pub mod vm;

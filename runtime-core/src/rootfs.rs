@@ -1,13 +1,20 @@
-//! Getting a container's root filesystem into its VM. The first exporter
-//! copies it into an ext4 image (`mkfs.ext4 -d`), as the bash vxn did; the
-//! trait is the seam a shared-filesystem exporter will replace it at.
+//! Getting a container's root filesystem into its VM. [`Ext4Image`] copies
+//! it into an ext4 image (`mkfs.ext4 -d`), as the bash vxn did, for the Xen
+//! backend; [`Directory`] hands the directory itself to an agent running on
+//! the host (process backend, tests only). The trait is the seam a
+//! shared-filesystem or block-device exporter will replace them at.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::process::Command;
+
+use crate::command;
+use crate::protocol::RootfsSource;
+use crate::vm::ROOTFS_DEVICE;
+
+/// mkfs.ext4 -d copies every byte: allow a slow disk, not forever.
+const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -20,7 +27,10 @@ pub enum ExportError {
 /// What the VM gets.
 #[derive(Debug, Clone)]
 pub struct ExportedRootfs {
-    pub disk: PathBuf,
+    /// A disk for the VM's config, if the export made one.
+    pub disk: Option<PathBuf>,
+    /// How the agent finds the rootfs in the guest.
+    pub guest: RootfsSource,
     pub size_bytes: u64,
     pub took: Duration,
 }
@@ -84,37 +94,37 @@ impl RootfsExport for Ext4Image {
         // ext4 metadata (~5%) plus the requested headroom, in whole MiB.
         let size_mib = (content + content / 20).div_ceil(1 << 20) + self.extra_mib.max(16);
         let image = work_dir.join(IMAGE_NAME);
-        let out = Command::new("mkfs.ext4")
-            .args([
-                "-q",
-                "-F",
-                "-b",
-                "4096",
-                "-m",
-                "0",
-                "-E",
-                "root_owner=0:0",
-                "-d",
-            ])
-            .arg(rootfs)
-            .arg(&image)
-            .arg(format!("{size_mib}M"))
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ExportError::Failed {
-                what: "run mkfs.ext4".into(),
-                detail: e.to_string(),
-            })?;
-        if !out.status.success() {
+        let mut args: Vec<std::ffi::OsString> = [
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-m",
+            "0",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.push(rootfs.into());
+        args.push(image.clone().into());
+        args.push(format!("{size_mib}M").into());
+        if let Err(e) = command::run("mkfs.ext4", &args, MKFS_TIMEOUT).await {
             let _ = std::fs::remove_file(&image);
             return Err(ExportError::Failed {
                 what: format!("mkfs.ext4 -d {}", rootfs.display()),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                detail: e.to_string(),
             });
         }
         Ok(ExportedRootfs {
-            disk: image,
+            disk: Some(image),
+            guest: RootfsSource::Block {
+                device: ROOTFS_DEVICE.into(),
+                fstype: "ext4".into(),
+                options: vec![],
+            },
             size_bytes: size_mib << 20,
             took: t0.elapsed(),
         })
@@ -123,6 +133,33 @@ impl RootfsExport for Ext4Image {
     async fn cleanup(&self, work_dir: &Path) {
         let _ = std::fs::remove_file(work_dir.join(IMAGE_NAME));
     }
+}
+
+/// The directory itself: the agent runs on the host (process backend) and
+/// mounts it in the container's own mount namespace. No copy, no isolation.
+#[derive(Debug, Clone, Default)]
+pub struct Directory;
+
+#[async_trait]
+impl RootfsExport for Directory {
+    async fn export(&self, rootfs: &Path, _work_dir: &Path) -> Result<ExportedRootfs, ExportError> {
+        let empty = std::fs::read_dir(rootfs)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if empty {
+            return Err(ExportError::Empty(rootfs.to_path_buf()));
+        }
+        Ok(ExportedRootfs {
+            disk: None,
+            guest: RootfsSource::Directory {
+                path: rootfs.to_string_lossy().into_owned(),
+            },
+            size_bytes: 0,
+            took: Duration::ZERO,
+        })
+    }
+
+    async fn cleanup(&self, _work_dir: &Path) {}
 }
 
 #[cfg(test)]
@@ -148,8 +185,9 @@ mod tests {
         ));
         std::fs::write(root.path().join("hello"), b"hi").unwrap();
         let img = exp.export(root.path(), work.path()).await.unwrap();
-        assert!(img.disk.is_file() && img.size_bytes >= 16 << 20);
+        let disk = img.disk.unwrap();
+        assert!(disk.is_file() && img.size_bytes >= 16 << 20);
         exp.cleanup(work.path()).await;
-        assert!(!img.disk.exists());
+        assert!(!disk.exists());
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use vxn_runtime_core::vm::Backend;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
 
@@ -36,6 +37,14 @@ pub struct Config {
     pub image_dir: PathBuf,
     /// Stats format: "v1", "v2" or "auto" (that of the host's cgroup hierarchy, as runc).
     pub metrics: String,
+    /// "xen", or "process" for tests only (the agent on the host: no isolation).
+    pub hypervisor: String,
+    /// The vxn-agent binary the "process" backend runs.
+    pub process_agent: PathBuf,
+    /// Seconds any agent call may take (Wait excepted: it lasts as long as the process).
+    pub agent_call_timeout_secs: u64,
+    /// Seconds a SIGKILLed init may take to be reported gone before the domain is destroyed.
+    pub kill_grace_secs: u64,
 }
 
 fn arch_dir() -> &'static str {
@@ -66,6 +75,10 @@ impl Default for Config {
             state_dir: "/run/vxn".into(),
             image_dir: "/var/lib/vxn".into(),
             metrics: "auto".into(),
+            hypervisor: "xen".into(),
+            process_agent: "/usr/local/lib/vxn/vxn-agent".into(),
+            agent_call_timeout_secs: 30,
+            kill_grace_secs: 10,
         }
     }
 }
@@ -84,7 +97,14 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.backend()?;
+        Ok(c)
+    }
+
+    /// The VM backend this config asks for.
+    pub fn backend(&self) -> Result<Backend, String> {
+        Backend::from_config(&self.hypervisor, &self.process_agent)
     }
 }
 
@@ -102,6 +122,15 @@ mod tests {
         assert!(Config::parse("memroy_mib = 1")
             .unwrap_err()
             .contains("unknown field"));
+        assert_eq!(Config::default().backend().unwrap(), Backend::Xen);
+        let c = Config::parse("hypervisor = \"process\"\nprocess_agent = \"/a\"").unwrap();
+        assert_eq!(
+            c.backend().unwrap(),
+            Backend::Process { agent: "/a".into() }
+        );
+        assert!(Config::parse("hypervisor = \"kvm\"")
+            .unwrap_err()
+            .contains("kvm"));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! act on; `Unknown` would hide that.
 
 use containerd_shim_protos::ttrpc::{self, Code};
+use vxn_runtime_core::mux::MuxError;
+use vxn_runtime_core::names::NameError;
 use vxn_runtime_core::protocol::ErrorKind;
+use vxn_runtime_core::vm::VmError;
 use vxn_runtime_core::ClientError;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,8 @@ pub enum ShimError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -35,6 +40,7 @@ impl ShimError {
             Self::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Self::Unimplemented(_) => Code::UNIMPLEMENTED,
             Self::Unavailable(_) => Code::UNAVAILABLE,
+            Self::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Self::Internal(_) => Code::INTERNAL,
         }
     }
@@ -49,6 +55,7 @@ impl ShimError {
             Self::FailedPrecondition(m) => Self::FailedPrecondition(wrap(m)),
             Self::Unimplemented(m) => Self::Unimplemented(wrap(m)),
             Self::Unavailable(m) => Self::Unavailable(wrap(m)),
+            Self::DeadlineExceeded(m) => Self::DeadlineExceeded(wrap(m)),
             Self::Internal(m) => Self::Internal(wrap(m)),
         }
     }
@@ -62,29 +69,40 @@ impl From<ShimError> for ttrpc::Error {
 
 impl From<ClientError> for ShimError {
     fn from(e: ClientError) -> Self {
+        // The agent's words were escaped and capped by the client.
         let msg = e.to_string();
-        match e.agent_kind() {
-            Some(ErrorKind::NotFound) => Self::NotFound(msg),
-            Some(ErrorKind::AlreadyExists) => Self::AlreadyExists(msg),
-            Some(ErrorKind::InvalidArgument) => Self::InvalidArgument(msg),
-            Some(ErrorKind::FailedPrecondition) => Self::FailedPrecondition(msg),
-            Some(ErrorKind::Unsupported) => Self::Unimplemented(msg),
-            Some(ErrorKind::Internal) => Self::Internal(msg),
-            None => Self::Unavailable(format!("guest agent unreachable: {msg}")),
+        match (&e, e.agent_kind()) {
+            (_, Some(ErrorKind::NotFound)) => Self::NotFound(msg),
+            (_, Some(ErrorKind::AlreadyExists)) => Self::AlreadyExists(msg),
+            (_, Some(ErrorKind::InvalidArgument)) => Self::InvalidArgument(msg),
+            (_, Some(ErrorKind::FailedPrecondition)) => Self::FailedPrecondition(msg),
+            (_, Some(ErrorKind::Unsupported)) => Self::Unimplemented(msg),
+            (_, Some(ErrorKind::Internal)) => Self::Internal(msg),
+            (ClientError::Timeout { .. }, None) => Self::DeadlineExceeded(msg),
+            (ClientError::Connection(MuxError::TooLarge { .. }), None) => Self::Internal(msg),
+            (_, None) => Self::Unavailable(format!("guest agent unreachable: {msg}")),
         }
     }
 }
 
-impl From<vxn_runtime_core::vm::VmError> for ShimError {
-    fn from(e: vxn_runtime_core::vm::VmError) -> Self {
-        use vxn_runtime_core::vm::VmError;
+impl From<VmError> for ShimError {
+    fn from(e: VmError) -> Self {
         let msg = e.to_string();
         match e {
+            // The request asks for something this host cannot give.
             VmError::Config(_) | VmError::Missing(_) | VmError::NoMemory { .. } => {
                 Self::InvalidArgument(msg)
             }
-            _ => Self::Internal(msg),
+            VmError::Exists(_) => Self::AlreadyExists(msg),
+            VmError::Unsupported(..) => Self::Unimplemented(msg),
+            VmError::Xl(_) | VmError::Io { .. } | VmError::Survived { .. } => Self::Internal(msg),
         }
+    }
+}
+
+impl From<NameError> for ShimError {
+    fn from(e: NameError) -> Self {
+        Self::InvalidArgument(e.to_string())
     }
 }
 

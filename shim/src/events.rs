@@ -41,3 +41,61 @@ impl Events {
         }
     }
 }
+
+/// A token bucket for events a guest raises: `burst` at once, then one per
+/// `every`. What it refuses is counted and logged now and then, not per event.
+pub struct RateLimit {
+    burst: u32,
+    every: std::time::Duration,
+    tokens: u32,
+    last: std::time::Instant,
+    dropped: u64,
+}
+
+impl RateLimit {
+    pub fn new(burst: u32, every: std::time::Duration) -> Self {
+        Self {
+            burst,
+            every,
+            tokens: burst,
+            last: std::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    pub fn allow(&mut self) -> bool {
+        let refill = (self.last.elapsed().as_nanos() / self.every.as_nanos().max(1)) as u32;
+        if refill > 0 {
+            self.tokens = self.tokens.saturating_add(refill).min(self.burst);
+            self.last = std::time::Instant::now();
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            return true;
+        }
+        self.dropped += 1;
+        if self.dropped == 1 || self.dropped % 1000 == 0 {
+            tracing::warn!(
+                dropped = self.dropped,
+                "the guest raises events faster than allowed; dropping"
+            );
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+    use std::time::Duration;
+
+    #[test]
+    fn a_flood_is_cut_to_the_burst_then_the_rate() {
+        let mut r = RateLimit::new(5, Duration::from_millis(50));
+        let allowed = (0..10_000).filter(|_| r.allow()).count();
+        assert_eq!(allowed, 5);
+        std::thread::sleep(Duration::from_millis(120));
+        let allowed = (0..10_000).filter(|_| r.allow()).count();
+        assert_eq!(allowed, 2);
+    }
+}

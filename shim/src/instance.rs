@@ -12,21 +12,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::events::task::{TaskExit, TaskIO};
 use tokio::sync::{watch, Notify};
-use vxn_runtime_core::protocol::{CreateContainer, ProcessInfo, RootfsSource, Stats};
+use vxn_runtime_core::client::Timeouts;
+use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::protocol::{CreateContainer, ProcessInfo, Stats};
 use vxn_runtime_core::rootfs::RootfsExport;
-use vxn_runtime_core::vm::{Hypervisor, Resize, VmSpec, ROOTFS_DEVICE};
+use vxn_runtime_core::vm::{Hypervisor, Resize, VmError, VmSpec};
 use vxn_runtime_core::AgentClient;
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
-use crate::events::Events;
+use crate::events::{Events, RateLimit};
 use crate::io::{self, StdioPaths};
-use crate::{spec, state};
+use crate::spec;
+use crate::state::{self, Record, StateDir};
 
 /// How long output may still flow after an exit before we report it anyway.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
-/// An agent that does not answer a signal in this time is considered gone.
-const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// OOM events a guest may raise in a burst, then one per second: containerd
+/// needs to know, not to be flooded.
+const OOM_BURST: u32 = 5;
 /// What a process "exits" with when its VM vanished under it.
 pub const VM_GONE_EXIT: u32 = 137;
 
@@ -119,9 +123,9 @@ pub struct Instance {
     exporter: Arc<dyn RootfsExport>,
     agent: AgentClient,
     events: Events,
-    state_dir: PathBuf,
-    image_dir: PathBuf,
-    rootfs_mounted: bool,
+    state: StateDir,
+    record: Record,
+    kill_grace: Duration,
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     paused: Mutex<bool>,
@@ -138,34 +142,6 @@ pub struct CreateParams {
     pub stdio: StdioPaths,
 }
 
-/// Undoes a partial Create, or a whole container at Delete.
-pub struct Teardown {
-    pub domain: String,
-    pub bundle: PathBuf,
-    pub rootfs_mounted: bool,
-    pub image_dir: PathBuf,
-    pub state_dir: PathBuf,
-}
-
-impl Teardown {
-    pub async fn run(&self, hv: &dyn Hypervisor, exporter: &dyn RootfsExport) {
-        if let Err(e) = hv.destroy(&self.domain).await {
-            tracing::warn!(domain = %self.domain, error = %e, "destroying the domain failed");
-        }
-        exporter.cleanup(&self.image_dir).await;
-        let _ = std::fs::remove_dir_all(&self.image_dir);
-        if self.rootfs_mounted {
-            let target = self.bundle.join("rootfs");
-            if let Err(e) =
-                containerd_shim::mount::umount_recursive(target.to_str(), libc::MNT_DETACH)
-            {
-                tracing::warn!(target = %target.display(), error = %e, "unmounting the rootfs failed");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
-
 fn now() -> SystemTime {
     SystemTime::now()
 }
@@ -178,7 +154,8 @@ impl Instance {
         exporter: Arc<dyn RootfsExport>,
         events: Events,
     ) -> Result<Arc<Self>> {
-        // Everything that can be checked without a VM is checked first.
+        // Everything that can be checked without touching the host is checked first.
+        let name = ContainerName::new(&p.namespace, &p.id)?;
         let spec = spec::load(&p.bundle)?;
         let process = spec
             .process
@@ -191,35 +168,24 @@ impl Instance {
         }
         let mounts = spec::mounts(&spec)?;
         let sizing = spec::sizing(&spec, cfg);
-        let domain = vxn_runtime_core::xen::domain_name(&p.namespace, &p.id);
-        let state_dir = state::dir(&cfg.state_dir, &p.namespace, &p.id);
-        let image_dir = cfg.image_dir.join(&p.namespace).join(&p.id);
-        let mut teardown = Teardown {
-            domain: domain.clone(),
-            bundle: p.bundle.clone(),
-            rootfs_mounted: false,
-            image_dir: image_dir.clone(),
-            state_dir: state_dir.clone(),
-        };
-        let persist = |t: &Teardown| {
-            state::save(
-                &t.state_dir,
-                &state::Persisted {
-                    domain: t.domain.clone(),
-                    bundle: t.bundle.clone(),
-                    rootfs_mounted: t.rootfs_mounted,
-                    image_dir: t.image_dir.clone(),
-                },
-            )
-            .map_err(|e| {
-                ShimError::Internal(format!("persist state in {}: {e}", t.state_dir.display()))
-            })
-        };
+        let domain = name.domain();
 
-        let result: Result<(AgentClient, Arc<Proc>)> = async {
-            persist(&teardown)?;
-            let rootfs_dir = rootfs_dir(&p, &spec, &mut teardown)?;
-            persist(&teardown)?;
+        // From here on, each thing is recorded before it is made, and a failure
+        // undoes exactly what the record names: never anything this create did not make.
+        let state = StateDir::create(&cfg.state_dir, &name)?;
+        let mut record = Record {
+            backend: hv.kind().into(),
+            ..Default::default()
+        };
+        let made = async {
+            state.save(&record)?;
+            let rootfs_dir = mount_rootfs(&p, &spec, &state, &mut record)?;
+            let image_dir = name.dir_under(&cfg.image_dir);
+            record.image_dir = Some(image_dir.clone());
+            state.save(&record)?;
+            // A leftover of this same (namespace, id) is ours to replace: no live
+            // task of this name exists, it would own the state directory.
+            let _ = std::fs::remove_dir_all(&image_dir);
             let exported = exporter
                 .export(&rootfs_dir, &image_dir)
                 .await
@@ -229,6 +195,11 @@ impl Instance {
                 took_ms = exported.took.as_millis() as u64,
                 "rootfs image built"
             );
+            if hv.exists(&domain).await? {
+                return Err(VmError::Exists(domain.clone()).into());
+            }
+            record.domain = Some(domain.clone());
+            state.save(&record)?;
             let vm = VmSpec {
                 name: domain.clone(),
                 kernel: cfg.kernel.clone(),
@@ -239,21 +210,33 @@ impl Instance {
                 max_memory_mib: sizing.max_memory_mib,
                 vcpus: sizing.vcpus,
                 max_vcpus: sizing.max_vcpus,
-                rootfs_disk: Some(exported.disk.clone()),
+                rootfs_disk: exported.disk.clone(),
                 bridge: (!cfg.bridge.is_empty()).then(|| cfg.bridge.clone()),
-                state_dir: state_dir.clone(),
+                state_dir: state.path().to_path_buf(),
             };
             let t = std::time::Instant::now();
-            let channel = hv.create_paused(&vm).await.map_err(|e| classify_create_error(e.into()))?;
-            tracing::info!(domain = %domain, took_ms = t.elapsed().as_millis() as u64, "timing: xl create -p");
+            let channel = match hv.create_paused(&vm).await {
+                Ok(c) => c,
+                Err(e @ VmError::Exists(_)) => {
+                    // Not ours: it must outlive our cleanup.
+                    record.domain = None;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            tracing::info!(domain = %domain, took_ms = t.elapsed().as_millis() as u64, "timing: create paused");
             let t = std::time::Instant::now();
             let timeout = Duration::from_secs(cfg.agent_timeout_secs);
             let connecting = tokio::spawn(AgentClient::connect(channel, timeout));
             hv.unpause(&domain).await?;
-            let agent = connecting
+            let mut agent = connecting
                 .await
                 .map_err(|e| ShimError::Internal(e.to_string()))?
                 .map_err(|e| ShimError::Unavailable(format!("guest agent of {domain}: {e}")))?;
+            agent.set_timeouts(Timeouts {
+                call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
+                ..Timeouts::default()
+            });
             tracing::info!(agent = agent.agent_software(), took_ms = t.elapsed().as_millis() as u64, "timing: agent ready");
             let t = std::time::Instant::now();
 
@@ -262,11 +245,7 @@ impl Instance {
                 .create_container(CreateContainer {
                     container_id: p.id.clone(),
                     hostname: spec.hostname.clone(),
-                    rootfs: RootfsSource::Block {
-                        device: ROOTFS_DEVICE.into(),
-                        fstype: "ext4".into(),
-                        options: vec![],
-                    },
+                    rootfs: exported.guest.clone(),
                     readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
                     mounts,
                     process: process.to_agent(),
@@ -282,10 +261,14 @@ impl Instance {
         }
         .await;
 
-        let (agent, init) = match result {
+        let (agent, init) = match made {
             Ok(v) => v,
             Err(e) => {
-                teardown.run(hv.as_ref(), exporter.as_ref()).await;
+                if let Err(left) =
+                    state::teardown(&record, &state, hv.as_ref(), exporter.as_ref()).await
+                {
+                    tracing::error!(error = %left, "cleaning up after a failed create");
+                }
                 return Err(e);
             }
         };
@@ -298,9 +281,9 @@ impl Instance {
             exporter,
             agent,
             events,
-            state_dir,
-            image_dir,
-            rootfs_mounted: teardown.rootfs_mounted,
+            state,
+            record,
+            kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
             init: init.clone(),
             execs: Mutex::default(),
             paused: Mutex::new(false),
@@ -446,7 +429,7 @@ impl Instance {
         });
     }
 
-    pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+    pub async fn kill(self: &Arc<Self>, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let p = self.process(exec_id)?;
         let sig = signal as i32;
         match p.status() {
@@ -475,10 +458,11 @@ impl Instance {
             }
             _ => {}
         }
+        let kill_task = sig == libc::SIGKILL && exec_id.is_empty();
         if self.is_paused() {
             // The frozen guest cannot take a signal; SIGKILL of the task ends the VM
             // (like SIGKILL into a frozen cgroup), anything else waits for Resume.
-            if sig != libc::SIGKILL || !exec_id.is_empty() {
+            if !kill_task {
                 return Err(ShimError::FailedPrecondition(format!(
                     "task {} is paused: only SIGKILL of the task can be delivered (resume it first)",
                     self.id
@@ -487,25 +471,43 @@ impl Instance {
             return self.kill_vm().await;
         }
         let exec = (!exec_id.is_empty()).then_some(exec_id);
-        let call = self.agent.signal(&self.id, exec, sig, all);
-        match tokio::time::timeout(AGENT_CALL_TIMEOUT, call).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.agent_kind().is_some() => Err(ShimError::from(e).context("kill")),
-            // The agent is gone or hung: SIGKILL still works, on the VM.
-            _ if sig == libc::SIGKILL && exec.is_none() => self.kill_vm().await,
-            Ok(Err(e)) => Err(ShimError::from(e).context("kill")),
-            Err(_) => Err(ShimError::Unavailable(
-                "the guest agent did not answer the signal".into(),
-            )),
+        let sent = self.agent.signal(&self.id, exec, sig, all).await;
+        if kill_task {
+            // Whatever the guest answers (or not), the task ends: if its exit is
+            // not reported within the grace period, the domain goes.
+            self.ensure_killed();
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "the guest did not take SIGKILL; the domain will be destroyed");
+            }
+            return Ok(());
         }
+        sent.map_err(|e| ShimError::from(e).context("kill"))
+    }
+
+    /// After SIGKILL of init: destroy the domain unless the exit arrives in time.
+    fn ensure_killed(self: &Arc<Self>) {
+        let inst = self.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(inst.kill_grace, inst.init.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tracing::warn!(grace = ?inst.kill_grace, "no exit reported for the SIGKILLed task");
+            if let Err(e) = inst.kill_vm().await {
+                tracing::error!(error = %e, "destroying the domain of the SIGKILLed task failed");
+            }
+        });
     }
 
     /// Destroy the domain: every process of the task exits with 137.
     async fn kill_vm(&self) -> Result<()> {
         tracing::warn!(domain = %self.domain, "destroying the domain to deliver SIGKILL");
-        self.hv.destroy(&self.domain).await?;
+        // Closing the channel fails the pending Waits: their exits are published as 137.
+        let destroyed = self.hv.destroy(&self.domain).await;
         self.agent.close();
-        Ok(())
+        Ok(destroyed?)
     }
 
     pub async fn exec(
@@ -666,17 +668,14 @@ impl Instance {
                 )))
             }
         };
-        let _ = tokio::time::timeout(
-            AGENT_CALL_TIMEOUT,
-            self.agent.delete(&self.id, Some(exec_id)),
-        )
-        .await;
+        let _ = self.agent.delete(&self.id, Some(exec_id)).await;
         self.execs().remove(exec_id);
         Ok(exit)
     }
 
     /// Tear the container down: domain, image, mounts, state. The init must
-    /// have exited (or never started).
+    /// have exited (or never started). An error means something is left (the
+    /// domain survived a destroy): the task stays, Delete can be retried.
     pub async fn delete(&self) -> Result<Exit> {
         let exit = match self.init.status() {
             Status::Running => {
@@ -689,15 +688,14 @@ impl Instance {
         };
         self.agent.close();
         let t = std::time::Instant::now();
-        Teardown {
-            domain: self.domain.clone(),
-            bundle: self.bundle.clone(),
-            rootfs_mounted: self.rootfs_mounted,
-            image_dir: self.image_dir.clone(),
-            state_dir: self.state_dir.clone(),
-        }
-        .run(self.hv.as_ref(), self.exporter.as_ref())
-        .await;
+        state::teardown(
+            &self.record,
+            &self.state,
+            self.hv.as_ref(),
+            self.exporter.as_ref(),
+        )
+        .await
+        .map_err(|e| e.context("delete"))?;
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: deleted");
         self.init.set_exited(exit);
         Ok(exit)
@@ -709,9 +707,13 @@ impl Instance {
             return;
         };
         let inst = Arc::downgrade(self);
+        let mut limit = RateLimit::new(OOM_BURST, Duration::from_secs(1));
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 let Some(inst) = inst.upgrade() else { return };
+                if !limit.allow() {
+                    continue;
+                }
                 match ev {
                     vxn_runtime_core::protocol::Event::Oom { .. } => {
                         tracing::warn!("the guest kernel OOM-killed a process");
@@ -737,19 +739,26 @@ pub fn timestamp(
     ts
 }
 
-/// The bundle's rootfs directory, mounting containerd's snapshot there first.
-fn rootfs_dir(p: &CreateParams, spec: &spec::Spec, teardown: &mut Teardown) -> Result<PathBuf> {
+/// The bundle's rootfs directory, mounting containerd's snapshot there first
+/// (recorded before the mount is made).
+fn mount_rootfs(
+    p: &CreateParams,
+    spec: &spec::Spec,
+    state: &StateDir,
+    record: &mut Record,
+) -> Result<PathBuf> {
     let target = p.bundle.join("rootfs");
     if !p.rootfs.is_empty() {
         std::fs::create_dir_all(&target)
             .map_err(|e| ShimError::Internal(format!("mkdir {}: {e}", target.display())))?;
+        record.rootfs_mount = Some(target.clone());
+        state.save(record)?;
         for m in &p.rootfs {
             let fstype = (!m.type_.is_empty()).then_some(m.type_.as_str());
             let source = (!m.source.is_empty()).then_some(m.source.as_str());
             containerd_shim::mount::mount_rootfs(fstype, source, &m.options, &target).map_err(
                 |e| ShimError::Internal(format!("mount rootfs {}: {e}", target.display())),
             )?;
-            teardown.rootfs_mounted = true;
         }
         return Ok(target);
     }
@@ -764,13 +773,4 @@ fn rootfs_dir(p: &CreateParams, spec: &spec::Spec, teardown: &mut Teardown) -> R
     } else {
         p.bundle.join(path)
     })
-}
-
-/// Tell the user's mistakes from our failures.
-fn classify_create_error(e: ShimError) -> ShimError {
-    match e {
-        // xl refuses e.g. more memory than Xen has free: the request is the problem.
-        ShimError::Internal(m) if m.contains("xl create") => ShimError::InvalidArgument(m),
-        other => other,
-    }
 }

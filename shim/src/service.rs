@@ -8,12 +8,13 @@ use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::{api, Config as ShimConfig, Flags, StartOpts};
 use containerd_shim_protos::protobuf::MessageField;
-use vxn_runtime_core::rootfs::Ext4Image;
-use vxn_runtime_core::vm::XenHypervisor;
+use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::rootfs::RootfsExport;
+use vxn_runtime_core::vm::Hypervisor;
 
 use crate::config::Config;
 use crate::events::Events;
-use crate::instance::{timestamp, Teardown, VM_GONE_EXIT};
+use crate::instance::{timestamp, VM_GONE_EXIT};
 use crate::task::TaskService;
 use crate::{logging, state};
 
@@ -26,10 +27,17 @@ pub struct Service {
     exit: Arc<ExitSignal>,
 }
 
-fn exporter(cfg: &Config) -> Arc<Ext4Image> {
-    Arc::new(Ext4Image {
-        extra_mib: cfg.rootfs_extra_mib,
-    })
+/// The backend the config asks for, and how its VMs get their rootfs.
+pub type Platform = (Arc<dyn Hypervisor>, Arc<dyn RootfsExport>);
+
+pub fn platform(cfg: &Config) -> Result<Platform, String> {
+    let backend = cfg.backend()?;
+    let hv = backend.build().map_err(|e| e.to_string())?;
+    Ok((hv, backend.exporter(cfg.rootfs_extra_mib)))
+}
+
+fn other(e: impl std::fmt::Display) -> containerd_shim::Error {
+    containerd_shim::Error::Other(e.to_string())
 }
 
 #[async_trait]
@@ -63,36 +71,28 @@ impl Shim for Service {
         Ok(address)
     }
 
-    /// Run by containerd after a shim was lost: destroy the domain and
-    /// remove everything the lost shim persisted.
+    /// Run by containerd after a shim was lost (and after every Delete):
+    /// destroy the domain and remove everything the lost shim made, from its
+    /// record and, where that is gone, by name. Errs while anything is left.
     async fn delete_shim(&mut self) -> containerd_shim::Result<api::DeleteResponse> {
-        let dir = state::dir(&self.cfg.state_dir, &self.namespace, &self.id);
-        match state::load(&dir) {
-            Some(p) => {
-                let t = Teardown {
-                    domain: p.domain,
-                    bundle: p.bundle,
-                    rootfs_mounted: p.rootfs_mounted,
-                    image_dir: p.image_dir,
-                    state_dir: dir,
-                };
-                t.run(&XenHypervisor::default(), exporter(&self.cfg).as_ref())
-                    .await;
-            }
-            None => {
-                // Nothing persisted: still make sure no domain of that name lives on.
-                let domain = vxn_runtime_core::xen::domain_name(&self.namespace, &self.id);
-                let _ = vxn_runtime_core::xen::Xl::default().destroy(&domain).await;
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-        // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
+        // An invalid name never had anything made for it.
+        let name = ContainerName::new(&self.namespace, &self.id).map_err(other)?;
         let bundle = if self.bundle.is_empty() {
-            "."
+            std::env::current_dir().unwrap_or_default()
         } else {
-            &self.bundle
+            PathBuf::from(&self.bundle)
         };
-        if let Ok(address) = std::fs::read_to_string(PathBuf::from(bundle).join("address")) {
+        let (hv, exporter) = platform(&self.cfg).map_err(other)?;
+        let dir = state::StateDir::of(&self.cfg.state_dir, &name);
+        let record = dir
+            .load()
+            .unwrap_or_default()
+            .or_by_name(&name, &bundle, &self.cfg.image_dir);
+        state::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
+            .await
+            .map_err(other)?;
+        // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
             remove_socket(address.trim());
         }
         Ok(api::DeleteResponse {
@@ -109,11 +109,14 @@ impl Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let platform = platform(&self.cfg);
+        if let Err(e) = &platform {
+            tracing::error!(error = %e, "no VM backend: every Create will fail");
+        }
         TaskService::new(
             self.namespace.clone(),
             self.cfg.clone(),
-            Arc::new(XenHypervisor::default()),
-            exporter(&self.cfg),
+            platform,
             Events::start(publisher, self.namespace.clone()),
             self.exit.clone(),
         )

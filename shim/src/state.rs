@@ -1,33 +1,182 @@
-//! What the shim persists under `<state_dir>/<namespace>/<id>/state.json` so
-//! that `containerd-shim-vxn-v2 delete` can clean up after a lost shim.
+//! What a container made on the host, recorded in
+//! `<state_dir>/<namespace>/<id>/state.json` *before* each thing is made, and
+//! the one teardown that undoes it: after a failed Create, at Delete, and in
+//! the `delete` action containerd runs for a lost shim. A SIGKILL at any
+//! point leaves a record that names everything there may be; what a record
+//! cannot name (it was lost) is found by name, since names are unique per
+//! (namespace, id).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::rootfs::RootfsExport;
+use vxn_runtime_core::vm::Hypervisor;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Persisted {
-    pub domain: String,
-    pub bundle: PathBuf,
-    /// Set when the shim mounted the snapshot at `bundle/rootfs`.
-    pub rootfs_mounted: bool,
-    pub image_dir: PathBuf,
+use crate::error::{Result, ShimError};
+
+const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    /// The backend that ran it ("xen", "process").
+    pub backend: String,
+    /// Set just before the domain is created (never for a name that was taken).
+    pub domain: Option<String>,
+    /// Set just before the snapshot is mounted there.
+    pub rootfs_mount: Option<PathBuf>,
+    /// Set just before the rootfs image is built there.
+    pub image_dir: Option<PathBuf>,
 }
 
-pub fn dir(state_root: &Path, namespace: &str, id: &str) -> PathBuf {
-    state_root.join(namespace).join(id)
+impl Record {
+    /// Fill what a lost or partial record does not name from the names this
+    /// container's things have whether or not they were recorded.
+    pub fn or_by_name(mut self, name: &ContainerName, bundle: &Path, image_root: &Path) -> Self {
+        self.domain.get_or_insert_with(|| name.domain());
+        self.rootfs_mount
+            .get_or_insert_with(|| bundle.join("rootfs"));
+        self.image_dir
+            .get_or_insert_with(|| name.dir_under(image_root));
+        self
+    }
 }
 
-pub fn save(dir: &Path, p: &Persisted) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("state.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(tmp, dir.join("state.json"))
+/// `<state_root>/<namespace>/<id>`: the container's directory of record.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
 }
 
-pub fn load(dir: &Path) -> Option<Persisted> {
-    serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> ShimError {
+    ShimError::Internal(format!("{what} {}: {e}", path.display()))
+}
+
+impl StateDir {
+    pub fn of(state_root: &Path, name: &ContainerName) -> Self {
+        Self {
+            path: name.dir_under(state_root),
+        }
+    }
+
+    /// Make the directory; one that exists belongs to a task of the same
+    /// (namespace, id) that was not cleaned up: refuse, touch nothing.
+    pub fn create(state_root: &Path, name: &ContainerName) -> Result<Self> {
+        let dir = Self::of(state_root, name);
+        if let Some(parent) = dir.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("mkdir", parent, e))?;
+        }
+        match std::fs::create_dir(&dir.path) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(ShimError::AlreadyExists(format!(
+                    "{} holds the state of an earlier task {}/{} that was not deleted \
+                     (ctr task delete {} cleans it up)",
+                    dir.path.display(),
+                    name.namespace(),
+                    name.id(),
+                    name.id()
+                )))
+            }
+            Err(e) => Err(io_err("mkdir", &dir.path, e)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn save(&self, r: &Record) -> Result<()> {
+        let tmp = self.path.join("state.json.tmp");
+        let json = serde_json::to_vec_pretty(r).map_err(|e| ShimError::Internal(e.to_string()))?;
+        std::fs::write(&tmp, json).map_err(|e| io_err("write", &tmp, e))?;
+        std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| io_err("rename", &tmp, e))
+    }
+
+    pub fn load(&self) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(self.path.join(STATE_FILE)).ok()?).ok()
+    }
+}
+
+/// Undo everything `r` names, each step even if an earlier one failed. Ok
+/// only when all is gone; otherwise the state directory stays, so the next
+/// Delete or `delete` action can try again, and the error says what is left.
+pub async fn teardown(
+    r: &Record,
+    state: &StateDir,
+    hv: &dyn Hypervisor,
+    exporter: &dyn RootfsExport,
+) -> Result<()> {
+    let mut left = Vec::new();
+    if let Some(domain) = &r.domain {
+        if let Err(e) = hv.destroy(domain).await {
+            tracing::error!(domain = %domain, error = %e, "the domain could not be destroyed");
+            left.push(e.to_string());
+        }
+    }
+    if let Some(dir) = &r.image_dir {
+        exporter.cleanup(dir).await;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => left.push(format!("remove {}: {e}", dir.display())),
+        }
+    }
+    if let Some(target) = &r.rootfs_mount {
+        if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), libc::MNT_DETACH)
+        {
+            left.push(format!("unmount {}: {e}", target.display()));
+        }
+    }
+    if !left.is_empty() {
+        return Err(ShimError::Internal(format!(
+            "teardown incomplete, left: {}",
+            left.join("; ")
+        )));
+    }
+    match std::fs::remove_dir_all(&state.path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", &state.path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_task_of_the_same_name_never_takes_over_the_first_ones_state() {
+        let root = tempfile::tempdir().unwrap();
+        let name = ContainerName::new("default", "c1").unwrap();
+        let dir = StateDir::create(root.path(), &name).unwrap();
+        dir.save(&Record {
+            backend: "xen".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = StateDir::create(root.path(), &name).unwrap_err();
+        assert!(matches!(e, ShimError::AlreadyExists(_)), "{e}");
+        assert_eq!(dir.load().unwrap().backend, "xen");
+        // Distinct tenants, distinct directories, even with dashes.
+        let a = StateDir::of(root.path(), &ContainerName::new("a-b", "c").unwrap());
+        let b = StateDir::of(root.path(), &ContainerName::new("a", "b-c").unwrap());
+        assert_ne!(a.path(), b.path());
+    }
+
+    #[test]
+    fn a_lost_record_is_completed_by_name() {
+        let name = ContainerName::new("ns", "id").unwrap();
+        let r = Record::default().or_by_name(&name, Path::new("/b"), Path::new("/img"));
+        assert_eq!(r.domain.as_deref(), Some(name.domain().as_str()));
+        assert_eq!(r.rootfs_mount.as_deref(), Some(Path::new("/b/rootfs")));
+        assert_eq!(r.image_dir.as_deref(), Some(Path::new("/img/ns/id")));
+        // What was recorded wins.
+        let r = Record {
+            image_dir: Some("/elsewhere".into()),
+            ..Default::default()
+        }
+        .or_by_name(&name, Path::new("/b"), Path::new("/img"));
+        assert_eq!(r.image_dir.as_deref(), Some(Path::new("/elsewhere")));
+    }
 }

@@ -16,21 +16,20 @@ use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::{Mutex, RwLock};
-use vxn_runtime_core::rootfs::RootfsExport;
-use vxn_runtime_core::vm::Hypervisor;
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
 use crate::events::Events;
 use crate::instance::{timestamp, CreateParams, Exit, Instance, Status};
 use crate::io::StdioPaths;
+use crate::service::Platform;
 use crate::{metrics, spec};
 
 pub struct TaskService {
     pub namespace: String,
     pub cfg: Arc<Config>,
-    pub hv: Arc<dyn Hypervisor>,
-    pub exporter: Arc<dyn RootfsExport>,
+    /// The VM backend, or why the config gives none.
+    pub platform: std::result::Result<Platform, String>,
     pub events: Events,
     pub exit: Arc<ExitSignal>,
     tasks: RwLock<HashMap<String, Arc<Instance>>>,
@@ -42,16 +41,14 @@ impl TaskService {
     pub fn new(
         namespace: String,
         cfg: Arc<Config>,
-        hv: Arc<dyn Hypervisor>,
-        exporter: Arc<dyn RootfsExport>,
+        platform: std::result::Result<Platform, String>,
         events: Events,
         exit: Arc<ExitSignal>,
     ) -> Self {
         Self {
             namespace,
             cfg,
-            hv,
-            exporter,
+            platform,
             events,
             exit,
             tasks: RwLock::default(),
@@ -131,14 +128,12 @@ impl Task for TaskService {
                     terminal: req.terminal,
                 },
             };
-            let inst = Instance::create(
-                params,
-                &self.cfg,
-                self.hv.clone(),
-                self.exporter.clone(),
-                self.events.clone(),
-            )
-            .await?;
+            let (hv, exporter) = self
+                .platform
+                .clone()
+                .map_err(|e| ShimError::InvalidArgument(format!("/etc/vxn/config.toml: {e}")))?;
+            let inst =
+                Instance::create(params, &self.cfg, hv, exporter, self.events.clone()).await?;
             self.tasks
                 .write()
                 .await

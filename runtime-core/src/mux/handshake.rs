@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{
     frame::{decode_frame, encode_frame},
-    from_json, to_json, Frame, FrameKind, Hello, ProtocolError, PREAMBLE, PROTOCOL_NAME,
-    PROTOCOL_VERSION,
+    from_json, guest_text, to_json, Frame, FrameKind, Hello, ProtocolError, PREAMBLE,
+    PROTOCOL_NAME, PROTOCOL_VERSION,
 };
 
 /// Bytes of noise tolerated before a preamble before we give up.
@@ -146,6 +146,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The guest's words in a hello, made safe to log and show.
+fn from_guest(h: Hello) -> Hello {
+    Hello {
+        protocol: guest_text(&h.protocol),
+        software: guest_text(&h.software),
+        error: h.error.as_deref().map(guest_text),
+        ..h
+    }
+}
+
 /// Host side. Returns the agent's hello and bytes read past it.
 pub async fn handshake_host<S>(
     io: &mut S,
@@ -157,11 +167,11 @@ where
 {
     let run = async {
         let mut reader = HelloReader::new();
-        let agent = reader.next(io).await?;
+        let agent = from_guest(reader.next(io).await?);
         check_compatible(&agent)?;
         write_hello(io, &our_hello(software, false, None)).await?;
         loop {
-            let h = reader.next(io).await?;
+            let h = from_guest(reader.next(io).await?);
             if !h.ack {
                 continue; // a repeat sent before the agent read ours
             }

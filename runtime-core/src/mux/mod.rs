@@ -7,14 +7,14 @@
 //!
 //! Memory bounds, so a hostile peer cannot grow ours:
 //! * a frame is at most [`MAX_CONTROL_PAYLOAD`](crate::protocol::frame::MAX_CONTROL_PAYLOAD);
+//!   a bigger control frame is skipped unbuffered and fails only its request;
 //! * each receive stream buffers at most [`INITIAL_WINDOW`] bytes (more is a
 //!   protocol error that closes the connection);
 //! * data for streams we did not open is dropped;
-//! * events are queued up to [`EVENT_QUEUE`] and dropped (logged) past that.
-//!
-//! The outgoing queue is unbounded as a channel but bounded by the protocol:
-//! data frames wait for credit, credits and resets are proportional to data
-//! received, and requests to concurrent callers.
+//! * events are queued up to [`EVENT_QUEUE`] and dropped (counted) past that;
+//! * credit a peer grants is capped at one window per stream, and the
+//!   outgoing queue at [`MAX_QUEUED_BYTES`]: a peer that stops reading its
+//!   channel is disconnected, never buffered for.
 
 mod handshake;
 mod stream;
@@ -23,6 +23,7 @@ pub use handshake::{handshake_agent, handshake_host, HandshakeError};
 pub use stream::{StreamReader, StreamWriter};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -33,14 +34,19 @@ use tokio::task::AbortHandle;
 use tokio_util::codec::FramedRead;
 
 use crate::protocol::{
-    frame::encode_frame, from_json, to_json, Event, Frame, FrameCodec, FrameKind, ProtocolError,
-    Request, ResponseBody, StreamId, INITIAL_WINDOW,
+    frame::{encode_frame, HEADER_LEN, MAX_CONTROL_PAYLOAD},
+    from_json, guest_text, to_json, AgentError, Decoded, ErrorKind, Event, Frame, FrameCodec,
+    FrameKind, ProtocolError, Request, ResponseBody, StreamId, INITIAL_WINDOW,
 };
 
 /// Events buffered for a slow consumer before new ones are dropped.
 pub const EVENT_QUEUE: usize = 256;
 /// Requests buffered for the server loop (agent side).
 const REQUEST_QUEUE: usize = 64;
+/// Bytes waiting to be written before the peer counts as not reading. Data
+/// waits for credit (one window per stream at most), so a reading peer never
+/// gets near this.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MuxError {
@@ -52,6 +58,12 @@ pub enum MuxError {
     StreamInUse(StreamId),
     #[error("malformed response: {0}")]
     BadResponse(Arc<str>),
+    #[error("{what} of {len} bytes is over the {max}-byte message limit")]
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// A request received by the serving side; answer with [`Mux::respond`].
@@ -83,14 +95,20 @@ pub struct Mux {
 
 struct Shared {
     out: mpsc::UnboundedSender<Frame>,
+    /// Bytes in `out` not yet written (bounded by [`MAX_QUEUED_BYTES`]).
+    queued: AtomicUsize,
+    /// Events dropped because nobody took them fast enough.
+    dropped_events: AtomicU64,
     state: Mutex<State>,
     closed: watch::Sender<Option<Arc<str>>>,
 }
 
+type Pending = oneshot::Sender<Result<Bytes, MuxError>>;
+
 #[derive(Default)]
 struct State {
     next_request: u32,
-    pending: HashMap<u32, oneshot::Sender<Bytes>>,
+    pending: HashMap<u32, Pending>,
     rx: HashMap<StreamId, RxState>,
     tx: HashMap<StreamId, TxState>,
     closed: Option<Arc<str>>,
@@ -124,13 +142,15 @@ impl Mux {
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             out: out_tx,
+            queued: AtomicUsize::new(0),
+            dropped_events: AtomicU64::new(0),
             state: Mutex::default(),
             closed,
         });
         let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
 
-        let mut framed = FramedRead::new(rd, FrameCodec);
+        let mut framed = FramedRead::new(rd, FrameCodec::default());
         framed.read_buffer_mut().extend_from_slice(&leftover);
         let reader = tokio::spawn(read_loop(shared.clone(), framed, role, req_tx, ev_tx));
         let writer = tokio::spawn(write_loop(shared.clone(), out_rx, wr));
@@ -144,8 +164,17 @@ impl Mux {
         )
     }
 
-    /// Send a request and wait for its response.
+    /// Send a request and wait for its response. A request or a response over
+    /// the message limit fails this call only.
     pub async fn request(&self, req: &Request) -> Result<ResponseBody, MuxError> {
+        let body = to_json(req);
+        if body.len() > MAX_CONTROL_PAYLOAD {
+            return Err(MuxError::TooLarge {
+                what: "request",
+                len: body.len(),
+                max: MAX_CONTROL_PAYLOAD,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut st = self.shared.lock();
@@ -155,37 +184,45 @@ impl Mux {
             st.next_request = st.next_request.wrapping_add(1);
             let id = st.next_request;
             st.pending.insert(id, tx);
-            let _ = self
-                .shared
-                .out
-                .send(Frame::new(FrameKind::Request, id, to_json(req)));
             id
         };
         let _guard = PendingGuard {
             shared: &self.shared,
             id,
         };
+        self.shared.send(Frame::new(FrameKind::Request, id, body));
         match rx.await {
-            Ok(body) => from_json::<ResponseBody>("response", &body)
-                .map_err(|e| MuxError::BadResponse(e.to_string().into())),
+            Ok(Ok(body)) => from_json::<ResponseBody>("response", &body)
+                .map_err(|e| MuxError::BadResponse(guest_text(&e.to_string()).into())),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(self.closed_error()),
         }
     }
 
-    /// Answer request `id` (serving side).
+    /// Answer request `id` (serving side). An answer over the message limit
+    /// becomes an error answer, so the requester is not left waiting.
     pub fn respond(&self, id: u32, body: &ResponseBody) {
-        let _ = self
-            .shared
-            .out
-            .send(Frame::new(FrameKind::Response, id, to_json(body)));
+        let mut payload = to_json(body);
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            let err: ResponseBody = Err(AgentError::new(
+                ErrorKind::Internal,
+                format!(
+                    "the answer of {} bytes is over the {MAX_CONTROL_PAYLOAD}-byte message limit",
+                    payload.len()
+                ),
+            ));
+            payload = to_json(&err);
+        }
+        self.shared
+            .send(Frame::new(FrameKind::Response, id, payload));
     }
 
     /// Send an unsolicited event (agent side).
     pub fn send_event(&self, ev: &Event) {
-        let _ = self
-            .shared
-            .out
-            .send(Frame::new(FrameKind::Event, 0, to_json(ev)));
+        let payload = to_json(ev);
+        if payload.len() <= MAX_CONTROL_PAYLOAD {
+            self.shared.send(Frame::new(FrameKind::Event, 0, payload));
+        }
     }
 
     /// Register a stream we will receive on; the peer may send at once.
@@ -276,6 +313,7 @@ impl Shared {
     }
 
     fn close(&self, reason: Arc<str>) {
+        let reason: Arc<str> = guest_text(&reason).into();
         let tasks = {
             let mut st = self.lock();
             if st.closed.is_some() {
@@ -298,8 +336,33 @@ impl Shared {
         }
     }
 
+    /// Queue a frame for the writer. Past [`MAX_QUEUED_BYTES`] the peer is not
+    /// reading its channel: the connection is closed rather than buffered for.
     fn send(&self, frame: Frame) {
-        let _ = self.out.send(frame);
+        let size = HEADER_LEN + frame.payload.len();
+        let queued = self.queued.fetch_add(size, Ordering::SeqCst) + size;
+        if queued > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(size, Ordering::SeqCst);
+            self.close(
+                format!("the peer stopped reading its channel ({queued} bytes waiting to be sent)")
+                    .into(),
+            );
+            return;
+        }
+        if self.out.send(frame).is_err() {
+            self.queued.fetch_sub(size, Ordering::SeqCst);
+        }
+    }
+
+    /// Count an event nobody took; log the first and then every 1000th.
+    fn drop_event(&self) {
+        let n = self.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n % 1000 == 0 {
+            tracing::warn!(
+                dropped = n,
+                "event queue full or unread, dropping agent events"
+            );
+        }
     }
 }
 
@@ -316,7 +379,11 @@ async fn read_loop<R>(
         let frame = match framed.next().await {
             None => break "peer closed the channel".into(),
             Some(Err(e)) => break e.to_string().into(),
-            Some(Ok(f)) => f,
+            Some(Ok(Decoded::Frame(f))) => f,
+            Some(Ok(Decoded::Oversized { kind, id, len })) => {
+                oversized(&shared, kind, id, len, role);
+                continue;
+            }
         };
         if let Err(e) = route(&shared, frame, role, &requests, &events).await {
             tracing::warn!(error = %e, "protocol violation from peer, closing");
@@ -324,6 +391,35 @@ async fn read_loop<R>(
         }
     };
     shared.close(reason);
+}
+
+/// A control frame over the limit was skipped: fail just the exchange it belongs to.
+fn oversized(shared: &Shared, kind: FrameKind, id: u32, len: usize, role: Role) {
+    let too_large = |what| MuxError::TooLarge {
+        what,
+        len,
+        max: MAX_CONTROL_PAYLOAD,
+    };
+    match (kind, role) {
+        (FrameKind::Response, Role::Host) => {
+            tracing::warn!(
+                id,
+                len,
+                "the agent sent an oversized response; failing that request"
+            );
+            if let Some(tx) = shared.lock().pending.remove(&id) {
+                let _ = tx.send(Err(too_large("response")));
+            }
+        }
+        (FrameKind::Request, Role::Agent) => {
+            let err: ResponseBody = Err(AgentError::new(
+                ErrorKind::InvalidArgument,
+                too_large("request").to_string(),
+            ));
+            shared.send(Frame::new(FrameKind::Response, id, to_json(&err)));
+        }
+        _ => shared.drop_event(),
+    }
 }
 
 async fn route(
@@ -349,7 +445,7 @@ async fn route(
             let waiter = shared.lock().pending.remove(&frame.id);
             match waiter {
                 Some(tx) => {
-                    let _ = tx.send(frame.payload);
+                    let _ = tx.send(Ok(frame.payload));
                 }
                 None => tracing::debug!(id = frame.id, "response to no pending request"),
             }
@@ -357,7 +453,7 @@ async fn route(
         (FrameKind::Event, Role::Host) => {
             let ev = from_json::<Event>("event", &frame.payload)?;
             if events.try_send(ev).is_err() {
-                tracing::warn!("event queue full or unread, dropping an agent event");
+                shared.drop_event();
             }
         }
         (FrameKind::Data, _) => {
@@ -387,8 +483,12 @@ async fn route(
         }
         (FrameKind::Credit, _) => {
             if let Some(tx) = shared.lock().tx.get_mut(&frame.id) {
-                // Saturate: a peer granting absurd credit only hurts itself.
-                tx.credit = tx.credit.saturating_add(frame.credit_amount() as u64);
+                // A reading peer never has more than a window outstanding; more
+                // would let a peer that stops reading make us queue without end.
+                tx.credit = tx
+                    .credit
+                    .saturating_add(frame.credit_amount() as u64)
+                    .min(INITIAL_WINDOW as u64);
                 tx.notify.notify_one();
             }
         }
@@ -410,16 +510,21 @@ where
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let result: Result<(), ProtocolError> = async {
         while let Some(frame) = out.recv().await {
+            let mut taken = HEADER_LEN + frame.payload.len();
             encode_frame(&frame, &mut buf)?;
             // Coalesce whatever is already queued into one write.
             while buf.len() < 256 * 1024 {
                 match out.try_recv() {
-                    Ok(f) => encode_frame(&f, &mut buf)?,
+                    Ok(f) => {
+                        taken += HEADER_LEN + f.payload.len();
+                        encode_frame(&f, &mut buf)?;
+                    }
                     Err(_) => break,
                 }
             }
             wr.write_all(&buf).await?;
             wr.flush().await?;
+            shared.queued.fetch_sub(taken, Ordering::SeqCst);
             buf.clear();
         }
         Ok(())
@@ -431,3 +536,6 @@ where
     };
     shared.close(reason);
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,9 @@ impl StreamReader {
     /// The next chunk, or `None` at end of stream.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, MuxError> {
         loop {
-            let notify = {
+            // Frames are queued only after the lock is released: queueing may
+            // close the connection, which takes the lock.
+            let (chunk, grant, notify) = {
                 let mut st = self.shared.lock();
                 let closed = st.closed.clone();
                 let Some(rx) = st.rx.get_mut(&self.id) else {
@@ -44,35 +46,43 @@ impl StreamReader {
                 if let Some(chunk) = rx.queue.pop_front() {
                     rx.queued -= chunk.len();
                     rx.unacked += chunk.len();
-                    if rx.unacked >= CREDIT_BATCH {
-                        let grant = std::mem::take(&mut rx.unacked);
-                        self.shared.send(Frame::credit(self.id, grant as u32));
-                    }
-                    return Ok(Some(chunk));
-                }
-                if rx.eof {
+                    let grant =
+                        (rx.unacked >= CREDIT_BATCH).then(|| std::mem::take(&mut rx.unacked));
+                    (Some(chunk), grant, None)
+                } else if rx.eof {
                     self.done = true;
                     st.rx.remove(&self.id);
                     return Ok(None);
-                }
-                if let Some(reason) = closed {
+                } else if let Some(reason) = closed {
                     return Err(MuxError::Closed(reason));
+                } else {
+                    (None, None, Some(rx.notify.clone()))
                 }
-                rx.notify.clone()
             };
-            notify.notified().await;
+            if let Some(grant) = grant {
+                self.shared.send(Frame::credit(self.id, grant as u32));
+            }
+            if let Some(chunk) = chunk {
+                return Ok(Some(chunk));
+            }
+            if let Some(notify) = notify {
+                notify.notified().await;
+            }
         }
     }
 }
 
 impl Drop for StreamReader {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if let Some(rx) = st.rx.remove(&self.id) {
-            if !rx.eof && !self.done {
-                self.shared
-                    .send(Frame::new(FrameKind::Reset, self.id, Bytes::new()));
-            }
+        let reset = {
+            let mut st = self.shared.lock();
+            st.rx
+                .remove(&self.id)
+                .is_some_and(|rx| !rx.eof && !self.done)
+        };
+        if reset {
+            self.shared
+                .send(Frame::new(FrameKind::Reset, self.id, Bytes::new()));
         }
     }
 }
@@ -95,7 +105,7 @@ impl StreamWriter {
     /// Send all of `data`, waiting for credit as needed.
     pub async fn send(&self, mut data: Bytes) -> Result<(), MuxError> {
         while !data.is_empty() {
-            let notify = {
+            let (chunk, notify) = {
                 let mut st = self.shared.lock();
                 if let Some(reason) = &st.closed {
                     return Err(MuxError::Closed(reason.clone()));
@@ -109,13 +119,18 @@ impl StreamWriter {
                 if tx.credit > 0 {
                     let n = data.len().min(MAX_DATA_PAYLOAD).min(tx.credit as usize);
                     tx.credit -= n as u64;
-                    self.shared
-                        .send(Frame::new(FrameKind::Data, self.id, data.split_to(n)));
-                    continue;
+                    (Some(data.split_to(n)), None)
+                } else {
+                    (None, Some(tx.notify.clone()))
                 }
-                tx.notify.clone()
             };
-            notify.notified().await;
+            if let Some(chunk) = chunk {
+                self.shared
+                    .send(Frame::new(FrameKind::Data, self.id, chunk));
+            }
+            if let Some(notify) = notify {
+                notify.notified().await;
+            }
         }
         Ok(())
     }
@@ -126,12 +141,16 @@ impl StreamWriter {
 
 impl Drop for StreamWriter {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if let Some(tx) = st.tx.remove(&self.id) {
-            if !tx.reset && st.closed.is_none() {
-                self.shared
-                    .send(Frame::new(FrameKind::Eof, self.id, Bytes::new()));
-            }
+        let eof = {
+            let mut st = self.shared.lock();
+            let closed = st.closed.is_some();
+            st.tx
+                .remove(&self.id)
+                .is_some_and(|tx| !tx.reset && !closed)
+        };
+        if eof {
+            self.shared
+                .send(Frame::new(FrameKind::Eof, self.id, Bytes::new()));
         }
     }
 }

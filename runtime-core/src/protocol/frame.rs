@@ -115,9 +115,32 @@ pub enum FrameError {
     BadCredit(usize),
 }
 
-/// Encoder/decoder for [`Frame`]s; stateless.
+/// What the stream decoder yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Frame(Frame),
+    /// A control frame over its limit. Its payload is skipped without being
+    /// buffered, so only the request it belongs to fails, not the connection.
+    Oversized {
+        kind: FrameKind,
+        id: u32,
+        len: usize,
+    },
+}
+
+impl FrameKind {
+    /// Request, Response, Event: frames whose loss fails one exchange.
+    pub fn is_control(self) -> bool {
+        matches!(self, Self::Request | Self::Response | Self::Event)
+    }
+}
+
+/// Stream decoder (and encoder) of [`Frame`]s over a connection.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct FrameCodec;
+pub struct FrameCodec {
+    /// Payload bytes of an oversized frame still to be discarded.
+    skipping: usize,
+}
 
 /// Decode one frame from the front of `buf`, if a whole one is there.
 pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
@@ -164,11 +187,30 @@ pub fn encode_frame(frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError>
 }
 
 impl Decoder for FrameCodec {
-    type Item = Frame;
+    type Item = Decoded;
     type Error = crate::protocol::ProtocolError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Self::Error> {
-        Ok(decode_frame(src)?)
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, Self::Error> {
+        if self.skipping > 0 {
+            let n = self.skipping.min(src.len());
+            src.advance(n);
+            self.skipping -= n;
+            if self.skipping > 0 {
+                return Ok(None);
+            }
+        }
+        match decode_frame(src) {
+            Ok(f) => Ok(f.map(Decoded::Frame)),
+            Err(FrameError::TooLarge { kind, len, .. }) if kind.is_control() => {
+                let id = u32::from_be_bytes([src[5], src[6], src[7], src[8]]);
+                src.advance(HEADER_LEN);
+                let n = len.min(src.len());
+                src.advance(n);
+                self.skipping = len - n;
+                Ok(Some(Decoded::Oversized { kind, id, len }))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -237,5 +279,44 @@ mod tests {
 
         let mut b = BytesMut::from(&[0u8, 0, 0, 2, 0x12, 0, 0, 0, 1, 0, 0][..]);
         assert_eq!(decode_frame(&mut b), Err(FrameError::BadCredit(2)));
+    }
+
+    #[test]
+    fn the_codec_skips_an_oversized_response_and_goes_on() {
+        let mut codec = FrameCodec::default();
+        let big = MAX_CONTROL_PAYLOAD + 10;
+        let mut wire = BytesMut::new();
+        wire.put_u32(big as u32);
+        wire.put_u8(FrameKind::Response as u8);
+        wire.put_u32(42);
+        wire.extend_from_slice(&vec![b'x'; big]);
+        encode_frame(&Frame::new(FrameKind::Response, 43, &b"{}"[..]), &mut wire).unwrap();
+        // Fed in small pieces: the oversized payload is never buffered whole.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(4096) {
+            buf.extend_from_slice(chunk);
+            while let Some(d) = codec.decode(&mut buf).unwrap() {
+                got.push(d);
+            }
+            assert!(buf.len() <= 4096 + HEADER_LEN);
+        }
+        assert_eq!(
+            got,
+            vec![
+                Decoded::Oversized {
+                    kind: FrameKind::Response,
+                    id: 42,
+                    len: big
+                },
+                Decoded::Frame(Frame::new(FrameKind::Response, 43, &b"{}"[..])),
+            ]
+        );
+        // Oversized data is a protocol violation: data frames are chunked by the sender.
+        let mut b = BytesMut::new();
+        b.put_u32(MAX_DATA_PAYLOAD as u32 + 1);
+        b.put_u8(FrameKind::Data as u8);
+        b.put_u32(1);
+        assert!(FrameCodec::default().decode(&mut b).is_err());
     }
 }

@@ -226,6 +226,26 @@ pub enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// The operation's name, for errors and logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::CreateContainer(_) => "create",
+            Self::Start { .. } => "start",
+            Self::Exec { .. } => "exec",
+            Self::Signal { .. } => "signal",
+            Self::Wait { .. } => "wait",
+            Self::ResizeTty { .. } => "resize",
+            Self::CloseStdin { .. } => "close-stdin",
+            Self::Delete { .. } => "delete",
+            Self::Stats { .. } => "stats",
+            Self::ListPids { .. } => "pids",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
     /// The shell convention: the exit code, or 128 + signal number.
@@ -280,6 +300,21 @@ pub enum Response {
         #[serde(default)]
         more: bool,
     },
+}
+
+impl Response {
+    /// The variant's name: what an unexpected answer is reported as (never its
+    /// guest-supplied contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Pong(_) => "pong",
+            Self::Started { .. } => "started",
+            Self::Exited(_) => "exited",
+            Self::Stats(_) => "stats",
+            Self::Pids { .. } => "pids",
+        }
+    }
 }
 
 /// Error categories; the shim maps them onto ttrpc status codes.

@@ -4,9 +4,11 @@
 
 pub mod frame;
 pub mod messages;
+pub mod text;
 
-pub use frame::{Frame, FrameCodec, FrameError, FrameKind};
+pub use frame::{Decoded, Frame, FrameCodec, FrameError, FrameKind};
 pub use messages::*;
+pub use text::guest_text;
 
 /// Name in the hello; a peer with another name is not a vxn agent.
 pub const PROTOCOL_NAME: &str = "vxn-agent";

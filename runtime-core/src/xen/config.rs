@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Xen's limit on domain names.
-pub const MAX_DOMAIN_NAME: usize = 64;
+use crate::names::MAX_DOMAIN_NAME;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -181,37 +180,6 @@ impl DomainConfig {
     }
 }
 
-/// A Xen-safe domain name for container `id` in `namespace`: readable when
-/// it fits, otherwise a prefix plus a hash so distinct ids stay distinct.
-pub fn domain_name(namespace: &str, id: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let full = format!("vxn-{}-{}", clean(namespace), clean(id));
-    if full.len() <= MAX_DOMAIN_NAME && full == format!("vxn-{namespace}-{id}") {
-        return full;
-    }
-    // FNV-1a over the exact (unclean) input keeps different ids apart.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in namespace.bytes().chain([0]).chain(id.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    let suffix = format!("-{h:016x}");
-    let keep = MAX_DOMAIN_NAME - suffix.len();
-    let mut prefix: String = full.chars().take(keep).collect();
-    prefix.push_str(&suffix);
-    prefix
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,16 +232,5 @@ mod tests {
         let mut c = cfg();
         c.memory_mib = 0;
         assert_eq!(c.render(), Err(ConfigError::Zero("memory")));
-    }
-
-    #[test]
-    fn domain_names_fit_and_stay_distinct() {
-        assert_eq!(domain_name("default", "t1"), "vxn-default-t1");
-        let long = "a".repeat(100);
-        let n1 = domain_name("k8s.io", &long);
-        let n2 = domain_name("k8s.io", &format!("{long}b"));
-        assert!(n1.len() <= MAX_DOMAIN_NAME && n2.len() <= MAX_DOMAIN_NAME);
-        assert_ne!(n1, n2);
-        assert_ne!(domain_name("ns", "a/b"), domain_name("ns", "a_b"));
     }
 }

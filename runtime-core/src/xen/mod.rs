@@ -7,7 +7,7 @@ pub mod xl;
 use std::path::Path;
 use std::time::Duration;
 
-pub use config::{domain_name, Disk, DomainConfig, GuestType};
+pub use config::{Disk, DomainConfig, GuestType};
 pub use xl::{Xl, XlError};
 
 /// Connect to the channel socket QEMU serves for a domain. It appears during

@@ -1,28 +1,22 @@
 //! Driving the `xl` toolstack. Every call is a child process we wait for
-//! ourselves; callers inside a shim must not run a global SIGCHLD reaper.
+//! ourselves (callers inside a shim must not run a global SIGCHLD reaper),
+//! with a timeout, killed if the caller gives up or the shim dies.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
+use crate::command::{self, CommandError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum XlError {
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        program: String,
-        #[source]
-        source: std::io::Error,
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("domain {name} still exists after {attempts} attempts to destroy it: {last}")]
+    Survived {
+        name: String,
+        attempts: u32,
+        last: String,
     },
-    #[error("xl {args} failed ({status}): {stderr}")]
-    Failed {
-        args: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("xl {args} did not finish within {timeout:?}")]
-    Timeout { args: String, timeout: Duration },
 }
 
 /// How to reach `xl` (tests point this at a fake).
@@ -30,6 +24,7 @@ pub enum XlError {
 pub struct Xl {
     program: String,
     timeout: Duration,
+    destroy_backoff: Duration,
 }
 
 impl Default for Xl {
@@ -37,6 +32,7 @@ impl Default for Xl {
         Self {
             program: std::env::var("VXN_XL").unwrap_or_else(|_| "xl".into()),
             timeout: Duration::from_secs(120),
+            destroy_backoff: DESTROY_BACKOFF,
         }
     }
 }
@@ -46,51 +42,23 @@ pub struct XlOutput {
     pub stdout: String,
 }
 
+/// Attempts and pauses of [`Xl::destroy`]: libxl can fail a destroy while a
+/// backend is still tearing down; a later attempt usually succeeds.
+const DESTROY_ATTEMPTS: u32 = 4;
+const DESTROY_BACKOFF: Duration = Duration::from_millis(500);
+
 impl Xl {
     pub fn new(program: impl Into<String>, timeout: Duration) -> Self {
         Self {
             program: program.into(),
             timeout,
+            destroy_backoff: DESTROY_BACKOFF,
         }
     }
 
     pub async fn run(&self, args: &[&str]) -> Result<XlOutput, XlError> {
-        let joined = args.join(" ");
-        let child = Command::new(&self.program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| XlError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
-        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
-            .await
-            .map_err(|_| XlError::Timeout {
-                args: joined.clone(),
-                timeout: self.timeout,
-            })?
-            .map_err(|source| XlError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            // xl prints progress noise; the last lines carry the reason.
-            let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = tail[tail.len().saturating_sub(4)..].join(" | ");
-            return Err(XlError::Failed {
-                args: joined,
-                status: out.status.to_string(),
-                stderr: tail,
-            });
-        }
-        Ok(XlOutput {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        })
+        let out = command::run(&self.program, args, self.timeout).await?;
+        Ok(XlOutput { stdout: out.stdout })
     }
 
     /// `xl create -p CONFIG`: the domain exists, paused.
@@ -128,27 +96,62 @@ impl Xl {
         self.run(&["pause", name]).await.map(drop)
     }
 
-    /// Destroy `name`; a domain that is already gone is not an error.
+    /// Destroy `name` and make sure it is gone: retried, then reported. A
+    /// domain that is already gone is not an error.
     pub async fn destroy(&self, name: &str) -> Result<(), XlError> {
-        match self.run(&["destroy", name]).await {
-            Ok(_) => Ok(()),
-            Err(_) if !self.exists(name).await => Ok(()),
-            Err(e) => Err(e),
+        let mut last = String::new();
+        for attempt in 1..=DESTROY_ATTEMPTS {
+            match self.run(&["destroy", name]).await {
+                Ok(_) if !self.exists(name).await? => return Ok(()),
+                Ok(_) => last = "xl destroy succeeded but the domain is still listed".into(),
+                Err(e) => {
+                    if !self.exists(name).await? {
+                        return Ok(());
+                    }
+                    last = e.to_string();
+                }
+            }
+            tracing::warn!(domain = name, attempt, error = %last, "destroy did not take, retrying");
+            tokio::time::sleep(self.destroy_backoff * attempt).await;
         }
+        Err(XlError::Survived {
+            name: name.into(),
+            attempts: DESTROY_ATTEMPTS,
+            last,
+        })
     }
 
-    pub async fn domid(&self, name: &str) -> Option<u32> {
-        self.run(&["domid", name])
-            .await
-            .ok()?
+    pub async fn domid(&self, name: &str) -> Result<Option<u32>, XlError> {
+        // `xl domid` exits 1 with "Can't get domid of domain NAME" for a missing one.
+        let out = command::run_status(&self.program, &["domid", name], self.timeout).await?;
+        if out.status.success() {
+            return Ok(out.stdout.trim().parse().ok());
+        }
+        if out.stderr.contains("Can't get domid") || out.stderr.contains("not found") {
+            return Ok(None);
+        }
+        Err(XlError::Command(CommandError::Failed {
+            command: format!("{} domid {name}", self.program),
+            status: out.status.to_string(),
+            stderr: command::tail(&out.stderr, 4),
+        }))
+    }
+
+    /// Whether a domain of that name exists. Errors (xl itself failing) are
+    /// not "no": callers must not act on a domain they could not check.
+    pub async fn exists(&self, name: &str) -> Result<bool, XlError> {
+        Ok(self.domid(name).await?.is_some())
+    }
+
+    /// Names of every domain (`xl list`), Domain-0 included.
+    pub async fn list(&self) -> Result<Vec<String>, XlError> {
+        let out = self.run(&["list"]).await?;
+        Ok(out
             .stdout
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    pub async fn exists(&self, name: &str) -> bool {
-        self.domid(name).await.is_some()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect())
     }
 }
 
@@ -162,7 +165,7 @@ pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_info_field;
+    use super::*;
 
     #[test]
     fn reads_xl_info_fields() {
@@ -173,5 +176,44 @@ mod tests {
             Some("dom0_mem=1024M,max:1024M")
         );
         assert_eq!(parse_info_field(info, "free"), None);
+    }
+
+    /// A fake `xl` whose destroy fails and whose domain never goes away.
+    fn fake_xl(dir: &Path, domid_ok: bool) -> Xl {
+        let script = dir.join("xl");
+        let domid = if domid_ok {
+            "echo 7"
+        } else {
+            "echo \"Can't get domid of domain $2\" >&2; exit 1"
+        };
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncase $1 in\n destroy) echo 'libxl: error: destroy failed' >&2; exit 1;;\n domid) {domid};;\nesac\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Xl {
+            destroy_backoff: Duration::from_millis(10),
+            ..Xl::new(script.to_string_lossy(), Duration::from_secs(5))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destroy_that_does_not_take_is_reported_not_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = fake_xl(dir.path(), true)
+            .destroy("vxn-x")
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("still exists after 4 attempts") && msg.contains("destroy failed"),
+            "{msg}"
+        );
+        // Already gone: destroy succeeds without retrying.
+        fake_xl(dir.path(), false).destroy("vxn-x").await.unwrap();
     }
 }

@@ -1,6 +1,4 @@
-//! The seam between a container and the VM technology that runs it: six
-//! operations; resizing stays within the maximums fixed at creation (no
-//! hot-plug). [`XenHypervisor`] implements it with `xl`.
+//! The Xen backend: one DomU per container, driven with `xl`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,70 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::UnixStream;
 
-use crate::xen::{self, config::ConfigError, Disk, DomainConfig, GuestType, Xl, XlError};
-
-/// Everything needed to create one container VM.
-#[derive(Debug, Clone)]
-pub struct VmSpec {
-    pub name: String,
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
-    /// Appended to the kernel command line the backend builds.
-    pub cmdline_extra: String,
-    pub agent_log: String,
-    pub memory_mib: u64,
-    pub max_memory_mib: u64,
-    pub vcpus: u32,
-    pub max_vcpus: u32,
-    /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
-    pub rootfs_disk: Option<PathBuf>,
-    pub bridge: Option<String>,
-    /// Where the backend keeps the VM's config and channel socket.
-    pub state_dir: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    #[error("invalid VM configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Xl(#[from] XlError),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Missing(String),
-    #[error("the domain needs {need_mib} MiB of memory but Xen has only {free_mib} MiB free")]
-    NoMemory { need_mib: u64, free_mib: u64 },
-}
-
-/// The device the guest sees the rootfs disk as.
-pub const ROOTFS_DEVICE: &str = "/dev/xvdb";
-
-#[async_trait]
-pub trait Hypervisor: Send + Sync + 'static {
-    /// Create the VM paused and return the host end of its agent channel.
-    /// On error nothing is left behind.
-    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError>;
-    async fn unpause(&self, name: &str) -> Result<(), VmError>;
-    async fn pause(&self, name: &str) -> Result<(), VmError>;
-    /// Destroy the VM; one that is already gone is not an error.
-    async fn destroy(&self, name: &str) -> Result<(), VmError>;
-    /// CPU time the VM has used, if the backend knows.
-    async fn cpu_time(&self, name: &str) -> Option<Duration>;
-    /// Change the VM's memory and/or online vcpus, within the maximums of its `VmSpec`.
-    async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError>;
-}
-
-/// A change of a running VM's size; `None` leaves that dimension alone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Resize {
-    pub memory_mib: Option<u64>,
-    pub vcpus: Option<u32>,
-}
+use super::{Hypervisor, Resize, VmError, VmSpec};
+use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
 #[derive(Debug, Clone, Default)]
 pub struct XenHypervisor {
@@ -133,6 +69,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
 
 #[async_trait]
 impl Hypervisor for XenHypervisor {
+    fn kind(&self) -> &'static str {
+        "xen"
+    }
+
     async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
         for (what, p) in [("kernel", &spec.kernel), ("initramfs", &spec.initramfs)] {
             if !p.is_file() {
@@ -149,6 +89,11 @@ impl Hypervisor for XenHypervisor {
         std::fs::write(&cfg, text).map_err(io(format!("write {}", cfg.display())))?;
         let socket = socket_path(&spec.state_dir);
         let _ = std::fs::remove_file(&socket);
+        // Never touch a domain this call did not make: `xl create` would fail on
+        // the name, and the cleanup below would destroy someone else's VM.
+        if self.xl.exists(&spec.name).await? {
+            return Err(VmError::Exists(spec.name.clone()));
+        }
         if let Err(e) = self.xl.create_paused(&cfg).await {
             // xl may leave a half-built domain behind on failure.
             let _ = self.xl.destroy(&spec.name).await;
@@ -184,7 +129,17 @@ impl Hypervisor for XenHypervisor {
     }
 
     async fn destroy(&self, name: &str) -> Result<(), VmError> {
-        Ok(self.xl.destroy(name).await?)
+        match self.xl.destroy(name).await {
+            Ok(()) => Ok(()),
+            Err(XlError::Survived { name, last, .. }) => {
+                Err(VmError::Survived { name, detail: last })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, VmError> {
+        Ok(self.xl.exists(name).await?)
     }
 
     async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError> {

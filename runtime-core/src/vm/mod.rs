@@ -1,0 +1,141 @@
+//! The seam between a container and the VM technology that runs it.
+//!
+//! Two backends, chosen in one place ([`Backend::build`]):
+//! * [`XenHypervisor`]: a Xen DomU per container, through `xl`;
+//! * [`ProcessHypervisor`]: for tests only, the agent as a host process in a
+//!   cgroup. It gives NO isolation; it exists so the shim's whole lifecycle
+//!   can be tested through containerd without a hypervisor.
+
+mod process;
+mod xen;
+
+pub use process::ProcessHypervisor;
+pub use xen::{socket_path, XenHypervisor};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::UnixStream;
+
+use crate::rootfs::{Directory, Ext4Image, RootfsExport};
+use crate::xen::{config::ConfigError, XlError};
+
+/// Everything needed to create one container VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Appended to the kernel command line the backend builds.
+    pub cmdline_extra: String,
+    pub agent_log: String,
+    pub memory_mib: u64,
+    pub max_memory_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+    /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
+    pub rootfs_disk: Option<PathBuf>,
+    pub bridge: Option<String>,
+    /// Where the backend keeps the VM's config and channel socket.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("invalid VM configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Xl(#[from] XlError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Missing(String),
+    #[error("the domain needs {need_mib} MiB of memory but Xen has only {free_mib} MiB free")]
+    NoMemory { need_mib: u64, free_mib: u64 },
+    #[error("domain {0} already exists")]
+    Exists(String),
+    #[error("domain {name} is still there after destroying it: {detail}")]
+    Survived { name: String, detail: String },
+    #[error("{0} is not supported by the {1} backend")]
+    Unsupported(&'static str, &'static str),
+}
+
+/// The device the guest sees the rootfs disk as.
+pub const ROOTFS_DEVICE: &str = "/dev/xvdb";
+
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// "xen" or "process": recorded with a container's state.
+    fn kind(&self) -> &'static str;
+    /// Create the VM paused and return the host end of its agent channel.
+    /// A domain of that name that already exists is an error and is left
+    /// alone; on any other error nothing is left behind.
+    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError>;
+    async fn unpause(&self, name: &str) -> Result<(), VmError>;
+    async fn pause(&self, name: &str) -> Result<(), VmError>;
+    /// Destroy the VM and make sure it is gone (retrying); Ok means gone.
+    /// One that is already gone is not an error.
+    async fn destroy(&self, name: &str) -> Result<(), VmError>;
+    /// Whether a VM of that name exists; an error when that cannot be told.
+    async fn exists(&self, name: &str) -> Result<bool, VmError>;
+    /// CPU time the VM has used, if the backend knows.
+    async fn cpu_time(&self, name: &str) -> Option<Duration>;
+    /// Change the VM's memory and/or online vcpus, within the maximums of its `VmSpec`.
+    async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError>;
+}
+
+/// A change of a running VM's size; `None` leaves that dimension alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resize {
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
+}
+
+/// Which backend runs containers (`hypervisor` in /etc/vxn/config.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Xen,
+    /// Tests only: `agent` is the vxn-agent binary to run on the host.
+    Process {
+        agent: PathBuf,
+    },
+}
+
+impl Backend {
+    /// From the config: `hypervisor` ("xen" | "process") and, for "process", the agent binary.
+    pub fn from_config(hypervisor: &str, process_agent: &std::path::Path) -> Result<Self, String> {
+        match hypervisor {
+            "xen" => Ok(Self::Xen),
+            "process" => Ok(Self::Process {
+                agent: process_agent.to_path_buf(),
+            }),
+            other => Err(format!(
+                "hypervisor = {other:?}: use \"xen\" (or \"process\", for tests only: no isolation)"
+            )),
+        }
+    }
+
+    pub fn build(&self) -> Result<Arc<dyn Hypervisor>, VmError> {
+        Ok(match self {
+            Self::Xen => Arc::new(XenHypervisor::default()),
+            Self::Process { agent } => Arc::new(ProcessHypervisor::new(agent.clone())?),
+        })
+    }
+
+    /// How this backend's VMs get their rootfs: an ext4 image for a DomU, the
+    /// directory itself for an agent on the host.
+    pub fn exporter(&self, image_extra_mib: u64) -> Arc<dyn RootfsExport> {
+        match self {
+            Self::Xen => Arc::new(Ext4Image {
+                extra_mib: image_extra_mib,
+            }),
+            Self::Process { .. } => Arc::new(Directory),
+        }
+    }
+}
