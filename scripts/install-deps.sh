@@ -1,14 +1,23 @@
 #!/bin/bash
-# Host packages the build and the unit/integration tests need (Debian 12).
-# The Xen lab installs its own on top (tests/lab/lab deps).
+# Host packages the build and the tests need (Debian 12): busybox-static and
+# e2fsprogs for the rootfs tests; containerd, runc and util-linux's `script`
+# for the VM-less end-to-end tier (containerd + the process backend, and runc
+# as the yardstick). The Xen lab installs its own on top (tests/lab/lab deps).
 set -euo pipefail
 need=()
-for pkg in busybox-static e2fsprogs; do
+for pkg in busybox-static e2fsprogs containerd runc util-linux python3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Never start the distribution's containerd service: tests run their own.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null || { echo "install-deps: a Rust toolchain (cargo) is required" >&2; exit 1; }

@@ -14,7 +14,7 @@ use containerd_shim_protos::events::task::{TaskExit, TaskIO};
 use tokio::sync::{watch, Notify};
 use vxn_runtime_core::client::Timeouts;
 use vxn_runtime_core::names::ContainerName;
-use vxn_runtime_core::protocol::{CreateContainer, ProcessInfo, Stats};
+use vxn_runtime_core::protocol::{CreateContainer, ErrorKind, ProcessInfo, Stats};
 use vxn_runtime_core::rootfs::RootfsExport;
 use vxn_runtime_core::vm::{Hypervisor, Resize, VmError, VmSpec};
 use vxn_runtime_core::AgentClient;
@@ -129,6 +129,8 @@ pub struct Instance {
     init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
     paused: Mutex<bool>,
+    /// Held while the domain is destroyed for a SIGKILL; exits wait for it.
+    destroying: tokio::sync::Mutex<()>,
     /// Current memory and vcpus, and the maximums the domain was created with.
     size: Mutex<spec::Sizing>,
 }
@@ -287,6 +289,7 @@ impl Instance {
             init: init.clone(),
             execs: Mutex::default(),
             paused: Mutex::new(false),
+            destroying: tokio::sync::Mutex::new(()),
             size: Mutex::new(sizing),
         });
         inst.watch_agent_events();
@@ -410,6 +413,9 @@ impl Instance {
             // Nothing reads stdin any more; this also frees a stdin open still waiting for a writer.
             pio.close_stdin.notify_one();
             pio.wait_output(OUTPUT_DRAIN).await;
+            // An exit caused by a destroy is told once the destroy is done: the
+            // Kill that asked for it is answered before anyone acts on the exit.
+            let _destroyed = inst.destroying.lock().await;
             inst.publish_exit(&p, exit);
         });
     }
@@ -470,18 +476,24 @@ impl Instance {
             }
             return self.kill_vm().await;
         }
-        let exec = (!exec_id.is_empty()).then_some(exec_id);
-        let sent = self.agent.signal(&self.id, exec, sig, all).await;
         if kill_task {
-            // Whatever the guest answers (or not), the task ends: if its exit is
-            // not reported within the grace period, the domain goes.
+            // Whatever the guest answers, or if it never does, the task ends:
+            // the signal goes to the guest, and if no exit is reported within
+            // the grace period the domain is destroyed.
+            let inst = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = inst.agent.signal(&inst.id, None, sig, all).await {
+                    tracing::warn!(error = %e, "the guest did not take SIGKILL");
+                }
+            });
             self.ensure_killed();
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "the guest did not take SIGKILL; the domain will be destroyed");
-            }
             return Ok(());
         }
-        sent.map_err(|e| ShimError::from(e).context("kill"))
+        let exec = (!exec_id.is_empty()).then_some(exec_id);
+        self.agent
+            .signal(&self.id, exec, sig, all)
+            .await
+            .map_err(|e| ShimError::from(e).context("kill"))
     }
 
     /// After SIGKILL of init: destroy the domain unless the exit arrives in time.
@@ -503,6 +515,7 @@ impl Instance {
 
     /// Destroy the domain: every process of the task exits with 137.
     async fn kill_vm(&self) -> Result<()> {
+        let _destroying = self.destroying.lock().await;
         tracing::warn!(domain = %self.domain, "destroying the domain to deliver SIGKILL");
         // Closing the channel fails the pending Waits: their exits are published as 137.
         let destroyed = self.hv.destroy(&self.domain).await;
@@ -561,10 +574,11 @@ impl Instance {
             return Ok(()); // containerd resizes early; the agent applies console_size at start
         }
         let exec = (!exec_id.is_empty()).then_some(exec_id);
-        self.agent
-            .resize_tty(&self.id, exec, size)
-            .await
-            .map_err(|e| ShimError::from(e).context("resize"))
+        match self.agent.resize_tty(&self.id, exec, size).await {
+            // It exited while the resize was on its way: nothing left to resize (as runc).
+            Err(e) if e.agent_kind() == Some(ErrorKind::NotFound) => Ok(()),
+            r => r.map_err(|e| ShimError::from(e).context("resize")),
+        }
     }
 
     pub fn close_io(&self, exec_id: &str) -> Result<()> {

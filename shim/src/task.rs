@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::asynchronous::ExitSignal;
@@ -15,7 +17,7 @@ use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::Status as ApiStatus;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
@@ -35,6 +37,50 @@ pub struct TaskService {
     tasks: RwLock<HashMap<String, Arc<Instance>>>,
     /// Serializes Create so an id is checked and claimed atomically.
     creating: Mutex<()>,
+    /// Requests being served: the shim exits only once they are answered.
+    busy: Arc<Busy>,
+}
+
+/// How long Shutdown lets requests in flight finish before the shim exits.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Counts requests in flight. The ttrpc server drops unfinished handlers when
+/// the shim exits: a Kill whose exit event let `ctr run --rm` delete the task
+/// (and shut the shim down) must still get its answer.
+#[derive(Default)]
+pub struct Busy {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct BusyGuard(Arc<Busy>);
+
+impl Busy {
+    fn enter(self: &Arc<Self>) -> BusyGuard {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(self.clone())
+    }
+
+    async fn idle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.idle.notified();
+                if self.n.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl TaskService {
@@ -53,6 +99,7 @@ impl TaskService {
             exit,
             tasks: RwLock::default(),
             creating: Mutex::default(),
+            busy: Arc::default(),
         }
     }
 
@@ -103,6 +150,7 @@ impl Task for TaskService {
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         tracing::info!(id = %req.id, bundle = %req.bundle, "create");
+        let _busy = self.busy.enter();
         let r = async {
             let _g = self.creating.lock().await;
             if self.tasks.read().await.contains_key(&req.id) {
@@ -156,6 +204,7 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let inst = self.task(&req.id).await?;
             inst.start(&req.exec_id).await?;
@@ -187,6 +236,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let inst = self.task(&req.id).await?;
             let exit = if req.exec_id.is_empty() {
@@ -218,6 +268,7 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let inst = self.task(&req.id).await?;
             let p = inst.process(&req.exec_id)?;
@@ -242,6 +293,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let p = self.task(&req.id).await?.process(&req.exec_id)?;
             let (exit_status, exited_at) = exit_fields(Some(p.wait().await));
@@ -257,6 +309,7 @@ impl Task for TaskService {
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<api::Empty> {
         tracing::info!(id = %req.id, exec_id = %req.exec_id, signal = req.signal, all = req.all, "kill");
+        let _busy = self.busy.enter();
         let r = async {
             self.task(&req.id)
                 .await?
@@ -273,6 +326,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r = async {
             let inst = self.task(&req.id).await?;
             let value = req
@@ -310,6 +364,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: ResizePtyRequest,
     ) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r = async {
             self.task(&req.id)
                 .await?
@@ -326,6 +381,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: CloseIORequest,
     ) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r = async {
             self.task(&req.id).await?.close_io(&req.exec_id)?;
             Ok(api::Empty::new())
@@ -335,6 +391,7 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r = async {
             self.task(&req.id).await?.pause().await?;
             self.events.send(TaskPaused {
@@ -348,6 +405,7 @@ impl Task for TaskService {
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r = async {
             self.task(&req.id).await?.resume().await?;
             self.events.send(TaskResumed {
@@ -361,6 +419,7 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let procs = self.task(&req.id).await?.pids().await?;
             Ok(PidsResponse {
@@ -373,6 +432,7 @@ impl Task for TaskService {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let _busy = self.busy.enter();
         let r = async {
             let (stats, cpu) = self.task(&req.id).await?.stats().await?;
             Ok(StatsResponse {
@@ -393,6 +453,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: UpdateTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
+        let _busy = self.busy.enter();
         let r: Result<api::Empty> = async {
             let task = self.task(&req.id).await?;
             let res = spec::parse_resources(&req.resources.value)?;
@@ -448,7 +509,13 @@ impl Task for TaskService {
         // after every Delete (and after a failed Create).
         if self.tasks.read().await.is_empty() {
             tracing::info!("no task left, shutting down");
-            self.exit.signal();
+            let (busy, exit) = (self.busy.clone(), self.exit.clone());
+            tokio::spawn(async move {
+                busy.idle(SHUTDOWN_DRAIN).await;
+                // The last handler has returned; let ttrpc write its answer.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                exit.signal();
+            });
         }
         Ok(api::Empty::new())
     }

@@ -1,14 +1,25 @@
 #!/bin/bash
 # End-to-end tests of containerd-shim-vxn-v2 through real containerd and ctr.
-# Runs INSIDE a Xen dom0 (the lab pushes it there): each container is a DomU.
-# Usage: shim-e2e.sh [TEST...]   (default: all). Prints PASS/FAIL per test and
-# a closing "N passed, N failed" line; exits non-zero on any failure.
+# Two backends, one suite:
+#  - xen (default): INSIDE a Xen dom0 (the lab pushes it there), each container a DomU;
+#  - process (VXN_E2E_BACKEND=process): on any host, the shim's test-only process backend
+#    (vxn-agent as a host process in a cgroup; tests/e2e/vmless.sh sets it up).
+# Usage: shim-e2e.sh [TEST...|all|ci]  (default: all for the backend; `ci` is the chosen
+# set the lab runs in CI, covering every Xen mapping once). Prints PASS/FAIL per test
+# and a closing "N passed, N failed" line; exits non-zero on any failure.
+# Env: CONTAINERD_ADDRESS (ctr reads it), CONTAINERD_STATE (/run/containerd),
+# VXN_STATE_DIR (/run/vxn), VXN_IMAGE_DIR (/var/lib/vxn), VXN_E2E_CYCLES (20).
 set -u
 IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
 IMG_USER=${IMG%:*}:user
 RT=io.containerd.vxn.v2
 NS=default
 CTR=(ctr -n "$NS")
+BACKEND=${VXN_E2E_BACKEND:-xen}
+STATE_DIR=${VXN_STATE_DIR:-/run/vxn}
+IMAGE_DIR=${VXN_IMAGE_DIR:-/var/lib/vxn}
+CONTAINERD_STATE=${CONTAINERD_STATE:-/run/containerd}
+CGROUP2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 WORK=$(mktemp -d /tmp/vxn-e2e.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 pass=0
@@ -16,16 +27,39 @@ fail=0
 failed=()
 
 log() { echo "  $*" >&2; }
-domain() { echo "vxn-$NS-$1"; }
+# domain ID [NS]: the domain the shim gives container ID of namespace NS.
+domain() { vxnctl domain-name "${2:-$NS}" "$1"; }
 
-# Nothing of container $1 may remain: domain, shim state, image, mounts, task.
+# The backend's view of domains: exists, destroy behind the shim's back, count.
+domain_exists() {
+  case $BACKEND in
+    xen) xl domid "$1" >/dev/null 2>&1 ;;
+    process) [ -d "$CGROUP2/vxn-process/$1" ] ;;
+  esac
+}
+domain_destroy() {
+  case $BACKEND in
+    xen) xl destroy "$1" ;;
+    process) echo 1 > "$CGROUP2/vxn-process/$1/cgroup.kill" ;;
+  esac
+}
+domain_count() {
+  case $BACKEND in
+    xen) xl list | tail -n +2 | grep -vc '^Domain-0' ;;
+    process) find "$CGROUP2/vxn-process" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l ;;
+  esac
+}
+containerd_pid() { pgrep -o -x containerd; }
+
+# Nothing of container $1 (namespace $2) may remain: domain, shim state, image, mounts, task.
 no_leftovers() {
-  local id=$1 ok=0
-  if xl domid "$(domain "$id")" >/dev/null 2>&1; then log "domain $(domain "$id") still exists"; ok=1; fi
-  if [ -e "/run/vxn/$NS/$id" ]; then log "/run/vxn/$NS/$id still exists"; ok=1; fi
-  if [ -e "/var/lib/vxn/$NS/$id" ]; then log "/var/lib/vxn/$NS/$id still exists"; ok=1; fi
-  if grep -q "/$id/rootfs" /proc/mounts; then log "rootfs of $id still mounted"; ok=1; fi
-  if "${CTR[@]}" task ls -q 2>/dev/null | grep -qx "$id"; then log "task $id still listed"; ok=1; fi
+  local id=$1 ns=${2:-$NS} ok=0 d
+  d=$(domain "$id" "$ns")
+  if domain_exists "$d"; then log "domain $d still exists"; ok=1; fi
+  if [ -e "$STATE_DIR/$ns/$id" ]; then log "$STATE_DIR/$ns/$id still exists"; ok=1; fi
+  if [ -e "$IMAGE_DIR/$ns/$id" ]; then log "$IMAGE_DIR/$ns/$id still exists"; ok=1; fi
+  if grep -q "/$ns/$id/rootfs" /proc/mounts; then log "rootfs of $id still mounted"; ok=1; fi
+  if ctr -n "$ns" task ls -q 2>/dev/null | grep -qx "$id"; then log "task $id still listed"; ok=1; fi
   return $ok
 }
 
@@ -54,6 +88,9 @@ wait_status() {
   log "task $id never reached $want: $("${CTR[@]}" task ls 2>&1 | grep -w "$id")"
   return 1
 }
+
+# shim_pid ID: the serving shim of container ID.
+shim_pid() { pgrep -f "containerd-shim-vxn-v2 .*-id $1( |$)" | head -1; }
 
 run_test() {
   local name=$1
@@ -115,7 +152,8 @@ test_argv_env_user() {
 # f. a tty: tty names a pty, stty size matches the size set
 test_tty() {
   local out
-  out=$(script -qec "stty rows 33 cols 101; ${CTR[*]} run --rm -t --runtime $RT $IMG e2e-tty sh -c 'tty; stty size'" /dev/null | tr -d '\r')
+  # ctr sends ResizePty right after Start: give it a moment before asking the size
+  out=$(script -qec "stty rows 33 cols 101; ${CTR[*]} run --rm -t --runtime $RT $IMG e2e-tty sh -c 'tty; sleep 1; stty size'" /dev/null | tr -d '\r')
   # util-linux script turns its stdin's EOF into a NUL the pty echoes as "^@" (runc too)
   out=${out#^@}
   echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '33 101' || { log "out=[$out]"; return 1; }
@@ -167,7 +205,7 @@ test_shim_killed() {
   "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-shimkill sleep 1000 || return 1
   wait_status e2e-shimkill RUNNING || return 1
   local shim
-  shim=$(pgrep -f "containerd-shim-vxn-v2 .*-id e2e-shimkill( |$)" | head -1)
+  shim=$(shim_pid e2e-shimkill)
   [ -n "$shim" ] || { log "no shim process found"; return 1; }
   kill -9 "$shim"
   sleep 3
@@ -185,7 +223,7 @@ test_shim_killed() {
 test_domain_destroyed() {
   "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-xd sleep 1000 || return 1
   wait_status e2e-xd RUNNING || return 1
-  xl destroy "$(domain e2e-xd)" || return 1
+  domain_destroy "$(domain e2e-xd)" || return 1
   wait_status e2e-xd STOPPED 60 || return 1
   local rc
   rc=$(delete_exit e2e-xd)
@@ -212,6 +250,12 @@ test_bad_inputs() {
   local ok=0
   expect_error e2e-noexec "executable file not found" "$IMG" e2e-noexec /no/such/binary || ok=1
   expect_error e2e-noargs "args must not be empty" "$IMG" e2e-noargs "" || ok=1
+  return $ok
+}
+
+# k2. what only Xen can refuse: more memory than Xen has, a missing guest kernel
+test_bad_inputs_xen() {
+  local ok=0
   expect_error e2e-bigmem "memory" --memory-limit $((64 * 1024 * 1024 * 1024)) "$IMG" e2e-bigmem true || ok=1
   mkdir -p /etc/vxn
   local saved=""
@@ -222,10 +266,121 @@ test_bad_inputs() {
   return $ok
 }
 
+# --- Hardening: tenants, crashes, cleanup by name, capabilities ---
+
+# s. two tenants whose names join alike (namespace a-b + id c, namespace a + id b-c) get
+# distinct domains: running one never touches the other, and both clean up.
+# with_image NS: the test image, imported into namespace NS too (images are per namespace).
+with_image() {
+  ctr -n "$1" images ls -q | grep -qx "$IMG" && return 0
+  "${CTR[@]}" images export "$WORK/img.tar" "$IMG" && ctr -n "$1" images import "$WORK/img.tar" >/dev/null
+}
+
+test_tenants() {
+  local ok=0 out rc
+  with_image e2e-a-b && with_image e2e-a || { log "cannot import the test image"; return 1; }
+  ctr -n e2e-a-b run -d --runtime "$RT" "$IMG" c sh -c "trap 'exit 42' TERM; while :; do sleep 0.2; done" ||
+    { log "tenant e2e-a-b/c did not start"; return 1; }
+  out=$(ctr -n e2e-a run --rm --runtime "$RT" "$IMG" b-c echo other-tenant 2>&1)
+  rc=$?
+  [ $rc = 0 ] && [ "$out" = other-tenant ] || { log "e2e-a/b-c: rc=$rc out=[$out]"; ok=1; }
+  [ "$(domain c e2e-a-b)" != "$(domain b-c e2e-a)" ] || { log "both tenants map to one domain"; ok=1; }
+  ctr -n e2e-a-b task ls | awk '$1=="c"{print $3}' | grep -qx RUNNING || { log "e2e-a-b/c no longer running"; ok=1; }
+  ctr -n e2e-a-b task kill -s TERM c || ok=1
+  local i
+  for ((i = 0; i < 300; i++)); do
+    ctr -n e2e-a-b task ls | awk '$1=="c"{print $3}' | grep -qx STOPPED && break
+    sleep 0.2
+  done
+  local err
+  err=$(ctr -n e2e-a-b task delete c 2>&1)
+  [[ $err =~ exit\ code\ 42 ]] || { log "e2e-a-b/c: delete said [$err] (want exit code 42)"; ok=1; }
+  ctr -n e2e-a-b container rm c >/dev/null 2>&1
+  no_leftovers c e2e-a-b || ok=1
+  no_leftovers b-c e2e-a || ok=1
+  return $ok
+}
+
+# t. the shim is SIGKILLed at several points of Create: ctr task delete + ctr container rm
+# leave nothing behind (the domain, mounts, images, state are recorded before they are made,
+# or found by name).
+test_create_crash() {
+  local ok=0 delay id n=0 shim i
+  local delays=(${VXN_E2E_CRASH_DELAYS:-0.05 0.15 0.3 0.6 1.2})
+  for delay in "${delays[@]}"; do
+    n=$((n + 1))
+    id=e2e-crash-$n
+    "${CTR[@]}" run -d --runtime "$RT" "$IMG" "$id" sleep 1000 >/dev/null 2>&1 &
+    local ctrpid=$!
+    shim=""
+    for ((i = 0; i < 200; i++)); do shim=$(shim_pid "$id"); [ -n "$shim" ] && break; sleep 0.02; done
+    [ -n "$shim" ] || { log "$id: no shim appeared"; ok=1; wait $ctrpid; cleanup_id "$id"; continue; }
+    sleep "$delay"
+    kill -9 "$shim" 2>/dev/null
+    wait $ctrpid
+    "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1
+    "${CTR[@]}" task delete -f "$id" >/dev/null 2>&1
+    "${CTR[@]}" container rm "$id" >/dev/null 2>&1
+    for ((i = 0; i < 60; i++)); do no_leftovers "$id" 2>/dev/null && break; sleep 1; done
+    no_leftovers "$id" || { log "$id: leftovers after a shim SIGKILL ${delay}s into create"; ok=1; }
+  done
+  return $ok
+}
+
+# u. a lost shim whose state.json is gone too: the delete action still finds the domain,
+# the image and the mounts by name.
+test_delete_without_state() {
+  local id=e2e-nostate shim ok=0 i
+  run_bg "$id" "$IMG" sleep 1000 || return 1
+  shim=$(shim_pid "$id")
+  [ -n "$shim" ] || { log "no shim"; return 1; }
+  kill -9 "$shim"
+  rm -rf "${STATE_DIR:?}/$NS/$id"
+  "${CTR[@]}" task delete -f "$id" >/dev/null 2>&1
+  "${CTR[@]}" container rm "$id" >/dev/null 2>&1 || ok=1
+  for ((i = 0; i < 60; i++)); do no_leftovers "$id" 2>/dev/null && break; sleep 1; done
+  no_leftovers "$id" || ok=1
+  return $ok
+}
+
+# v. OCI capabilities: ctr's default set (no CAP_SYS_ADMIN) cannot mount or remount;
+# --privileged can.
+test_caps() {
+  local ok=0 out
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-caps sh -c \
+    'grep CapEff /proc/self/status; mount -t tmpfs x /tmp 2>&1 && echo MOUNTED; mount -o remount,rw / 2>&1 && echo REMOUNTED; true' 2>&1)
+  # ctr 1.6 default: CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
+  # NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE
+  echo "$out" | grep -q 'CapEff:[[:space:]]*00000000a80425fb' || { log "default caps: [$out]"; ok=1; }
+  echo "$out" | grep -q 'MOUNTED' && { log "a container without CAP_SYS_ADMIN (re)mounted: [$out]"; ok=1; }
+  out=$("${CTR[@]}" run --rm --privileged --runtime "$RT" "$IMG" e2e-priv sh -c \
+    'mount -t tmpfs x /tmp && echo MOUNTED' 2>&1)
+  [ "$out" = MOUNTED ] || { log "privileged: [$out]"; ok=1; }
+  no_leftovers e2e-caps || ok=1
+  return $ok
+}
+
+# w. Xen: from inside the container, the agent is out of reach: no channel device, a
+# hand-made node for it does not open (everything the container can write is nodev), and
+# the root it could escape to with CAP_SYS_CHROOT holds nothing writable.
+test_guest_isolation() {
+  local out ok=0
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-iso sh -c '
+    ls /dev/hvc1 2>/dev/null && echo HVC1-VISIBLE
+    mknod /tmp/hvc c 229 1 && { echo probe > /tmp/hvc 2>/dev/null && echo HVC1-OPENED; }
+    mknod /dev/x c 1 3 2>/dev/null && { cat /dev/x 2>/dev/null; echo $? > /tmp/devrc; }
+    echo null-ok > /dev/null && echo DEVNULL-OK
+    true' 2>&1)
+  echo "$out" | grep -q DEVNULL-OK || { log "/dev/null does not work: [$out]"; ok=1; }
+  echo "$out" | grep -q 'HVC1-VISIBLE\|HVC1-OPENED' && { log "the agent channel is reachable: [$out]"; ok=1; }
+  no_leftovers e2e-iso || ok=1
+  return $ok
+}
+
 # l. 20 create/delete cycles leave no leak
 test_cycles() {
   local cpid fds_before fds_after sockets_before sockets_after i
-  cpid=$(pidof containerd)
+  cpid=$(containerd_pid)
   fds_before=$(ls "/proc/$cpid/fd" | wc -l)
   sockets_before=$(find /run/containerd/s -maxdepth 1 -type s | wc -l)
   for ((i = 1; i <= ${VXN_E2E_CYCLES:-20}; i++)); do
@@ -234,9 +389,9 @@ test_cycles() {
   fds_after=$(ls "/proc/$cpid/fd" | wc -l)
   sockets_after=$(find /run/containerd/s -maxdepth 1 -type s | wc -l)
   log "containerd fds $fds_before -> $fds_after, shim sockets $sockets_before -> $sockets_after"
-  [ "$(xl list | tail -n +2 | grep -vc '^Domain-0')" = 0 ] || { log "domains left: $(xl list)"; return 1; }
-  [ -z "$(ls -A /run/vxn/$NS 2>/dev/null)" ] || { log "/run/vxn/$NS: $(ls /run/vxn/$NS)"; return 1; }
-  [ -z "$(ls -A /var/lib/vxn/$NS 2>/dev/null)" ] || { log "/var/lib/vxn/$NS: $(ls /var/lib/vxn/$NS)"; return 1; }
+  [ "$(domain_count)" = 0 ] || { log "domains left: $(domain_count)"; return 1; }
+  [ -z "$(ls -A "$STATE_DIR/$NS" 2>/dev/null)" ] || { log "$STATE_DIR/$NS: $(ls "$STATE_DIR/$NS")"; return 1; }
+  [ -z "$(ls -A "$IMAGE_DIR/$NS" 2>/dev/null)" ] || { log "$IMAGE_DIR/$NS: $(ls "$IMAGE_DIR/$NS")"; return 1; }
   ! grep -q 'e2e-cycle' /proc/mounts || { log "mounts left"; return 1; }
   [ "$sockets_after" -le "$sockets_before" ] || return 1
   [ "$fds_after" -le $((fds_before + 4)) ] || return 1
@@ -366,7 +521,7 @@ PY
 task_update() {
   local id=$1
   shift
-  vxn-shim-client update --bundle "/run/containerd/io.containerd.runtime.v2.task/$NS/$id" --id "$id" "$@"
+  vxn-shim-client update --bundle "$CONTAINERD_STATE/io.containerd.runtime.v2.task/$NS/$id" --id "$id" "$@"
 }
 
 # q. update: memory via xl mem-set seen in the guest's /proc/meminfo; beyond the maximum: error
@@ -421,10 +576,22 @@ test_oom() {
   return $ok
 }
 
-ALL=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed bad_inputs
-  exec ps pause_resume metrics update oom cycles)
+# Every test, per backend; `ci`: the lab's chosen set, every Xen mapping at least once
+# (create -p/unpause/destroy, channel stdio and tty, signals, exec, pause, xl list cpu,
+# mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
+ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
+  bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
+  caps guest_isolation cycles)
+ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
+  bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles)
+CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
+  tenants create_crash guest_isolation cycles)
+if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
-[ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
+case "${TESTS[*]:-all}" in
+  all) TESTS=("${ALL[@]}") ;;
+  ci) TESTS=("${CI_XEN[@]}"); export VXN_E2E_CYCLES=${VXN_E2E_CYCLES:-3} VXN_E2E_CRASH_DELAYS=${VXN_E2E_CRASH_DELAYS:-6} ;;
+esac
 "${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }
 for t in "${TESTS[@]}"; do run_test "$t"; done
 [ $fail = 0 ] || echo "failed: ${failed[*]}"

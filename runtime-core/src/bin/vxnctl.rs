@@ -3,6 +3,7 @@
 //!
 //! vxnctl xen-run --name N --kernel K --initramfs I --rootfs-disk IMG
 //!                [--memory MiB] [--vcpus N] [--timeout S] [--log LEVEL] -- ARGV...
+//! vxnctl domain-name NAMESPACE ID   (the domain the shim gives that container)
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,8 @@ use vxn_runtime_core::{AgentClient, StdioRequest};
 
 const USAGE: &str =
     "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
-[--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...";
+[--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...
+       vxnctl domain-name NAMESPACE ID";
 
 struct RunArgs {
     name: String,
@@ -81,6 +83,20 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [verb, ns, id] = args.as_slice() {
+        if verb == "domain-name" {
+            return match vxn_runtime_core::names::ContainerName::new(ns, id) {
+                Ok(n) => {
+                    println!("{}", n.domain());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vxnctl: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    }
     let run = match parse(&args) {
         Ok(r) => r,
         Err(e) => {

@@ -206,12 +206,10 @@ impl Hypervisor for ProcessHypervisor {
 }
 
 impl ProcessHypervisor {
-    /// Start the agent frozen inside `cg`, its channel on fd 0.
+    /// Start the agent inside `cg`, its channel on fd 0, then freeze it
+    /// (created paused, like a domain). Not frozen before: `spawn` waits for
+    /// the child's exec, which a frozen child never reaches.
     fn spawn_agent(&self, spec: &VmSpec, cg: &Path) -> Result<UnixStream, VmError> {
-        // Frozen first: the agent joins a frozen cgroup and stops before exec,
-        // like a domain created paused.
-        std::fs::write(cg.join("cgroup.freeze"), "1")
-            .map_err(io(format!("freeze {}", cg.display())))?;
         std::fs::create_dir_all(&spec.state_dir)
             .map_err(io(format!("mkdir {}", spec.state_dir.display())))?;
         let log_path = spec.state_dir.join("agent.log");
@@ -257,6 +255,8 @@ impl ProcessHypervisor {
             let status = child.wait();
             tracing::debug!(domain = %name, ?status, "process domain agent ended");
         });
+        std::fs::write(cg.join("cgroup.freeze"), "1")
+            .map_err(io(format!("freeze {}", cg.display())))?;
         ours.set_nonblocking(true).map_err(io("socketpair"))?;
         UnixStream::from_std(ours).map_err(io("socketpair"))
     }
