@@ -171,15 +171,21 @@ cmd_probe() {
   dom0 'bash /root/agent-probe.sh' < /dev/null
 }
 
-# e2e [TEST...]: the shim's end-to-end suite (tests/e2e/shim-e2e.sh) in dom0, through real
-# containerd and ctr. Pushes the shim, the guest image, the test image and the suite first.
+# e2e [TEST...|all|ci]: the shim's end-to-end suite (tests/e2e/shim-e2e.sh) in dom0, through
+# real containerd and ctr (default: all; `ci`: the chosen set CI runs). Pushes the shim,
+# vxnctl, the guest image, the test image and the suite first.
 # Its status is kept in E2E_RC (ci tears the lab down either way).
 E2E_RC=0  # read by lab (ci, e2e)
 cmd_e2e() {
-  local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
-  [ -f "$shim" ] || die "e2e: $shim not built (cargo build --release)"
-  cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/tests/e2e/shim-e2e.sh"
-  dom0 "shim-e2e.sh $*" < /dev/null || E2E_RC=$?
+  local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2 b
+  for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl; do
+    [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
+  done
+  cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
+    "$REPO_DIR/tests/e2e/shim-e2e.sh"
+  local q=() a
+  for a in "$@"; do q+=("$(printf '%q' "$a")"); done
+  dom0 "shim-e2e.sh ${q[*]}" < /dev/null || E2E_RC=$?
 }
 
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
