@@ -144,6 +144,7 @@ pub async fn teardown(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vxn_runtime_core::vm::VmError;
 
     #[test]
     fn a_second_task_of_the_same_name_never_takes_over_the_first_ones_state() {
@@ -162,6 +163,79 @@ mod tests {
         let a = StateDir::of(root.path(), &ContainerName::new("a-b", "c").unwrap());
         let b = StateDir::of(root.path(), &ContainerName::new("a", "b-c").unwrap());
         assert_ne!(a.path(), b.path());
+    }
+
+    /// A backend whose domains survive every destroy (or not).
+    struct Stubborn(bool);
+
+    #[async_trait::async_trait]
+    impl Hypervisor for Stubborn {
+        fn kind(&self) -> &'static str {
+            "stub"
+        }
+        async fn create_paused(
+            &self,
+            _: &vxn_runtime_core::vm::VmSpec,
+        ) -> std::result::Result<tokio::net::UnixStream, VmError> {
+            unreachable!()
+        }
+        async fn unpause(&self, _: &str) -> std::result::Result<(), VmError> {
+            Ok(())
+        }
+        async fn pause(&self, _: &str) -> std::result::Result<(), VmError> {
+            Ok(())
+        }
+        async fn destroy(&self, name: &str) -> std::result::Result<(), VmError> {
+            if self.0 {
+                return Err(VmError::Survived {
+                    name: name.into(),
+                    detail: "xl destroy failed 4 times".into(),
+                });
+            }
+            Ok(())
+        }
+        async fn exists(&self, _: &str) -> std::result::Result<bool, VmError> {
+            Ok(self.0)
+        }
+        async fn cpu_time(&self, _: &str) -> Option<std::time::Duration> {
+            None
+        }
+        async fn resize(
+            &self,
+            _: &str,
+            _: vxn_runtime_core::vm::Resize,
+        ) -> std::result::Result<(), VmError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn teardown_is_not_ok_while_the_domain_lives_and_can_be_retried() {
+        let root = tempfile::tempdir().unwrap();
+        let images = tempfile::tempdir().unwrap();
+        let name = ContainerName::new("default", "c1").unwrap();
+        let dir = StateDir::create(root.path(), &name).unwrap();
+        let image_dir = images.path().join("c1");
+        std::fs::create_dir(&image_dir).unwrap();
+        let r = Record {
+            backend: "stub".into(),
+            domain: Some(name.domain()),
+            image_dir: Some(image_dir.clone()),
+            ..Default::default()
+        };
+        dir.save(&r).unwrap();
+        let exporter = vxn_runtime_core::rootfs::Directory;
+        let e = teardown(&r, &dir, &Stubborn(true), &exporter)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("still there"), "{e}");
+        // The record stays for the next attempt; what could go, went.
+        assert_eq!(dir.load(), Some(r.clone()));
+        assert!(!image_dir.exists());
+        teardown(&r, &dir, &Stubborn(false), &exporter)
+            .await
+            .unwrap();
+        assert!(!dir.path().exists());
     }
 
     #[test]
