@@ -1,16 +1,38 @@
 #!/bin/bash
-# Run every test of the project: formatting and lints, the unit and
-# integration tests (the agent's need root), then the end-to-end suite on
-# real Xen in the lab (tests/lab). VXN_LAB=0 skips the lab.
+# Run every test of the project; each phase prints "test: PHASE Ns".
+#   deps     host packages (scripts/install-deps.sh)
+#   fmt, clippy
+#   unit     cargo test: unit and integration tests (the agent's need root)
+#   vmless   the shim's end-to-end suites through a private containerd on the test-only
+#            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM
+#   fuzz     every fuzz target, VXN_FUZZ_SECS each (default 60)
+#   lab      real Xen 4.17 in QEMU: the chosen e2e set (tests/lab/lab ci); VXN_LAB=0 skips
+# VXN_VMLESS=0 and VXN_FUZZ=0 skip those phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+t_all=$SECONDS
+phase() {
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  echo "test: $name $((SECONDS - t0))s"
+}
+
+phase deps scripts/install-deps.sh
+phase fmt cargo fmt --all --check
+phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ "$(id -u)" != 0 ]; then
-  echo "test: not root: the agent's integration tests will be skipped" >&2
+  echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi
-cargo test --workspace --locked
+phase unit cargo test --workspace --locked
+if [ "${VXN_VMLESS:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  phase build cargo build --workspace --locked
+  phase vmless tests/e2e/vmless.sh
+fi
+if [ "${VXN_FUZZ:-1}" != 0 ]; then
+  phase fuzz scripts/fuzz.sh "${VXN_FUZZ_SECS:-60}"
+fi
 if [ "${VXN_LAB:-1}" != 0 ]; then
-  tests/lab/lab ci
+  phase lab tests/lab/lab ci
 fi
+echo "test: total $((SECONDS - t_all))s"
