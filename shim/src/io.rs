@@ -90,6 +90,15 @@ pub fn attach(paths: &StdioPaths, host: HostStdio) -> Result<ProcessIo> {
     })
 }
 
+impl Drop for ProcessIo {
+    /// A process that never ran (a failed Start, a task deleted while
+    /// created) still has a stdin relay blocked opening the fifo for a writer
+    /// that may never come: release it, or its thread outlives the shim.
+    fn drop(&mut self) {
+        self.close_stdin.notify_one();
+    }
+}
+
 impl ProcessIo {
     /// Wait until the output streams ended (the agent sends EOF before it
     /// reports an exit), bounded so a stuck client cannot hold an exit back.

@@ -51,4 +51,7 @@ fn main() {
         RUNTIME_ID,
         Some(cfg),
     ));
+    // A thread still blocked (a fifo open with no writer) must not keep a
+    // finished shim alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
 }

@@ -6,32 +6,12 @@
 # readable, nothing is left behind.
 # Usage: hostile-e2e.sh [TEST...]   Env: as shim-e2e.sh, plus VXN_CONTAINERD_LOG.
 set -u
-IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
-RT=io.containerd.vxn.v2
-NS=default
-CTR=(ctr -n "$NS")
-STATE_DIR=${VXN_STATE_DIR:-/run/vxn}
-CGROUP2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+# shellcheck source=e2e-lib.sh
+. "$(dirname "$(readlink -f "$0")")/e2e-lib.sh"
+SUITE_PREFIX=hostile_
 WORK=$(mktemp -d /tmp/vxn-hostile.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-pass=0
-fail=0
-failed=()
-
-log() { echo "  $*" >&2; }
-domain() { vxnctl domain-name "$NS" "$1"; }
-shim_pid() { pgrep -f "containerd-shim-vxn-v2 .*-id $1( |$)" | head -1; }
-status_of() { "${CTR[@]}" task ls 2>/dev/null | awk -v id="$1" '$1==id {print $3}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-no_leftovers() {
-  local id=$1 ok=0
-  if [ -d "$CGROUP2/vxn-process/$(domain "$id")" ]; then log "domain of $id still exists"; ok=1; fi
-  if [ -e "$STATE_DIR/$NS/$id" ]; then log "$STATE_DIR/$NS/$id still exists"; ok=1; fi
-  if grep -q "/$NS/$id/rootfs" /proc/mounts; then log "rootfs of $id still mounted"; ok=1; fi
-  if "${CTR[@]}" task ls -q 2>/dev/null | grep -qx "$id"; then log "task $id still listed"; ok=1; fi
-  return $ok
-}
 
 # finish ID: SIGKILL, delete, remove: must work whatever the guest does.
 finish() {
@@ -46,18 +26,6 @@ finish() {
 run_bg() {
   "${CTR[@]}" run -d --runtime "$RT" "$IMG" "$1" sleep 1000 >/dev/null || return 1
   [ "$(status_of "$1")" = RUNNING ]
-}
-
-run_test() {
-  local name=$1 t0=$SECONDS
-  if "test_$name"; then
-    echo "PASS hostile_$name ($((SECONDS - t0))s)"
-    pass=$((pass + 1))
-  else
-    echo "FAIL hostile_$name ($((SECONDS - t0))s)"
-    fail=$((fail + 1))
-    failed+=("$name")
-  fi
 }
 
 # A guest that acks SIGKILL and never reports the exit: the task still stops (137) within

@@ -55,7 +55,7 @@ sweep() {
 }
 sweep
 mkdir -p "$RUN/bin" "$DATA"
-trap 'sweep' EXIT
+trap '[ -n "${VXN_VMLESS_KEEP:-}" ] || sweep' EXIT
 
 ln -s "$BIN/containerd-shim-vxn-v2" "$RUN/bin/containerd-shim-vxn-v2"
 ln -s "$BIN/vxnctl" "$RUN/bin/vxnctl"
@@ -75,6 +75,7 @@ state_dir = "$RUN/vxn"
 image_dir = "$DATA/images"
 agent_call_timeout_secs = 10
 kill_grace_secs = 5
+log_level = "${VXN_VMLESS_LOG:-info}"
 EOF
 }
 write_config "$BIN/vxn-agent"

@@ -182,7 +182,7 @@ cmd_e2e() {
     [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
   done
   cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
-    "$REPO_DIR/tests/e2e/shim-e2e.sh"
+    "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh"
   local q=() a
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   dom0 "shim-e2e.sh ${q[*]}" < /dev/null || E2E_RC=$?
