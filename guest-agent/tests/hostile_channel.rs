@@ -74,16 +74,56 @@ fn expect_clean_close(mut child: std::process::Child, mut s: std::os::unix::net:
     );
 }
 
+/// Read one frame header and body: (kind, id, payload).
+fn read_frame(s: &mut std::os::unix::net::UnixStream) -> (u8, u32, String) {
+    let mut hdr = [0u8; 9];
+    s.read_exact(&mut hdr).unwrap();
+    let len = u32::from_be_bytes(hdr[..4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (
+        hdr[4],
+        u32::from_be_bytes(hdr[5..9].try_into().unwrap()),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 #[test]
-fn oversized_frame_closes_the_connection() {
+fn an_oversized_request_fails_alone_and_is_never_buffered() {
     if !require_root() {
         return;
     }
     let (child, mut s, _state) = raw_agent();
-    // Declares 4 GiB of request: must be refused from the header alone.
-    s.write_all(&[0xff, 0xff, 0xff, 0xff, FrameKind::Request as u8, 0, 0, 0, 1])
+    // 2 MiB of request: refused from its header, skipped unbuffered, answered
+    // with an error; the connection lives on.
+    let big = 2 << 20;
+    let mut b = Vec::new();
+    b.extend_from_slice(&(big as u32).to_be_bytes());
+    b.extend_from_slice(&[FrameKind::Request as u8, 0, 0, 0, 5]);
+    b.extend_from_slice(&vec![b' '; big]);
+    let mut ping = BytesMut::new();
+    encode_frame(
+        &Frame::new(FrameKind::Request, 6, &br#"{"op":"ping"}"#[..]),
+        &mut ping,
+    )
+    .unwrap();
+    b.extend_from_slice(&ping);
+    s.write_all(&b).unwrap();
+    let (kind, id, body) = read_frame(&mut s);
+    assert_eq!((kind, id), (FrameKind::Response as u8, 5));
+    assert!(body.contains("message limit"), "{body}");
+    let (_, id, body) = read_frame(&mut s);
+    assert_eq!(id, 6);
+    assert!(body.contains("pong"), "{body}");
+    // Declaring 4 GiB allocates nothing: the error comes from the header alone.
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, FrameKind::Request as u8, 0, 0, 0, 7])
         .unwrap();
-    expect_clean_close(child, s);
+    let (_, id, body) = read_frame(&mut s);
+    assert_eq!(id, 7);
+    assert!(body.contains("message limit"), "{body}");
+    drop(s);
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
