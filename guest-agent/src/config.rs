@@ -21,10 +21,13 @@ pub struct Config {
     /// File listing kernel modules to load, relative to /lib/modules/<release>.
     pub modules: PathBuf,
     pub pid1: bool,
+    /// Test mode: die when the parent dies (test harnesses). Without it the
+    /// agent outlives its starter, as a domain outlives a SIGKILLed shim.
+    pub die_with_parent: bool,
 }
 
 pub const USAGE: &str =
-    "usage: vxn-agent [--channel /dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR]
+    "usage: vxn-agent [--channel /dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR] [--die-with-parent]
 As PID 1 the agent reads vxn.channel=, vxn.log= and vxn.modules= from the kernel command line.";
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
@@ -49,6 +52,7 @@ impl Config {
             state_dir: "/run/vxn".into(),
             modules: "/etc/vxn/modules.list".into(),
             pid1,
+            die_with_parent: false,
         }
     }
 
@@ -82,6 +86,7 @@ impl Config {
                 "--channel" => c.channel = parse_channel(&val()?)?,
                 "--log" => c.log = val()?,
                 "--state-dir" => c.state_dir = val()?.into(),
+                "--die-with-parent" => c.die_with_parent = true,
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
@@ -114,6 +119,9 @@ mod tests {
         let c = Config::from_args(&args).unwrap();
         assert_eq!(c.channel, Channel::Fd(3));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+        assert!(!c.die_with_parent);
+        let c = Config::from_args(&["--die-with-parent".to_string()]).unwrap();
+        assert!(c.die_with_parent);
         assert!(Config::from_args(&["--bogus".into()]).is_err());
     }
 }

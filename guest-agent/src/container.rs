@@ -1,26 +1,30 @@
-//! A container inside the guest: its filesystem and its processes.
+//! A container inside the guest: its own mount namespace (rootfs and mounts,
+//! see [`crate::rootfs_ns`]) and its processes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vxn_runtime_core::protocol::{
-    AgentError, CreateContainer, ErrorKind, ProcessInfo, RootfsSource,
-};
+use vxn_runtime_core::protocol::{AgentError, CreateContainer, ErrorKind, MountKind, ProcessInfo};
 
-use crate::mounts::{self, MountTable};
+use crate::mounts;
 use crate::process::Process;
 use crate::procfs;
+use crate::rootfs_ns::{ContainerNs, Setup};
 
 /// How long Delete waits for a SIGKILLed init to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Processes in one ListPids answer: a page stays far below the message limit.
+pub const PIDS_PAGE: usize = 1024;
+/// Bytes of a process's command line in a ListPids answer.
+const COMMAND_MAX: usize = 256;
 
 pub struct Container {
     pub id: String,
-    pub rootfs: PathBuf,
     state_dir: PathBuf,
-    mounts: Mutex<MountTable>,
+    /// Dropped at destroy: the namespace and its mounts go with their last process.
+    ns: Mutex<Option<Arc<ContainerNs>>>,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -47,9 +51,31 @@ pub fn validate_id(id: &str) -> Result<(), AgentError> {
     }
 }
 
+/// Write the contents of file mounts where the namespace builder binds them from.
+fn stage_files(req: &CreateContainer, files: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (i, m) in req.mounts.iter().enumerate() {
+        if let MountKind::File { contents, mode } = &m.kind {
+            std::fs::create_dir_all(files).map_err(|e| {
+                err(
+                    ErrorKind::Internal,
+                    format!("mkdir {}: {e}", files.display()),
+                )
+            })?;
+            let src = files.join(format!("file-{i}"));
+            std::fs::write(&src, contents)
+                .and_then(|()| {
+                    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode & 0o7777))
+                })
+                .map_err(|e| err(ErrorKind::Internal, format!("write {}: {e}", src.display())))?;
+        }
+    }
+    Ok(())
+}
+
 impl Container {
-    /// Mount the filesystem and prepare the init process. On error nothing
-    /// stays mounted.
+    /// Build the container's namespace and prepare the init process. On
+    /// error nothing stays: the namespace was never kept, the state goes.
     pub async fn create(
         req: CreateContainer,
         state_root: &Path,
@@ -57,37 +83,19 @@ impl Container {
     ) -> Result<Arc<Self>, AgentError> {
         validate_id(&req.container_id)?;
         let state_dir = state_root.join(&req.container_id);
-        let mut table = MountTable::default();
         let result = async {
-            let init = Process::new(None, req.process, init_stdio)?;
-            let rootfs =
-                mounts::mount_rootfs(&req.rootfs, &state_dir.join("rootfs"), &mut table).await?;
-            let readonly_dir =
-                req.readonly_rootfs && matches!(req.rootfs, RootfsSource::Directory { .. });
-            if readonly_dir {
-                mounts::bind_self(&rootfs, &mut table)?;
-            }
-            mounts::apply_mounts(&rootfs, &req.mounts, &state_dir.join("files"), &mut table)?;
-            if !req.mounts.iter().any(|m| m.destination == "/dev") {
-                // Every container gets the basic device nodes.
-                let dev = rootfs.join("dev");
-                std::fs::create_dir_all(&dev).ok();
-                mounts::apply_mounts(
-                    &rootfs,
-                    &[vxn_runtime_core::protocol::MountSpec {
-                        destination: "/dev".into(),
-                        kind: vxn_runtime_core::protocol::MountKind::Kernel {
-                            fstype: "tmpfs".into(),
-                        },
-                        options: vec!["nosuid".into(), "mode=755".into()],
-                    }],
-                    &state_dir.join("files"),
-                    &mut table,
-                )?;
-            }
-            if req.readonly_rootfs {
-                mounts::remount_readonly(&rootfs)?;
-            }
+            let init = Process::new(None, req.process.clone(), init_stdio)?;
+            let files = state_dir.join("files");
+            stage_files(&req, &files)?;
+            mounts::wait_for_rootfs(&req.rootfs).await?;
+            let ns = ContainerNs::create(Setup {
+                rootfs: req.rootfs.clone(),
+                staging: state_dir.join("rootfs"),
+                files,
+                mounts: req.mounts.clone(),
+                readonly: req.readonly_rootfs,
+            })
+            .await?;
             if let Some(h) = &req.hostname {
                 nix::unistd::sethostname(h).map_err(|e| {
                     err(
@@ -96,20 +104,18 @@ impl Container {
                     )
                 })?;
             }
-            Ok((rootfs, init))
+            Ok((ns, init))
         }
         .await;
         match result {
-            Ok((rootfs, init)) => Ok(Arc::new(Self {
+            Ok((ns, init)) => Ok(Arc::new(Self {
                 id: req.container_id,
-                rootfs,
                 state_dir,
-                mounts: Mutex::new(table),
+                ns: Mutex::new(Some(Arc::new(ns))),
                 init,
                 execs: Mutex::default(),
             })),
             Err(e) => {
-                table.unmount_all();
                 let _ = std::fs::remove_dir_all(&state_dir);
                 Err(e)
             }
@@ -118,6 +124,20 @@ impl Container {
 
     pub fn init(&self) -> &Arc<Process> {
         &self.init
+    }
+
+    /// The container's namespace, while it has not been destroyed.
+    pub fn ns(&self) -> Result<Arc<ContainerNs>, AgentError> {
+        self.ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::FailedPrecondition,
+                    format!("container {} is being deleted", self.id),
+                )
+            })
     }
 
     fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
@@ -168,37 +188,54 @@ impl Container {
         Ok(())
     }
 
-    /// Every process of the container, as the guest sees them.
-    pub fn processes(&self) -> Vec<ProcessInfo> {
+    /// One page of the container's processes as the guest sees them: pids
+    /// above `after`, in order; `true` when more follow.
+    pub fn processes(&self, after: Option<u32>) -> (Vec<ProcessInfo>, bool) {
         let known: Vec<(i32, Option<String>)> = std::iter::once(&self.init)
             .chain(self.execs().values())
             .filter_map(|p| p.pid().map(|pid| (pid, p.exec_id.clone())))
             .collect();
-        let mut pids = procfs::container_pids();
+        let mut pids: Vec<i32> = procfs::container_pids()
+            .into_iter()
+            .filter(|p| after.map_or(true, |a| *p as i64 > a as i64))
+            .collect();
         pids.sort_unstable();
-        pids.into_iter()
+        let more = pids.len() > PIDS_PAGE;
+        let page = pids
+            .into_iter()
+            .take(PIDS_PAGE)
             .map(|pid| ProcessInfo {
                 pid: pid as u32,
                 exec_id: known
                     .iter()
                     .find(|(k, _)| *k == pid)
                     .and_then(|(_, e)| e.clone()),
-                command: procfs::command(pid),
+                command: truncate(procfs::command(pid), COMMAND_MAX),
             })
-            .collect()
+            .collect();
+        (page, more)
     }
 
-    /// Kill everything, wait for init, unmount, forget the state.
+    /// Kill everything, wait for init, release the namespace, forget the state.
     pub async fn destroy(&self) {
         procfs::signal_all(libc::SIGKILL, &[]);
         if self.init.pid().is_some() {
             let _ = tokio::time::timeout(KILL_WAIT, self.init.wait()).await;
         }
-        self.mounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unmount_all();
+        self.ns.lock().unwrap_or_else(|p| p.into_inner()).take();
         let _ = std::fs::remove_dir_all(&self.state_dir);
         tracing::info!(container = %self.id, "container deleted");
     }
+}
+
+/// At most `max` bytes of `s`, cut on a char boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
 }

@@ -2,6 +2,7 @@
 //! processes and talks to the shim over one channel (a Xen PV console).
 //! Not PID 1 (tests), it isolates itself in private namespaces instead.
 
+mod caps;
 mod channel;
 mod config;
 mod container;
@@ -12,6 +13,8 @@ mod process;
 mod procfs;
 mod pty;
 mod reaper;
+mod rootfs_ns;
+mod safe_path;
 mod server;
 mod spawn;
 mod user;
@@ -45,7 +48,7 @@ fn main() {
             eprintln!("{e}");
             std::process::exit(2)
         });
-        if let Err(e) = pid1::isolate_for_tests() {
+        if let Err(e) = pid1::isolate_for_tests(cfg.die_with_parent) {
             eprintln!("vxn-agent: {e}");
             std::process::exit(1)
         }

@@ -1,12 +1,22 @@
-//! Container filesystem setup: the rootfs, the OCI mounts that make sense in
-//! a VM, and a populated /dev. Every mount is recorded so teardown can undo
-//! exactly what setup did, in reverse.
+//! The container's filesystem, made inside its own mount namespace (see
+//! [`crate::rootfs_ns`]): the rootfs (always nodev: device nodes come only
+//! from the /dev made here), the OCI mounts that make sense in a VM, a /dev
+//! whose device nodes are bind mounts of the agent's own, then pivot_root.
+//!
+//! The image is hostile: every mount target is resolved inside the rootfs
+//! ([`crate::safe_path`]) and the mount is made on the resolved inode through
+//! `/proc/self/fd/N`, so no symlink of the image can point a mount elsewhere.
 
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use vxn_runtime_core::protocol::{AgentError, ErrorKind, MountKind, MountSpec, RootfsSource};
+
+use crate::rootfs_ns::Setup;
+use crate::safe_path::{mkdir_all, mkfile, open_in, proc_path};
 
 /// Kernel filesystems a container may ask for.
 const KERNEL_FS: &[&str] = &[
@@ -14,43 +24,16 @@ const KERNEL_FS: &[&str] = &[
 ];
 /// How long to wait for a block device to appear (xen-blkfront probes async).
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-pub struct MountTable {
-    mounted: Vec<PathBuf>,
-}
-
-impl MountTable {
-    fn mount(
-        &mut self,
-        source: Option<&str>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<(), AgentError> {
-        mount(source, target, fstype, flags, data).map_err(|e| {
-            internal(format!(
-                "mount {} on {} ({}): {e}",
-                source.unwrap_or("none"),
-                target.display(),
-                fstype.unwrap_or("bind")
-            ))
-        })?;
-        self.mounted.push(target.to_path_buf());
-        Ok(())
-    }
-
-    /// Unmount everything in reverse order; lazily, so a busy mount can't
-    /// keep the container from being deleted.
-    pub fn unmount_all(&mut self) {
-        while let Some(p) = self.mounted.pop() {
-            if let Err(e) = umount2(&p, MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %p.display(), error = %e, "unmount failed");
-            }
-        }
-    }
-}
+const NINEP_OPTS: &str = "trans=xen,version=9p2000.L,msize=262144";
+/// The device nodes an OCI runtime provides in a fresh /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 
 fn internal(msg: String) -> AgentError {
     AgentError::new(ErrorKind::Internal, msg)
@@ -60,69 +43,34 @@ fn invalid(msg: String) -> AgentError {
     AgentError::new(ErrorKind::InvalidArgument, msg)
 }
 
-/// `dest` inside `rootfs`, refusing relative paths and `..`.
-pub fn join_in(rootfs: &Path, dest: &str) -> Result<PathBuf, AgentError> {
-    let p = Path::new(dest);
-    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(invalid(format!(
-            "mount destination {dest:?} must be absolute, without '..'"
-        )));
-    }
-    Ok(rootfs.join(p.strip_prefix("/").unwrap_or(p)))
-}
-
-/// Make the container's root filesystem available at `target` (or use a
-/// directory in place) and return the rootfs path.
-pub async fn mount_rootfs(
-    src: &RootfsSource,
+fn do_mount(
+    source: Option<&str>,
     target: &Path,
-    table: &mut MountTable,
-) -> Result<PathBuf, AgentError> {
-    match src {
-        RootfsSource::Directory { path } => {
-            let p = PathBuf::from(path);
-            if !p.is_dir() {
-                return Err(invalid(format!("rootfs directory {path} does not exist")));
-            }
-            Ok(p)
-        }
-        RootfsSource::Block {
-            device,
-            fstype,
-            options,
-        } => {
-            wait_for(Path::new(device)).await?;
-            mkdir(target)?;
-            let (flags, data) = parse_options(options);
-            table.mount(Some(device), target, Some(fstype), flags, opt(&data))?;
-            Ok(target.to_path_buf())
-        }
-        RootfsSource::Share { tag } => {
-            mkdir(target)?;
-            table.mount(
-                Some(tag),
-                target,
-                Some("9p"),
-                MsFlags::empty(),
-                Some(NINEP_OPTS),
-            )?;
-            Ok(target.to_path_buf())
-        }
-    }
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    what: &str,
+) -> Result<(), AgentError> {
+    mount(source, target, fstype, flags, data).map_err(|e| {
+        internal(format!(
+            "mount {} on {what} ({}): {e}",
+            source.unwrap_or("none"),
+            fstype.unwrap_or("bind")
+        ))
+    })
 }
 
-const NINEP_OPTS: &str = "trans=xen,version=9p2000.L,msize=262144";
-
-async fn wait_for(dev: &Path) -> Result<(), AgentError> {
+/// Wait for the rootfs block device (before the namespace is built: this may take a while).
+pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
+    let RootfsSource::Block { device, .. } = src else {
+        return Ok(());
+    };
     let deadline = tokio::time::Instant::now() + DEVICE_WAIT;
-    while !dev.exists() {
+    while !Path::new(device).exists() {
         if tokio::time::Instant::now() > deadline {
             return Err(AgentError::new(
                 ErrorKind::NotFound,
-                format!(
-                    "rootfs device {} did not appear within {DEVICE_WAIT:?}",
-                    dev.display()
-                ),
+                format!("rootfs device {device} did not appear within {DEVICE_WAIT:?}"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -130,12 +78,276 @@ async fn wait_for(dev: &Path) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn mkdir(p: &Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(p).map_err(|e| internal(format!("mkdir {}: {e}", p.display())))
+/// In a fresh mount namespace (the calling thread's): everything, then pivot_root.
+pub fn build(s: &Setup) -> Result<(), AgentError> {
+    // Nothing made here propagates back to the agent's namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| internal(format!("make / private: {e}")))?;
+    mount_rootfs(&s.rootfs, &s.staging)?;
+    let root: OwnedFd = std::fs::File::open(&s.staging)
+        .map_err(|e| internal(format!("open {}: {e}", s.staging.display())))?
+        .into();
+    let root = root.as_fd();
+    for (i, m) in s.mounts.iter().enumerate() {
+        apply(root, i, m, &s.files)?;
+    }
+    if !s.mounts.iter().any(|m| m.destination == "/dev") {
+        // Every container gets the basic device nodes.
+        let dev = MountSpec {
+            destination: "/dev".into(),
+            kind: MountKind::Kernel {
+                fstype: "tmpfs".into(),
+            },
+            options: vec!["nosuid".into(), "mode=755".into()],
+        };
+        apply(root, usize::MAX, &dev, &s.files)?;
+    }
+    if s.readonly {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
+        do_mount(None, &s.staging, None, flags, None, "/ (read-only)")?;
+    }
+    pivot_into(root)
+}
+
+fn mount_rootfs(src: &RootfsSource, staging: &Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(staging)
+        .map_err(|e| internal(format!("mkdir {}: {e}", staging.display())))?;
+    match src {
+        RootfsSource::Block {
+            device,
+            fstype,
+            options,
+        } => {
+            let (flags, data) = parse_options(options);
+            do_mount(
+                Some(device),
+                staging,
+                Some(fstype),
+                flags | MsFlags::MS_NODEV,
+                opt(&data),
+                "/",
+            )
+        }
+        RootfsSource::Directory { path } => {
+            if !Path::new(path).is_dir() {
+                return Err(invalid(format!("rootfs directory {path} does not exist")));
+            }
+            do_mount(
+                Some(path),
+                staging,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                "/",
+            )?;
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV;
+            do_mount(None, staging, None, flags, None, "/ (nodev)")
+        }
+        RootfsSource::Share { tag } => do_mount(
+            Some(tag),
+            staging,
+            Some("9p"),
+            MsFlags::MS_NODEV,
+            Some(NINEP_OPTS),
+            "/",
+        ),
+    }
+}
+
+/// Resolve `dest` inside the root as a directory, creating what is missing.
+fn target_dir(root: BorrowedFd, dest: &str) -> Result<OwnedFd, AgentError> {
+    check_destination(dest)?;
+    mkdir_all(root, Path::new(dest), 0o755)
+        .map_err(|e| invalid(format!("mount destination {dest}: {e}")))
+}
+
+fn check_destination(dest: &str) -> Result<(), AgentError> {
+    let p = Path::new(dest);
+    if !p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(invalid(format!(
+            "mount destination {dest:?} must be absolute, without '..'"
+        )));
+    }
+    Ok(())
+}
+
+fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), AgentError> {
+    let dest = m.destination.as_str();
+    let (flags, data) = parse_options(&m.options);
+    match &m.kind {
+        MountKind::Kernel { fstype } => {
+            if !KERNEL_FS.contains(&fstype.as_str()) {
+                return Err(AgentError::new(
+                    ErrorKind::Unsupported,
+                    format!("mount type {fstype:?} at {dest} is not supported in a vxn guest"),
+                ));
+            }
+            // The guest runs cgroup v2 whatever the host's layout.
+            let fstype = if fstype == "cgroup" {
+                "cgroup2"
+            } else {
+                fstype.as_str()
+            };
+            let data = if fstype == "cgroup2" {
+                String::new()
+            } else {
+                data
+            };
+            let is_dev = dest == "/dev" && fstype == "tmpfs";
+            // A container-writable /dev is nodev: its nodes are bind mounts (below),
+            // so a node made with mknod there opens nothing.
+            let flags = if is_dev {
+                flags | MsFlags::MS_NODEV | MsFlags::MS_NOSUID
+            } else {
+                flags
+            };
+            let target = target_dir(root, dest)?;
+            do_mount(
+                Some(fstype),
+                &proc_path(&target),
+                Some(fstype),
+                flags,
+                opt(&data),
+                dest,
+            )?;
+            if is_dev {
+                populate_dev(root)?;
+            }
+        }
+        MountKind::Share { tag, subpath } => {
+            let target = target_dir(root, dest)?;
+            match subpath {
+                None => do_mount(
+                    Some(tag),
+                    &proc_path(&target),
+                    Some("9p"),
+                    flags,
+                    Some(NINEP_OPTS),
+                    dest,
+                )?,
+                Some(sub) => {
+                    let stage = files.join(format!("share-{i}"));
+                    std::fs::create_dir_all(&stage)
+                        .map_err(|e| internal(format!("mkdir {}: {e}", stage.display())))?;
+                    do_mount(
+                        Some(tag),
+                        &stage,
+                        Some("9p"),
+                        MsFlags::empty(),
+                        Some(NINEP_OPTS),
+                        dest,
+                    )?;
+                    let stage_fd: OwnedFd = std::fs::File::open(&stage)
+                        .map_err(|e| internal(format!("open {}: {e}", stage.display())))?
+                        .into();
+                    // The share is a host directory: its subpath is resolved inside it too.
+                    let src = mkdir_all(stage_fd.as_fd(), Path::new(sub), 0o755)
+                        .map_err(|e| invalid(format!("share subpath {sub}: {e}")))?;
+                    let src = path_str(&proc_path(&src))?;
+                    do_mount(
+                        Some(&src),
+                        &proc_path(&target),
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                        dest,
+                    )?;
+                }
+            }
+        }
+        MountKind::File { .. } => {
+            check_destination(dest)?;
+            let src = files.join(format!("file-{i}"));
+            let target = mkfile(root, Path::new(dest), 0o644)
+                .map_err(|e| invalid(format!("mount destination {dest}: {e}")))?;
+            let src = path_str(&src)?;
+            do_mount(
+                Some(&src),
+                &proc_path(&target),
+                None,
+                MsFlags::MS_BIND,
+                None,
+                dest,
+            )?;
+            if flags.contains(MsFlags::MS_RDONLY) {
+                // The bind is a new mount over the target: look it up again to remount it.
+                let bound = open_in(root, Path::new(dest), libc::O_PATH, 0)
+                    .map_err(|e| internal(format!("reopen {dest}: {e}")))?;
+                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                do_mount(None, &proc_path(&bound), None, ro, None, dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> Result<String, AgentError> {
+    p.to_str()
+        .map(String::from)
+        .ok_or_else(|| invalid(format!("non-UTF-8 path {}", p.display())))
 }
 
 fn opt(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
+}
+
+/// The device nodes and links of a fresh /dev: each node a bind mount of the
+/// agent's own (a bind keeps its source's device access on a nodev /dev).
+fn populate_dev(root: BorrowedFd) -> Result<(), AgentError> {
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let rel = format!("/dev/{name}");
+        let target = mkfile(root, Path::new(&rel), 0o666)
+            .map_err(|e| internal(format!("create {rel}: {e}")))?;
+        do_mount(
+            Some(&path_str(&host)?),
+            &proc_path(&target),
+            None,
+            MsFlags::MS_BIND,
+            None,
+            &rel,
+        )?;
+    }
+    let dev = open_in(root, Path::new("/dev"), libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|e| internal(format!("open /dev: {e}")))?;
+    for (name, to) in DEV_LINKS {
+        if let Err(e) = nix::unistd::symlinkat(*to, Some(dev.as_raw_fd()), *name) {
+            if e != Errno::EEXIST {
+                return Err(internal(format!("symlink /dev/{name}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make the rootfs this namespace's root and drop the agent's filesystem from it.
+fn pivot_into(root: BorrowedFd) -> Result<(), AgentError> {
+    nix::unistd::fchdir(root.as_raw_fd())
+        .map_err(|e| internal(format!("chdir to the rootfs: {e}")))?;
+    // pivot_root(".", "."): the old root is stacked on the new one, then detached.
+    // SAFETY: pivot_root(2) with two valid C strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } < 0 {
+        return Err(internal(format!(
+            "pivot_root into the rootfs: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| internal(format!("detach the old root: {e}")))?;
+    nix::unistd::chdir("/").map_err(|e| internal(format!("chdir /: {e}")))?;
+    Ok(())
 }
 
 /// Split OCI mount options into mount flags and filesystem data.
@@ -158,189 +370,9 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-/// Apply the container's mounts in spec order (`/dev` before `/dev/pts`).
-pub fn apply_mounts(
-    rootfs: &Path,
-    mounts: &[MountSpec],
-    files_dir: &Path,
-    table: &mut MountTable,
-) -> Result<(), AgentError> {
-    for (i, m) in mounts.iter().enumerate() {
-        let dest = join_in(rootfs, &m.destination)?;
-        match &m.kind {
-            MountKind::Kernel { fstype } => {
-                if !KERNEL_FS.contains(&fstype.as_str()) {
-                    return Err(AgentError::new(
-                        ErrorKind::Unsupported,
-                        format!(
-                            "mount type {fstype:?} at {} is not supported in a vxn guest",
-                            m.destination
-                        ),
-                    ));
-                }
-                // The guest runs cgroup v2 whatever the host's layout.
-                let fstype = if fstype == "cgroup" {
-                    "cgroup2"
-                } else {
-                    fstype.as_str()
-                };
-                mkdir(&dest)?;
-                let (flags, data) = parse_options(&m.options);
-                let data = if fstype == "cgroup2" {
-                    String::new()
-                } else {
-                    data
-                };
-                table.mount(Some(fstype), &dest, Some(fstype), flags, opt(&data))?;
-                if m.destination == "/dev" && fstype == "tmpfs" {
-                    populate_dev(&dest)?;
-                }
-            }
-            MountKind::Share { tag, subpath } => {
-                mkdir(&dest)?;
-                match subpath {
-                    None => table.mount(
-                        Some(tag),
-                        &dest,
-                        Some("9p"),
-                        MsFlags::empty(),
-                        Some(NINEP_OPTS),
-                    )?,
-                    Some(sub) => {
-                        let stage = files_dir.join(format!("share-{i}"));
-                        mkdir(&stage)?;
-                        table.mount(
-                            Some(tag),
-                            &stage,
-                            Some("9p"),
-                            MsFlags::empty(),
-                            Some(NINEP_OPTS),
-                        )?;
-                        let src = join_in(&stage, &format!("/{sub}"))?;
-                        table.mount(Some(path_str(&src)?), &dest, None, MsFlags::MS_BIND, None)?;
-                    }
-                }
-            }
-            MountKind::File { contents, mode } => {
-                // Bind a file from agent memory: the container image is not modified.
-                mkdir(files_dir)?;
-                let src = files_dir.join(format!("file-{i}"));
-                std::fs::write(&src, contents)
-                    .map_err(|e| internal(format!("write {}: {e}", src.display())))?;
-                set_mode(&src, *mode)?;
-                if let Some(parent) = dest.parent() {
-                    mkdir(parent)?;
-                }
-                if !dest.exists() {
-                    std::fs::write(&dest, b"")
-                        .map_err(|e| internal(format!("create {}: {e}", dest.display())))?;
-                }
-                let (flags, _) = parse_options(&m.options);
-                table.mount(Some(path_str(&src)?), &dest, None, MsFlags::MS_BIND, None)?;
-                if flags.contains(MsFlags::MS_RDONLY) {
-                    table.mounted.pop(); // same mount point, remount only
-                    table.mount(
-                        None,
-                        &dest,
-                        None,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                        None,
-                    )?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn path_str(p: &Path) -> Result<&str, AgentError> {
-    p.to_str()
-        .ok_or_else(|| invalid(format!("non-UTF-8 path {}", p.display())))
-}
-
-fn set_mode(p: &Path, mode: u32) -> Result<(), AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o7777))
-        .map_err(|e| internal(format!("chmod {}: {e}", p.display())))
-}
-
-/// The device nodes and links an OCI runtime provides in a fresh /dev.
-pub fn populate_dev(dev: &Path) -> Result<(), AgentError> {
-    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    const NODES: &[(&str, u64, u64)] = &[
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ];
-    for (name, major, minor) in NODES {
-        let p = dev.join(name);
-        if p.exists() {
-            continue;
-        }
-        mknod(
-            &p,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(*major, *minor),
-        )
-        .map_err(|e| internal(format!("mknod {}: {e}", p.display())))?;
-        set_mode(&p, 0o666)?;
-    }
-    const LINKS: &[(&str, &str)] = &[
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ];
-    for (name, target) in LINKS {
-        let p = dev.join(name);
-        if p.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(target, &p)
-                .map_err(|e| internal(format!("symlink {}: {e}", p.display())))?;
-        }
-    }
-    Ok(())
-}
-
-/// Make a directory rootfs a mount point of its own, so it can later be
-/// remounted read-only. Must run before the container's mounts.
-pub fn bind_self(rootfs: &Path, table: &mut MountTable) -> Result<(), AgentError> {
-    table.mount(
-        Some(path_str(rootfs)?),
-        rootfs,
-        None,
-        MsFlags::MS_BIND,
-        None,
-    )
-}
-
-/// Remount the rootfs read-only, after all mounts are in place.
-pub fn remount_readonly(rootfs: &Path) -> Result<(), AgentError> {
-    mount(
-        None::<&str>,
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(|e| internal(format!("remount {} read-only: {e}", rootfs.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn destinations_stay_inside_the_rootfs() {
-        let r = Path::new("/r");
-        assert_eq!(join_in(r, "/dev/pts").unwrap(), PathBuf::from("/r/dev/pts"));
-        assert!(join_in(r, "/../etc").is_err());
-        assert!(join_in(r, "relative").is_err());
-    }
 
     #[test]
     fn options_split_into_flags_and_data() {
@@ -350,5 +382,8 @@ mod tests {
         let (f, d) = parse_options(&o);
         assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
         assert_eq!(d, "mode=755,size=65536k");
+        assert!(check_destination("/../etc").is_err());
+        assert!(check_destination("relative").is_err());
+        assert!(check_destination("/dev/pts").is_ok());
     }
 }

@@ -115,8 +115,9 @@ pub fn load_modules(list: &Path) {
 
 /// Test mode: a private mount and UTS namespace (nothing we mount or name
 /// leaks to the host, and it all vanishes with us) and subreaping of orphans.
+/// `die_with_parent`: SIGKILL when the parent dies (test harnesses).
 /// Must run before any thread exists.
-pub fn isolate_for_tests() -> Result<(), String> {
+pub fn isolate_for_tests(die_with_parent: bool) -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| format!("unshare (test mode needs root): {e}"))?;
@@ -131,8 +132,9 @@ pub fn isolate_for_tests() -> Result<(), String> {
     // SAFETY: prctl with constant arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        // If the test harness dies, so do we (and our processes, by their pipes).
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if die_with_parent {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     Ok(())

@@ -14,10 +14,13 @@ use tokio::task::{AbortHandle, JoinHandle};
 use vxn_runtime_core::mux::{StreamReader, StreamWriter};
 use vxn_runtime_core::protocol::{AgentError, ErrorKind, ExitStatus, ProcessSpec, WindowSize};
 
+use crate::caps::{self, CapPlan};
 use crate::fdstream::FdStream;
 use crate::reaper::Reaper;
+use crate::rootfs_ns::ContainerNs;
 use crate::spawn::{self, SpawnError, SpawnPlan, Stage};
-use crate::{pty, user};
+use crate::user::Credentials;
+use crate::{pty, safe_path, user};
 
 /// How long output may keep flowing after the process exited (a background
 /// child can hold the pipe open forever).
@@ -90,12 +93,12 @@ impl Process {
         }
     }
 
-    /// Start the process in `rootfs` (chrooted unless `rootfs` is "/").
-    /// `on_exit` runs after the exit, before output is drained (the init
-    /// process uses it to kill the rest of the container).
+    /// Start the process in the container's mount namespace. `on_exit` runs
+    /// after the exit, before output is drained (the init process uses it to
+    /// kill the rest of the container).
     pub async fn start(
         self: &Arc<Self>,
-        rootfs: &Path,
+        ns: &ContainerNs,
         reaper: &Reaper,
         on_exit: impl FnOnce(i32) + Send + 'static,
     ) -> Result<u32, AgentError> {
@@ -114,7 +117,7 @@ impl Process {
                 ));
             }
         };
-        match self.spawn(rootfs, reaper, spec, stdio, on_exit).await {
+        match self.spawn(ns, reaper, spec, stdio, on_exit).await {
             Ok(pid) => Ok(pid as u32),
             Err(e) => {
                 // It never ran: report it exited like a shell would (127).
@@ -130,14 +133,15 @@ impl Process {
 
     async fn spawn(
         self: &Arc<Self>,
-        rootfs: &Path,
+        ns: &ContainerNs,
         reaper: &Reaper,
         spec: ProcessSpec,
         stdio: AgentStdio,
         on_exit: impl FnOnce(i32) + Send + 'static,
     ) -> Result<i32, AgentError> {
-        let mut plan = build_plan(rootfs, &spec)?;
-        let io = ChildIo::new(rootfs, &spec, &stdio)?;
+        let prepared = prepare(ns, &spec).await?;
+        let mut plan = build_plan(ns, &spec, &prepared.creds)?;
+        let io = ChildIo::new(&spec, &stdio, prepared.pty)?;
         plan.stdio = io.child_fds();
         plan.tty = spec.terminal;
         let (pid, status_pipe, exit_rx) = reaper
@@ -296,9 +300,62 @@ fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
     })
 }
 
-/// Everything the child needs, resolved against the container's rootfs.
-fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError> {
-    let creds = user::resolve(rootfs, &spec.user)?;
+/// What a start needs from the container's files, looked up in its view.
+struct Prepared {
+    creds: Credentials,
+    pty: Option<(OwnedFd, OwnedFd)>,
+}
+
+fn cwd_of(spec: &ProcessSpec) -> Result<String, AgentError> {
+    let cwd = if spec.cwd.is_empty() {
+        "/"
+    } else {
+        spec.cwd.as_str()
+    };
+    if !cwd.starts_with('/') {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("cwd {cwd:?} must be an absolute path"),
+        ));
+    }
+    Ok(cwd.to_string())
+}
+
+/// The user (from the image's passwd and group), a missing cwd created (as
+/// runc does), and a tty from the container's devpts: all inside the
+/// container root, whatever its symlinks say.
+async fn prepare(ns: &ContainerNs, spec: &ProcessSpec) -> Result<Prepared, AgentError> {
+    let (who, cwd, terminal) = (spec.user.clone(), cwd_of(spec)?, spec.terminal);
+    let (creds, pty) = ns
+        .run_in(move |root| {
+            let creds = user::resolve(root, &who)?;
+            safe_path::mkdir_all(root, Path::new(&cwd), 0o755)
+                .map_err(|e| err(ErrorKind::InvalidArgument, format!("cwd {cwd}: {e}")))?;
+            let flags = libc::O_RDWR | libc::O_NOCTTY;
+            let pty = terminal
+                .then(|| safe_path::open_in(root, Path::new("/dev/pts/ptmx"), flags, 0))
+                .and_then(Result::ok)
+                .map(pty::pair)
+                .transpose()
+                .map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
+            Ok((creds, pty))
+        })
+        .await?;
+    let pty = match (terminal, pty) {
+        (true, None) => Some(
+            pty::open_agent().map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?,
+        ),
+        (_, pty) => pty,
+    };
+    Ok(Prepared { creds, pty })
+}
+
+/// Everything the child needs, prepared before fork.
+fn build_plan(
+    ns: &ContainerNs,
+    spec: &ProcessSpec,
+    creds: &Credentials,
+) -> Result<SpawnPlan, AgentError> {
     let mut env: Vec<String> = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", creds.home));
@@ -317,23 +374,7 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
             .map(|d| cstr(&format!("{d}/{arg0}"), "PATH entry"))
             .collect::<Result<_, _>>()?
     };
-    let cwd = if spec.cwd.is_empty() {
-        "/"
-    } else {
-        spec.cwd.as_str()
-    };
-    if !cwd.starts_with('/') {
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            format!("cwd {cwd:?} must be an absolute path"),
-        ));
-    }
-    // runc creates a missing cwd; so do we.
-    let host_cwd = crate::mounts::join_in(rootfs, cwd)?;
-    if !host_cwd.exists() {
-        std::fs::create_dir_all(&host_cwd)
-            .map_err(|e| err(ErrorKind::InvalidArgument, format!("cwd {cwd}: {e}")))?;
-    }
+    let cwd = cwd_of(spec)?;
     let rlimits = spec
         .rlimits
         .iter()
@@ -353,9 +394,10 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
             ))
         })
         .collect::<Result<_, AgentError>>()?;
-    let root = (rootfs != Path::new("/"))
-        .then(|| cstr(&rootfs.to_string_lossy(), "rootfs"))
-        .transpose()?;
+    let caps = spec
+        .capabilities
+        .as_ref()
+        .map(|c| CapPlan::new(c, caps::last_cap()));
     Ok(SpawnPlan {
         argv: spec
             .args
@@ -367,11 +409,11 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
             .map(|e| cstr(e, "an environment entry"))
             .collect::<Result<_, _>>()?,
         candidates,
-        root,
-        cwd: cstr(cwd, "cwd")?,
+        mount_ns: Some(ns.raw_fd()),
+        cwd: cstr(&cwd, "cwd")?,
         uid: creds.uid,
         gid: creds.gid,
-        groups: creds.groups,
+        groups: creds.groups.clone(),
         umask: spec.user.umask,
         rlimits,
         no_new_privs: spec.no_new_privileges,
@@ -379,6 +421,7 @@ fn build_plan(rootfs: &Path, spec: &ProcessSpec) -> Result<SpawnPlan, AgentError
             .oom_score_adj
             .map(|v| cstr(&v.to_string(), "oom score"))
             .transpose()?,
+        caps,
         stdio: [0, 1, 2],
         tty: false,
     })
@@ -418,6 +461,13 @@ async fn read_spawn_status(pipe: OwnedFd, arg0: &str) -> Result<(), AgentError> 
             ErrorKind::InvalidArgument,
             format!("chdir to cwd: {errno}"),
         )),
+        Err(SpawnError::Child {
+            stage: Stage::Caps,
+            errno,
+        }) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("apply capabilities: {errno}"),
+        )),
         Err(e) => Err(err(
             ErrorKind::Internal,
             format!("starting the process: {e}"),
@@ -449,7 +499,11 @@ fn dev_null() -> Result<OwnedFd, AgentError> {
 }
 
 impl ChildIo {
-    fn new(rootfs: &Path, spec: &ProcessSpec, stdio: &AgentStdio) -> Result<Self, AgentError> {
+    fn new(
+        spec: &ProcessSpec,
+        stdio: &AgentStdio,
+        pty: Option<(OwnedFd, OwnedFd)>,
+    ) -> Result<Self, AgentError> {
         let mut io = ChildIo {
             child: [None, None, None],
             parent_in: None,
@@ -457,9 +511,7 @@ impl ChildIo {
             parent_err: None,
             pty_master: None,
         };
-        if spec.terminal {
-            let (master, slave) = pty::open(rootfs)
-                .map_err(|e| err(ErrorKind::Internal, format!("open pty: {e}")))?;
+        if let Some((master, slave)) = pty {
             // Until the client's first ResizePty (ctr sends it after Start), a
             // 0x0 terminal breaks programs that ask for their size.
             let size = spec.console_size.unwrap_or(DEFAULT_TTY_SIZE);

@@ -2,37 +2,21 @@
 //! the guest; the host only relays bytes and forwards window sizes.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use vxn_runtime_core::protocol::WindowSize;
 
-/// Open a pty pair. Prefer the container's own devpts instance (so the
-/// process sees `/dev/pts/N` in its root); fall back to the agent's.
-pub fn open(rootfs: &Path) -> Result<(OwnedFd, OwnedFd), Errno> {
-    let container_ptmx = rootfs.join("dev/pts/ptmx");
-    let ptmx = if container_ptmx.exists() {
-        container_ptmx
-    } else {
-        "/dev/ptmx".into()
-    };
-    let path =
-        std::ffi::CString::new(ptmx.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: open/ioctl with valid arguments; we take ownership of new fds.
+/// The pty pair of an opened `ptmx` master: unlocked, the slave opened
+/// through the master (TIOCGPTPEER: no path lookup, so no image can redirect it).
+pub fn pair(master: OwnedFd) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let m = master.as_raw_fd();
+    // SAFETY: ioctls on a valid fd; we take ownership of the new fd.
     unsafe {
-        let m = libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if m < 0 {
-            return Err(Errno::last());
-        }
-        let master = OwnedFd::from_raw_fd(m);
         let unlock: libc::c_int = 0;
         if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
             return Err(Errno::last());
         }
-        // TIOCGPTPEER opens the slave through the master, with no path lookup.
         let s = libc::ioctl(
             m,
             libc::TIOCGPTPEER,
@@ -43,6 +27,17 @@ pub fn open(rootfs: &Path) -> Result<(OwnedFd, OwnedFd), Errno> {
         }
         Ok((master, OwnedFd::from_raw_fd(s)))
     }
+}
+
+/// A pty of the agent's own devpts, for a container that has none.
+pub fn open_agent() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    pair(f.into())
 }
 
 pub fn set_size(fd: RawFd, size: WindowSize) -> Result<(), Errno> {

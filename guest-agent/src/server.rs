@@ -154,7 +154,7 @@ impl Agent {
                 }
                 let stdio = self.open_stdio(&c.stdio)?;
                 let container = Container::create(c, &self.state_root, stdio).await?;
-                tracing::info!(container = %container.id, rootfs = %container.rootfs.display(), "container created");
+                tracing::info!(container = %container.id, "container created");
                 self.containers().insert(container.id.clone(), container);
                 Ok(Response::Ok)
             }
@@ -171,8 +171,9 @@ impl Agent {
                         format!("container {container_id} is not running"),
                     ));
                 }
+                let ns = c.ns()?;
                 let pid = p
-                    .start(&c.rootfs, &self.reaper, move |pid| {
+                    .start(&ns, &self.reaper, move |pid| {
                         // Like a PID namespace: when init dies, the rest of
                         // the container dies with it.
                         if is_init {
@@ -265,12 +266,12 @@ impl Agent {
                 self.container(&container_id)?;
                 Ok(Response::Stats(procfs::stats()))
             }
-            Request::ListPids { container_id, .. } => {
-                let c = self.container(&container_id)?;
-                Ok(Response::Pids {
-                    processes: c.processes(),
-                    more: false,
-                })
+            Request::ListPids {
+                container_id,
+                after,
+            } => {
+                let (processes, more) = self.container(&container_id)?.processes(after);
+                Ok(Response::Pids { processes, more })
             }
             Request::Shutdown => {
                 self.shutdown.notify_one();

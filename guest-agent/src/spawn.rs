@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
+use crate::caps::{self, CapPlan};
+
 /// Which step failed in the child; reported with the errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -19,7 +21,7 @@ pub enum Stage {
     Session = 2,
     Tty = 3,
     OomScore = 4,
-    Chroot = 5,
+    MountNs = 5,
     Cwd = 6,
     Rlimit = 7,
     Groups = 8,
@@ -27,13 +29,15 @@ pub enum Stage {
     Uid = 10,
     NoNewPrivs = 11,
     Exec = 12,
+    Caps = 13,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Self> {
         use Stage::*;
         [
-            Stdio, Session, Tty, OomScore, Chroot, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs, Exec,
+            Stdio, Session, Tty, OomScore, MountNs, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs,
+            Exec, Caps,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -55,9 +59,11 @@ pub struct SpawnPlan {
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     /// Paths to try with execve, in order (a PATH search, resolved in the child
-    /// after chroot so symlinks resolve inside the container).
+    /// inside the container's mount namespace, so symlinks resolve in it).
     pub candidates: Vec<CString>,
-    pub root: Option<CString>,
+    /// The container's mount namespace, entered before anything else of it.
+    pub mount_ns: Option<RawFd>,
+    /// The cwd, in the container's view.
     pub cwd: CString,
     pub uid: u32,
     pub gid: u32,
@@ -66,6 +72,8 @@ pub struct SpawnPlan {
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub no_new_privs: bool,
     pub oom_score_adj: Option<CString>,
+    /// OCI capabilities; `None` keeps the agent's.
+    pub caps: Option<CapPlan>,
     /// fds that become the child's 0, 1, 2.
     pub stdio: [RawFd; 3],
     /// fd 0 is a tty slave that becomes the controlling terminal.
@@ -177,13 +185,18 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
         );
         libc::close(fd);
     }
-    if let Some(root) = &plan.root {
-        check!(Stage::Chroot, libc::chroot(root.as_ptr()));
-        check!(Stage::Chroot, libc::chdir(c"/".as_ptr()));
+    if let Some(ns) = plan.mount_ns {
+        // Also moves root and cwd to the container's root.
+        check!(Stage::MountNs, libc::setns(ns, libc::CLONE_NEWNS));
     }
     check!(Stage::Cwd, libc::chdir(plan.cwd.as_ptr()));
     for (res, lim) in &plan.rlimits {
         check!(Stage::Rlimit, libc::setrlimit(*res, lim));
+    }
+    if let Some(c) = &plan.caps {
+        // While still fully privileged; then keep the permitted set across setuid.
+        check!(Stage::Caps, caps::drop_bounding(c));
+        check!(Stage::Caps, libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0));
     }
     check!(
         Stage::Groups,
@@ -191,6 +204,10 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
     );
     check!(Stage::Gid, libc::setgid(plan.gid));
     check!(Stage::Uid, libc::setuid(plan.uid));
+    if let Some(c) = &plan.caps {
+        check!(Stage::Caps, libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0));
+        check!(Stage::Caps, caps::apply_sets(c));
+    }
     if plan.no_new_privs {
         check!(
             Stage::NoNewPrivs,

@@ -1,9 +1,14 @@
 //! Resolving the OCI user against the container's own /etc/passwd and
-//! /etc/group (never the agent's: the agent has none).
+//! /etc/group (never the agent's: the agent has none). The image is hostile:
+//! the files are read inside the container root, only if they are regular
+//! files of bounded size (a FIFO there must not hang the agent).
 
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use vxn_runtime_core::protocol::{AgentError, ErrorKind, UserSpec};
+
+use crate::safe_path::{self, ReadError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -31,11 +36,18 @@ struct GroupEntry {
 /// Files larger than this are not read (a hostile image could ship a huge one).
 const MAX_DB: u64 = 4 << 20;
 
-fn read_db(rootfs: &Path, file: &str) -> String {
-    let path = rootfs.join(file);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.len() <= MAX_DB => std::fs::read_to_string(&path).unwrap_or_default(),
-        _ => String::new(),
+/// The file's text; "" when the image has none (numeric ids need no entry).
+fn read_db(root: BorrowedFd, file: &str) -> Result<String, AgentError> {
+    match safe_path::read_regular(root, Path::new(file), MAX_DB) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(ReadError::Missing) => Ok(String::new()),
+        Err(ReadError::NotRegular) => Err(invalid(format!(
+            "{file} in the image is not a regular file"
+        ))),
+        Err(ReadError::TooLarge(n)) => Err(invalid(format!(
+            "{file} in the image is too large ({n} bytes, at most {MAX_DB})"
+        ))),
+        Err(ReadError::Io(e)) => Err(invalid(format!("read {file} in the image: {e}"))),
     }
 }
 
@@ -84,9 +96,9 @@ fn invalid(msg: String) -> AgentError {
 /// A user's primary group and home come from passwd; supplementary groups are
 /// the spec's plus, for a user with a passwd entry, its primary group and the
 /// groups that list it as a member.
-pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError> {
-    let passwd = parse_passwd(&read_db(rootfs, "etc/passwd"));
-    let groups = parse_group(&read_db(rootfs, "etc/group"));
+pub fn resolve(root: BorrowedFd, spec: &UserSpec) -> Result<Credentials, AgentError> {
+    let passwd = parse_passwd(&read_db(root, "/etc/passwd")?);
+    let groups = parse_group(&read_db(root, "/etc/group")?);
     let user_str = spec.user.as_deref().unwrap_or("0");
     let entry = match user_str.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|p| p.uid == uid),
@@ -144,6 +156,12 @@ pub fn resolve(rootfs: &Path, spec: &UserSpec) -> Result<Credentials, AgentError
 mod tests {
     use super::*;
 
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn fd(d: &tempfile::TempDir) -> OwnedFd {
+        std::fs::File::open(d.path()).unwrap().into()
+    }
+
     fn rootfs() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("etc")).unwrap();
@@ -171,26 +189,47 @@ mod tests {
     #[test]
     fn names_and_numbers_resolve() {
         let r = rootfs();
-        let c = resolve(r.path(), &spec(Some("user"), None)).unwrap();
+        let c = resolve(fd(&r).as_fd(), &spec(Some("user"), None)).unwrap();
         assert_eq!(
             (c.uid, c.gid, c.groups.clone(), c.home.as_str()),
             (1000, 1000, vec![1000, 2000], "/home/user")
         );
-        let c = resolve(r.path(), &spec(Some("1000"), Some("extra"))).unwrap();
+        let c = resolve(fd(&r).as_fd(), &spec(Some("1000"), Some("extra"))).unwrap();
         assert_eq!((c.uid, c.gid), (1000, 2000));
-        let c = resolve(r.path(), &spec(Some("4242"), Some("4343"))).unwrap();
+        let c = resolve(fd(&r).as_fd(), &spec(Some("4242"), Some("4343"))).unwrap();
         assert_eq!((c.uid, c.gid, c.home.as_str()), (4242, 4343, "/"));
-        let c = resolve(r.path(), &spec(None, None)).unwrap();
+        let c = resolve(fd(&r).as_fd(), &spec(None, None)).unwrap();
         assert_eq!((c.uid, c.gid, c.home.as_str()), (0, 0, "/root"));
     }
 
     #[test]
     fn unknown_names_are_errors() {
         let r = rootfs();
-        assert!(resolve(r.path(), &spec(Some("nobody"), None))
+        assert!(resolve(fd(&r).as_fd(), &spec(Some("nobody"), None))
             .unwrap_err()
             .message
             .contains("nobody"));
-        assert!(resolve(r.path(), &spec(None, Some("wheel"))).is_err());
+        assert!(resolve(fd(&r).as_fd(), &spec(None, Some("wheel"))).is_err());
+    }
+
+    #[test]
+    fn a_passwd_that_is_no_regular_file_is_refused_at_once() {
+        let r = rootfs();
+        std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+        nix::unistd::mkfifo(&r.path().join("etc/passwd"), mode).unwrap();
+        let e = resolve(fd(&r).as_fd(), &spec(Some("1000"), None)).unwrap_err();
+        assert!(
+            e.message
+                .contains("/etc/passwd in the image is not a regular file"),
+            "{e}"
+        );
+        // A symlink out of the image resolves inside it: here, to nothing.
+        std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/../../../../etc/passwd", r.path().join("etc/passwd")).unwrap();
+        assert!(
+            resolve(fd(&r).as_fd(), &spec(Some("root"), None)).is_err(),
+            "the host's passwd was read"
+        );
     }
 }

@@ -79,11 +79,18 @@ impl Drop for TestAgent {
 
 pub fn agent_command(state: &Path, channel: OwnedFd) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vxn-agent"));
-    cmd.args(["--channel", "fd:0", "--log", "warn", "--state-dir"])
-        .arg(state)
-        .stdin(Stdio::from(channel))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--channel",
+        "fd:0",
+        "--log",
+        "warn",
+        "--die-with-parent",
+        "--state-dir",
+    ])
+    .arg(state)
+    .stdin(Stdio::from(channel))
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     cmd
 }
 
