@@ -126,6 +126,19 @@ pub fn spec(args: &[&str]) -> ProcessSpec {
 impl TestAgent {
     /// Create container `id` with `process`; returns the host stdio ends.
     pub async fn create(&self, id: &str, process: ProcessSpec, stdin: bool) -> HostStdio {
+        self.create_with(id, process, stdin, MountSpec::defaults())
+            .await
+            .expect("create")
+    }
+
+    /// Create container `id` with these mounts; the agent's error if it refuses.
+    pub async fn create_with(
+        &self,
+        id: &str,
+        process: ProcessSpec,
+        stdin: bool,
+        mounts: Vec<MountSpec>,
+    ) -> Result<HostStdio, vxn_runtime_core::ClientError> {
         let want = StdioRequest {
             stdin,
             stdout: true,
@@ -141,18 +154,32 @@ impl TestAgent {
                     path: self.rootfs.path().to_string_lossy().into(),
                 },
                 readonly_rootfs: false,
-                mounts: MountSpec::defaults(),
+                mounts,
                 process,
                 stdio: ids,
             })
-            .await
-            .expect("create");
-        io
+            .await?;
+        Ok(io)
     }
 
     /// Run `process` as the init of a new container to completion.
     pub async fn run(&self, id: &str, process: ProcessSpec, input: Option<&[u8]>) -> Output {
-        let mut io = self.create(id, process, input.is_some()).await;
+        self.run_with(id, process, input, MountSpec::defaults())
+            .await
+    }
+
+    /// Run `process` to completion in a container with these mounts.
+    pub async fn run_with(
+        &self,
+        id: &str,
+        process: ProcessSpec,
+        input: Option<&[u8]>,
+        mounts: Vec<MountSpec>,
+    ) -> Output {
+        let mut io = self
+            .create_with(id, process, input.is_some(), mounts)
+            .await
+            .expect("create");
         self.client.start(id, None).await.expect("start");
         if let (Some(w), Some(data)) = (io.stdin.take(), input) {
             w.send(Bytes::copy_from_slice(data)).await.unwrap();
