@@ -57,6 +57,11 @@ fn main() {
     init_logging(&cfg.log);
     if pid1 {
         pid1::load_modules(&cfg.modules);
+        match pid1::switch_root() {
+            Ok(()) => tracing::info!("left the initramfs for the agent's own root"),
+            // Containers will fail to start (pivot_root); the agent still answers.
+            Err(e) => tracing::error!(error = %e, "cannot leave the initramfs"),
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

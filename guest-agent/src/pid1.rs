@@ -113,6 +113,43 @@ pub fn load_modules(list: &Path) {
     }
 }
 
+/// Leave the initramfs: containers get their own root with pivot_root(2),
+/// which refuses to work while the caller's root is the initramfs (rootfs).
+/// As switch_root does: the agent's mounts move onto a tmpfs that becomes its
+/// root. The initramfs stays underneath, made read-only, nodev, nosuid and
+/// noexec first, so a container process that escapes its root (CAP_SYS_CHROOT)
+/// finds nothing it can write, run or open a device through. The loaded
+/// modules are removed first: they only cost guest memory from now on.
+pub fn switch_root() -> Result<(), String> {
+    let _ = std::fs::remove_dir_all("/lib/modules");
+    let new = Path::new("/.vxn-root");
+    std::fs::create_dir_all(new).map_err(|e| format!("mkdir {}: {e}", new.display()))?;
+    let tmpfs = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(Some("tmpfs"), new, Some("tmpfs"), tmpfs, Some("mode=0755"))
+        .map_err(|e| format!("mount the agent's root: {e}"))?;
+    for dir in ["dev", "proc", "sys", "run", "tmp"] {
+        let to = new.join(dir);
+        std::fs::create_dir_all(&to).map_err(|e| format!("mkdir {}: {e}", to.display()))?;
+        let from = Path::new("/").join(dir);
+        mount(Some(&from), &to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(|e| format!("move {} to the agent's root: {e}", from.display()))?;
+    }
+    let sealed = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, "/", None::<&str>, sealed, None::<&str>)
+        .map_err(|e| format!("seal the initramfs: {e}"))?;
+    nix::unistd::chdir(new).map_err(|e| format!("chdir {}: {e}", new.display()))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move the agent's root onto /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
 /// Test mode: a private mount and UTS namespace (nothing we mount or name
 /// leaks to the host, and it all vanishes with us) and subreaping of orphans.
 /// `die_with_parent`: SIGKILL when the parent dies (test harnesses).
