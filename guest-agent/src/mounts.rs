@@ -60,6 +60,30 @@ fn do_mount(
     })
 }
 
+/// Bind `src` onto the resolved `target`.
+fn bind(src: &str, target: &OwnedFd, what: &str) -> Result<(), AgentError> {
+    do_mount(
+        Some(src),
+        &proc_path(target),
+        None,
+        MsFlags::MS_BIND,
+        None,
+        what,
+    )
+}
+
+/// Make every mount of this namespace private: nothing mounted or unmounted
+/// here propagates to another namespace, or back.
+pub fn make_root_private() -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
 /// Wait for the rootfs block device (before the namespace is built: this may take a while).
 pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
     let RootfsSource::Block { device, .. } = src else {
@@ -80,15 +104,7 @@ pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
 
 /// In a fresh mount namespace (the calling thread's): everything, then pivot_root.
 pub fn build(s: &Setup) -> Result<(), AgentError> {
-    // Nothing made here propagates back to the agent's namespace.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| internal(format!("make / private: {e}")))?;
+    make_root_private().map_err(|e| internal(format!("make / private: {e}")))?;
     mount_rootfs(&s.rootfs, &s.staging)?;
     let root: OwnedFd = std::fs::File::open(&s.staging)
         .map_err(|e| internal(format!("open {}: {e}", s.staging.display())))?
@@ -252,15 +268,7 @@ fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), 
                     // The share is a host directory: its subpath is resolved inside it too.
                     let src = mkdir_all(stage_fd.as_fd(), Path::new(sub), 0o755)
                         .map_err(|e| invalid(format!("share subpath {sub}: {e}")))?;
-                    let src = path_str(&proc_path(&src))?;
-                    do_mount(
-                        Some(&src),
-                        &proc_path(&target),
-                        None,
-                        MsFlags::MS_BIND,
-                        None,
-                        dest,
-                    )?;
+                    bind(&path_str(&proc_path(&src))?, &target, dest)?;
                 }
             }
         }
@@ -269,15 +277,7 @@ fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), 
             let src = files.join(format!("file-{i}"));
             let target = mkfile(root, Path::new(dest), 0o644)
                 .map_err(|e| invalid(format!("mount destination {dest}: {e}")))?;
-            let src = path_str(&src)?;
-            do_mount(
-                Some(&src),
-                &proc_path(&target),
-                None,
-                MsFlags::MS_BIND,
-                None,
-                dest,
-            )?;
+            bind(&path_str(&src)?, &target, dest)?;
             if flags.contains(MsFlags::MS_RDONLY) {
                 // The bind is a new mount over the target: look it up again to remount it.
                 let bound = open_in(root, Path::new(dest), libc::O_PATH, 0)
@@ -311,14 +311,7 @@ fn populate_dev(root: BorrowedFd) -> Result<(), AgentError> {
         let rel = format!("/dev/{name}");
         let target = mkfile(root, Path::new(&rel), 0o666)
             .map_err(|e| internal(format!("create {rel}: {e}")))?;
-        do_mount(
-            Some(&path_str(&host)?),
-            &proc_path(&target),
-            None,
-            MsFlags::MS_BIND,
-            None,
-            &rel,
-        )?;
+        bind(&path_str(&host)?, &target, &rel)?;
     }
     let dev = open_in(root, Path::new("/dev"), libc::O_PATH | libc::O_DIRECTORY, 0)
         .map_err(|e| internal(format!("open /dev: {e}")))?;

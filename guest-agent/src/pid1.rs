@@ -131,8 +131,14 @@ pub fn switch_root() -> Result<(), String> {
         let to = new.join(dir);
         std::fs::create_dir_all(&to).map_err(|e| format!("mkdir {}: {e}", to.display()))?;
         let from = Path::new("/").join(dir);
-        mount(Some(&from), &to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(|e| format!("move {} to the agent's root: {e}", from.display()))?;
+        mount(
+            Some(&from),
+            &to,
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("move {} to the agent's root: {e}", from.display()))?;
     }
     let sealed = MsFlags::MS_REMOUNT
         | MsFlags::MS_BIND
@@ -158,14 +164,7 @@ pub fn isolate_for_tests(die_with_parent: bool) -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
         .map_err(|e| format!("unshare (test mode needs root): {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make / private: {e}"))?;
+    crate::mounts::make_root_private().map_err(|e| format!("make / private: {e}"))?;
     // SAFETY: prctl with constant arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
