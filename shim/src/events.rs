@@ -2,6 +2,7 @@
 
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::event::Event;
+use containerd_shim_protos::events::task::TaskOOM;
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::ttrpc::context::Context;
 use tokio::sync::mpsc;
@@ -81,6 +82,103 @@ impl RateLimit {
             );
         }
         false
+    }
+}
+
+/// OOM events a guest may raise in a burst, then one per second: containerd
+/// needs to know, not to be flooded.
+const OOM_BURST: u32 = 5;
+
+/// The agent's events (OOM kills) on their way to containerd. The agent sends
+/// an OOM before the answer to the Wait of the process it killed; the exit is
+/// published only after [`GuestEvents::forward_pending`], so whoever reads the
+/// exit (CRI: reason OOMKilled) already knows why. Taking an event off the
+/// queue and queueing it for containerd happen under one lock, so a flush
+/// never misses one that the background pump holds.
+pub struct GuestEvents {
+    container_id: String,
+    events: Events,
+    inner: std::sync::Mutex<Option<Pump>>,
+}
+
+struct Pump {
+    rx: mpsc::Receiver<vxn_runtime_core::protocol::Event>,
+    limit: RateLimit,
+}
+
+impl GuestEvents {
+    /// Forward `rx` in the background; `None` (already taken) forwards nothing.
+    pub fn start(
+        container_id: String,
+        events: Events,
+        rx: Option<mpsc::Receiver<vxn_runtime_core::protocol::Event>>,
+    ) -> std::sync::Arc<Self> {
+        let me = std::sync::Arc::new(Self {
+            container_id,
+            events,
+            inner: std::sync::Mutex::new(rx.map(|rx| Pump {
+                rx,
+                limit: RateLimit::new(OOM_BURST, std::time::Duration::from_secs(1)),
+            })),
+        });
+        let weak = std::sync::Arc::downgrade(&me);
+        tokio::spawn(async move {
+            loop {
+                let open = std::future::poll_fn(|cx| match weak.upgrade() {
+                    Some(me) => me.poll_forward(cx),
+                    None => std::task::Poll::Ready(false),
+                })
+                .await;
+                if !open {
+                    return;
+                }
+            }
+        });
+        me
+    }
+
+    /// Forward every event already received. Call before publishing an exit.
+    pub fn forward_pending(&self) {
+        let mut inner = self.lock();
+        let Some(pump) = inner.as_mut() else { return };
+        while let Ok(ev) = pump.rx.try_recv() {
+            self.forward(&mut pump.limit, ev);
+        }
+    }
+
+    /// Ready(true) after forwarding one event, Ready(false) once the agent is gone.
+    fn poll_forward(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        let mut inner = self.lock();
+        let Some(pump) = inner.as_mut() else {
+            return std::task::Poll::Ready(false);
+        };
+        match pump.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(ev)) => {
+                self.forward(&mut pump.limit, ev);
+                std::task::Poll::Ready(true)
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(false),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn forward(&self, limit: &mut RateLimit, ev: vxn_runtime_core::protocol::Event) {
+        if !limit.allow() {
+            return;
+        }
+        match ev {
+            vxn_runtime_core::protocol::Event::Oom { .. } => {
+                tracing::warn!("the guest kernel OOM-killed a process");
+                self.events.send(TaskOOM {
+                    container_id: self.container_id.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pump>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -21,16 +21,13 @@ use vxn_runtime_core::AgentClient;
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
-use crate::events::{Events, RateLimit};
+use crate::events::{Events, GuestEvents};
 use crate::io::{self, StdioPaths};
 use crate::spec;
 use crate::state::{self, Record, StateDir};
 
 /// How long output may still flow after an exit before we report it anyway.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
-/// OOM events a guest may raise in a burst, then one per second: containerd
-/// needs to know, not to be flooded.
-const OOM_BURST: u32 = 5;
 /// What a process "exits" with when its VM vanished under it.
 pub const VM_GONE_EXIT: u32 = 137;
 
@@ -123,6 +120,8 @@ pub struct Instance {
     exporter: Arc<dyn RootfsExport>,
     agent: AgentClient,
     events: Events,
+    /// The agent's OOM events, forwarded before the exits they explain.
+    guest_events: Arc<GuestEvents>,
     state: StateDir,
     record: Record,
     kill_grace: Duration,
@@ -274,6 +273,7 @@ impl Instance {
                 return Err(e);
             }
         };
+        let guest_events = GuestEvents::start(p.id.clone(), events.clone(), agent.take_events());
         let inst = Arc::new(Self {
             id: p.id,
             bundle: p.bundle,
@@ -283,6 +283,7 @@ impl Instance {
             exporter,
             agent,
             events,
+            guest_events,
             state,
             record,
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
@@ -292,7 +293,6 @@ impl Instance {
             destroying: tokio::sync::Mutex::new(()),
             size: Mutex::new(sizing),
         });
-        inst.watch_agent_events();
         Ok(inst)
     }
 
@@ -425,6 +425,8 @@ impl Instance {
             return;
         }
         tracing::info!(process = p.name(), code = exit.code, "process exited");
+        // An OOM kill the agent reported before this exit goes first.
+        self.guest_events.forward_pending();
         self.events.send(TaskExit {
             container_id: self.id.clone(),
             id: p.exec_id.clone().unwrap_or_else(|| self.id.clone()),
@@ -713,33 +715,6 @@ impl Instance {
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: deleted");
         self.init.set_exited(exit);
         Ok(exit)
-    }
-
-    /// Forward the agent's OOM events.
-    fn watch_agent_events(self: &Arc<Self>) {
-        let Some(mut rx) = self.agent.take_events() else {
-            return;
-        };
-        let inst = Arc::downgrade(self);
-        let mut limit = RateLimit::new(OOM_BURST, Duration::from_secs(1));
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                let Some(inst) = inst.upgrade() else { return };
-                if !limit.allow() {
-                    continue;
-                }
-                match ev {
-                    vxn_runtime_core::protocol::Event::Oom { .. } => {
-                        tracing::warn!("the guest kernel OOM-killed a process");
-                        inst.events
-                            .send(containerd_shim_protos::events::task::TaskOOM {
-                                container_id: inst.id.clone(),
-                                ..Default::default()
-                            });
-                    }
-                }
-            }
-        });
     }
 }
 
