@@ -3,7 +3,7 @@
 //! set dropped while still privileged, ids changed keeping the permitted set,
 //! then effective/permitted/inheritable set and the ambient set raised.
 
-use vxn_runtime_core::protocol::Capabilities;
+use vxn_wire::protocol::Capabilities;
 
 /// Linux capability numbers, CAP_CHOWN (0) to CAP_CHECKPOINT_RESTORE (40).
 const NAMES: [&str; 41] = [

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use vxn_wire::boot;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Channel {
     /// A tty device such as `/dev/hvc1`, put in raw mode.
@@ -47,7 +49,7 @@ fn parse_channel(s: &str) -> Result<Channel, String> {
 impl Config {
     fn defaults(pid1: bool) -> Self {
         Self {
-            channel: Channel::Device("/dev/hvc1".into()),
+            channel: Channel::Device(boot::AGENT_CHANNEL_DEVICE.into()),
             log: "info".into(),
             state_dir: "/run/vxn".into(),
             modules: "/etc/vxn/modules.list".into(),
@@ -64,9 +66,9 @@ impl Config {
                 continue;
             };
             match k {
-                "vxn.channel" => c.channel = parse_channel(v)?,
-                "vxn.log" => c.log = v.into(),
-                "vxn.modules" => c.modules = v.into(),
+                boot::CMDLINE_CHANNEL => c.channel = parse_channel(v)?,
+                boot::CMDLINE_LOG => c.log = v.into(),
+                boot::CMDLINE_MODULES => c.modules = v.into(),
                 _ => {}
             }
         }
@@ -98,6 +100,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hosts_cmdline_is_understood() {
+        let c = Config::from_cmdline(&boot::kernel_cmdline("warn", "")).unwrap();
+        assert_eq!(
+            c.channel,
+            Channel::Device(boot::AGENT_CHANNEL_DEVICE.into())
+        );
+        assert_eq!(c.log, "warn");
+    }
 
     #[test]
     fn cmdline_settings() {

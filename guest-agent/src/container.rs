@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vxn_runtime_core::protocol::{AgentError, CreateContainer, ErrorKind, MountKind, ProcessInfo};
+use vxn_wire::protocol::{AgentError, CreateContainer, ErrorKind, MountKind, ProcessInfo};
 
 use crate::mounts;
 use crate::process::Process;

@@ -22,7 +22,7 @@ mod user;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vxn_runtime_core::mux::{handshake_agent, Mux, Role};
+use vxn_wire::mux::{handshake_agent, Mux, Role};
 
 use config::Config;
 use server::{Agent, Ended};

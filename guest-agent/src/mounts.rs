@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use vxn_runtime_core::protocol::{AgentError, ErrorKind, MountKind, MountSpec, RootfsSource};
+use vxn_wire::protocol::{AgentError, ErrorKind, MountKind, MountSpec, RootfsSource};
 
 use crate::rootfs_ns::Setup;
 use crate::safe_path::{mkdir_all, mkfile, open_in, proc_path};

@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
-use vxn_runtime_core::mux::{StreamReader, StreamWriter};
-use vxn_runtime_core::protocol::{AgentError, ErrorKind, ExitStatus, ProcessSpec, WindowSize};
+use vxn_wire::mux::{StreamReader, StreamWriter};
+use vxn_wire::protocol::{AgentError, ErrorKind, ExitStatus, ProcessSpec, WindowSize};
 
 use crate::caps::{self, CapPlan};
 use crate::fdstream::FdStream;

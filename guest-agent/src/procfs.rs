@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use vxn_runtime_core::protocol::Stats;
+use vxn_wire::protocol::Stats;
 
 /// (pid, ppid) of every process, from /proc/<pid>/stat.
 fn process_table() -> Vec<(i32, i32)> {

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
-use vxn_runtime_core::protocol::WindowSize;
+use vxn_wire::protocol::WindowSize;
 
 /// The pty pair of an opened `ptmx` master: unlocked, the slave opened
 /// through the master (TIOCGPTPEER: no path lookup, so no image can redirect it).

@@ -13,7 +13,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
-use vxn_runtime_core::protocol::ExitStatus;
+use vxn_wire::protocol::ExitStatus;
 
 #[derive(Default)]
 pub struct Reaper {

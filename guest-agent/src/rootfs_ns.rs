@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sched::{setns, unshare, CloneFlags};
-use vxn_runtime_core::protocol::{AgentError, ErrorKind, MountSpec, RootfsSource};
+use vxn_wire::protocol::{AgentError, ErrorKind, MountSpec, RootfsSource};
 
 use crate::mounts;
 

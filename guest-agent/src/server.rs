@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use vxn_runtime_core::mux::{Incoming, Mux};
-use vxn_runtime_core::protocol::{
+use vxn_wire::mux::{Incoming, Mux};
+use vxn_wire::protocol::{
     AgentError, AgentInfo, ErrorKind, Event, Request, Response, ResponseBody, StdioStreams,
 };
 
@@ -117,8 +117,7 @@ impl Agent {
     }
 
     fn open_stdio(&self, ids: &StdioStreams) -> Result<AgentStdio, AgentError> {
-        let open_err =
-            |e: vxn_runtime_core::mux::MuxError| err(ErrorKind::InvalidArgument, e.to_string());
+        let open_err = |e: vxn_wire::mux::MuxError| err(ErrorKind::InvalidArgument, e.to_string());
         Ok(AgentStdio {
             stdin: ids
                 .stdin

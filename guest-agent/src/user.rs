@@ -6,7 +6,7 @@
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
-use vxn_runtime_core::protocol::{AgentError, ErrorKind, UserSpec};
+use vxn_wire::protocol::{AgentError, ErrorKind, UserSpec};
 
 use crate::safe_path::{self, ReadError};
 

@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::*;
-use vxn_runtime_core::protocol::frame::encode_frame;
-use vxn_runtime_core::protocol::{
-    Frame, FrameKind, Hello, PREAMBLE, PROTOCOL_NAME, PROTOCOL_VERSION,
-};
+use vxn_wire::protocol::frame::encode_frame;
+use vxn_wire::protocol::{Frame, FrameKind, Hello, PREAMBLE, PROTOCOL_NAME, PROTOCOL_VERSION};
 
 /// Start an agent and do the handshake by hand; returns the raw socket.
 fn raw_agent() -> (

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use vxn_runtime_core::protocol::{Capabilities, MountKind, MountSpec, ProcessSpec};
+use vxn_wire::protocol::{Capabilities, MountKind, MountSpec, ProcessSpec};
 
 /// containerd's default set (ctr, CRI): no CAP_SYS_ADMIN, CAP_SYS_PTRACE.
 const DEFAULT_CAPS: &[&str] = &[

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use vxn_runtime_core::protocol::{ErrorKind, UserSpec, WindowSize};
 use vxn_runtime_core::StdioRequest;
+use vxn_wire::protocol::{ErrorKind, UserSpec, WindowSize};
 
 #[tokio::test]
 async fn echo_prints_and_exits_zero() {
@@ -204,10 +204,10 @@ async fn empty_argv_is_rejected() {
     let (ids, _io) = a.client.open_stdio(StdioRequest::default()).unwrap();
     let e = a
         .client
-        .create_container(vxn_runtime_core::protocol::CreateContainer {
+        .create_container(vxn_wire::protocol::CreateContainer {
             container_id: "empty".into(),
             hostname: None,
-            rootfs: vxn_runtime_core::protocol::RootfsSource::Directory {
+            rootfs: vxn_wire::protocol::RootfsSource::Directory {
                 path: a.rootfs.path().to_string_lossy().into(),
             },
             readonly_rootfs: false,

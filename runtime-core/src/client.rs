@@ -7,8 +7,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::mux::{handshake_host, HandshakeError, Mux, MuxError, Role, StreamReader, StreamWriter};
-use crate::protocol::{
+use vxn_wire::mux::{
+    handshake_host, HandshakeError, Mux, MuxError, Role, StreamReader, StreamWriter,
+};
+use vxn_wire::protocol::{
     guest_text, AgentError, AgentInfo, CreateContainer, ErrorKind, Event, ExitStatus, Hello,
     ProcessInfo, ProcessSpec, Request, Response, Stats, StdioStreams, WindowSize,
 };

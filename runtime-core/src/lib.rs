@@ -1,14 +1,16 @@
-//! vxn runtime core: what the shim and the guest agent share.
+//! vxn runtime core: the host side of vxn, shared by its front-ends (the
+//! containerd shim, the runc-compatible CLI).
 //!
-//! * [`protocol`]: frames and messages on the shim<->agent channel;
-//! * [`mux`]: the multiplexer both ends run over any ordered byte stream;
-//! * [`client`]: the host-side typed client of the agent.
+//! * [`client`]: the typed client of the guest agent (over [`vxn_wire`]);
+//! * [`vm`]: the `Hypervisor` seam and its backends (Xen through `xl`, and a
+//!   host process for tests); [`xen`]: the `xl` mapping itself;
+//! * [`rootfs`]: how a container's root filesystem reaches its VM;
+//! * [`names`]: (namespace, id) to domain and directory names;
+//! * [`command`]: external commands with timeouts.
 
 pub mod client;
 pub mod command;
-pub mod mux;
 pub mod names;
-pub mod protocol;
 pub mod rootfs;
 pub mod vm;
 pub mod xen;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::command;
-use crate::protocol::RootfsSource;
-use crate::vm::ROOTFS_DEVICE;
+use vxn_wire::boot::ROOTFS_DEVICE;
+use vxn_wire::protocol::RootfsSource;
 
 /// mkfs.ext4 -d copies every byte: allow a slow disk, not forever.
 const MKFS_TIMEOUT: Duration = Duration::from_secs(600);

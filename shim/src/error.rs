@@ -3,11 +3,11 @@
 //! act on; `Unknown` would hide that.
 
 use containerd_shim_protos::ttrpc::{self, Code};
-use vxn_runtime_core::mux::MuxError;
 use vxn_runtime_core::names::NameError;
-use vxn_runtime_core::protocol::ErrorKind;
 use vxn_runtime_core::vm::VmError;
 use vxn_runtime_core::ClientError;
+use vxn_wire::mux::MuxError;
+use vxn_wire::protocol::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {

@@ -102,7 +102,7 @@ pub struct GuestEvents {
 }
 
 struct Pump {
-    rx: mpsc::Receiver<vxn_runtime_core::protocol::Event>,
+    rx: mpsc::Receiver<vxn_wire::protocol::Event>,
     limit: RateLimit,
 }
 
@@ -111,7 +111,7 @@ impl GuestEvents {
     pub fn start(
         container_id: String,
         events: Events,
-        rx: Option<mpsc::Receiver<vxn_runtime_core::protocol::Event>>,
+        rx: Option<mpsc::Receiver<vxn_wire::protocol::Event>>,
     ) -> std::sync::Arc<Self> {
         let me = std::sync::Arc::new(Self {
             container_id,
@@ -162,12 +162,12 @@ impl GuestEvents {
         }
     }
 
-    fn forward(&self, limit: &mut RateLimit, ev: vxn_runtime_core::protocol::Event) {
+    fn forward(&self, limit: &mut RateLimit, ev: vxn_wire::protocol::Event) {
         if !limit.allow() {
             return;
         }
         match ev {
-            vxn_runtime_core::protocol::Event::Oom { .. } => {
+            vxn_wire::protocol::Event::Oom { .. } => {
                 tracing::warn!("the guest kernel OOM-killed a process");
                 self.events.send(TaskOOM {
                     container_id: self.container_id.clone(),

@@ -14,10 +14,10 @@ use containerd_shim_protos::events::task::{TaskExit, TaskIO};
 use tokio::sync::{watch, Notify};
 use vxn_runtime_core::client::Timeouts;
 use vxn_runtime_core::names::ContainerName;
-use vxn_runtime_core::protocol::{CreateContainer, ErrorKind, ProcessInfo, Stats};
 use vxn_runtime_core::rootfs::RootfsExport;
 use vxn_runtime_core::vm::{Hypervisor, Resize, VmError, VmSpec};
 use vxn_runtime_core::AgentClient;
+use vxn_wire::protocol::{CreateContainer, ErrorKind, ProcessInfo, Stats};
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};
@@ -568,7 +568,7 @@ impl Instance {
 
     pub async fn resize_pty(&self, exec_id: &str, rows: u32, cols: u32) -> Result<()> {
         let p = self.process(exec_id)?;
-        let size = vxn_runtime_core::protocol::WindowSize {
+        let size = vxn_wire::protocol::WindowSize {
             rows: rows.min(u16::MAX as u32) as u16,
             cols: cols.min(u16::MAX as u32) as u16,
         };

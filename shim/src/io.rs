@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use vxn_runtime_core::mux::{StreamReader, StreamWriter};
 use vxn_runtime_core::{HostStdio, StdioRequest};
+use vxn_wire::mux::{StreamReader, StreamWriter};
 
 use crate::error::{Result, ShimError};
 

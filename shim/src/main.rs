@@ -21,7 +21,7 @@ fn main() {
         println!(
             "containerd-shim-vxn-v2 {} (task API v2, agent protocol v{})",
             env!("CARGO_PKG_VERSION"),
-            vxn_runtime_core::protocol::PROTOCOL_VERSION
+            vxn_wire::protocol::PROTOCOL_VERSION
         );
         return;
     }

@@ -9,7 +9,7 @@ use containerd_shim_protos::cgroups_v2::metrics as v2m;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::types::task::ProcessInfo as ApiProcessInfo;
-use vxn_runtime_core::protocol::{ProcessInfo, Stats};
+use vxn_wire::protocol::{ProcessInfo, Stats};
 
 use crate::error::{Result, ShimError};
 

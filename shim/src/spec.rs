@@ -4,9 +4,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use vxn_runtime_core::protocol::{
-    self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize,
-};
+use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
 
 use crate::config::Config;
 use crate::error::{Result, ShimError};

@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use vxn_runtime_core::protocol::{
+use vxn_runtime_core::{AgentClient, HostStdio, StdioRequest};
+use vxn_wire::protocol::{
     CreateContainer, ExitStatus, MountSpec, ProcessSpec, RootfsSource, UserSpec,
 };
-use vxn_runtime_core::{AgentClient, HostStdio, StdioRequest};
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -211,7 +211,7 @@ impl Output {
     }
 }
 
-pub async fn collect(r: Option<vxn_runtime_core::mux::StreamReader>) -> Vec<u8> {
+pub async fn collect(r: Option<vxn_wire::mux::StreamReader>) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(mut r) = r {
         while let Some(chunk) = r.recv().await.unwrap() {
@@ -222,11 +222,7 @@ pub async fn collect(r: Option<vxn_runtime_core::mux::StreamReader>) -> Vec<u8> 
 }
 
 /// Read until `needle` shows up in the accumulated output.
-pub async fn read_until(
-    r: &mut vxn_runtime_core::mux::StreamReader,
-    acc: &mut Vec<u8>,
-    needle: &str,
-) {
+pub async fn read_until(r: &mut vxn_wire::mux::StreamReader, acc: &mut Vec<u8>, needle: &str) {
     let fut = async {
         while !String::from_utf8_lossy(acc).contains(needle) {
             match r.recv().await.unwrap() {

@@ -8,10 +8,10 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
-use vxn_runtime_core::protocol::frame::{
+use vxn_wire::protocol::frame::{
     decode_frame, encode_frame, Decoded, FrameCodec, HEADER_LEN, MAX_CONTROL_PAYLOAD,
 };
-use vxn_runtime_core::protocol::messages::{Event, Hello, Request, ResponseBody};
+use vxn_wire::protocol::messages::{Event, Hello, Request, ResponseBody};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().copied().unwrap_or(1).max(1) as usize;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::AsyncWriteExt;
 use vxn_runtime_core::client::Timeouts;
-use vxn_runtime_core::mux::handshake_agent;
+use vxn_wire::mux::handshake_agent;
 use vxn_runtime_core::{AgentClient, StdioRequest};
 
 fuzz_target!(|data: &[u8]| {

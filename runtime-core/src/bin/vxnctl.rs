@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
 use vxn_runtime_core::xen::{connect_channel, Disk, DomainConfig, GuestType, Xl};
 use vxn_runtime_core::{AgentClient, StdioRequest};
+use vxn_wire::boot;
+use vxn_wire::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
 
 const USAGE: &str =
     "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
@@ -148,17 +149,14 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
         guest_type: GuestType::for_host(),
         kernel: run.kernel.clone(),
         ramdisk: run.initramfs.clone(),
-        cmdline: format!(
-            "console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}",
-            run.log
-        ),
+        cmdline: boot::kernel_cmdline(&run.log, ""),
         memory_mib: run.memory,
         maxmem_mib: run.memory,
         vcpus: run.vcpus,
         max_vcpus: run.vcpus,
         agent_socket: socket.clone(),
         disks: vec![Disk {
-            vdev: "xvdb".into(),
+            vdev: boot::ROOTFS_VDEV.into(),
             target: run.rootfs_disk.clone(),
             writable: true,
         }],
@@ -202,7 +200,7 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
             container_id: run.name.clone(),
             hostname: Some(run.name.clone()),
             rootfs: RootfsSource::Block {
-                device: "/dev/xvdb".into(),
+                device: boot::ROOTFS_DEVICE.into(),
                 fstype: "ext4".into(),
                 options: vec![],
             },
@@ -224,7 +222,7 @@ async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, 
         .start(&run.name, None)
         .await
         .map_err(|e| format!("start: {e}"))?;
-    let copy = |r: Option<vxn_runtime_core::mux::StreamReader>, stderr: bool| async move {
+    let copy = |r: Option<vxn_wire::mux::StreamReader>, stderr: bool| async move {
         let Some(mut r) = r else { return };
         let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if stderr {
             Box::new(tokio::io::stderr())

@@ -66,9 +66,6 @@ pub enum VmError {
     Unsupported(&'static str, &'static str),
 }
 
-/// The device the guest sees the rootfs disk as.
-pub const ROOTFS_DEVICE: &str = "/dev/xvdb";
-
 #[async_trait]
 pub trait Hypervisor: Send + Sync + 'static {
     /// "xen" or "process": recorded with a container's state.

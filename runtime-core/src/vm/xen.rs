@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::UnixStream;
+use vxn_wire::boot;
 
 use super::{Hypervisor, Resize, VmError, VmSpec};
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
@@ -24,14 +25,7 @@ impl XenHypervisor {
     }
 
     fn domain_config(spec: &VmSpec) -> DomainConfig {
-        let mut cmdline = format!(
-            "console=hvc0 quiet vxn.channel=/dev/hvc1 vxn.log={}",
-            spec.agent_log
-        );
-        if !spec.cmdline_extra.is_empty() {
-            cmdline.push(' ');
-            cmdline.push_str(&spec.cmdline_extra);
-        }
+        let cmdline = boot::kernel_cmdline(&spec.agent_log, &spec.cmdline_extra);
         DomainConfig {
             name: spec.name.clone(),
             guest_type: GuestType::for_host(),
@@ -47,7 +41,7 @@ impl XenHypervisor {
                 .rootfs_disk
                 .iter()
                 .map(|d| Disk {
-                    vdev: "xvdb".into(),
+                    vdev: boot::ROOTFS_VDEV.into(),
                     target: d.clone(),
                     writable: true,
                 })

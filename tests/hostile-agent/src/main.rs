@@ -25,9 +25,9 @@ use futures::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Mutex as AsyncMutex};
 use tokio_util::codec::FramedRead;
-use vxn_runtime_core::mux::handshake_agent;
-use vxn_runtime_core::protocol::frame::{encode_frame, HEADER_LEN};
-use vxn_runtime_core::protocol::{
+use vxn_wire::mux::handshake_agent;
+use vxn_wire::protocol::frame::{encode_frame, HEADER_LEN};
+use vxn_wire::protocol::{
     AgentError, Decoded, ErrorKind, Event, ExitStatus, Frame, FrameCodec, FrameKind, ProcessInfo,
     Request, Response, ResponseBody, Stats,
 };

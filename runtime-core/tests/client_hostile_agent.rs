@@ -1,17 +1,16 @@
 //! A hostile or stuck peer against the host side: bounded memory, one bad
 //! message fails one request, escaped text, timeouts, paging.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use super::*;
-use crate::client::{AgentClient, ClientError, Timeouts};
-use crate::protocol::frame::{encode_frame, MAX_CONTROL_PAYLOAD};
-use crate::protocol::{ProcessInfo, Response};
+use vxn_runtime_core::client::{AgentClient, ClientError, Timeouts};
+use vxn_wire::mux::*;
+use vxn_wire::protocol::frame::{encode_frame, MAX_CONTROL_PAYLOAD};
+use vxn_wire::protocol::*;
 
 /// Host client over a socketpair whose other end is returned after the
 /// handshake, for the test to play a (mis)behaving agent.
@@ -66,7 +65,7 @@ async fn credit_a_stuck_guest_grants_is_capped_at_one_window() {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), flood).await;
-    let queued = client.mux().shared.queued.load(Ordering::SeqCst);
+    let queued = client.mux().queued_bytes();
     assert!(
         queued <= 2 * INITIAL_WINDOW as usize,
         "{queued} bytes queued for a guest that reads nothing"
@@ -81,7 +80,7 @@ async fn a_guest_that_stops_reading_is_disconnected_not_buffered_for() {
     let big = Request::Exec {
         container_id: "c".into(),
         exec_id: "e".into(),
-        process: crate::protocol::ProcessSpec {
+        process: ProcessSpec {
             args: vec!["x".repeat(900 << 10)],
             ..Default::default()
         },
@@ -98,7 +97,7 @@ async fn a_guest_that_stops_reading_is_disconnected_not_buffered_for() {
         .await
         .expect("the connection to a guest that reads nothing must be closed");
     assert!(reason.contains("stopped reading"), "{reason}");
-    assert!(mux.shared.queued.load(Ordering::SeqCst) <= MAX_QUEUED_BYTES);
+    assert!(mux.queued_bytes() <= MAX_QUEUED_BYTES);
     for c in calls {
         assert!(c.await.unwrap().is_err());
     }
@@ -136,7 +135,15 @@ async fn an_oversized_answer_fails_its_request_only() {
     let second = tokio::spawn(async move { mux.request(&Request::Ping).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ok: ResponseBody = Ok(Response::Ok);
-    write_frame(&mut agent, Frame::new(FrameKind::Response, 2, to_json(&ok))).await;
+    write_frame(
+        &mut agent,
+        Frame::new(
+            FrameKind::Response,
+            2,
+            bytes::Bytes::from(serde_json::to_vec(&ok).unwrap()),
+        ),
+    )
+    .await;
     assert_eq!(second.await.unwrap().unwrap(), Ok(Response::Ok));
 }
 
@@ -162,7 +169,7 @@ async fn oversized_requests_and_answers_fail_one_call() {
         .request(&Request::Exec {
             container_id: "c".into(),
             exec_id: "e".into(),
-            process: crate::protocol::ProcessSpec {
+            process: ProcessSpec {
                 env: vec!["A=".to_string() + &"b".repeat(2 << 20)],
                 ..Default::default()
             },
@@ -221,7 +228,7 @@ async fn an_unanswered_call_times_out() {
     );
     assert!(t.elapsed() < Duration::from_secs(3));
     // A timed-out request leaves nothing pending behind.
-    assert!(client.mux().shared.lock().pending.is_empty());
+    assert!(client.mux().pending_requests() == 0);
     drop(agent);
 }
 

@@ -217,6 +217,16 @@ impl Mux {
             .send(Frame::new(FrameKind::Response, id, payload));
     }
 
+    /// Bytes queued for the peer and not yet written (bounded by [`MAX_QUEUED_BYTES`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn pending_requests(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
     /// Send an unsolicited event (agent side).
     pub fn send_event(&self, ev: &Event) {
         let payload = to_json(ev);
@@ -536,6 +546,3 @@ where
     };
     shared.close(reason);
 }
-
-#[cfg(test)]
-mod tests;
