@@ -147,7 +147,12 @@ impl Container {
     /// The process with `exec_id`, or init for `None`.
     pub fn process(&self, exec_id: Option<&str>) -> Result<Arc<Process>, AgentError> {
         match exec_id {
-            None | Some("") => Ok(self.init.clone()),
+            None => Ok(self.init.clone()),
+            // One name for the init on the wire: no exec id.
+            Some("") => Err(err(
+                ErrorKind::InvalidArgument,
+                "an exec id must not be empty (the init has none)",
+            )),
             Some(id) => self.execs().get(id).cloned().ok_or_else(|| {
                 err(
                     ErrorKind::NotFound,

@@ -65,12 +65,8 @@ impl Process {
         spec: ProcessSpec,
         stdio: AgentStdio,
     ) -> Result<Arc<Self>, AgentError> {
-        if spec.args.is_empty() || spec.args[0].is_empty() {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                "process args must not be empty",
-            ));
-        }
+        spec.validate()
+            .map_err(|m| err(ErrorKind::InvalidArgument, m))?;
         Ok(Arc::new(Self {
             exec_id,
             state: Mutex::new(State::Created(Box::new((spec, stdio)))),

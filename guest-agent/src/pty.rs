@@ -60,6 +60,7 @@ pub fn dup(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     if n < 0 {
         return Err(Errno::last());
     }
+    // SAFETY: `n` is the new fd fcntl just returned; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 

@@ -114,10 +114,12 @@ pub fn fork_exec(plan: &SpawnPlan) -> Result<(i32, OwnedFd), SpawnError> {
         return Err(SpawnError::Fork(Errno::last()));
     }
     if pid == 0 {
+        // SAFETY: in the forked child; `child` keeps to async-signal-safe calls.
         let (stage, errno) = unsafe { child(plan, &ptrs) };
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
         msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: write and _exit are async-signal-safe; `msg` lives on our stack.
         unsafe {
             libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
             libc::_exit(127);

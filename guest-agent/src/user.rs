@@ -100,20 +100,23 @@ pub fn resolve(root: BorrowedFd, spec: &UserSpec) -> Result<Credentials, AgentEr
     let passwd = parse_passwd(&read_db(root, "/etc/passwd")?);
     let groups = parse_group(&read_db(root, "/etc/group")?);
     let user_str = spec.user.as_deref().unwrap_or("0");
-    let entry = match user_str.parse::<u32>() {
-        Ok(uid) => passwd.iter().find(|p| p.uid == uid),
-        Err(_) => Some(passwd.iter().find(|p| p.name == user_str).ok_or_else(|| {
+    let by_id = spec.uid.or_else(|| user_str.parse::<u32>().ok());
+    let entry = match by_id {
+        Some(uid) => passwd.iter().find(|p| p.uid == uid),
+        None => Some(passwd.iter().find(|p| p.name == user_str).ok_or_else(|| {
             invalid(format!(
                 "unable to find user {user_str}: no matching entries in passwd file"
             ))
         })?),
     };
-    let uid = match entry {
-        Some(e) => e.uid,
-        None => user_str.parse().unwrap_or(0),
+    let uid = match (by_id, entry) {
+        (Some(uid), _) => uid,
+        (None, Some(e)) => e.uid,
+        (None, None) => 0,
     };
-    let gid = match spec.group.as_deref() {
-        Some(g) => match g.parse::<u32>() {
+    let gid = match (spec.gid, spec.group.as_deref()) {
+        (Some(gid), _) => gid,
+        (None, Some(g)) => match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => groups
                 .iter()
@@ -125,7 +128,7 @@ pub fn resolve(root: BorrowedFd, spec: &UserSpec) -> Result<Credentials, AgentEr
                     ))
                 })?,
         },
-        None => entry.map(|e| e.gid).unwrap_or(0),
+        (None, None) => entry.map(|e| e.gid).unwrap_or(0),
     };
     let mut all: Vec<u32> = spec.additional_gids.clone();
     if let Some(e) = entry {
@@ -200,6 +203,26 @@ mod tests {
         assert_eq!((c.uid, c.gid, c.home.as_str()), (4242, 4343, "/"));
         let c = resolve(fd(&r).as_fd(), &spec(None, None)).unwrap();
         assert_eq!((c.uid, c.gid, c.home.as_str()), (0, 0, "/root"));
+    }
+
+    #[test]
+    fn ids_from_the_oci_spec_need_no_entry_and_win_over_names() {
+        let r = rootfs();
+        let ids = |uid, gid| UserSpec {
+            uid: Some(uid),
+            gid: Some(gid),
+            ..Default::default()
+        };
+        let c = resolve(fd(&r).as_fd(), &ids(1000, 1000)).unwrap();
+        assert_eq!((c.uid, c.gid, c.home.as_str()), (1000, 1000, "/home/user"));
+        let c = resolve(fd(&r).as_fd(), &ids(4242, 7)).unwrap();
+        assert_eq!((c.uid, c.gid, c.home.as_str()), (4242, 7, "/"));
+        let both = UserSpec {
+            user: Some("nobody-here".into()),
+            ..ids(1000, 2000)
+        };
+        let c = resolve(fd(&r).as_fd(), &both).unwrap();
+        assert_eq!((c.uid, c.gid), (1000, 2000));
     }
 
     #[test]

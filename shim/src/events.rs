@@ -1,11 +1,23 @@
-//! Publishing task events to containerd, in order, off the request path.
+//! The one place task events are made for containerd: the model's events
+//! translated, and published in order, off the request path.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::event::Event;
-use containerd_shim_protos::events::task::TaskOOM;
-use containerd_shim_protos::protobuf::MessageDyn;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim_protos::ttrpc::context::Context;
+use containerd_shim_protos::types::mount::Mount;
 use tokio::sync::mpsc;
+use vxn_runtime_core::events::{EventSink, TaskEvent};
+use vxn_runtime_core::ids::ExecId;
+
+use crate::io::StdioPaths;
 
 /// Events queued for containerd before `send` starts dropping (logged).
 const QUEUE: usize = 128;
@@ -43,157 +55,90 @@ impl Events {
     }
 }
 
-/// A token bucket for events a guest raises: `burst` at once, then one per
-/// `every`. What it refuses is counted and logged now and then, not per event.
-pub struct RateLimit {
-    burst: u32,
-    every: std::time::Duration,
-    tokens: u32,
-    last: std::time::Instant,
-    dropped: u64,
+/// One task's events: what containerd's events carry beyond the model's.
+pub struct TaskEvents {
+    pub events: Events,
+    pub container_id: String,
+    pub bundle: String,
+    pub rootfs: Vec<Mount>,
+    pub stdio: StdioPaths,
+    /// Every process's "pid" as containerd sees it: the shim's.
+    pub pid: u32,
 }
 
-impl RateLimit {
-    pub fn new(burst: u32, every: std::time::Duration) -> Self {
-        Self {
-            burst,
-            every,
-            tokens: burst,
-            last: std::time::Instant::now(),
-            dropped: 0,
-        }
-    }
-
-    pub fn allow(&mut self) -> bool {
-        let refill = (self.last.elapsed().as_nanos() / self.every.as_nanos().max(1)) as u32;
-        if refill > 0 {
-            self.tokens = self.tokens.saturating_add(refill).min(self.burst);
-            self.last = std::time::Instant::now();
-        }
-        if self.tokens > 0 {
-            self.tokens -= 1;
-            return true;
-        }
-        self.dropped += 1;
-        if self.dropped == 1 || self.dropped % 1000 == 0 {
-            tracing::warn!(
-                dropped = self.dropped,
-                "the guest raises events faster than allowed; dropping"
-            );
-        }
-        false
-    }
-}
-
-/// OOM events a guest may raise in a burst, then one per second: containerd
-/// needs to know, not to be flooded.
-const OOM_BURST: u32 = 5;
-
-/// The agent's events (OOM kills) on their way to containerd. The agent sends
-/// an OOM before the answer to the Wait of the process it killed; the exit is
-/// published only after [`GuestEvents::forward_pending`], so whoever reads the
-/// exit (CRI: reason OOMKilled) already knows why. Taking an event off the
-/// queue and queueing it for containerd happen under one lock, so a flush
-/// never misses one that the background pump holds.
-pub struct GuestEvents {
-    container_id: String,
-    events: Events,
-    inner: std::sync::Mutex<Option<Pump>>,
-}
-
-struct Pump {
-    rx: mpsc::Receiver<vxn_wire::protocol::Event>,
-    limit: RateLimit,
-}
-
-impl GuestEvents {
-    /// Forward `rx` in the background; `None` (already taken) forwards nothing.
-    pub fn start(
-        container_id: String,
-        events: Events,
-        rx: Option<mpsc::Receiver<vxn_wire::protocol::Event>>,
-    ) -> std::sync::Arc<Self> {
-        let me = std::sync::Arc::new(Self {
-            container_id,
-            events,
-            inner: std::sync::Mutex::new(rx.map(|rx| Pump {
-                rx,
-                limit: RateLimit::new(OOM_BURST, std::time::Duration::from_secs(1)),
-            })),
-        });
-        let weak = std::sync::Arc::downgrade(&me);
-        tokio::spawn(async move {
-            loop {
-                let open = std::future::poll_fn(|cx| match weak.upgrade() {
-                    Some(me) => me.poll_forward(cx),
-                    None => std::task::Poll::Ready(false),
-                })
-                .await;
-                if !open {
-                    return;
-                }
-            }
-        });
-        me
-    }
-
-    /// Forward every event already received. Call before publishing an exit.
-    pub fn forward_pending(&self) {
-        let mut inner = self.lock();
-        let Some(pump) = inner.as_mut() else { return };
-        while let Ok(ev) = pump.rx.try_recv() {
-            self.forward(&mut pump.limit, ev);
-        }
-    }
-
-    /// Ready(true) after forwarding one event, Ready(false) once the agent is gone.
-    fn poll_forward(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
-        let mut inner = self.lock();
-        let Some(pump) = inner.as_mut() else {
-            return std::task::Poll::Ready(false);
-        };
-        match pump.rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some(ev)) => {
-                self.forward(&mut pump.limit, ev);
-                std::task::Poll::Ready(true)
-            }
-            std::task::Poll::Ready(None) => std::task::Poll::Ready(false),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-
-    fn forward(&self, limit: &mut RateLimit, ev: vxn_wire::protocol::Event) {
-        if !limit.allow() {
-            return;
-        }
+impl EventSink for TaskEvents {
+    fn publish(&self, ev: TaskEvent) {
+        let id = self.container_id.clone();
         match ev {
-            vxn_wire::protocol::Event::Oom { .. } => {
-                tracing::warn!("the guest kernel OOM-killed a process");
-                self.events.send(TaskOOM {
-                    container_id: self.container_id.clone(),
+            TaskEvent::Created => self.events.send(TaskCreate {
+                container_id: id,
+                bundle: self.bundle.clone(),
+                rootfs: self.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: self.stdio.stdin.clone(),
+                    stdout: self.stdio.stdout.clone(),
+                    stderr: self.stdio.stderr.clone(),
+                    terminal: self.stdio.terminal,
                     ..Default::default()
-                });
-            }
+                }),
+                pid: self.pid,
+                ..Default::default()
+            }),
+            TaskEvent::Started(ExecId::Init) => self.events.send(TaskStart {
+                container_id: id,
+                pid: self.pid,
+                ..Default::default()
+            }),
+            TaskEvent::Started(ExecId::Exec(exec_id)) => self.events.send(TaskExecStarted {
+                container_id: id,
+                exec_id,
+                pid: self.pid,
+                ..Default::default()
+            }),
+            TaskEvent::ExecAdded(exec) => self.events.send(TaskExecAdded {
+                container_id: id,
+                exec_id: exec.as_wire().unwrap_or_default().to_string(),
+                ..Default::default()
+            }),
+            TaskEvent::Exited { exec, exit } => self.events.send(TaskExit {
+                id: exec
+                    .as_wire()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| id.clone()),
+                container_id: id,
+                pid: self.pid,
+                exit_status: exit.code,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }),
+            TaskEvent::Oom => self.events.send(TaskOOM {
+                container_id: id,
+                ..Default::default()
+            }),
+            TaskEvent::Paused => self.events.send(TaskPaused {
+                container_id: id,
+                ..Default::default()
+            }),
+            TaskEvent::Resumed => self.events.send(TaskResumed {
+                container_id: id,
+                ..Default::default()
+            }),
+            TaskEvent::Deleted { exit } => self.events.send(TaskDelete {
+                id: id.clone(),
+                container_id: id,
+                pid: self.pid,
+                exit_status: exit.code,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pump>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::RateLimit;
-    use std::time::Duration;
-
-    #[test]
-    fn a_flood_is_cut_to_the_burst_then_the_rate() {
-        let mut r = RateLimit::new(5, Duration::from_millis(50));
-        let allowed = (0..10_000).filter(|_| r.allow()).count();
-        assert_eq!(allowed, 5);
-        std::thread::sleep(Duration::from_millis(120));
-        let allowed = (0..10_000).filter(|_| r.allow()).count();
-        assert_eq!(allowed, 2);
-    }
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
 }

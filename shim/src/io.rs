@@ -9,16 +9,15 @@
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use vxn_runtime_core::stdio::{ProcessStdio, Relay};
 use vxn_runtime_core::{HostStdio, StdioRequest};
 use vxn_wire::mux::{StreamReader, StreamWriter};
 
-use crate::error::{Result, ShimError};
+use crate::error::{Error, Result};
 
 /// The fifo paths containerd gave for one process ("" = not wanted).
 #[derive(Debug, Clone, Default)]
@@ -29,8 +28,8 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
-impl StdioPaths {
-    pub fn request(&self) -> StdioRequest {
+impl ProcessStdio for StdioPaths {
+    fn request(&self) -> StdioRequest {
         StdioRequest {
             stdin: !self.stdin.is_empty(),
             stdout: !self.stdout.is_empty(),
@@ -38,21 +37,18 @@ impl StdioPaths {
             terminal: self.terminal,
         }
     }
+
+    fn attach(&self, host: HostStdio) -> Result<Relay> {
+        attach(self, host)
+    }
 }
 
-/// Copy tasks of one process.
-pub struct ProcessIo {
-    outputs: Vec<JoinHandle<()>>,
-    pub close_stdin: Arc<Notify>,
+fn open_err(path: &str, e: std::io::Error) -> Error {
+    Error::InvalidArgument(format!("open fifo {path}: {e}"))
 }
 
-fn open_err(path: &str, e: std::io::Error) -> ShimError {
-    ShimError::InvalidArgument(format!("open fifo {path}: {e}"))
-}
-
-/// Open the fifos and start copying. Call once the agent accepted the
-/// process (it must have its stdin stream open before we send on it).
-pub fn attach(paths: &StdioPaths, host: HostStdio) -> Result<ProcessIo> {
+/// Open the fifos and start copying.
+fn attach(paths: &StdioPaths, host: HostStdio) -> Result<Relay> {
     let mut outputs = Vec::new();
     for (path, stream) in [(&paths.stdout, host.stdout), (&paths.stderr, host.stderr)] {
         if let (false, Some(stream)) = (path.is_empty(), stream) {
@@ -69,7 +65,7 @@ pub fn attach(paths: &StdioPaths, host: HostStdio) -> Result<ProcessIo> {
         match std::fs::metadata(&path) {
             Ok(m) if m.file_type().is_fifo() => {}
             Ok(_) => {
-                return Err(ShimError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "{} is not a fifo",
                     paths.stdin
                 )))
@@ -84,34 +80,7 @@ pub fn attach(paths: &StdioPaths, host: HostStdio) -> Result<ProcessIo> {
             }
         });
     }
-    Ok(ProcessIo {
-        outputs,
-        close_stdin,
-    })
-}
-
-impl Drop for ProcessIo {
-    /// A process that never ran (a failed Start, a task deleted while
-    /// created) still has a stdin relay blocked opening the fifo for a writer
-    /// that may never come: release it, or its thread outlives the shim.
-    fn drop(&mut self) {
-        self.close_stdin.notify_one();
-    }
-}
-
-impl ProcessIo {
-    /// Wait until the output streams ended (the agent sends EOF before it
-    /// reports an exit), bounded so a stuck client cannot hold an exit back.
-    pub async fn wait_output(&mut self, limit: Duration) {
-        let all = futures_all(std::mem::take(&mut self.outputs));
-        let _ = tokio::time::timeout(limit, all).await;
-    }
-}
-
-async fn futures_all(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
+    Ok(Relay::new(outputs, close_stdin))
 }
 
 async fn copy_out(mut from: StreamReader, mut to: pipe::Sender) {

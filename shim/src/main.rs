@@ -1,16 +1,13 @@
 //! containerd-shim-vxn-v2: containerd runs each container as its own Xen
 //! DomU, whose PID 1 is vxn-agent. Runtime type `io.containerd.vxn.v2`.
+#![forbid(unsafe_code)]
 
-mod config;
 mod error;
 mod events;
-mod instance;
 mod io;
 mod logging;
 mod metrics;
 mod service;
-mod spec;
-mod state;
 mod task;
 
 pub const RUNTIME_ID: &str = "io.containerd.vxn.v2";

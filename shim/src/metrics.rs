@@ -11,7 +11,7 @@ use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::types::task::ProcessInfo as ApiProcessInfo;
 use vxn_wire::protocol::{ProcessInfo, Stats};
 
-use crate::error::{Result, ShimError};
+use crate::error::{Error, Result};
 
 /// What containerd 1.6's `ctr task metrics` and CRI decode.
 pub const METRICS_V1_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
@@ -33,7 +33,7 @@ impl Format {
                 Ok(Self::V2)
             }
             "auto" => Ok(Self::V1),
-            other => Err(ShimError::InvalidArgument(format!(
+            other => Err(Error::InvalidArgument(format!(
                 "metrics = {other:?} in the vxn config: use \"v1\", \"v2\" or \"auto\""
             ))),
         }
@@ -121,7 +121,7 @@ pub fn to_any(stats: &Stats, domain_cpu: Option<Duration>, format: Format) -> Re
         Format::V1 => (METRICS_V1_TYPE, v1(stats, domain_cpu).write_to_bytes()),
         Format::V2 => (METRICS_V2_TYPE, v2(stats, domain_cpu).write_to_bytes()),
     };
-    let value = value.map_err(|e| ShimError::Internal(format!("encode metrics: {e}")))?;
+    let value = value.map_err(|e| Error::Internal(format!("encode metrics: {e}")))?;
     Ok(Any {
         type_url: type_url.into(),
         value,

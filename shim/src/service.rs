@@ -8,15 +8,16 @@ use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::{api, Config as ShimConfig, Flags, StartOpts};
 use containerd_shim_protos::protobuf::MessageField;
+use vxn_runtime_core::config::Config;
 use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::persist;
+use vxn_runtime_core::process::VM_GONE_CODE;
 use vxn_runtime_core::rootfs::RootfsExport;
 use vxn_runtime_core::vm::Hypervisor;
 
-use crate::config::Config;
-use crate::events::Events;
-use crate::instance::{timestamp, VM_GONE_EXIT};
+use crate::events::{timestamp, Events};
+use crate::logging;
 use crate::task::TaskService;
-use crate::{logging, state};
 
 pub struct Service {
     namespace: String,
@@ -83,12 +84,12 @@ impl Shim for Service {
             PathBuf::from(&self.bundle)
         };
         let (hv, exporter) = platform(&self.cfg).map_err(other)?;
-        let dir = state::StateDir::of(&self.cfg.state_dir, &name);
+        let dir = persist::StateDir::of(&self.cfg.state_dir, &name);
         let record = dir
             .load()
             .unwrap_or_default()
             .or_by_name(&name, &bundle, &self.cfg.image_dir);
-        state::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
+        persist::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
             .await
             .map_err(other)?;
         // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
@@ -96,7 +97,7 @@ impl Shim for Service {
             remove_socket(address.trim());
         }
         Ok(api::DeleteResponse {
-            exit_status: VM_GONE_EXIT,
+            exit_status: VM_GONE_CODE,
             exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),
             ..Default::default()
         })

@@ -1,7 +1,9 @@
-//! The ttrpc Task service: a thin translation between containerd's API and
-//! [`Instance`]. Events are published here, in the order containerd expects.
+//! The ttrpc Task service: containerd's requests translated onto the model
+//! (`vxn_runtime_core::container`), answers and errors translated back. No
+//! decision about a container is made here; events come from the model.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,22 +12,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim_protos::api::{self, *};
-use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskPaused, TaskResumed, TaskStart,
-};
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::{Mutex, Notify, RwLock};
+use vxn_runtime_core::config::Config;
+use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::oci;
+use vxn_runtime_core::process::Exit;
 
-use crate::config::Config;
-use crate::error::{Result, ShimError};
-use crate::events::Events;
-use crate::instance::{timestamp, CreateParams, Exit, Instance, Status};
+use crate::error::{to_ttrpc, Error, Result};
+use crate::events::{timestamp, Events, TaskEvents};
 use crate::io::StdioPaths;
+use crate::metrics;
 use crate::service::Platform;
-use crate::{metrics, spec};
+
+/// A task as this shim holds it: a container whose stdio is containerd's fifos.
+type VxnTask = Container<StdioPaths>;
 
 pub struct TaskService {
     pub namespace: String,
@@ -34,7 +40,7 @@ pub struct TaskService {
     pub platform: std::result::Result<Platform, String>,
     pub events: Events,
     pub exit: Arc<ExitSignal>,
-    tasks: RwLock<HashMap<String, Arc<Instance>>>,
+    tasks: RwLock<HashMap<String, Arc<VxnTask>>>,
     /// Serializes Create so an id is checked and claimed atomically.
     creating: Mutex<()>,
     /// Requests being served: the shim exits only once they are answered.
@@ -83,6 +89,49 @@ impl Drop for BusyGuard {
     }
 }
 
+/// The shape of every handler: counted as in flight, failures logged with
+/// the method and mapped to their ttrpc code.
+async fn serve<T>(
+    busy: &Arc<Busy>,
+    method: &'static str,
+    id: &str,
+    f: impl Future<Output = Result<T>>,
+) -> ttrpc::Result<T> {
+    let _busy = busy.enter();
+    f.await.map_err(|e| {
+        tracing::warn!(method, id, error = %e, "request failed");
+        to_ttrpc(e)
+    })
+}
+
+fn api_status(s: TaskStatus) -> ApiStatus {
+    match s {
+        TaskStatus::Created => ApiStatus::CREATED,
+        TaskStatus::Running => ApiStatus::RUNNING,
+        TaskStatus::Paused => ApiStatus::PAUSED,
+        TaskStatus::Stopped => ApiStatus::STOPPED,
+    }
+}
+
+type ApiTimestamp =
+    MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>;
+
+fn exit_fields(e: Option<Exit>) -> (u32, ApiTimestamp) {
+    match e {
+        Some(e) => (e.code, MessageField::some(timestamp(e.at))),
+        None => (0, MessageField::none()),
+    }
+}
+
+fn stdio(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> StdioPaths {
+    StdioPaths {
+        stdin: stdin.into(),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+        terminal,
+    }
+}
+
 impl TaskService {
     pub fn new(
         namespace: String,
@@ -103,42 +152,73 @@ impl TaskService {
         }
     }
 
-    async fn task(&self, id: &str) -> Result<Arc<Instance>> {
+    async fn task(&self, id: &str) -> Result<Arc<VxnTask>> {
         self.tasks
             .read()
             .await
             .get(id)
             .cloned()
-            .ok_or_else(|| ShimError::NotFound(format!("task {id} not found")))
+            .ok_or_else(|| Error::NotFound(format!("task {id} not found")))
     }
 
-    fn status(s: Status) -> ApiStatus {
-        match s {
-            Status::Created => ApiStatus::CREATED,
-            Status::Running => ApiStatus::RUNNING,
-            Status::Paused => ApiStatus::PAUSED,
-            Status::Stopped => ApiStatus::STOPPED,
+    async fn create_task(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let _g = self.creating.lock().await;
+        if self.tasks.read().await.contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!(
+                "task {} already exists",
+                req.id
+            )));
         }
+        if !req.checkpoint.is_empty() {
+            return Err(Error::Unimplemented(
+                "checkpoint/restore is not supported by vxn".into(),
+            ));
+        }
+        let name = ContainerName::new(&self.namespace, &req.id)?;
+        let (hv, exporter) = self
+            .platform
+            .clone()
+            .map_err(|e| Error::InvalidArgument(format!("/etc/vxn/config.toml: {e}")))?;
+        let paths = stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+        let events = Arc::new(TaskEvents {
+            events: self.events.clone(),
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            stdio: paths.clone(),
+            pid: std::process::id(),
+        });
+        let rootfs = match req.rootfs.is_empty() {
+            true => RootfsSource::Bundle,
+            false => RootfsSource::Mount(mount_snapshot(req.rootfs.clone())),
+        };
+        let request = CreateRequest {
+            name,
+            bundle: PathBuf::from(&req.bundle),
+            rootfs,
+            stdio: paths,
+        };
+        let task = Container::create(request, &self.cfg, hv, exporter, events).await?;
+        self.tasks.write().await.insert(req.id.clone(), task);
+        Ok(CreateTaskResponse {
+            pid: std::process::id(),
+            ..Default::default()
+        })
     }
 }
 
-fn exit_fields(
-    e: Option<Exit>,
-) -> (
-    u32,
-    MessageField<containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp>,
-) {
-    match e {
-        Some(e) => (e.code, MessageField::some(timestamp(e.at))),
-        None => (0, MessageField::none()),
-    }
-}
-
-/// Run a handler, logging failures with the method name.
-fn log_result<T>(method: &str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
-    r.map_err(|e| {
-        tracing::warn!(method, id, error = %e, "request failed");
-        e.into()
+/// Mount containerd's snapshot (the mounts of a CreateTaskRequest).
+fn mount_snapshot(
+    mounts: Vec<containerd_shim_protos::types::mount::Mount>,
+) -> vxn_runtime_core::container::create::MountRootfs {
+    Box::new(move |target| {
+        for m in &mounts {
+            let fstype = (!m.type_.is_empty()).then_some(m.type_.as_str());
+            let source = (!m.source.is_empty()).then_some(m.source.as_str());
+            containerd_shim::mount::mount_rootfs(fstype, source, &m.options, target)
+                .map_err(|e| Error::Internal(format!("mount rootfs {}: {e}", target.display())))?;
+        }
+        Ok(())
     })
 }
 
@@ -150,85 +230,21 @@ impl Task for TaskService {
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
         tracing::info!(id = %req.id, bundle = %req.bundle, "create");
-        let _busy = self.busy.enter();
-        let r = async {
-            let _g = self.creating.lock().await;
-            if self.tasks.read().await.contains_key(&req.id) {
-                return Err(ShimError::AlreadyExists(format!(
-                    "task {} already exists",
-                    req.id
-                )));
-            }
-            if !req.checkpoint.is_empty() {
-                return Err(ShimError::Unimplemented(
-                    "checkpoint/restore is not supported by vxn".into(),
-                ));
-            }
-            let params = CreateParams {
-                id: req.id.clone(),
-                namespace: self.namespace.clone(),
-                bundle: PathBuf::from(&req.bundle),
-                rootfs: req.rootfs.clone(),
-                stdio: StdioPaths {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                },
-            };
-            let (hv, exporter) = self
-                .platform
-                .clone()
-                .map_err(|e| ShimError::InvalidArgument(format!("/etc/vxn/config.toml: {e}")))?;
-            let inst =
-                Instance::create(params, &self.cfg, hv, exporter, self.events.clone()).await?;
-            self.tasks
-                .write()
-                .await
-                .insert(req.id.clone(), inst.clone());
-            self.events.send(TaskCreate {
-                container_id: req.id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(inst.task_io()),
-                pid: inst.shim_pid,
-                ..Default::default()
-            });
-            Ok(CreateTaskResponse {
-                pid: inst.shim_pid,
-                ..Default::default()
-            })
-        }
-        .await;
-        log_result("create", &req.id, r)
+        serve(&self.busy, "create", &req.id, self.create_task(&req)).await
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
-            let inst = self.task(&req.id).await?;
-            inst.start(&req.exec_id).await?;
-            if req.exec_id.is_empty() {
-                self.events.send(TaskStart {
-                    container_id: req.id.clone(),
-                    pid: inst.shim_pid,
-                    ..Default::default()
-                });
-            } else {
-                self.events.send(TaskExecStarted {
-                    container_id: req.id.clone(),
-                    exec_id: req.exec_id.clone(),
-                    pid: inst.shim_pid,
-                    ..Default::default()
-                });
-            }
+        serve(&self.busy, "start", &req.id, async {
+            self.task(&req.id)
+                .await?
+                .start(&ExecId::from_api(&req.exec_id))
+                .await?;
             Ok(StartResponse {
-                pid: inst.shim_pid,
+                pid: std::process::id(),
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("start", &req.id, r)
+        })
+        .await
     }
 
     async fn delete(
@@ -236,89 +252,74 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
-            let inst = self.task(&req.id).await?;
-            let exit = if req.exec_id.is_empty() {
-                let exit = inst.delete().await?;
-                self.tasks.write().await.remove(&req.id);
-                let (exit_status, exited_at) = exit_fields(Some(exit));
-                self.events.send(TaskDelete {
-                    container_id: req.id.clone(),
-                    pid: inst.shim_pid,
-                    exit_status,
-                    exited_at,
-                    id: req.id.clone(),
-                    ..Default::default()
-                });
-                exit
-            } else {
-                inst.delete_exec(&req.exec_id).await?
+        serve(&self.busy, "delete", &req.id, async {
+            let task = self.task(&req.id).await?;
+            let exit = match ExecId::from_api(&req.exec_id) {
+                ExecId::Init => {
+                    let exit = task.delete().await?;
+                    self.tasks.write().await.remove(&req.id);
+                    exit
+                }
+                exec => task.delete_exec(&exec).await?,
             };
             let (exit_status, exited_at) = exit_fields(Some(exit));
             Ok(api::DeleteResponse {
-                pid: inst.shim_pid,
+                pid: std::process::id(),
                 exit_status,
                 exited_at,
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("delete", &req.id, r)
+        })
+        .await
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
-            let inst = self.task(&req.id).await?;
-            let p = inst.process(&req.exec_id)?;
+        serve(&self.busy, "state", &req.id, async {
+            let task = self.task(&req.id).await?;
+            let p = task.process(&ExecId::from_api(&req.exec_id))?;
             let (exit_status, exited_at) = exit_fields(p.exit());
             Ok(StateResponse {
                 id: req.id.clone(),
-                bundle: inst.bundle.to_string_lossy().into_owned(),
-                pid: inst.shim_pid,
-                status: Self::status(inst.status(&p)).into(),
-                stdin: p.paths.stdin.clone(),
-                stdout: p.paths.stdout.clone(),
-                stderr: p.paths.stderr.clone(),
-                terminal: p.paths.terminal,
+                bundle: task.bundle.to_string_lossy().into_owned(),
+                pid: std::process::id(),
+                status: api_status(task.status(&p)).into(),
+                stdin: p.stdio.stdin.clone(),
+                stdout: p.stdio.stdout.clone(),
+                stderr: p.stdio.stderr.clone(),
+                terminal: p.stdio.terminal,
                 exit_status,
                 exited_at,
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("state", &req.id, r)
+        })
+        .await
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
-            let p = self.task(&req.id).await?.process(&req.exec_id)?;
+        serve(&self.busy, "wait", &req.id, async {
+            let task = self.task(&req.id).await?;
+            let p = task.process(&ExecId::from_api(&req.exec_id))?;
             let (exit_status, exited_at) = exit_fields(Some(p.wait().await));
             Ok(WaitResponse {
                 exit_status,
                 exited_at,
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("wait", &req.id, r)
+        })
+        .await
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<api::Empty> {
         tracing::info!(id = %req.id, exec_id = %req.exec_id, signal = req.signal, all = req.all, "kill");
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "kill", &req.id, async {
             self.task(&req.id)
                 .await?
-                .kill(&req.exec_id, req.signal, req.all)
+                .kill(&ExecId::from_api(&req.exec_id), req.signal, req.all)
                 .await?;
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("kill", &req.id, r)
+        })
+        .await
     }
 
     async fn exec(
@@ -326,37 +327,21 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r = async {
-            let inst = self.task(&req.id).await?;
+        serve(&self.busy, "exec", &req.id, async {
+            let task = self.task(&req.id).await?;
+            let exec = ExecId::new_exec(&req.exec_id)?;
             let value = req
                 .spec
                 .as_ref()
                 .map(|a| a.value.as_slice())
                 .unwrap_or_default();
-            let process: spec::Process = serde_json::from_slice(value)
-                .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
-            if process.args.is_empty() {
-                return Err(ShimError::InvalidArgument(
-                    "exec args must not be empty".into(),
-                ));
-            }
-            let paths = StdioPaths {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: req.terminal,
-            };
-            inst.exec(&req.exec_id, process, paths).await?;
-            self.events.send(TaskExecAdded {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                ..Default::default()
-            });
+            let process: oci::Process = serde_json::from_slice(value)
+                .map_err(|e| Error::InvalidArgument(format!("exec process spec: {e}")))?;
+            let paths = stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+            task.exec(&exec, process.to_agent(), paths).await?;
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("exec", &req.id, r)
+        })
+        .await
     }
 
     async fn resize_pty(
@@ -364,16 +349,14 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: ResizePtyRequest,
     ) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "resize_pty", &req.id, async {
             self.task(&req.id)
                 .await?
-                .resize_pty(&req.exec_id, req.height, req.width)
+                .resize_pty(&ExecId::from_api(&req.exec_id), req.height, req.width)
                 .await?;
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("resize_pty", &req.id, r)
+        })
+        .await
     }
 
     async fn close_io(
@@ -381,71 +364,52 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: CloseIORequest,
     ) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r = async {
-            self.task(&req.id).await?.close_io(&req.exec_id)?;
+        serve(&self.busy, "close_io", &req.id, async {
+            self.task(&req.id)
+                .await?
+                .close_io(&ExecId::from_api(&req.exec_id))?;
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("close_io", &req.id, r)
+        })
+        .await
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "pause", &req.id, async {
             self.task(&req.id).await?.pause().await?;
-            self.events.send(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            });
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("pause", &req.id, r)
+        })
+        .await
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "resume", &req.id, async {
             self.task(&req.id).await?.resume().await?;
-            self.events.send(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            });
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("resume", &req.id, r)
+        })
+        .await
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "pids", &req.id, async {
             let procs = self.task(&req.id).await?.pids().await?;
             Ok(PidsResponse {
                 processes: metrics::process_list(&procs),
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("pids", &req.id, r)
+        })
+        .await
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        let _busy = self.busy.enter();
-        let r = async {
+        serve(&self.busy, "stats", &req.id, async {
             let (stats, cpu) = self.task(&req.id).await?.stats().await?;
+            let format = metrics::Format::from_config(&self.cfg.metrics)?;
             Ok(StatsResponse {
-                stats: MessageField::some(metrics::to_any(
-                    &stats,
-                    cpu,
-                    metrics::Format::from_config(&self.cfg.metrics)?,
-                )?),
+                stats: MessageField::some(metrics::to_any(&stats, cpu, format)?),
                 ..Default::default()
             })
-        }
-        .await;
-        log_result("stats", &req.id, r)
+        })
+        .await
     }
 
     async fn update(
@@ -453,16 +417,14 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: UpdateTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
-        let _busy = self.busy.enter();
-        let r: Result<api::Empty> = async {
+        serve(&self.busy, "update", &req.id, async {
             let task = self.task(&req.id).await?;
-            let res = spec::parse_resources(&req.resources.value)?;
-            task.update(spec::memory_mib(&res, &self.cfg), spec::vcpus(&res))
+            let res = oci::parse_resources(&req.resources.value)?;
+            task.update(oci::memory_mib(&res, &self.cfg), oci::vcpus(&res))
                 .await?;
             Ok(api::Empty::new())
-        }
-        .await;
-        log_result("update", &req.id, r)
+        })
+        .await
     }
 
     async fn checkpoint(
@@ -470,13 +432,12 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: CheckpointTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
-        log_result(
-            "checkpoint",
-            &req.id,
-            Err(ShimError::Unimplemented(
+        serve(&self.busy, "checkpoint", &req.id, async {
+            Err(Error::Unimplemented(
                 "checkpoint is not supported by vxn".into(),
-            )),
-        )
+            ))
+        })
+        .await
     }
 
     async fn connect(
@@ -485,16 +446,10 @@ impl Task for TaskService {
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
         let pid = std::process::id();
-        let task_pid = self
-            .tasks
-            .read()
-            .await
-            .get(&req.id)
-            .map(|i| i.shim_pid)
-            .unwrap_or(0);
+        let has_task = self.tasks.read().await.contains_key(&req.id);
         Ok(ConnectResponse {
             shim_pid: pid,
-            task_pid,
+            task_pid: if has_task { pid } else { 0 },
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         })

@@ -4,13 +4,15 @@
 //! vxnctl xen-run --name N --kernel K --initramfs I --rootfs-disk IMG
 //!                [--memory MiB] [--vcpus N] [--timeout S] [--log LEVEL] -- ARGV...
 //! vxnctl domain-name NAMESPACE ID   (the domain the shim gives that container)
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::xen::{connect_channel, Disk, DomainConfig, GuestType, Xl};
+use vxn_runtime_core::vm::{Hypervisor, VmSpec, XenHypervisor};
+use vxn_runtime_core::xen::Xl;
 use vxn_runtime_core::{AgentClient, StdioRequest};
 use vxn_wire::boot;
 use vxn_wire::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
@@ -109,15 +111,15 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&run.log))
         .with_writer(std::io::stderr)
         .init();
-    let xl = Xl::default();
+    let hv = XenHypervisor::new(Xl::default());
     let dir = PathBuf::from("/run/vxn/vxnctl").join(&run.name);
     let result = tokio::select! {
-        r = xen_run(&xl, &dir, &run) => r,
+        r = xen_run(&hv, &dir, &run) => r,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
     // Whatever happened, leave no domain and no files behind.
     let t = Instant::now();
-    if let Err(e) = xl.destroy(&run.name).await {
+    if let Err(e) = hv.destroy(&run.name).await {
         eprintln!("vxnctl: destroy {}: {e}", run.name);
     }
     let destroy = t.elapsed();
@@ -141,45 +143,35 @@ async fn main() -> ExitCode {
 
 type Timing = Vec<(&'static str, Duration)>;
 
-async fn xen_run(xl: &Xl, dir: &std::path::Path, run: &RunArgs) -> Result<(i32, Timing), String> {
+async fn xen_run(
+    hv: &XenHypervisor,
+    dir: &std::path::Path,
+    run: &RunArgs,
+) -> Result<(i32, Timing), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let socket = dir.join("agent.sock");
-    let cfg = DomainConfig {
+    let vm = VmSpec {
         name: run.name.clone(),
-        guest_type: GuestType::for_host(),
         kernel: run.kernel.clone(),
-        ramdisk: run.initramfs.clone(),
-        cmdline: boot::kernel_cmdline(&run.log, ""),
+        initramfs: run.initramfs.clone(),
+        cmdline_extra: String::new(),
+        agent_log: run.log.clone(),
         memory_mib: run.memory,
-        maxmem_mib: run.memory,
+        max_memory_mib: run.memory,
         vcpus: run.vcpus,
         max_vcpus: run.vcpus,
-        agent_socket: socket.clone(),
-        disks: vec![Disk {
-            vdev: boot::ROOTFS_VDEV.into(),
-            target: run.rootfs_disk.clone(),
-            writable: true,
-        }],
-        shares: vec![],
+        rootfs_disk: Some(run.rootfs_disk.clone()),
         bridge: None,
+        state_dir: dir.to_path_buf(),
     };
-    let text = cfg.render().map_err(|e| e.to_string())?;
-    let cfg_path = dir.join("domain.cfg");
-    std::fs::write(&cfg_path, text).map_err(|e| format!("write {}: {e}", cfg_path.display()))?;
     let mut timing = Timing::new();
 
     let t = Instant::now();
-    xl.create_paused(&cfg_path)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = hv.create_paused(&vm).await.map_err(|e| e.to_string())?;
     timing.push(("create", t.elapsed()));
 
     let t = Instant::now();
-    let stream = connect_channel(&socket, Duration::from_secs(10))
-        .await
-        .map_err(|e| format!("agent channel: {e}"))?;
     let connect = tokio::spawn(AgentClient::connect(stream, run.timeout));
-    xl.unpause(&run.name).await.map_err(|e| e.to_string())?;
+    hv.unpause(&run.name).await.map_err(|e| e.to_string())?;
     let client = connect
         .await
         .map_err(|e| e.to_string())?

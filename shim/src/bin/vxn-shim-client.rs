@@ -7,6 +7,7 @@
 //!
 //! The shim's address is read from the bundle's `address` file (containerd's
 //! bundle is /run/containerd/io.containerd.runtime.v2.task/<ns>/<id>).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

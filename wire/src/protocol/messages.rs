@@ -39,10 +39,15 @@ pub struct WindowSize {
     pub cols: u16,
 }
 
-/// Who the process runs as. `user`/`group` are numeric ids or names looked
-/// up in the container's own /etc/passwd and /etc/group.
+/// Who the process runs as: ids as the OCI spec gives them (`uid`, `gid`),
+/// or, for tools, `user`/`group` as names (or numbers in text) looked up in
+/// the container's own /etc/passwd and /etc/group. An id wins over a name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserSpec {
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -86,6 +91,17 @@ pub struct ProcessSpec {
     /// only tests want; the shim always sends the spec's (absent = no capabilities).
     #[serde(default)]
     pub capabilities: Option<Capabilities>,
+}
+
+impl ProcessSpec {
+    /// What every process must have, checked by both ends: the host before
+    /// it builds anything, the agent because it trusts no one.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.args.first() {
+            Some(a) if !a.is_empty() => Ok(()),
+            _ => Err("process args must not be empty".into()),
+        }
+    }
 }
 
 /// OCI capability sets, by name (`CAP_NET_BIND_SERVICE`, ...). Names the guest

@@ -15,7 +15,9 @@ pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// Bumped on any incompatible change to frames or messages.
 /// v2: OCI capabilities in `ProcessSpec` (an agent that ignored them would run
 /// containers with every capability) and paged `ListPids`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// v3: numeric `uid`/`gid` in `UserSpec` (an agent that ignored them would
+/// run the process as root).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";

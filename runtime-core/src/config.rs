@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::vm::Backend;
 use serde::Deserialize;
-use vxn_runtime_core::vm::Backend;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
 

@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vxn_runtime_core::names::ContainerName;
-use vxn_runtime_core::rootfs::RootfsExport;
-use vxn_runtime_core::vm::Hypervisor;
 
-use crate::error::{Result, ShimError};
+use crate::error::{Error, Result};
+use crate::names::ContainerName;
+use crate::rootfs::RootfsExport;
+use crate::vm::Hypervisor;
 
 const STATE_FILE: &str = "state.json";
 
@@ -48,8 +48,8 @@ pub struct StateDir {
     path: PathBuf,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> ShimError {
-    ShimError::Internal(format!("{what} {}: {e}", path.display()))
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Internal(format!("{what} {}: {e}", path.display()))
 }
 
 impl StateDir {
@@ -69,7 +69,7 @@ impl StateDir {
         match std::fs::create_dir(&dir.path) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(ShimError::AlreadyExists(format!(
+                Err(Error::AlreadyExists(format!(
                     "{} holds the state of an earlier task {}/{} that was not deleted \
                      (ctr task delete {} cleans it up)",
                     dir.path.display(),
@@ -88,7 +88,7 @@ impl StateDir {
 
     pub fn save(&self, r: &Record) -> Result<()> {
         let tmp = self.path.join("state.json.tmp");
-        let json = serde_json::to_vec_pretty(r).map_err(|e| ShimError::Internal(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&tmp, json).map_err(|e| io_err("write", &tmp, e))?;
         std::fs::rename(&tmp, self.path.join(STATE_FILE)).map_err(|e| io_err("rename", &tmp, e))
     }
@@ -123,13 +123,12 @@ pub async fn teardown(
         }
     }
     if let Some(target) = &r.rootfs_mount {
-        if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), libc::MNT_DETACH)
-        {
+        if let Err(e) = unmount_all(target) {
             left.push(format!("unmount {}: {e}", target.display()));
         }
     }
     if !left.is_empty() {
-        return Err(ShimError::Internal(format!(
+        return Err(Error::Internal(format!(
             "teardown incomplete, left: {}",
             left.join("; ")
         )));
@@ -141,10 +140,30 @@ pub async fn teardown(
     }
 }
 
+/// Detach every mount stacked on `target` (each with all below it); a path
+/// that is no mount point (any more), or is gone, is done.
+pub fn unmount_all(target: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // Mounts stack; each round takes the top one. Bounded, whatever is there.
+    for _ in 0..64 {
+        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(()),
+                _ => Err(e),
+            };
+        }
+    }
+    Err(std::io::Error::other("more than 64 mounts stacked"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vxn_runtime_core::vm::VmError;
+    use crate::vm::VmError;
 
     #[test]
     fn a_second_task_of_the_same_name_never_takes_over_the_first_ones_state() {
@@ -157,7 +176,7 @@ mod tests {
         })
         .unwrap();
         let e = StateDir::create(root.path(), &name).unwrap_err();
-        assert!(matches!(e, ShimError::AlreadyExists(_)), "{e}");
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
         assert_eq!(dir.load().unwrap().backend, "xen");
         // Distinct tenants, distinct directories, even with dashes.
         let a = StateDir::of(root.path(), &ContainerName::new("a-b", "c").unwrap());
@@ -175,7 +194,7 @@ mod tests {
         }
         async fn create_paused(
             &self,
-            _: &vxn_runtime_core::vm::VmSpec,
+            _: &crate::vm::VmSpec,
         ) -> std::result::Result<tokio::net::UnixStream, VmError> {
             unreachable!()
         }
@@ -200,11 +219,7 @@ mod tests {
         async fn cpu_time(&self, _: &str) -> Option<std::time::Duration> {
             None
         }
-        async fn resize(
-            &self,
-            _: &str,
-            _: vxn_runtime_core::vm::Resize,
-        ) -> std::result::Result<(), VmError> {
+        async fn resize(&self, _: &str, _: crate::vm::Resize) -> std::result::Result<(), VmError> {
             Ok(())
         }
     }
@@ -224,7 +239,7 @@ mod tests {
             ..Default::default()
         };
         dir.save(&r).unwrap();
-        let exporter = vxn_runtime_core::rootfs::Directory;
+        let exporter = crate::rootfs::Directory;
         let e = teardown(&r, &dir, &Stubborn(true), &exporter)
             .await
             .unwrap_err();

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
 
 use crate::config::Config;
-use crate::error::{Result, ShimError};
+use crate::error::{Error, Result};
+pub use crate::sandbox::Sizing;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -114,12 +115,24 @@ pub struct Cpu {
     pub period: Option<u64>,
 }
 
+impl Spec {
+    /// The init's process, valid enough to be worth a VM.
+    pub fn init_process(&self) -> Result<&Process> {
+        let p = self
+            .process
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("config.json has no process".into()))?;
+        p.to_agent().validate().map_err(Error::InvalidArgument)?;
+        Ok(p)
+    }
+}
+
 pub fn load(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path)
-        .map_err(|e| ShimError::InvalidArgument(format!("read {}: {e}", path.display())))?;
+        .map_err(|e| Error::InvalidArgument(format!("read {}: {e}", path.display())))?;
     serde_json::from_slice(&text)
-        .map_err(|e| ShimError::InvalidArgument(format!("parse {}: {e}", path.display())))
+        .map_err(|e| Error::InvalidArgument(format!("parse {}: {e}", path.display())))
 }
 
 impl Process {
@@ -131,8 +144,10 @@ impl Process {
             env: self.env.clone(),
             cwd: self.cwd.clone(),
             user: UserSpec {
-                user: Some(self.user.uid.to_string()),
-                group: Some(self.user.gid.to_string()),
+                uid: Some(self.user.uid),
+                gid: Some(self.user.gid),
+                user: None,
+                group: None,
                 additional_gids: self.user.additional_gids.clone(),
                 umask: self.user.umask,
             },
@@ -185,7 +200,7 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
         let is_bind = kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         if !is_bind {
             if !KERNEL_FS.contains(&kind) {
-                return Err(ShimError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "mount type {kind:?} at {} is not supported by vxn",
                     m.destination
                 )));
@@ -201,10 +216,10 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
         }
         let source = m.source.as_deref().unwrap_or("");
         let meta = std::fs::metadata(source)
-            .map_err(|e| ShimError::InvalidArgument(format!("bind mount source {source}: {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("bind mount source {source}: {e}")))?;
         if meta.is_file() && meta.len() <= MAX_FILE_MOUNT {
             let contents = std::fs::read_to_string(source).map_err(|e| {
-                ShimError::InvalidArgument(format!(
+                Error::InvalidArgument(format!(
                     "bind mount source {source} is not a small text file: {e}"
                 ))
             })?;
@@ -232,7 +247,7 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
                 ],
             });
         } else {
-            return Err(ShimError::Unimplemented(format!(
+            return Err(Error::Unimplemented(format!(
                 "bind mount of host path {source} at {} is not supported by vxn (no host directory sharing yet)",
                 m.destination
             )));
@@ -242,14 +257,6 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
 }
 
 /// VM sizes from linux.resources, within the configured bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sizing {
-    pub memory_mib: u64,
-    pub max_memory_mib: u64,
-    pub vcpus: u32,
-    pub max_vcpus: u32,
-}
-
 pub fn sizing(spec: &Spec, cfg: &Config) -> Sizing {
     let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
     let memory_mib = res
@@ -283,7 +290,7 @@ pub fn vcpus(res: &Resources) -> Option<u32> {
 /// The resources of an Update request: containerd sends the OCI LinuxResources as JSON.
 pub fn parse_resources(json: &[u8]) -> Result<Resources> {
     serde_json::from_slice(json)
-        .map_err(|e| ShimError::InvalidArgument(format!("update: bad LinuxResources: {e}")))
+        .map_err(|e| Error::InvalidArgument(format!("update: bad LinuxResources: {e}")))
 }
 
 #[cfg(test)]
@@ -304,7 +311,10 @@ mod tests {
         );
         let p = s.process.unwrap().to_agent();
         assert_eq!(p.args, ["sh", "-c", "echo $HOME"]);
-        assert_eq!(p.user.user.as_deref(), Some("1000"));
+        assert_eq!(
+            (p.user.uid, p.user.gid, p.user.user.as_deref()),
+            (Some(1000), Some(1000), None)
+        );
         assert_eq!(
             p.console_size,
             Some(WindowSize {
@@ -366,6 +376,6 @@ mod tests {
             dir.path().display()
         ));
         let e = mounts(&s).unwrap_err();
-        assert!(matches!(e, ShimError::Unimplemented(_)) && e.to_string().contains("/data"));
+        assert!(matches!(e, Error::Unimplemented(_)) && e.to_string().contains("/data"));
     }
 }

@@ -1,0 +1,175 @@
+//! Create: check what can be checked, then record each thing before making
+//! it (state dir, rootfs mount, image, domain), boot the sandbox, create the
+//! container in the guest and freeze the VM until Start. A failure tears
+//! down exactly what the record names: never anything this create did not make.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vxn_wire::protocol::CreateContainer;
+
+use super::Container;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::ids::ExecId;
+use crate::names::ContainerName;
+use crate::oci;
+use crate::persist::{self, Record, StateDir};
+use crate::process::Process;
+use crate::rootfs::RootfsExport;
+use crate::sandbox::{AgentTimeouts, Sandbox};
+use crate::stdio::ProcessStdio;
+use crate::vm::{Hypervisor, VmError, VmSpec};
+
+/// Mounts the container's rootfs at the given directory (the shim: the
+/// snapshot containerd sends). Recorded before it runs.
+pub type MountRootfs = Box<dyn FnOnce(&Path) -> Result<()> + Send>;
+
+/// Where the container's root filesystem comes from.
+pub enum RootfsSource {
+    /// `<bundle>/rootfs` is ready as it is (runc's contract).
+    Bundle,
+    /// Mount it at `<bundle>/rootfs` first; unmounted at teardown.
+    Mount(MountRootfs),
+}
+
+pub struct CreateRequest<S> {
+    pub name: ContainerName,
+    pub bundle: PathBuf,
+    pub rootfs: RootfsSource,
+    /// The init's stdio.
+    pub stdio: S,
+}
+
+impl<S: ProcessStdio> Container<S> {
+    pub async fn create(
+        req: CreateRequest<S>,
+        cfg: &Config,
+        hv: Arc<dyn Hypervisor>,
+        exporter: Arc<dyn RootfsExport>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Arc<Self>> {
+        // Everything that can be checked without touching the host is checked first.
+        let spec = oci::load(&req.bundle)?;
+        let process = spec.init_process()?;
+        let mounts = oci::mounts(&spec)?;
+        let sizing = oci::sizing(&spec, cfg);
+        let domain = req.name.domain();
+
+        let state = StateDir::create(&cfg.state_dir, &req.name)?;
+        let mut record = Record {
+            backend: hv.kind().into(),
+            ..Default::default()
+        };
+        let made = async {
+            state.save(&record)?;
+            let rootfs_dir = req.bundle.join("rootfs");
+            if let RootfsSource::Mount(mount) = req.rootfs {
+                std::fs::create_dir_all(&rootfs_dir)
+                    .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
+                record.rootfs_mount = Some(rootfs_dir.clone());
+                state.save(&record)?;
+                mount(&rootfs_dir)?;
+            }
+            let image_dir = req.name.dir_under(&cfg.image_dir);
+            record.image_dir = Some(image_dir.clone());
+            state.save(&record)?;
+            // A leftover of this same (namespace, id) is ours to replace: no live
+            // task of this name exists, it would own the state directory.
+            let _ = std::fs::remove_dir_all(&image_dir);
+            let exported = exporter.export(&rootfs_dir, &image_dir).await?;
+            tracing::info!(
+                size_mib = exported.size_bytes >> 20,
+                took_ms = exported.took.as_millis() as u64,
+                "rootfs image built"
+            );
+            if hv.exists(&domain).await? {
+                return Err(VmError::Exists(domain.clone()).into());
+            }
+            record.domain = Some(domain.clone());
+            state.save(&record)?;
+            let vm = VmSpec {
+                name: domain.clone(),
+                kernel: cfg.kernel.clone(),
+                initramfs: cfg.initramfs.clone(),
+                cmdline_extra: cfg.kernel_cmdline_extra.clone(),
+                agent_log: cfg.agent_log_level.clone(),
+                memory_mib: sizing.memory_mib,
+                max_memory_mib: sizing.max_memory_mib,
+                vcpus: sizing.vcpus,
+                max_vcpus: sizing.max_vcpus,
+                rootfs_disk: exported.disk.clone(),
+                bridge: (!cfg.bridge.is_empty()).then(|| cfg.bridge.clone()),
+                state_dir: state.path().to_path_buf(),
+            };
+            let timeouts = AgentTimeouts {
+                hello: Duration::from_secs(cfg.agent_timeout_secs),
+                call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
+            };
+            let sandbox = match Sandbox::boot(hv.clone(), &vm, sizing, timeouts).await {
+                Ok(s) => s,
+                Err(e @ Error::AlreadyExists(_)) => {
+                    // Not ours: it must outlive our cleanup.
+                    record.domain = None;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let t = std::time::Instant::now();
+            let agent = sandbox.agent();
+            let (ids, host) = agent.open_stdio(req.stdio.request())?;
+            agent
+                .create_container(CreateContainer {
+                    container_id: req.name.id().to_string(),
+                    hostname: spec.hostname.clone(),
+                    rootfs: exported.guest.clone(),
+                    readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
+                    mounts,
+                    process: process.to_agent(),
+                    stdio: ids,
+                })
+                .await
+                .map_err(|e| Error::from(e).context("create container in the guest"))?;
+            // Nothing of the container runs before Start.
+            sandbox.freeze().await?;
+            tracing::info!(
+                took_ms = t.elapsed().as_millis() as u64,
+                "timing: container prepared"
+            );
+            let relay = req.stdio.attach(host)?;
+            Ok((sandbox, relay))
+        }
+        .await;
+
+        let (sandbox, relay) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                if let Err(left) =
+                    persist::teardown(&record, &state, hv.as_ref(), exporter.as_ref()).await
+                {
+                    tracing::error!(error = %left, "cleaning up after a failed create");
+                }
+                return Err(e);
+            }
+        };
+        let guest_events = GuestEvents::start(events.clone(), sandbox.agent().take_events());
+        let c = Arc::new(Self {
+            name: req.name,
+            bundle: req.bundle,
+            sandbox,
+            exporter,
+            state,
+            record,
+            events,
+            guest_events,
+            kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
+            init: Process::created(ExecId::Init, req.stdio, relay),
+            execs: Mutex::default(),
+            paused: Mutex::new(false),
+        });
+        c.events.publish(TaskEvent::Created);
+        Ok(c)
+    }
+}

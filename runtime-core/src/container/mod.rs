@@ -1,0 +1,174 @@
+//! A container: a rootfs exported to a sandbox, an init and its execs. One
+//! container per sandbox today (the sandbox is its VM); the split is there
+//! so a pod's containers can share one.
+//!
+//! * [`create`](Container::create): everything recorded before it is made,
+//!   and a failure undoes exactly what the record names;
+//! * `lifecycle`: start, kill, exec, delete, and the exits the agent reports;
+//! * here: lookups, pause/resume, stats, update.
+
+pub mod create;
+mod lifecycle;
+
+pub use create::{CreateRequest, RootfsSource};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use vxn_wire::protocol::{ProcessInfo, Stats};
+
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::ids::ExecId;
+use crate::names::ContainerName;
+use crate::persist::{Record, StateDir};
+use crate::process::{Process, Status};
+use crate::rootfs::RootfsExport;
+use crate::sandbox::Sandbox;
+use crate::stdio::ProcessStdio;
+
+/// How long output may still flow after an exit before the exit is told anyway.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+
+pub struct Container<S> {
+    name: ContainerName,
+    pub bundle: PathBuf,
+    sandbox: Sandbox,
+    exporter: Arc<dyn RootfsExport>,
+    state: StateDir,
+    record: Record,
+    events: Arc<dyn EventSink>,
+    /// The agent's OOM events, published before the exits they explain.
+    guest_events: Arc<GuestEvents>,
+    kill_grace: Duration,
+    init: Arc<Process<S>>,
+    execs: Mutex<HashMap<String, Arc<Process<S>>>>,
+    /// Paused by the user (Pause), not just frozen until Start.
+    paused: Mutex<bool>,
+}
+
+/// A process's status as a front-end reports it: the container's pause on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl<S: ProcessStdio> Container<S> {
+    pub fn id(&self) -> &str {
+        self.name.id()
+    }
+
+    pub fn domain(&self) -> &str {
+        self.sandbox.domain()
+    }
+
+    pub fn init(&self) -> &Arc<Process<S>> {
+        &self.init
+    }
+
+    fn execs(&self) -> MutexGuard<'_, HashMap<String, Arc<Process<S>>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn process(&self, exec: &ExecId) -> Result<Arc<Process<S>>> {
+        match exec {
+            ExecId::Init => Ok(self.init.clone()),
+            ExecId::Exec(id) => self.execs().get(id).cloned().ok_or_else(|| {
+                Error::NotFound(format!("exec {id} not found in task {}", self.id()))
+            }),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self, p: &Process<S>) -> TaskStatus {
+        match p.status() {
+            Status::Created => TaskStatus::Created,
+            Status::Running if self.is_paused() => TaskStatus::Paused,
+            Status::Running => TaskStatus::Running,
+            Status::Stopped => TaskStatus::Stopped,
+        }
+    }
+
+    fn not_running(&self) -> Error {
+        Error::FailedPrecondition(format!("task {} is not running", self.id()))
+    }
+
+    fn require_running(&self) -> Result<()> {
+        if self.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is paused",
+                self.id()
+            )));
+        }
+        if self.init.status() != Status::Running {
+            return Err(self.not_running());
+        }
+        Ok(())
+    }
+
+    /// Freeze the whole VM (its clock included).
+    pub async fn pause(&self) -> Result<()> {
+        if self.init.status() != Status::Running {
+            return Err(self.not_running());
+        }
+        if self.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is already paused",
+                self.id()
+            )));
+        }
+        self.sandbox.freeze().await?;
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.events.publish(TaskEvent::Paused);
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<()> {
+        if !self.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "task {} is not paused",
+                self.id()
+            )));
+        }
+        self.sandbox.thaw().await?;
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.events.publish(TaskEvent::Resumed);
+        Ok(())
+    }
+
+    /// The guest's processes of this container (none while paused or not running).
+    pub async fn pids(&self) -> Result<Vec<ProcessInfo>> {
+        if self.require_running().is_err() {
+            return Ok(vec![]);
+        }
+        Ok(self.sandbox.agent().list_pids(self.id()).await?)
+    }
+
+    /// The guest's counters, and the VM's CPU time if the backend knows it.
+    pub async fn stats(&self) -> Result<(Stats, Option<Duration>)> {
+        if self.is_paused() || self.init.status() != Status::Running {
+            return Err(self.not_running());
+        }
+        let s = self.sandbox.agent().stats(self.id()).await?;
+        Ok((s, self.sandbox.cpu_time().await))
+    }
+
+    /// Resize the VM: memory through the balloon, vcpus online.
+    pub async fn update(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
+        if self.init.status() == Status::Stopped {
+            return Err(self.not_running());
+        }
+        self.sandbox.resize(memory_mib, vcpus).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

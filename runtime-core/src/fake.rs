@@ -1,0 +1,379 @@
+//! Fakes of the model's seams, for tests without Xen: a hypervisor whose
+//! "VMs" are a scripted agent on a socketpair, and a rootfs export that
+//! builds nothing. Any step can be made to fail, to test what a failure
+//! leaves behind.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use vxn_wire::mux::{handshake_agent, Mux, Role};
+use vxn_wire::protocol::{
+    AgentError, ErrorKind, Event, ExitStatus, ProcessInfo, Request, Response, ResponseBody,
+    RootfsSource, Stats,
+};
+
+use crate::rootfs::{ExportError, ExportedRootfs, RootfsExport};
+use crate::vm::{Hypervisor, Resize, VmError, VmSpec};
+
+/// Where a fake can be told to fail. Hypervisor calls by name ("create",
+/// "unpause", "pause", "destroy", "exists", "resize"); the agent's
+/// ("agent.hello": never answers, "agent.create", "agent.start" (the process
+/// exits 127), "agent.ignore_kill": takes signals, ends nothing).
+#[derive(Default)]
+pub struct Faults(Mutex<HashSet<&'static str>>);
+
+impl Faults {
+    pub fn set(&self, what: &'static str) {
+        self.lock().insert(what);
+    }
+    pub fn clear(&self, what: &'static str) {
+        self.lock().remove(what);
+    }
+    pub fn has(&self, what: &str) -> bool {
+        self.lock().contains(what)
+    }
+    fn lock(&self) -> MutexGuard<'_, HashSet<&'static str>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One process as the fake agent keeps it.
+struct FakeProcess {
+    started: bool,
+    exit: watch::Sender<Option<ExitStatus>>,
+}
+
+/// The agent inside one fake VM.
+#[derive(Default)]
+pub struct FakeAgent {
+    processes: Mutex<HashMap<(String, Option<String>), FakeProcess>>,
+    mux: Mutex<Option<Mux>>,
+}
+
+type Key = (String, Option<String>);
+
+fn exit_status(code: i32, signal: Option<i32>) -> ExitStatus {
+    ExitStatus {
+        code,
+        signal,
+        exited_at_ns: 1,
+    }
+}
+
+fn agent_err(kind: ErrorKind, m: &str) -> AgentError {
+    AgentError::new(kind, m.to_string())
+}
+
+impl FakeAgent {
+    fn procs(&self) -> MutexGuard<'_, HashMap<Key, FakeProcess>> {
+        self.processes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// End a running process as the guest would report it.
+    pub fn exit(&self, container: &str, exec: Option<&str>, code: i32, signal: Option<i32>) {
+        let key = (container.to_string(), exec.map(str::to_string));
+        if let Some(p) = self.procs().get(&key) {
+            p.exit.send_replace(Some(exit_status(code, signal)));
+        }
+    }
+
+    /// Send an event as the guest would.
+    pub fn event(&self, ev: &Event) {
+        if let Some(m) = &*self.mux.lock().unwrap_or_else(|p| p.into_inner()) {
+            m.send_event(ev);
+        }
+    }
+
+    /// The VM is gone: the channel closes under every pending call.
+    fn die(&self) {
+        if let Some(m) = self.mux.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            m.close("domain destroyed");
+        }
+    }
+
+    fn add(&self, key: Key) -> Result<(), AgentError> {
+        let mut procs = self.procs();
+        if procs.contains_key(&key) {
+            return Err(agent_err(ErrorKind::AlreadyExists, "process exists"));
+        }
+        procs.insert(
+            key,
+            FakeProcess {
+                started: false,
+                exit: watch::channel(None).0,
+            },
+        );
+        Ok(())
+    }
+
+    fn answer(&self, faults: &Faults, req: Request) -> Result<Response, AgentError> {
+        let missing = || agent_err(ErrorKind::NotFound, "no such process");
+        match req {
+            Request::Ping | Request::Shutdown => Ok(Response::Ok),
+            Request::CreateContainer(c) => {
+                if faults.has("agent.create") {
+                    return Err(agent_err(
+                        ErrorKind::InvalidArgument,
+                        "mount failed in the guest",
+                    ));
+                }
+                self.add((c.container_id, None))?;
+                Ok(Response::Ok)
+            }
+            Request::Exec {
+                container_id,
+                exec_id,
+                process,
+                ..
+            } => {
+                process
+                    .validate()
+                    .map_err(|m| agent_err(ErrorKind::InvalidArgument, &m))?;
+                self.add((container_id, Some(exec_id)))?;
+                Ok(Response::Ok)
+            }
+            Request::Start {
+                container_id,
+                exec_id,
+            } => {
+                let mut procs = self.procs();
+                let p = procs
+                    .get_mut(&(container_id, exec_id))
+                    .ok_or_else(missing)?;
+                if faults.has("agent.start") {
+                    p.exit.send_replace(Some(exit_status(127, None)));
+                    return Err(agent_err(ErrorKind::NotFound, "executable not found"));
+                }
+                p.started = true;
+                Ok(Response::Started { pid: 42 })
+            }
+            Request::Signal {
+                container_id,
+                exec_id,
+                signal,
+                ..
+            } => {
+                let procs = self.procs();
+                let p = procs.get(&(container_id, exec_id)).ok_or_else(missing)?;
+                if p.exit.borrow().is_some() {
+                    return Err(agent_err(ErrorKind::NotFound, "process already finished"));
+                }
+                let fatal = matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT);
+                if !p.started && !fatal {
+                    return Err(agent_err(
+                        ErrorKind::FailedPrecondition,
+                        "process is not started",
+                    ));
+                }
+                if !faults.has("agent.ignore_kill") {
+                    p.exit
+                        .send_replace(Some(exit_status(128 + signal, Some(signal))));
+                }
+                Ok(Response::Ok)
+            }
+            Request::Delete {
+                container_id,
+                exec_id,
+            } => {
+                self.procs().remove(&(container_id, exec_id));
+                Ok(Response::Ok)
+            }
+            Request::ResizeTty { .. } | Request::CloseStdin { .. } => Ok(Response::Ok),
+            Request::Stats { .. } => Ok(Response::Stats(Stats::default())),
+            Request::ListPids { .. } => Ok(Response::Pids {
+                processes: vec![ProcessInfo {
+                    pid: 42,
+                    exec_id: None,
+                    command: "init".into(),
+                }],
+                more: false,
+            }),
+            Request::Wait { .. } => unreachable!("answered by wait()"),
+        }
+    }
+
+    async fn wait(&self, key: Key) -> Result<Response, AgentError> {
+        let rx = self.procs().get(&key).map(|p| p.exit.subscribe());
+        let Some(mut rx) = rx else {
+            return Err(agent_err(ErrorKind::NotFound, "no such process"));
+        };
+        let st = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| agent_err(ErrorKind::NotFound, "process deleted"))?
+            .expect("waited for Some");
+        Ok(Response::Exited(st))
+    }
+
+    async fn serve(self: Arc<Self>, mut io: UnixStream, faults: Arc<Faults>) {
+        if faults.has("agent.hello") {
+            // Alive, silent: the host's hello timeout must end this.
+            let _keep = io;
+            std::future::pending::<()>().await;
+            return;
+        }
+        let Ok((_, leftover)) = handshake_agent(&mut io, "fake-agent").await else {
+            return;
+        };
+        let (mux, mut incoming) = Mux::start(io, BytesMut::from(&leftover[..]), Role::Agent);
+        *self.mux.lock().unwrap_or_else(|p| p.into_inner()) = Some(mux.clone());
+        while let Some(r) = incoming.requests.recv().await {
+            let Ok(req) = r.request else { continue };
+            let me = self.clone();
+            let (mux, faults) = (mux.clone(), faults.clone());
+            tokio::spawn(async move {
+                let body: ResponseBody = match req {
+                    Request::Wait {
+                        container_id,
+                        exec_id,
+                    } => me.wait((container_id, exec_id)).await,
+                    other => me.answer(&faults, other),
+                };
+                mux.respond(r.id, &body);
+            });
+        }
+    }
+}
+
+/// A hypervisor of fake VMs; every call is logged.
+#[derive(Default)]
+pub struct FakeHypervisor {
+    pub faults: Arc<Faults>,
+    domains: Mutex<HashMap<String, Arc<FakeAgent>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeHypervisor {
+    pub fn domains(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The agent of a running fake VM.
+    pub fn agent(&self, domain: &str) -> Option<Arc<FakeAgent>> {
+        self.lock().get(domain).cloned()
+    }
+
+    /// A domain that exists without us having made it (another tenant's).
+    pub fn add_foreign(&self, domain: &str) {
+        self.lock().insert(domain.into(), Arc::default());
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<FakeAgent>>> {
+        self.domains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn call(&self, what: &'static str, name: &str) -> Result<(), VmError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{what} {name}"));
+        if self.faults.has(what) {
+            return Err(VmError::Missing(format!("fake {what} failed")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Hypervisor for FakeHypervisor {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+        self.call("create", &spec.name)?;
+        if self.lock().contains_key(&spec.name) {
+            return Err(VmError::Exists(spec.name.clone()));
+        }
+        let (host, guest) = UnixStream::pair().map_err(|source| VmError::Io {
+            what: "socketpair".into(),
+            source,
+        })?;
+        let agent = Arc::new(FakeAgent::default());
+        self.lock().insert(spec.name.clone(), agent.clone());
+        tokio::spawn(agent.serve(guest, self.faults.clone()));
+        Ok(host)
+    }
+
+    async fn unpause(&self, name: &str) -> Result<(), VmError> {
+        self.call("unpause", name)
+    }
+
+    async fn pause(&self, name: &str) -> Result<(), VmError> {
+        self.call("pause", name)
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), VmError> {
+        if self.faults.has("destroy") {
+            return Err(VmError::Survived {
+                name: name.into(),
+                detail: "fake destroy failed".into(),
+            });
+        }
+        self.call("destroy", name)?;
+        if let Some(agent) = self.lock().remove(name) {
+            agent.die();
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, VmError> {
+        self.call("exists", name)?;
+        Ok(self.lock().contains_key(name))
+    }
+
+    async fn cpu_time(&self, _: &str) -> Option<Duration> {
+        Some(Duration::from_millis(5))
+    }
+
+    async fn resize(&self, name: &str, _: Resize) -> Result<(), VmError> {
+        self.call("resize", name)
+    }
+}
+
+/// A rootfs export that writes a marker file in its work dir (so a test can
+/// see it removed) and nothing else. Fails on demand ("export").
+#[derive(Default)]
+pub struct FakeExport {
+    pub faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl RootfsExport for FakeExport {
+    async fn export(&self, rootfs: &Path, work_dir: &Path) -> Result<ExportedRootfs, ExportError> {
+        if self.faults.has("export") {
+            return Err(ExportError::Failed {
+                what: "mkfs".into(),
+                detail: "fake export failed".into(),
+            });
+        }
+        let made = std::fs::create_dir_all(work_dir)
+            .and_then(|()| std::fs::write(work_dir.join("image"), b"fake"));
+        made.map_err(|e| ExportError::Failed {
+            what: format!("write {}", work_dir.display()),
+            detail: e.to_string(),
+        })?;
+        Ok(ExportedRootfs {
+            disk: None,
+            guest: RootfsSource::Directory {
+                path: rootfs.display().to_string(),
+            },
+            size_bytes: 0,
+            took: Duration::ZERO,
+        })
+    }
+
+    async fn cleanup(&self, _: &Path) {}
+}

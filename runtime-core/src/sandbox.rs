@@ -1,0 +1,180 @@
+//! A sandbox: one VM and the connection to the agent inside it. It knows how
+//! the VM is sized, whether it is frozen, and how to end it; it knows nothing
+//! of containers (they hold a sandbox and speak to its agent).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::client::Timeouts;
+use crate::error::{Error, Result};
+use crate::vm::{Hypervisor, Resize, VmSpec};
+use crate::AgentClient;
+
+/// The VM's size now, and the maximums it was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub memory_mib: u64,
+    pub max_memory_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+}
+
+/// Timeouts for talking to a sandbox's agent.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTimeouts {
+    /// From unpausing a new VM to the agent's hello.
+    pub hello: Duration,
+    /// Any call but Wait.
+    pub call: Duration,
+}
+
+pub struct Sandbox {
+    domain: String,
+    hv: Arc<dyn Hypervisor>,
+    agent: AgentClient,
+    /// The VM is paused (by us at create, or for the user).
+    frozen: Mutex<bool>,
+    size: Mutex<Sizing>,
+    /// Held while the VM is destroyed to end its processes; exits wait for it.
+    destroying: tokio::sync::Mutex<()>,
+}
+
+impl Sandbox {
+    /// Create the VM paused, run it until its agent answers, and freeze it
+    /// again: nothing of a container runs before its Start. On error the
+    /// domain may exist: the caller recorded its name and tears it down.
+    pub async fn boot(
+        hv: Arc<dyn Hypervisor>,
+        vm: &VmSpec,
+        sizing: Sizing,
+        timeouts: AgentTimeouts,
+    ) -> Result<Self> {
+        let t = std::time::Instant::now();
+        let channel = hv.create_paused(vm).await?;
+        tracing::info!(domain = %vm.name, took_ms = t.elapsed().as_millis() as u64, "timing: create paused");
+        let t = std::time::Instant::now();
+        let connecting = tokio::spawn(AgentClient::connect(channel, timeouts.hello));
+        hv.unpause(&vm.name).await?;
+        let mut agent = connecting
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unavailable(format!("guest agent of {}: {e}", vm.name)))?;
+        agent.set_timeouts(Timeouts {
+            call: timeouts.call,
+            ..Timeouts::default()
+        });
+        tracing::info!(
+            agent = agent.agent_software(),
+            took_ms = t.elapsed().as_millis() as u64,
+            "timing: agent ready"
+        );
+        Ok(Self {
+            domain: vm.name.clone(),
+            hv,
+            agent,
+            frozen: Mutex::new(false),
+            size: Mutex::new(sizing),
+            destroying: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn hypervisor(&self) -> &dyn Hypervisor {
+        self.hv.as_ref()
+    }
+
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    fn frozen(&self) -> MutexGuard<'_, bool> {
+        self.frozen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        *self.frozen()
+    }
+
+    /// Freeze the VM (a no-op when it is).
+    pub async fn freeze(&self) -> Result<()> {
+        if self.is_frozen() {
+            return Ok(());
+        }
+        self.hv.pause(&self.domain).await?;
+        *self.frozen() = true;
+        Ok(())
+    }
+
+    /// Let the VM run (a no-op when it does: Xen refuses to unpause a running domain).
+    pub async fn thaw(&self) -> Result<()> {
+        if !self.is_frozen() {
+            return Ok(());
+        }
+        self.hv.unpause(&self.domain).await?;
+        *self.frozen() = false;
+        Ok(())
+    }
+
+    pub fn size(&self) -> Sizing {
+        *self.size.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Memory through the balloon, vcpus online, within the maximums fixed at
+    /// create; beyond them is InvalidArgument. The same size again is a no-op.
+    pub async fn resize(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
+        let cur = self.size();
+        if let Some(m) = memory_mib.filter(|m| *m > cur.max_memory_mib) {
+            return Err(Error::InvalidArgument(format!(
+                "memory {m} MiB is above the maximum of domain {} ({} MiB; max_memory_factor in /etc/vxn/config.toml sets the headroom)",
+                self.domain, cur.max_memory_mib
+            )));
+        }
+        if let Some(n) = vcpus.filter(|n| *n > cur.max_vcpus) {
+            return Err(Error::InvalidArgument(format!(
+                "{n} vcpus is above the maximum of domain {} ({}; max_vcpus in /etc/vxn/config.toml)",
+                self.domain, cur.max_vcpus
+            )));
+        }
+        let resize = Resize {
+            memory_mib: memory_mib.filter(|m| *m != cur.memory_mib),
+            vcpus: vcpus.filter(|n| *n != cur.vcpus),
+        };
+        if resize == Resize::default() {
+            return Ok(());
+        }
+        self.hv.resize(&self.domain, resize).await?;
+        let mut size = self.size.lock().unwrap_or_else(|p| p.into_inner());
+        size.memory_mib = resize.memory_mib.unwrap_or(size.memory_mib);
+        size.vcpus = resize.vcpus.unwrap_or(size.vcpus);
+        tracing::info!(memory_mib = size.memory_mib, vcpus = size.vcpus, "resized");
+        Ok(())
+    }
+
+    pub async fn cpu_time(&self) -> Option<Duration> {
+        self.hv.cpu_time(&self.domain).await
+    }
+
+    /// Destroy the VM: every process in it ends (their Waits fail, and they
+    /// are reported with SIGKILL's status once this returns).
+    pub async fn destroy(&self) -> Result<()> {
+        let _destroying = self.destroying.lock().await;
+        tracing::warn!(domain = %self.domain, "destroying the domain");
+        let destroyed = self.hv.destroy(&self.domain).await;
+        self.agent.close();
+        Ok(destroyed?)
+    }
+
+    /// Returns once no destroy is under way: an exit caused by a destroy is
+    /// told after it, so the Kill that asked for it is answered first.
+    pub async fn settled(&self) {
+        let _ = self.destroying.lock().await;
+    }
+
+    /// Stop talking to the agent (the VM is about to go).
+    pub fn disconnect(&self) {
+        self.agent.close();
+    }
+}
