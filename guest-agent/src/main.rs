@@ -10,6 +10,7 @@ mod fdstream;
 mod mounts;
 mod pid1;
 mod process;
+mod process_io;
 mod procfs;
 mod pty;
 mod reaper;
