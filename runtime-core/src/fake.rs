@@ -19,7 +19,9 @@ use vxn_wire::protocol::{
 };
 
 use crate::rootfs::{ExportError, ExportedRootfs, RootfsExport};
+use crate::stdio::{ProcessStdio, Relay};
 use crate::vm::{Hypervisor, Resize, VmError, VmSpec};
+use crate::{HostStdio, StdioRequest};
 
 /// Where a fake can be told to fail. Hypervisor calls by name ("create",
 /// "unpause", "pause", "destroy", "exists", "resize"); the agent's
@@ -376,4 +378,16 @@ impl RootfsExport for FakeExport {
     }
 
     async fn cleanup(&self, _: &Path) {}
+}
+
+/// A process without streams: its output is empty, its exit told at once.
+pub struct NoStdio;
+
+impl ProcessStdio for NoStdio {
+    fn request(&self) -> StdioRequest {
+        StdioRequest::default()
+    }
+    fn attach(&self, _: HostStdio) -> crate::Result<Relay> {
+        Ok(Relay::new(vec![], Arc::new(tokio::sync::Notify::new())))
+    }
 }

@@ -184,17 +184,7 @@ impl<S: ProcessStdio> Process<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HostStdio, StdioRequest};
-
-    struct NoStdio;
-    impl ProcessStdio for NoStdio {
-        fn request(&self) -> StdioRequest {
-            StdioRequest::default()
-        }
-        fn attach(&self, _: HostStdio) -> Result<Relay> {
-            Ok(Relay::new(vec![], Arc::new(Notify::new())))
-        }
-    }
+    use crate::fake::NoStdio;
 
     fn process() -> Arc<Process<NoStdio>> {
         Process::created(

@@ -5,28 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use vxn_wire::protocol::{Event, ProcessSpec};
 
 use super::*;
 use crate::config::Config;
 use crate::container::{CreateRequest, RootfsSource};
-use crate::fake::{FakeExport, FakeHypervisor};
+use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
 use crate::process::Exit;
-use crate::stdio::Relay;
-use crate::{HostStdio, StdioRequest};
-
-/// No streams: a test process's output is empty, its exit told at once.
-struct NoStdio;
-
-impl ProcessStdio for NoStdio {
-    fn request(&self) -> StdioRequest {
-        StdioRequest::default()
-    }
-    fn attach(&self, _: HostStdio) -> Result<Relay> {
-        Ok(Relay::new(vec![], Arc::new(Notify::new())))
-    }
-}
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<TaskEvent>>);
