@@ -7,6 +7,7 @@ mod events;
 mod io;
 mod logging;
 mod metrics;
+mod reap;
 mod service;
 mod task;
 
@@ -21,6 +22,10 @@ fn main() {
             vxn_wire::protocol::PROTOCOL_VERSION
         );
         return;
+    }
+    if arg1.as_deref() == Some(reap::REAP_ARG) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(reap::main(&args));
     }
     // Two workers: a shim is mostly idle; keep its footprint small.
     let rt = tokio::runtime::Builder::new_multi_thread()

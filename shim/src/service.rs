@@ -10,7 +10,6 @@ use containerd_shim::{api, Config as ShimConfig, Flags, StartOpts};
 use containerd_shim_protos::protobuf::MessageField;
 use vxn_runtime_core::config::Config;
 use vxn_runtime_core::names::ContainerName;
-use vxn_runtime_core::persist;
 use vxn_runtime_core::process::VM_GONE_CODE;
 use vxn_runtime_core::rootfs::RootfsExport;
 use vxn_runtime_core::vm::Hypervisor;
@@ -83,13 +82,8 @@ impl Shim for Service {
         } else {
             PathBuf::from(&self.bundle)
         };
-        let (hv, exporter) = platform(&self.cfg).map_err(other)?;
-        let dir = persist::StateDir::of(&self.cfg.state_dir, &name);
-        let record = dir
-            .load()
-            .unwrap_or_default()
-            .or_by_name(&name, &bundle, &self.cfg.image_dir);
-        persist::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
+        // In a process of its own: containerd kills this action after ~5 s.
+        crate::reap::teardown_detached(&name, &bundle)
             .await
             .map_err(other)?;
         // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
