@@ -8,6 +8,7 @@ mod config;
 mod container;
 mod fdstream;
 mod mounts;
+mod network;
 mod pid1;
 mod process;
 mod process_io;

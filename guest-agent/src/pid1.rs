@@ -162,7 +162,7 @@ pub fn switch_root() -> Result<(), String> {
 /// Must run before any thread exists.
 pub fn isolate_for_tests(die_with_parent: bool) -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("unshare (test mode needs root): {e}"))?;
     crate::mounts::make_root_private().map_err(|e| format!("make / private: {e}"))?;
     // SAFETY: prctl with constant arguments.

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use vxn_wire::mux::{Incoming, Mux};
 use vxn_wire::protocol::{
-    AgentError, AgentInfo, ErrorKind, Event, Request, Response, ResponseBody, StdioStreams,
+    AgentError, AgentInfo, ErrorKind, Event, NetworkState, Request, Response, ResponseBody,
+    StdioStreams,
 };
 
 use crate::container::Container;
+use crate::network;
 use crate::process::{AgentStdio, Process};
 use crate::reaper::Reaper;
 use crate::{procfs, SOFTWARE};
@@ -23,6 +25,8 @@ pub struct Agent {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Serializes container creation so ids are checked and claimed atomically.
     create_lock: tokio::sync::Mutex<()>,
+    /// Set once by SetupNetwork; containers created after it get its /etc files.
+    network: tokio::sync::Mutex<Option<NetworkState>>,
     pub shutdown: Notify,
     /// The guest kernel's OOM-kill count already reported; u64::MAX: OOM events off
     /// (test mode: the count would be the host's).
@@ -48,6 +52,7 @@ impl Agent {
             state_root,
             containers: Mutex::default(),
             create_lock: Default::default(),
+            network: Default::default(),
             shutdown: Notify::new(),
             oom_seen: AtomicU64::new(u64::MAX),
         })
@@ -143,8 +148,26 @@ impl Agent {
                 software: SOFTWARE.into(),
                 kernel: kernel_release(),
             })),
-            Request::CreateContainer(c) => {
+            Request::SetupNetwork(setup) => {
+                let mut network = self.network.lock().await;
+                if network.is_some() {
+                    return Err(err(
+                        ErrorKind::AlreadyExists,
+                        "the network of this VM is already set up",
+                    ));
+                }
+                let state = network::setup(setup).await?;
+                *network = Some(state.clone());
+                Ok(Response::Network(state))
+            }
+            Request::CreateContainer(mut c) => {
                 let _guard = self.create_lock.lock().await;
+                let hostname = network::hostname_for(c.hostname.as_deref(), &c.container_id);
+                if let Some(state) = self.network.lock().await.as_ref() {
+                    let files = network::container_files(state, &hostname, &c.mounts);
+                    c.mounts.extend(files);
+                }
+                c.hostname = Some(hostname);
                 if self.containers().contains_key(&c.container_id) {
                     return Err(err(
                         ErrorKind::AlreadyExists,

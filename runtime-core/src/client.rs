@@ -12,7 +12,8 @@ use vxn_wire::mux::{
 };
 use vxn_wire::protocol::{
     guest_text, AgentError, AgentInfo, CreateContainer, ErrorKind, Event, ExitStatus, Hello,
-    ProcessInfo, ProcessSpec, Request, Response, Stats, StdioStreams, WindowSize,
+    NetworkSetup, NetworkState, ProcessInfo, ProcessSpec, Request, Response, Stats, StdioStreams,
+    WindowSize, MAX_ADDRESSES, MAX_DNS_ENTRIES,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +302,24 @@ impl AgentClient {
             exec_id: exec_id.map(Into::into),
         };
         self.call_ok("delete", &req).await
+    }
+
+    /// Set the VM's network up; the answer is the guest's account of it,
+    /// capped (it is only logged and shown, never acted on).
+    pub async fn setup_network(&self, setup: NetworkSetup) -> Result<NetworkState, ClientError> {
+        match self.call(&Request::SetupNetwork(setup)).await? {
+            Response::Network(mut s) => {
+                s.addresses.truncate(MAX_ADDRESSES);
+                s.dns.servers.truncate(MAX_DNS_ENTRIES);
+                s.dns.search.clear();
+                s.dns.options.clear();
+                Ok(s)
+            }
+            got => Err(ClientError::Unexpected {
+                op: "network",
+                got: got.kind(),
+            }),
+        }
     }
 
     pub async fn stats(&self, container_id: &str) -> Result<Stats, ClientError> {

@@ -59,6 +59,7 @@ impl From<ClientError> for Error {
             (_, Some(ErrorKind::InvalidArgument)) => Self::InvalidArgument(msg),
             (_, Some(ErrorKind::FailedPrecondition)) => Self::FailedPrecondition(msg),
             (_, Some(ErrorKind::Unsupported)) => Self::Unimplemented(msg),
+            (_, Some(ErrorKind::Unavailable)) => Self::Unavailable(msg),
             (_, Some(ErrorKind::Internal)) => Self::Internal(msg),
             (ClientError::Timeout { .. }, None) => Self::DeadlineExceeded(msg),
             (ClientError::Connection(MuxError::TooLarge { .. }), None) => Self::Internal(msg),

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::network::{NetworkSetup, NetworkState};
+
 /// Identifies a stream in Data/Eof/Credit/Reset frames. Allocated by the host.
 pub type StreamId = u32;
 
@@ -238,6 +240,10 @@ pub enum Request {
         #[serde(default)]
         after: Option<u32>,
     },
+    /// Bring up lo and the given interfaces, addresses and routes; remember
+    /// the DNS settings for the containers' /etc/resolv.conf. Once per VM,
+    /// before its first container.
+    SetupNetwork(NetworkSetup),
     /// Sync filesystems, then power the domain off.
     Shutdown,
 }
@@ -257,6 +263,7 @@ impl Request {
             Self::Delete { .. } => "delete",
             Self::Stats { .. } => "stats",
             Self::ListPids { .. } => "pids",
+            Self::SetupNetwork(_) => "network",
             Self::Shutdown => "shutdown",
         }
     }
@@ -316,6 +323,7 @@ pub enum Response {
         #[serde(default)]
         more: bool,
     },
+    Network(NetworkState),
 }
 
 impl Response {
@@ -329,6 +337,7 @@ impl Response {
             Self::Exited(_) => "exited",
             Self::Stats(_) => "stats",
             Self::Pids { .. } => "pids",
+            Self::Network(_) => "network",
         }
     }
 }
@@ -342,6 +351,8 @@ pub enum ErrorKind {
     InvalidArgument,
     FailedPrecondition,
     Unsupported,
+    /// Something outside the guest did not answer (e.g. no DHCP server).
+    Unavailable,
     Internal,
 }
 

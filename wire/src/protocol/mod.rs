@@ -4,10 +4,12 @@
 
 pub mod frame;
 pub mod messages;
+pub mod network;
 pub mod text;
 
 pub use frame::{Decoded, Frame, FrameCodec, FrameError, FrameKind};
 pub use messages::*;
+pub use network::*;
 pub use text::guest_text;
 
 /// Name in the hello; a peer with another name is not a vxn agent.
@@ -17,7 +19,8 @@ pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// containers with every capability) and paged `ListPids`.
 /// v3: numeric `uid`/`gid` in `UserSpec` (an agent that ignored them would
 /// run the process as root).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// v4: `SetupNetwork` (an agent without it would run containers unreachable).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
