@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::network::NetworkConfig;
 use crate::vm::Backend;
 use serde::Deserialize;
 
@@ -24,8 +25,8 @@ pub struct Config {
     pub max_vcpus: u32,
     /// Free space in the container's writable rootfs image, MiB.
     pub rootfs_extra_mib: u64,
-    /// Bridge for a vif in every container; empty: no network device.
-    pub bridge: String,
+    /// `[network]`: the containers' vif, addresses and DNS.
+    pub network: NetworkConfig,
     pub kernel_cmdline_extra: String,
     /// Seconds to wait for the agent after unpausing a new domain.
     pub agent_timeout_secs: u64,
@@ -67,7 +68,7 @@ impl Default for Config {
             vcpus: 1,
             max_vcpus: 2,
             rootfs_extra_mib: 256,
-            bridge: String::new(),
+            network: NetworkConfig::default(),
             kernel_cmdline_extra: String::new(),
             agent_timeout_secs: 60,
             log_level: "info".into(),
@@ -99,6 +100,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         c.backend()?;
+        c.network.validate()?;
         Ok(c)
     }
 
@@ -117,8 +119,11 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.memory_mib, 256);
         assert!(c.kernel.ends_with("vmlinuz"));
-        let c = Config::parse("memory_mib = 512\nbridge = \"xenbr0\"").unwrap();
-        assert_eq!((c.memory_mib, c.bridge.as_str()), (512, "xenbr0"));
+        let c = Config::parse("memory_mib = 512\n[network]\nmode = \"none\"").unwrap();
+        assert_eq!(c.memory_mib, 512);
+        assert_eq!(c.network.mode, crate::network::Mode::None);
+        assert_eq!(c.network.bridge, "xenbr0");
+        assert!(Config::parse("[network]\ngateway = \"10.0.101.1\"").is_err());
         assert!(Config::parse("memroy_mib = 1")
             .unwrap_err()
             .contains("unknown field"));

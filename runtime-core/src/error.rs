@@ -26,6 +26,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A pool (addresses, memory) has nothing left to give.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -44,6 +47,7 @@ impl Error {
             Self::Unimplemented(m) => Self::Unimplemented(wrap(m)),
             Self::Unavailable(m) => Self::Unavailable(wrap(m)),
             Self::DeadlineExceeded(m) => Self::DeadlineExceeded(wrap(m)),
+            Self::ResourceExhausted(m) => Self::ResourceExhausted(wrap(m)),
             Self::Internal(m) => Self::Internal(wrap(m)),
         }
     }
@@ -78,6 +82,7 @@ impl From<VmError> for Error {
             }
             VmError::Exists(_) => Self::AlreadyExists(msg),
             VmError::Unsupported(..) => Self::Unimplemented(msg),
+            VmError::HostNotReady(_) => Self::FailedPrecondition(msg),
             VmError::Xl(_) | VmError::Io { .. } | VmError::Survived { .. } => Self::Internal(msg),
         }
     }

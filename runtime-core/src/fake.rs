@@ -188,6 +188,19 @@ impl FakeAgent {
             }
             Request::ResizeTty { .. } | Request::CloseStdin { .. } => Ok(Response::Ok),
             Request::Stats { .. } => Ok(Response::Stats(Stats::default())),
+            // The fake VM has no devices: it reports the addresses it was given.
+            Request::SetupNetwork(_) if faults.has("agent.network") => {
+                Err(agent_err(ErrorKind::Unavailable, "no DHCP server answered"))
+            }
+            Request::SetupNetwork(n) => Ok(Response::Network(vxn_wire::protocol::NetworkState {
+                addresses: n
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.clone())
+                    .collect(),
+                gateway: None,
+                dns: n.dns,
+            })),
             Request::ListPids { .. } => Ok(Response::Pids {
                 processes: vec![ProcessInfo {
                     pid: 42,
@@ -327,6 +340,13 @@ impl Hypervisor for FakeHypervisor {
         self.call("destroy", name)?;
         if let Some(agent) = self.lock().remove(name) {
             agent.die();
+        }
+        Ok(())
+    }
+
+    async fn check_vif(&self, bridge: &str) -> Result<(), VmError> {
+        if self.faults.has("check_vif") {
+            return Err(VmError::HostNotReady(format!("fake: no bridge {bridge}")));
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 //!   host process for tests); [`xen`]: the `xl` mapping itself;
 //! * [`rootfs`]: how a container's root filesystem reaches its VM;
 //! * [`names`]: (namespace, id) to domain and directory names;
+//! * [`network`]: a container's vif, address lease and guest network setup; dom0's bridge;
 //! * [`command`]: external commands with timeouts.
 
 pub mod client;
@@ -24,6 +25,7 @@ pub mod events;
 pub mod fake;
 pub mod ids;
 pub mod names;
+pub mod network;
 pub mod oci;
 pub mod persist;
 pub mod process;

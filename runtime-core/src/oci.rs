@@ -16,6 +16,7 @@ pub struct Spec {
     pub process: Option<Process>,
     pub hostname: Option<String>,
     pub mounts: Vec<Mount>,
+    pub annotations: std::collections::HashMap<String, String>,
     pub root: Option<Root>,
     pub linux: Option<Linux>,
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::names::ContainerName;
+use crate::network::lease::{self, LeaseRecord};
 use crate::rootfs::RootfsExport;
 use crate::vm::Hypervisor;
 
@@ -27,6 +28,9 @@ pub struct Record {
     pub rootfs_mount: Option<PathBuf>,
     /// Set just before the rootfs image is built there.
     pub image_dir: Option<PathBuf>,
+    /// Set just before the address is leased (under the pool's lock).
+    #[serde(default)]
+    pub lease: Option<LeaseRecord>,
 }
 
 impl Record {
@@ -53,6 +57,11 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl StateDir {
+    /// The state directory at this path (a lease's owner).
+    pub fn at(path: PathBuf) -> Self {
+        Self { path }
+    }
+
     pub fn of(state_root: &Path, name: &ContainerName) -> Self {
         Self {
             path: name.dir_under(state_root),
@@ -111,6 +120,12 @@ pub async fn teardown(
     if let Some(domain) = &r.domain {
         if let Err(e) = hv.destroy(domain).await {
             tracing::error!(domain = %domain, error = %e, "the domain could not be destroyed");
+            left.push(e.to_string());
+        }
+    }
+    // The address goes back to the pool only once the domain that used it is gone.
+    if let (Some(l), true) = (&r.lease, left.is_empty()) {
+        if let Err(e) = lease::release(l, &state.path).await {
             left.push(e.to_string());
         }
     }
@@ -199,6 +214,9 @@ mod tests {
             unreachable!()
         }
         async fn unpause(&self, _: &str) -> std::result::Result<(), VmError> {
+            Ok(())
+        }
+        async fn check_vif(&self, _: &str) -> std::result::Result<(), VmError> {
             Ok(())
         }
         async fn pause(&self, _: &str) -> std::result::Result<(), VmError> {

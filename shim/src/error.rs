@@ -14,6 +14,7 @@ pub fn code(e: &Error) -> Code {
         Error::Unimplemented(_) => Code::UNIMPLEMENTED,
         Error::Unavailable(_) => Code::UNAVAILABLE,
         Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
+        Error::ResourceExhausted(_) => Code::RESOURCE_EXHAUSTED,
         Error::Internal(_) => Code::INTERNAL,
     }
 }

@@ -76,6 +76,9 @@ image_dir = "$DATA/images"
 agent_call_timeout_secs = 10
 kill_grace_secs = 5
 log_level = "${VXN_VMLESS_LOG:-info}"
+[network]
+# the process backend has no vif (the agent's network is tested in its own tests)
+mode = "none"
 EOF
 }
 write_config "$BIN/vxn-agent"

@@ -4,6 +4,8 @@
 //! vxnctl xen-run --name N --kernel K --initramfs I --rootfs-disk IMG
 //!                [--memory MiB] [--vcpus N] [--timeout S] [--log LEVEL] -- ARGV...
 //! vxnctl domain-name NAMESPACE ID   (the domain the shim gives that container)
+//! vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases
+//!                   (dom0's side of [network] in /etc/vxn/config.toml)
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use vxn_wire::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
 const USAGE: &str =
     "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
 [--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...
-       vxnctl domain-name NAMESPACE ID";
+       vxnctl domain-name NAMESPACE ID
+       vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases";
 
 struct RunArgs {
     name: String,
@@ -86,6 +89,9 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("network") {
+        return network(&args[1..]).await;
+    }
     if let [verb, ns, id] = args.as_slice() {
         if verb == "domain-name" {
             return match vxn_runtime_core::names::ContainerName::new(ns, id) {
@@ -160,7 +166,7 @@ async fn xen_run(
         vcpus: run.vcpus,
         max_vcpus: run.vcpus,
         rootfs_disk: Some(run.rootfs_disk.clone()),
-        bridge: None,
+        vif: None,
         state_dir: dir.to_path_buf(),
     };
     let mut timing = Timing::new();
@@ -239,4 +245,53 @@ async fn xen_run(
     timing.push(("run", t.elapsed()));
     let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
     Ok((status.code, timing))
+}
+
+/// `vxnctl network ...`: dom0's bridge, NAT and dnsmasq, and the lease pool.
+async fn network(args: &[String]) -> ExitCode {
+    use vxn_runtime_core::network::{host, lease};
+    let cfg = match vxn_runtime_core::config::Config::load() {
+        Ok(c) => c.network,
+        Err(e) => {
+            eprintln!("vxnctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let flags: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let known = |ok: &[&str]| flags.iter().all(|f| ok.contains(f));
+    let result = match args.first().map(String::as_str) {
+        Some("up") if known(&["--dhcp", "--no-nat"]) => {
+            let opts = host::UpOptions {
+                dhcp: flags.contains(&"--dhcp"),
+                no_nat: flags.contains(&"--no-nat"),
+            };
+            host::up(&cfg, &opts).await
+        }
+        Some("down") if known(&["--force"]) => host::down(&cfg, flags.contains(&"--force")).await,
+        Some("status") if flags.is_empty() => Ok(host::status(&cfg).await),
+        Some("leases") if flags.is_empty() => lease::list(&cfg.lease_dir).await.map(|v| {
+            v.into_iter()
+                .map(|(a, l)| match l {
+                    Some(l) => format!("{a}\t{}\t{}/{}\t{}", l.mac, l.namespace, l.id, l.domain),
+                    None => format!("{a}\t(unreadable)"),
+                })
+                .collect()
+        }),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vxnctl network: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

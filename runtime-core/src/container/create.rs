@@ -15,13 +15,14 @@ use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
 use crate::names::ContainerName;
+use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::process::Process;
 use crate::rootfs::RootfsExport;
 use crate::sandbox::{AgentTimeouts, Sandbox};
 use crate::stdio::ProcessStdio;
-use crate::vm::{Hypervisor, VmError, VmSpec};
+use crate::vm::{Hypervisor, Vif, VmError, VmSpec};
 
 /// Mounts the container's rootfs at the given directory (the shim: the
 /// snapshot containerd sends). Recorded before it runs.
@@ -57,6 +58,11 @@ impl<S: ProcessStdio> Container<S> {
         let mounts = oci::mounts(&spec)?;
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
+        let net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
+        if net.mode != Mode::None {
+            hv.check_vif(&cfg.network.bridge).await?;
+        }
+        let mut lease = None;
 
         let state = StateDir::create(&cfg.state_dir, &req.name)?;
         let mut record = Record {
@@ -90,6 +96,36 @@ impl<S: ProcessStdio> Container<S> {
             }
             record.domain = Some(domain.clone());
             state.save(&record)?;
+            let attachment = match net.mode {
+                Mode::None => None,
+                mode => {
+                    let held = if mode == Mode::Static {
+                        let want = lease::Want {
+                            name: &req.name,
+                            domain: &domain,
+                            state: &state,
+                            address: net.address,
+                        };
+                        lease::acquire(&cfg.network, want, hv.as_ref(), |l| {
+                            record.lease = Some(l.clone());
+                            state.save(&record)
+                        })
+                        .await?
+                    } else {
+                        None
+                    };
+                    let a = Attachment {
+                        bridge: cfg.network.bridge.clone(),
+                        mac: held.as_ref().map_or_else(
+                            || network::mac_for(&req.name, 0),
+                            |h| h.record.mac.clone(),
+                        ),
+                        address: held.as_ref().map(|h| h.record.address),
+                    };
+                    lease = held;
+                    Some(a)
+                }
+            };
             let vm = VmSpec {
                 name: domain.clone(),
                 kernel: cfg.kernel.clone(),
@@ -101,7 +137,10 @@ impl<S: ProcessStdio> Container<S> {
                 vcpus: sizing.vcpus,
                 max_vcpus: sizing.max_vcpus,
                 rootfs_disk: exported.disk.clone(),
-                bridge: (!cfg.bridge.is_empty()).then(|| cfg.bridge.clone()),
+                vif: attachment.as_ref().map(|a| Vif {
+                    bridge: a.bridge.clone(),
+                    mac: a.mac.clone(),
+                }),
                 state_dir: state.path().to_path_buf(),
             };
             let timeouts = AgentTimeouts {
@@ -117,6 +156,20 @@ impl<S: ProcessStdio> Container<S> {
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(a) = &attachment {
+                let t = std::time::Instant::now();
+                let got = sandbox
+                    .agent()
+                    .setup_network(a.guest_setup(&cfg.network)?)
+                    .await
+                    .map_err(|e| Error::from(e).context("set up the guest's network"))?;
+                tracing::info!(
+                    took_ms = t.elapsed().as_millis() as u64,
+                    address = ?got.addresses.first().map(|a| a.to_string()),
+                    mac = %a.mac,
+                    "timing: network ready"
+                );
+            }
             let t = std::time::Instant::now();
             let agent = sandbox.agent();
             let (ids, host) = agent.open_stdio(req.stdio.request())?;
@@ -166,6 +219,7 @@ impl<S: ProcessStdio> Container<S> {
             guest_events,
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
             init: Process::created(ExecId::Init, req.stdio, relay),
+            _lease: lease,
             execs: Mutex::default(),
             paused: Mutex::new(false),
         });

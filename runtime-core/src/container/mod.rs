@@ -47,6 +47,8 @@ pub struct Container<S> {
     execs: Mutex<HashMap<String, Arc<Process<S>>>>,
     /// Paused by the user (Pause), not just frozen until Start.
     paused: Mutex<bool>,
+    /// Held (flocked) while the container exists: its address is not stale.
+    _lease: Option<crate::network::lease::HeldLease>,
 }
 
 /// A process's status as a front-end reports it: the container's pause on top.

@@ -49,6 +49,10 @@ fn world() -> World {
         agent_timeout_secs: 1,
         agent_call_timeout_secs: 2,
         kill_grace_secs: 1,
+        network: crate::network::NetworkConfig {
+            lease_dir: dir.path().join("leases"),
+            ..Default::default()
+        },
         ..Config::default()
     };
     World {
@@ -93,6 +97,15 @@ impl World {
         assert!(!state.exists(), "state dir leaked: {}", state.display());
         let image = self.name().dir_under(&self.cfg.image_dir);
         assert!(!image.exists(), "image dir leaked: {}", image.display());
+        let leases: Vec<_> = std::fs::read_dir(&self.cfg.network.lease_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(leases, Vec::<String>::new(), "a lease leaked");
     }
 
     fn agent(&self) -> Arc<crate::fake::FakeAgent> {
@@ -139,7 +152,9 @@ async fn every_failing_create_phase_leaves_nothing_and_says_why() {
         ("exists", "InvalidArgument"),
         ("create", "InvalidArgument"),
         ("unpause", "InvalidArgument"),
+        ("check_vif", "FailedPrecondition"),
         ("agent.hello", "Unavailable"),
+        ("agent.network", "Unavailable"),
         ("agent.create", "InvalidArgument"),
         ("pause", "InvalidArgument"),
     ] {
@@ -403,4 +418,24 @@ async fn update_stays_within_the_vms_maximums() {
             .filter(|c| c.starts_with("resize"))
             .count();
     assert_eq!(resizes, after, "the same size again is a no-op");
+}
+
+#[tokio::test]
+async fn a_container_holds_its_address_until_delete() {
+    let w = world();
+    let c = w.create().await.unwrap();
+    let lease = w.cfg.network.lease_dir.join("10.0.100.201");
+    let text = std::fs::read_to_string(&lease).expect("leased");
+    assert!(text.contains(&w.domain()), "{text}");
+    let record: crate::persist::Record = serde_json::from_slice(
+        &std::fs::read(w.name().dir_under(&w.cfg.state_dir).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.lease.unwrap().address.to_string(), "10.0.100.201");
+    c.start(&ExecId::Init).await.unwrap();
+    w.agent().exit("c1", None, 0, None);
+    wait_for_exit(&c).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.delete().await.unwrap();
+    w.assert_clean();
 }

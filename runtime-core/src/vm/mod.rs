@@ -37,9 +37,17 @@ pub struct VmSpec {
     pub max_vcpus: u32,
     /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
     pub rootfs_disk: Option<PathBuf>,
-    pub bridge: Option<String>,
+    /// A network interface on a dom0 bridge.
+    pub vif: Option<Vif>,
     /// Where the backend keeps the VM's config and channel socket.
     pub state_dir: PathBuf,
+}
+
+/// A VM's network interface: which bridge its backend joins, and its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vif {
+    pub bridge: String,
+    pub mac: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,9 @@ pub enum VmError {
     Survived { name: String, detail: String },
     #[error("{0} is not supported by the {1} backend")]
     Unsupported(&'static str, &'static str),
+    /// The host is not set up for the request (e.g. the vif's bridge is missing).
+    #[error("{0}")]
+    HostNotReady(String),
 }
 
 #[async_trait]
@@ -83,6 +94,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn exists(&self, name: &str) -> Result<bool, VmError>;
     /// CPU time the VM has used, if the backend knows.
     async fn cpu_time(&self, name: &str) -> Option<Duration>;
+    /// Whether a vif on this bridge can be given to a VM now (checked before
+    /// anything of a container is made).
+    async fn check_vif(&self, bridge: &str) -> Result<(), VmError>;
     /// Change the VM's memory and/or online vcpus, within the maximums of its `VmSpec`.
     async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError>;
 }

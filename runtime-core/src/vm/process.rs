@@ -122,7 +122,17 @@ impl Hypervisor for ProcessHypervisor {
         "process"
     }
 
+    async fn check_vif(&self, _bridge: &str) -> Result<(), VmError> {
+        Err(VmError::Unsupported(
+            "networking ([network] mode = \"none\" or the annotation vxn.network=none)",
+            "process",
+        ))
+    }
+
     async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+        if spec.vif.is_some() {
+            return Err(VmError::Unsupported("networking", "process"));
+        }
         if !self.agent.is_file() {
             return Err(VmError::Missing(format!(
                 "agent {} does not exist (process_agent in /etc/vxn/config.toml)",

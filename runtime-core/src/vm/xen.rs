@@ -47,7 +47,7 @@ impl XenHypervisor {
                 })
                 .collect(),
             shares: vec![],
-            bridge: spec.bridge.clone(),
+            vif: spec.vif.clone(),
         }
     }
 }
@@ -130,6 +130,10 @@ impl Hypervisor for XenHypervisor {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn check_vif(&self, bridge: &str) -> Result<(), VmError> {
+        crate::network::check_bridge(bridge).map_err(VmError::HostNotReady)
     }
 
     async fn exists(&self, name: &str) -> Result<bool, VmError> {

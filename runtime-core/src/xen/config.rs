@@ -61,8 +61,8 @@ pub struct DomainConfig {
     pub disks: Vec<Disk>,
     /// 9p shares: (tag, dom0 path).
     pub shares: Vec<(String, PathBuf)>,
-    /// Bridge for a vif, if networking is wanted.
-    pub bridge: Option<String>,
+    /// A vif on a bridge, if networking is wanted.
+    pub vif: Option<crate::vm::Vif>,
 }
 
 /// Name of the agent's channel; the guest finds it as the second console.
@@ -169,10 +169,11 @@ impl DomainConfig {
         if !shares.is_empty() {
             let _ = writeln!(s, "p9 = [ {} ]", shares.join(", "));
         }
-        match &self.bridge {
-            Some(b) => {
-                check("bridge", b)?;
-                let _ = writeln!(s, "vif = [ \"bridge={b}\" ]");
+        match &self.vif {
+            Some(v) => {
+                check("bridge", &v.bridge)?;
+                check("MAC address", &v.mac)?;
+                let _ = writeln!(s, "vif = [ \"bridge={},mac={}\" ]", v.bridge, v.mac);
             }
             None => s.push_str("vif = [ ]\n"),
         }
@@ -202,7 +203,7 @@ mod tests {
                 writable: true,
             }],
             shares: vec![],
-            bridge: None,
+            vif: None,
         }
     }
 
@@ -216,6 +217,15 @@ mod tests {
             "disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"
         ));
         assert!(s.contains("vif = [ ]"));
+        let mut c = cfg();
+        c.vif = Some(crate::vm::Vif {
+            bridge: "xenbr0".into(),
+            mac: "00:16:3e:01:02:03".into(),
+        });
+        assert!(c
+            .render()
+            .unwrap()
+            .contains("vif = [ \"bridge=xenbr0,mac=00:16:3e:01:02:03\" ]"));
     }
 
     #[test]
