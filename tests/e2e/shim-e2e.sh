@@ -18,6 +18,12 @@ IMAGE_DIR=${VXN_IMAGE_DIR:-/var/lib/vxn}
 CONTAINERD_STATE=${CONTAINERD_STATE:-/run/containerd}
 WORK=$(mktemp -d /tmp/vxn-e2e.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+if [ "$BACKEND" = xen ]; then
+  # shellcheck source=network-e2e.sh
+  . "$(dirname "$(readlink -f "$0")")/network-e2e.sh"
+  # dom0's side of the default [network]: bridge, NAT, DNS and DHCP (idempotent)
+  vxnctl network up --dhcp >/dev/null || { echo "vxnctl network up failed"; exit 1; }
+fi
 
 # a. echo hello, exit 0
 test_echo() {
@@ -312,6 +318,7 @@ test_cycles() {
   [ -z "$(ls -A "$STATE_DIR/$NS" 2>/dev/null)" ] || { log "$STATE_DIR/$NS: $(ls "$STATE_DIR/$NS")"; return 1; }
   [ -z "$(ls -A "$IMAGE_DIR/$NS" 2>/dev/null)" ] || { log "$IMAGE_DIR/$NS: $(ls "$IMAGE_DIR/$NS")"; return 1; }
   ! grep -q 'e2e-cycle' /proc/mounts || { log "mounts left"; return 1; }
+  [ -z "$(vxnctl network leases 2>/dev/null)" ] || { log "leases left: $(vxnctl network leases)"; return 1; }
   [ "$sockets_after" -le "$sockets_before" ] || return 1
   [ "$fds_after" -le $((fds_before + 4)) ] || return 1
 }
@@ -500,16 +507,18 @@ test_oom() {
 # mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
 ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
-  caps guest_isolation cycles)
+  caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
+  net_concurrent net_exhausted net_dhcp)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
-  tenants create_crash guest_isolation cycles)
+  tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in
   all) TESTS=("${ALL[@]}") ;;
-  ci) TESTS=("${CI_XEN[@]}"); export VXN_E2E_CYCLES=${VXN_E2E_CYCLES:-3} VXN_E2E_CRASH_DELAYS=${VXN_E2E_CRASH_DELAYS:-9} ;;
+  ci) TESTS=("${CI_XEN[@]}"); export VXN_E2E_CYCLES=${VXN_E2E_CYCLES:-3} VXN_E2E_CRASH_DELAYS=${VXN_E2E_CRASH_DELAYS:-9} VXN_E2E_NET_N=${VXN_E2E_NET_N:-6} ;;
 esac
 "${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }
 for t in "${TESTS[@]}"; do run_test "$t"; done

@@ -182,16 +182,23 @@ cmd_e2e() {
     [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
   done
   cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
-    "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh"
+    "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh"
   local q=() a
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   dom0 "shim-e2e.sh ${q[*]}" < /dev/null || E2E_RC=$?
 }
 
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
+# bench net [RUNS] [MIB]: TCP throughput container <-> dom0 and the vif's create cost.
 cmd_bench() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
+  if [ "${1:-}" = net ]; then
+    shift
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/network-bench.sh"
+    dom0 "vxnctl network up --dhcp >/dev/null && network-bench.sh $*" < /dev/null
+    return
+  fi
   cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/ctr-run-latency.sh"
   dom0 "ctr-run-latency.sh $*" < /dev/null
 }

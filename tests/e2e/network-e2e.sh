@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# Network tests of the shim in dom0 (xen backend only): sourced by shim-e2e.sh, which
+# runs them as net_* tests. dom0's side is `vxnctl network up --dhcp` (bridge xenbr0
+# with 10.0.100.1/24, NAT, dnsmasq); the shim's config is the default [network]
+# (static pool 10.0.100.201-254).
+
+GW=10.0.100.1
+HTTP_PORT=8080
+NET_WORK=${WORK:-/tmp}/net
+
+# lease_of ID [NS]: the address leased to container ID ("" if none).
+lease_of() { vxnctl network leases | awk -v o="${2:-$NS}/$1" '$3 == o {print $1}'; }
+
+# dom0 serves $NET_WORK/www on the gateway address for the test's lifetime.
+start_dom0_httpd() {
+  mkdir -p "$NET_WORK/www"
+  echo "hello-from-dom0" > "$NET_WORK/www/hello.txt"
+  pkill -f "busybox httpd -f -p $GW:$HTTP_PORT" 2>/dev/null
+  busybox httpd -f -p "$GW:$HTTP_PORT" -h "$NET_WORK/www" &
+  DOM0_HTTPD=$!
+}
+stop_dom0_httpd() { kill "$DOM0_HTTPD" 2>/dev/null; wait "$DOM0_HTTPD" 2>/dev/null; }
+
+# A container that serves "served-by-ID" on port 80, detached.
+run_server() {
+  "${CTR[@]}" run -d --runtime "$RT" "$@" "$IMG" "$SRV_ID" sh -c \
+    "mkdir -p /www && echo served-by-$SRV_ID > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null
+}
+
+# n1. eth0 with a pool address, default route, hostname, resolv.conf and hosts; a file
+# fetched over HTTP from dom0; the lease is freed by `ctr run --rm`.
+test_net_basics() {
+  local out ok=0
+  start_dom0_httpd
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-net sh -c \
+    "ip -o -4 addr show eth0; ip route; hostname; cat /etc/resolv.conf /etc/hosts; wget -q -O - http://$GW:$HTTP_PORT/hello.txt" 2>&1)
+  stop_dom0_httpd
+  echo "$out" | grep -Eq 'inet 10\.0\.100\.(20[1-9]|2[1-5][0-9])/24' || { log "no pool address: $out"; ok=1; }
+  echo "$out" | grep -q "^default via $GW dev eth0" || { log "no default route: $out"; ok=1; }
+  echo "$out" | grep -qx "e2e-net" || { log "hostname is not the id: $out"; ok=1; }
+  echo "$out" | grep -qx "nameserver $GW" || { log "resolv.conf: $out"; ok=1; }
+  echo "$out" | grep -Eq '^10\.0\.100\.[0-9]+[[:space:]]+e2e-net$' || { log "hosts: $out"; ok=1; }
+  echo "$out" | grep -qx "hello-from-dom0" || { log "HTTP from dom0 failed: $out"; ok=1; }
+  [ -z "$(lease_of e2e-net)" ] || { log "lease of e2e-net not freed"; ok=1; }
+  no_leftovers e2e-net || ok=1
+  return $ok
+}
+
+# n2. dom0 reaches a server in a container on its leased address; a second container
+# reaches it too (container to container over the bridge).
+test_net_reach_container() {
+  local ip out ok=0
+  SRV_ID=e2e-srv run_server || { log "server did not start"; return 1; }
+  ip=$(lease_of e2e-srv)
+  [ -n "$ip" ] || { log "no lease for e2e-srv"; cleanup_id e2e-srv; return 1; }
+  # The server needs a moment after Start; retry up to 60 s (TCG).
+  for _ in $(seq 30); do
+    out=$(busybox wget -q -T 3 -O - "http://$ip/" 2>/dev/null) && break
+    sleep 2
+  done
+  [ "$out" = "served-by-e2e-srv" ] || { log "dom0 -> $ip: [$out]"; ok=1; }
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-cli wget -q -T 10 -O - "http://$ip/" 2>&1)
+  [ "$out" = "served-by-e2e-srv" ] || { log "container -> $ip: [$out]"; ok=1; }
+  cleanup_id e2e-srv
+  [ -z "$(lease_of e2e-srv)" ] || { log "lease of e2e-srv not freed"; ok=1; }
+  no_leftovers e2e-srv || ok=1
+  return $ok
+}
+
+# n3. a requested address is honoured when free and refused, clearly, when taken;
+# vxn.network=none gives a container only lo.
+test_net_annotations() {
+  local out err ok=0
+  SRV_ID=e2e-pin run_server --annotation vxn.network.ip=10.0.100.240 || { log "pinned create failed"; return 1; }
+  [ "$(lease_of e2e-pin)" = 10.0.100.240 ] || { log "pinned lease: [$(lease_of e2e-pin)]"; ok=1; }
+  err=$("${CTR[@]}" run --rm --runtime "$RT" --annotation vxn.network.ip=10.0.100.240 "$IMG" e2e-pin2 true 2>&1)
+  echo "$err" | grep -q "10.0.100.240.*already leased by default/e2e-pin" || { log "taken address: $err"; ok=1; }
+  no_leftovers e2e-pin2 || ok=1
+  "${CTR[@]}" container rm e2e-pin2 >/dev/null 2>&1
+  cleanup_id e2e-pin
+  out=$("${CTR[@]}" run --rm --runtime "$RT" --annotation vxn.network=none "$IMG" e2e-nonet sh -c 'ls /sys/class/net' 2>&1)
+  [ "$out" = lo ] || { log "vxn.network=none: interfaces [$out]"; ok=1; }
+  return $ok
+}
+
+# n4. a SIGKILLed shim's lease is freed by `ctr task delete` (the delete action).
+test_net_lease_after_shim_kill() {
+  local ip ok=0
+  SRV_ID=e2e-netkill run_server || return 1
+  ip=$(lease_of e2e-netkill)
+  [ -n "$ip" ] || { log "no lease"; cleanup_id e2e-netkill; return 1; }
+  kill -9 "$(shim_pid e2e-netkill)"
+  wait_status e2e-netkill STOPPED 60 || ok=1
+  "${CTR[@]}" task delete e2e-netkill >/dev/null 2>&1
+  "${CTR[@]}" container rm e2e-netkill >/dev/null 2>&1
+  [ -z "$(lease_of e2e-netkill)" ] || { log "lease $ip of e2e-netkill survived"; ok=1; }
+  no_leftovers e2e-netkill || ok=1
+  return $ok
+}
+
+# n5. N creates at once never share an address (VXN_E2E_NET_N, 20; ci: 6).
+test_net_concurrent() {
+  local n=${VXN_E2E_NET_N:-20} i ok=0 ips
+  for ((i = 0; i < n; i++)); do
+    "${CTR[@]}" run -d --runtime "$RT" --memory-limit $((128 << 20)) "$IMG" "e2e-conc$i" sleep 600 >/dev/null 2>"$NET_WORK.conc$i" &
+  done
+  wait
+  ips=$(vxnctl network leases | awk '$3 ~ /^default\/e2e-conc/ {print $1}')
+  [ "$(echo "$ips" | grep -c .)" = "$n" ] || { log "$(echo "$ips" | grep -c .) leases for $n containers: $(cat "$NET_WORK".conc* 2>/dev/null | head -5)"; ok=1; }
+  [ "$(echo "$ips" | sort | uniq -d)" = "" ] || { log "shared addresses: $(echo "$ips" | sort | uniq -d)"; ok=1; }
+  for ((i = 0; i < n; i++)); do cleanup_id "e2e-conc$i" & done
+  wait
+  for ((i = 0; i < n; i++)); do no_leftovers "e2e-conc$i" || ok=1; done
+  rm -f "$NET_WORK".conc*
+  return $ok
+}
+
+# n6. an exhausted pool is a clear error, never a silent network-less container.
+test_net_exhausted() {
+  local err ok=0 saved=""
+  [ -f /etc/vxn/config.toml ] && saved=$(cat /etc/vxn/config.toml)
+  mkdir -p /etc/vxn
+  printf '[network]\nrange_start = "10.0.100.250"\nrange_end = "10.0.100.250"\n' > /etc/vxn/config.toml
+  SRV_ID=e2e-full1 run_server || ok=1
+  err=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-full2 true 2>&1)
+  echo "$err" | grep -q "no free address in the pool 10.0.100.250-10.0.100.250" || { log "exhausted: $err"; ok=1; }
+  "${CTR[@]}" container rm e2e-full2 >/dev/null 2>&1
+  cleanup_id e2e-full1
+  if [ -n "$saved" ]; then echo "$saved" > /etc/vxn/config.toml; else rm -f /etc/vxn/config.toml; fi
+  no_leftovers e2e-full2 || ok=1
+  no_leftovers e2e-full1 || ok=1
+  return $ok
+}
+
+# n7. DHCP mode (annotation): the guest leases from dnsmasq on the bridge.
+test_net_dhcp() {
+  local out ok=0
+  out=$("${CTR[@]}" run --rm --runtime "$RT" --annotation vxn.network=dhcp "$IMG" e2e-dhcp sh -c \
+    'ip -o -4 addr show eth0; ip route; cat /etc/resolv.conf' 2>&1)
+  echo "$out" | grep -Eq 'inet 10\.0\.100\.([5-9][0-9]|1[0-9][0-9]|200)/24' || { log "no DHCP address: $out"; ok=1; }
+  echo "$out" | grep -q "^default via $GW" || { log "no default route: $out"; ok=1; }
+  echo "$out" | grep -qx "nameserver $GW" || { log "resolv.conf: $out"; ok=1; }
+  no_leftovers e2e-dhcp || ok=1
+  return $ok
+}
