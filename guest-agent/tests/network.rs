@@ -50,19 +50,24 @@ impl Drop for Veth {
     }
 }
 
-fn subnet() -> u32 {
-    100 + std::process::id() % 100
+/// A test agent with a veth whose guest end has `mac`; the host end is
+/// `10.<octet>.<n>.1/24`, n from the pid (tests of several runs do not meet).
+async fn agent_on_link(tag: &str, mac: &str, octet: u8) -> Option<(TestAgent, Veth, u32)> {
+    if !require_root() {
+        return None;
+    }
+    let agent = start_agent().await;
+    let n = 100 + std::process::id() % 100;
+    let veth = Veth::new(tag, agent.child.id(), mac, &format!("10.{octet}.{n}.1/24"));
+    Some((agent, veth, n))
 }
 
 #[tokio::test]
 async fn static_address_route_and_container_files() {
-    if !require_root() {
-        return;
-    }
-    let agent = start_agent().await;
-    let n = subnet();
     let mac = "00:16:3e:7a:00:01";
-    let veth = Veth::new("s", agent.child.id(), mac, &format!("10.231.{n}.1/24"));
+    let Some((agent, veth, n)) = agent_on_link("s", mac, 231).await else {
+        return;
+    };
     let state = agent
         .client
         .setup_network(NetworkSetup {
@@ -155,13 +160,10 @@ async fn static_address_route_and_container_files() {
 
 #[tokio::test]
 async fn dhcp_lease_from_a_server_on_the_link() {
-    if !require_root() {
-        return;
-    }
-    let agent = start_agent().await;
-    let n = subnet();
     let mac = "00:16:3e:7a:00:02";
-    let veth = Veth::new("d", agent.child.id(), mac, &format!("10.232.{n}.1/24"));
+    let Some((agent, veth, n)) = agent_on_link("d", mac, 232).await else {
+        return;
+    };
     let conf = tempfile::NamedTempFile::new().unwrap();
     let leases = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
