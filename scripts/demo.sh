@@ -6,16 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CMD=("$@")
-[ ${#CMD[@]} -gt 0 ] || CMD=(sh -c 'echo "hello from $(hostname), a Xen DomU: kernel $(uname -r), pid $$"; cat /proc/cmdline')
+[ ${#CMD[@]} -gt 0 ] || CMD=(sh -c 'echo "hello from $(hostname), a Xen DomU: kernel $(uname -r), pid $$"; ip -4 -o addr show eth0; cat /proc/cmdline')
 IMG=docker.io/library/vxn-test:latest
 quote() { printf '%q ' "$@"; }
 RUN="ctr run --rm --runtime io.containerd.vxn.v2 $IMG vxn-demo-$$ $(quote "${CMD[@]}")"
 
 if grep -qs control_d /proc/xen/capabilities; then
   echo "demo: this host is a Xen dom0; installing and running locally" >&2
-  cargo build --release --locked -p containerd-shim-vxn-v2 >&2
-  install -m 0755 target/release/containerd-shim-vxn-v2 /usr/local/bin/
+  cargo build --release --locked -p containerd-shim-vxn-v2 -p vxn-runtime-core >&2
+  install -m 0755 target/release/containerd-shim-vxn-v2 target/release/vxnctl /usr/local/bin/
   scripts/install-containerd-config.sh >&2
+  # the containers' bridge, NAT and DNS (docs/networking.md); idempotent
+  vxnctl network up >&2
   tests/lab/make-test-image.sh /tmp/vxn-test.tar >&2
   ctr images import /tmp/vxn-test.tar >&2
   echo "+ $RUN" >&2
@@ -33,4 +35,4 @@ was_up=$("$LAB" status || true)
 [ "$was_up" = up ] || trap '"$LAB" down >&2' EXIT
 "$LAB" push --test-image >&2
 echo "+ $RUN" >&2
-"$LAB" ssh "$RUN"
+"$LAB" ssh "vxnctl network up >/dev/null && $RUN"
