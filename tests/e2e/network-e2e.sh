@@ -6,6 +6,7 @@
 
 GW=10.0.100.1
 HTTP_PORT=8080
+# busybox 1.35's `wget -T` segfaults: bound wget with `timeout` instead.
 NET_WORK=${WORK:-/tmp}/net
 
 # lease_of ID [NS]: the address leased to container ID ("" if none).
@@ -33,7 +34,7 @@ test_net_basics() {
   local out ok=0
   start_dom0_httpd
   out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-net sh -c \
-    "ip -o -4 addr show eth0; ip route; hostname; cat /etc/resolv.conf /etc/hosts; wget -q -O - http://$GW:$HTTP_PORT/hello.txt" 2>&1)
+    "ip -o -4 addr show eth0; ip route; hostname; cat /etc/resolv.conf /etc/hosts; timeout 20 wget -q -O - http://$GW:$HTTP_PORT/hello.txt" 2>&1)
   stop_dom0_httpd
   echo "$out" | grep -Eq 'inet 10\.0\.100\.(20[1-9]|2[1-5][0-9])/24' || { log "no pool address: $out"; ok=1; }
   echo "$out" | grep -q "^default via $GW dev eth0" || { log "no default route: $out"; ok=1; }
@@ -55,11 +56,11 @@ test_net_reach_container() {
   [ -n "$ip" ] || { log "no lease for e2e-srv"; cleanup_id e2e-srv; return 1; }
   # The server needs a moment after Start; retry up to 60 s (TCG).
   for _ in $(seq 30); do
-    out=$(busybox wget -q -T 3 -O - "http://$ip/" 2>/dev/null) && break
+    out=$(timeout 5 busybox wget -q -O - "http://$ip/" 2>/dev/null) && break
     sleep 2
   done
   [ "$out" = "served-by-e2e-srv" ] || { log "dom0 -> $ip: [$out]"; ok=1; }
-  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-cli wget -q -T 10 -O - "http://$ip/" 2>&1)
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-cli timeout 20 wget -q -O - "http://$ip/" 2>&1)
   [ "$out" = "served-by-e2e-srv" ] || { log "container -> $ip: [$out]"; ok=1; }
   cleanup_id e2e-srv
   [ -z "$(lease_of e2e-srv)" ] || { log "lease of e2e-srv not freed"; ok=1; }
@@ -85,14 +86,18 @@ test_net_annotations() {
 
 # n4. a SIGKILLed shim's lease is freed by `ctr task delete` (the delete action).
 test_net_lease_after_shim_kill() {
-  local ip ok=0
+  local ip shim i ok=0
   SRV_ID=e2e-netkill run_server || return 1
   ip=$(lease_of e2e-netkill)
   [ -n "$ip" ] || { log "no lease"; cleanup_id e2e-netkill; return 1; }
-  kill -9 "$(shim_pid e2e-netkill)"
-  wait_status e2e-netkill STOPPED 60 || ok=1
-  "${CTR[@]}" task delete e2e-netkill >/dev/null 2>&1
+  shim=$(shim_pid e2e-netkill)
+  [ -n "$shim" ] || { log "no shim process found"; cleanup_id e2e-netkill; return 1; }
+  kill -9 "$shim"
+  sleep 3
+  "${CTR[@]}" task delete -f e2e-netkill >/dev/null 2>&1
   "${CTR[@]}" container rm e2e-netkill >/dev/null 2>&1
+  # the delete action's teardown runs detached: give it its time
+  for ((i = 0; i < 60; i++)); do [ -z "$(lease_of e2e-netkill)" ] && break; sleep 1; done
   [ -z "$(lease_of e2e-netkill)" ] || { log "lease $ip of e2e-netkill survived"; ok=1; }
   no_leftovers e2e-netkill || ok=1
   return $ok
