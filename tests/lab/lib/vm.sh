@@ -12,7 +12,7 @@ BOOT_TIMEOUT=${VXN_LAB_BOOT_TIMEOUT:-300}
 LAB_CPU=max,-xsave,-xsaveopt,-xsavec,-xsaves,-avx,-avx2,-fma,-f16c,-pku,-mpx
 
 qemu_args() {
-  local mem=${VXN_LAB_MEM:-4096} dom0_mem=${VXN_LAB_DOM0_MEM:-1024M} snap=on xen linux initrd
+  local mem=${VXN_LAB_MEM:-6144} dom0_mem=${VXN_LAB_DOM0_MEM:-1536M} snap=on xen linux initrd
   # dom0 disk writes are discarded unless VXN_LAB_PERSIST=1: every boot starts from the image
   [ "${VXN_LAB_PERSIST:-0}" = 1 ] && snap=off
   xen="dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all noreboot"
@@ -183,9 +183,11 @@ cmd_e2e() {
   done
   cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
     "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh"
-  local q=() a
+  local q=() a env=()
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
-  dom0 "shim-e2e.sh ${q[*]}" < /dev/null || E2E_RC=$?
+  # the suite's knobs (VXN_E2E_CYCLES, VXN_E2E_NET_N, ...) reach dom0
+  while IFS='=' read -r a _; do env+=("$a=$(printf '%q' "${!a}")"); done < <(env | grep '^VXN_E2E_[A-Z_]*=')
+  dom0 "${env[*]} shim-e2e.sh ${q[*]}" < /dev/null || E2E_RC=$?
 }
 
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
