@@ -44,6 +44,14 @@ impl Record {
             .get_or_insert_with(|| name.dir_under(image_root));
         self
     }
+
+    /// A lost record's lease, found by its owner in the pool.
+    pub fn or_lease_of(mut self, state: &StateDir, lease_dir: &Path) -> Self {
+        if self.lease.is_none() {
+            self.lease = lease::owned_by(lease_dir, &state.path);
+        }
+        self
+    }
 }
 
 /// `<state_root>/<namespace>/<id>`: the container's directory of record.
@@ -285,5 +293,8 @@ mod tests {
         }
         .or_by_name(&name, Path::new("/b"), Path::new("/img"));
         assert_eq!(r.image_dir.as_deref(), Some(Path::new("/elsewhere")));
+        // No pool, no lease: nothing invented.
+        let state = StateDir::at("/run/vxn/ns/id".into());
+        assert_eq!(r.or_lease_of(&state, Path::new("/nonexistent")).lease, None);
     }
 }

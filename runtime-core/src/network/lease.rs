@@ -273,6 +273,19 @@ pub async fn release(r: &LeaseRecord, state: &Path) -> Result<()> {
     }
 }
 
+/// The lease whose owner's state directory is `state` (a record that lost it).
+pub fn owned_by(dir: &Path, state: &Path) -> Option<LeaseRecord> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let address: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
+        let l = read_lease(&e.path()).filter(|l| l.state_dir == state)?;
+        Some(LeaseRecord {
+            dir: dir.to_path_buf(),
+            address,
+            mac: l.mac,
+        })
+    })
+}
+
 /// Every lease, for `vxnctl network leases`.
 pub async fn list(dir: &Path) -> Result<Vec<(Ipv4Addr, Option<LeaseFile>)>> {
     if !dir.exists() {

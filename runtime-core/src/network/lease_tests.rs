@@ -177,3 +177,13 @@ async fn concurrent_creates_never_share_an_address() {
     macs.dedup();
     assert_eq!(macs.len(), 20);
 }
+
+#[tokio::test]
+async fn a_lost_record_finds_its_lease_by_owner() {
+    let p = pool(201, 254);
+    let (l, s) = p.take("lost", None).await.unwrap().unwrap();
+    let rec = l.abandon();
+    assert_eq!(owned_by(&p.cfg.lease_dir, s.path()), Some(rec.clone()));
+    release(&rec, s.path()).await.unwrap();
+    assert_eq!(owned_by(&p.cfg.lease_dir, s.path()), None);
+}
