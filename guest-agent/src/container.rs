@@ -25,6 +25,8 @@ pub struct Container {
     state_dir: PathBuf,
     /// Dropped at destroy: the namespace and its mounts go with their last process.
     ns: Mutex<Option<Arc<ContainerNs>>>,
+    /// Its mount namespace's inode: which of the VM's processes are its own.
+    ns_inode: u64,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -111,6 +113,7 @@ impl Container {
             Ok((ns, init)) => Ok(Arc::new(Self {
                 id: req.container_id,
                 state_dir,
+                ns_inode: ns.inode(),
                 ns: Mutex::new(Some(Arc::new(ns))),
                 init,
                 execs: Mutex::default(),
@@ -200,7 +203,8 @@ impl Container {
             .chain(self.execs().values())
             .filter_map(|p| p.pid().map(|pid| (pid, p.exec_id.clone())))
             .collect();
-        let mut pids: Vec<i32> = procfs::container_pids()
+        let mut pids: Vec<i32> = self
+            .pids()
             .into_iter()
             .filter(|p| after.map_or(true, |a| *p as i64 > a as i64))
             .collect();
@@ -221,9 +225,19 @@ impl Container {
         (page, more)
     }
 
-    /// Kill everything, wait for init, release the namespace, forget the state.
+    /// The container's live processes (those in its mount namespace).
+    pub fn pids(&self) -> Vec<i32> {
+        procfs::pids_in(self.ns_inode)
+    }
+
+    /// Signal every process of the container but those in `spare`.
+    pub fn signal_all(&self, signal: i32, spare: &[i32]) {
+        procfs::signal_each(&self.pids(), signal, spare);
+    }
+
+    /// Kill its processes, wait for init, release the namespace, forget the state.
     pub async fn destroy(&self) {
-        procfs::signal_all(libc::SIGKILL, &[]);
+        self.signal_all(libc::SIGKILL, &[]);
         if self.init.pid().is_some() {
             let _ = tokio::time::timeout(KILL_WAIT, self.init.wait()).await;
         }

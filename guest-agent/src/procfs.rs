@@ -45,9 +45,25 @@ pub fn container_pids() -> Vec<i32> {
     descendants(std::process::id() as i32)
 }
 
-/// Send `signal` to every container process except those in `spare`.
-pub fn signal_all(signal: i32, spare: &[i32]) {
-    for pid in container_pids() {
+/// The inode of the mount namespace `pid` is in.
+pub fn mount_ns(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The container processes in the mount namespace `ns` (one container's).
+pub fn pids_in(ns: u64) -> Vec<i32> {
+    container_pids()
+        .into_iter()
+        .filter(|p| mount_ns(*p) == Some(ns))
+        .collect()
+}
+
+/// Send `signal` to each of `pids` except those in `spare`.
+pub fn signal_each(pids: &[i32], signal: i32, spare: &[i32]) {
+    for &pid in pids {
         if !spare.contains(&pid) {
             // SAFETY: kill(2) on a pid; ESRCH for a racing exit is fine.
             unsafe { libc::kill(pid, signal) };
@@ -118,6 +134,43 @@ pub fn online_new_cpus() {
 }
 
 /// Guest-wide figures: in a vxn DomU the guest *is* the container.
+/// The counters of some processes alone (a container in a shared VM): their
+/// CPU time with that of children they reaped, their resident memory; the
+/// limit is the VM's memory.
+pub fn stats_of(pids: &[i32]) -> Stats {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let page = 4096u64;
+    let (mut user, mut system, mut rss) = (0u64, 0u64, 0u64);
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(end) = stat.rfind(')') else { continue };
+        // Fields after comm, from field 3 (state): utime is 14, rss 24.
+        let f: Vec<u64> = stat[end + 2..]
+            .split(' ')
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+        user += at(14) + at(16);
+        system += at(15) + at(17);
+        rss += at(24) * page;
+    }
+    let to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / hz);
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Stats {
+        cpu_usage_ns: to_ns(user + system),
+        cpu_user_ns: to_ns(user),
+        cpu_system_ns: to_ns(system),
+        memory_usage_bytes: rss,
+        memory_limit_bytes: meminfo_kib(&mem, "MemTotal") * 1024,
+        memory_cache_bytes: 0,
+        pids: pids.len() as u64,
+        oom_kills: oom_kills(),
+    }
+}
+
 pub fn stats() -> Stats {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -173,6 +226,12 @@ mod tests {
         assert_eq!(command(pid), "sleep 5");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn stats_of_own_process() {
+        let s = stats_of(&[std::process::id() as i32]);
+        assert!(s.memory_usage_bytes > 0 && s.pids == 1, "{s:?}");
     }
 
     #[test]

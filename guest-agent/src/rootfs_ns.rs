@@ -69,6 +69,12 @@ impl ContainerNs {
         .await
     }
 
+    /// The namespace's inode: a process is the container's when its
+    /// `/proc/PID/ns/mnt` is this one (a pod's VM holds several containers).
+    pub fn inode(&self) -> u64 {
+        nix::sys::stat::fstat(self.fd.as_raw_fd()).map_or(0, |st| st.st_ino)
+    }
+
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }

@@ -194,12 +194,13 @@ impl Agent {
                     ));
                 }
                 let ns = c.ns()?;
+                let container = c.clone();
                 let pid = p
                     .start(&ns, &self.reaper, move |pid| {
                         // Like a PID namespace: when init dies, the rest of
                         // the container dies with it.
                         if is_init {
-                            procfs::signal_all(libc::SIGKILL, &[pid]);
+                            container.signal_all(libc::SIGKILL, &[pid]);
                         }
                     })
                     .await?;
@@ -234,7 +235,7 @@ impl Agent {
                 }
                 let p = c.process(exec_id.as_deref())?;
                 if all {
-                    procfs::signal_all(signal, &[]);
+                    c.signal_all(signal, &[]);
                     return Ok(Response::Ok);
                 }
                 p.signal(signal)?;
@@ -284,9 +285,18 @@ impl Agent {
                 self.containers().remove(&container_id);
                 Ok(Response::Ok)
             }
-            Request::Stats { container_id } => {
-                self.container(&container_id)?;
-                Ok(Response::Stats(procfs::stats()))
+            Request::Stats {
+                container_id,
+                container_only,
+            } => {
+                if container_id.is_empty() {
+                    return Ok(Response::Stats(procfs::stats()));
+                }
+                let c = self.container(&container_id)?;
+                Ok(Response::Stats(match container_only {
+                    false => procfs::stats(),
+                    true => procfs::stats_of(&c.pids()),
+                }))
             }
             Request::ListPids {
                 container_id,

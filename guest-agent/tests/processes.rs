@@ -345,10 +345,10 @@ async fn stats_and_unknown_ids() {
     let a = start_agent().await;
     let _io = a.create("st", spec(&["sleep", "100"]), false).await;
     a.client.start("st", None).await.unwrap();
-    let s = a.client.stats("st").await.unwrap();
+    let s = a.client.stats("st", false).await.unwrap();
     assert!(s.memory_usage_bytes > 0 && s.memory_limit_bytes >= s.memory_usage_bytes);
     assert!(s.cpu_usage_ns > 0 && s.pids >= 1);
-    let e = a.client.stats("nope").await.unwrap_err();
+    let e = a.client.stats("nope", false).await.unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::NotFound));
     let e = a.client.start("st", None).await.unwrap_err();
     assert_eq!(e.agent_kind(), Some(ErrorKind::FailedPrecondition));

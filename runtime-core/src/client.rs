@@ -322,10 +322,16 @@ impl AgentClient {
         }
     }
 
-    pub async fn stats(&self, container_id: &str) -> Result<Stats, ClientError> {
+    /// The VM's counters, or (`container_only`) the container's processes' alone.
+    pub async fn stats(
+        &self,
+        container_id: &str,
+        container_only: bool,
+    ) -> Result<Stats, ClientError> {
         match self
             .call(&Request::Stats {
                 container_id: container_id.into(),
+                container_only,
             })
             .await?
         {

@@ -23,6 +23,10 @@ pub struct Config {
     pub vcpus: u32,
     /// vcpus a container VM may be given later (Update), at most.
     pub max_vcpus: u32,
+    /// A CRI pod's VM before its containers' limits are added, MiB.
+    pub pod_memory_mib: u64,
+    /// The most a pod's VM grows to with its containers' limits, MiB.
+    pub pod_max_memory_mib: u64,
     /// Free space in the container's writable rootfs image, MiB.
     pub rootfs_extra_mib: u64,
     /// `[network]`: the containers' vif, addresses and DNS.
@@ -67,6 +71,8 @@ impl Default for Config {
             max_memory_factor: 2,
             vcpus: 1,
             max_vcpus: 2,
+            pod_memory_mib: 256,
+            pod_max_memory_mib: 2048,
             rootfs_extra_mib: 256,
             network: NetworkConfig::default(),
             kernel_cmdline_extra: String::new(),

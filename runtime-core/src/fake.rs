@@ -20,7 +20,7 @@ use vxn_wire::protocol::{
 
 use crate::rootfs::{ExportError, ExportedRootfs, RootfsExport};
 use crate::stdio::{ProcessStdio, Relay};
-use crate::vm::{Hypervisor, Resize, VmError, VmSpec};
+use crate::vm::{HotDisk, Hypervisor, Resize, VmError, VmSpec};
 use crate::{HostStdio, StdioRequest};
 
 /// Where a fake can be told to fail. Hypervisor calls by name ("create",
@@ -262,6 +262,8 @@ pub struct FakeHypervisor {
     pub faults: Arc<Faults>,
     domains: Mutex<HashMap<String, Arc<FakeAgent>>>,
     calls: Mutex<Vec<String>>,
+    /// Hot-plugged disks: (domain, vdev).
+    disks: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeHypervisor {
@@ -279,6 +281,21 @@ impl FakeHypervisor {
     /// A domain that exists without us having made it (another tenant's).
     pub fn add_foreign(&self, domain: &str) {
         self.lock().insert(domain.into(), Arc::default());
+    }
+
+    /// The disks attached to running domains, as `domain vdev`.
+    pub fn disks(&self) -> Vec<String> {
+        let domains = self.domains();
+        let mut v: Vec<String> = self
+            .disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(d, _)| domains.contains(d))
+            .map(|(d, v)| format!("{d} {v}"))
+            .collect();
+        v.sort();
+        v
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -363,6 +380,28 @@ impl Hypervisor for FakeHypervisor {
     async fn resize(&self, name: &str, _: Resize) -> Result<(), VmError> {
         self.call("resize", name)
     }
+
+    async fn attach_disk(&self, name: &str, disk: &HotDisk) -> Result<(), VmError> {
+        self.call("attach_disk", name)?;
+        if !self.lock().contains_key(name) {
+            return Err(VmError::Missing(format!("fake: no domain {name}")));
+        }
+        let mut disks = self.disks.lock().unwrap_or_else(|p| p.into_inner());
+        if disks.iter().any(|(d, v)| d == name && *v == disk.vdev) {
+            return Err(VmError::Missing(format!("fake: {} is taken", disk.vdev)));
+        }
+        disks.push((name.into(), disk.vdev.clone()));
+        Ok(())
+    }
+
+    async fn detach_disk(&self, name: &str, vdev: &str) -> Result<(), VmError> {
+        self.call("detach_disk", name)?;
+        self.disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(d, v)| !(d == name && v == vdev));
+        Ok(())
+    }
 }
 
 /// A rootfs export that writes a marker file in its work dir (so a test can
@@ -388,7 +427,7 @@ impl RootfsExport for FakeExport {
             detail: e.to_string(),
         })?;
         Ok(ExportedRootfs {
-            disk: None,
+            disk: Some(work_dir.join("image")),
             guest: RootfsSource::Directory {
                 path: rootfs.display().to_string(),
             },

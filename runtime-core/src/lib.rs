@@ -6,6 +6,8 @@
 //!   [`persist`] records what a container made so teardown can undo it; a
 //!   front-end gives each container an [`events`] sink and each process its
 //!   [`stdio`], and names processes by [`ids::ExecId`];
+//! * a CRI [`pod`] is one sandbox shared by its containers; a front-end's
+//!   [`task`] is a container or a pod's sandbox;
 //! * [`config`]: `/etc/vxn/config.toml`; [`oci`]: the bundle's config.json;
 //! * [`client`]: the typed client of the guest agent (over [`vxn_wire`]);
 //! * [`vm`]: the `Hypervisor` seam and its backends (Xen through `xl`, and a
@@ -28,10 +30,12 @@ pub mod names;
 pub mod network;
 pub mod oci;
 pub mod persist;
+pub mod pod;
 pub mod process;
 pub mod rootfs;
 pub mod sandbox;
 pub mod stdio;
+pub mod task;
 pub mod vm;
 pub mod xen;
 

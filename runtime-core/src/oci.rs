@@ -1,7 +1,7 @@
 //! The OCI runtime spec (bundle/config.json), read for what a vxn guest can
 //! honour, and turned into agent requests and VM sizes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
@@ -94,6 +94,15 @@ pub struct Root {
 #[serde(default)]
 pub struct Linux {
     pub resources: Option<Resources>,
+    pub namespaces: Vec<Namespace>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +126,18 @@ pub struct Cpu {
 }
 
 impl Spec {
+    /// The existing network namespace the spec joins (a CRI pod's), if any.
+    pub fn network_namespace(&self) -> Option<&Path> {
+        self.linux
+            .as_ref()?
+            .namespaces
+            .iter()
+            .find(|n| n.kind == "network")?
+            .path
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// The init's process, valid enough to be worth a VM.
     pub fn init_process(&self) -> Result<&Process> {
         let p = self

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::names::ContainerName;
 use crate::network::lease::{self, LeaseRecord};
+use crate::network::pod_netns::PodNetns;
 use crate::rootfs::RootfsExport;
 use crate::vm::Hypervisor;
 
@@ -31,6 +32,19 @@ pub struct Record {
     /// Set just before the address is leased (under the pool's lock).
     #[serde(default)]
     pub lease: Option<LeaseRecord>,
+    /// A pod's container: set just before its rootfs disk is attached to the pod's VM.
+    #[serde(default)]
+    pub disk: Option<PodDisk>,
+    /// A pod: set just before its VM's vif is moved into the pod's namespace.
+    #[serde(default)]
+    pub netns: Option<PodNetns>,
+}
+
+/// A disk of a pod's container in the pod's VM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodDisk {
+    pub domain: String,
+    pub vdev: String,
 }
 
 impl Record {
@@ -130,6 +144,16 @@ pub async fn teardown(
             tracing::error!(domain = %domain, error = %e, "the domain could not be destroyed");
             left.push(e.to_string());
         }
+    }
+    // A pod's container leaves the pod's VM (which may be gone already).
+    if let Some(d) = &r.disk {
+        if let Err(e) = hv.detach_disk(&d.domain, &d.vdev).await {
+            tracing::error!(domain = %d.domain, vdev = %d.vdev, error = %e, "the disk could not be detached");
+            left.push(e.to_string());
+        }
+    }
+    if let (Some(ns), true) = (&r.netns, left.is_empty()) {
+        ns.leave().await;
     }
     // The address goes back to the pool only once the domain that used it is gone.
     if let (Some(l), true) = (&r.lease, left.is_empty()) {

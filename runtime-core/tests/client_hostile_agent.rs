@@ -188,7 +188,7 @@ async fn oversized_requests_and_answers_fail_one_call() {
         "{e}"
     );
     // Too big to answer: the agent side turns it into an error answer.
-    let e = client.stats("c").await.unwrap_err();
+    let e = client.stats("c", false).await.unwrap_err();
     assert!(e.to_string().contains("message limit"), "{e}");
     client.ping().await.unwrap_err(); // Ok is not a Pong: still answered, connection alive
     assert!(!client.mux().is_closed());

@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = tokio::join!(
                 client.ping(),
                 client.list_pids("c"),
-                client.stats("c"),
+                client.stats("c", false),
                 client.signal("c", None, 9, false),
                 tokio::time::timeout(Duration::from_secs(5), client.wait("c", None)),
                 stdin.send(Bytes::from_static(&[0u8; 70_000])),

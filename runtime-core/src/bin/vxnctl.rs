@@ -167,6 +167,7 @@ async fn xen_run(
         max_vcpus: run.vcpus,
         rootfs_disk: Some(run.rootfs_disk.clone()),
         vif: None,
+        shares: vec![],
         state_dir: dir.to_path_buf(),
     };
     let mut timing = Timing::new();

@@ -22,7 +22,39 @@ use crate::process::Process;
 use crate::rootfs::RootfsExport;
 use crate::sandbox::{AgentTimeouts, Sandbox};
 use crate::stdio::ProcessStdio;
-use crate::vm::{Hypervisor, Vif, VmError, VmSpec};
+use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
+
+/// Create the container in the guest (rootfs, mounts, its init prepared,
+/// not started) and relay the init's stdio.
+pub(super) async fn prepare_in_guest<S: ProcessStdio>(
+    sandbox: &Sandbox,
+    name: &ContainerName,
+    spec: &oci::Spec,
+    mounts: Vec<vxn_wire::protocol::MountSpec>,
+    rootfs: vxn_wire::protocol::RootfsSource,
+    stdio: &S,
+) -> Result<crate::stdio::Relay> {
+    let t = std::time::Instant::now();
+    let agent = sandbox.agent();
+    let (ids, host) = agent.open_stdio(stdio.request())?;
+    agent
+        .create_container(CreateContainer {
+            container_id: name.id().to_string(),
+            hostname: spec.hostname.clone(),
+            rootfs,
+            readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
+            mounts,
+            process: spec.init_process()?.to_agent(),
+            stdio: ids,
+        })
+        .await
+        .map_err(|e| Error::from(e).context("create container in the guest"))?;
+    tracing::info!(
+        took_ms = t.elapsed().as_millis() as u64,
+        "timing: container prepared"
+    );
+    stdio.attach(host)
+}
 
 /// Mounts the container's rootfs at the given directory (the shim: the
 /// snapshot containerd sends). Recorded before it runs.
@@ -54,7 +86,7 @@ impl<S: ProcessStdio> Container<S> {
     ) -> Result<Arc<Self>> {
         // Everything that can be checked without touching the host is checked first.
         let spec = oci::load(&req.bundle)?;
-        let process = spec.init_process()?;
+        spec.init_process()?;
         let mounts = oci::mounts(&spec)?;
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
@@ -138,9 +170,10 @@ impl<S: ProcessStdio> Container<S> {
                 max_vcpus: sizing.max_vcpus,
                 rootfs_disk: exported.disk.clone(),
                 vif: attachment.as_ref().map(|a| Vif {
-                    bridge: a.bridge.clone(),
+                    link: VifLink::Bridge(a.bridge.clone()),
                     mac: a.mac.clone(),
                 }),
+                shares: vec![],
                 state_dir: state.path().to_path_buf(),
             };
             let timeouts = AgentTimeouts {
@@ -170,28 +203,17 @@ impl<S: ProcessStdio> Container<S> {
                     "timing: network ready"
                 );
             }
-            let t = std::time::Instant::now();
-            let agent = sandbox.agent();
-            let (ids, host) = agent.open_stdio(req.stdio.request())?;
-            agent
-                .create_container(CreateContainer {
-                    container_id: req.name.id().to_string(),
-                    hostname: spec.hostname.clone(),
-                    rootfs: exported.guest.clone(),
-                    readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
-                    mounts,
-                    process: process.to_agent(),
-                    stdio: ids,
-                })
-                .await
-                .map_err(|e| Error::from(e).context("create container in the guest"))?;
+            let relay = prepare_in_guest(
+                &sandbox,
+                &req.name,
+                &spec,
+                mounts,
+                exported.guest.clone(),
+                &req.stdio,
+            )
+            .await?;
             // Nothing of the container runs before Start.
             sandbox.freeze().await?;
-            tracing::info!(
-                took_ms = t.elapsed().as_millis() as u64,
-                "timing: container prepared"
-            );
-            let relay = req.stdio.attach(host)?;
             Ok((sandbox, relay))
         }
         .await;
@@ -211,7 +233,8 @@ impl<S: ProcessStdio> Container<S> {
         let c = Arc::new(Self {
             name: req.name,
             bundle: req.bundle,
-            sandbox,
+            sandbox: Arc::new(sandbox),
+            pod: None,
             exporter,
             state,
             record,

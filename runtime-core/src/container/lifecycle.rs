@@ -168,8 +168,8 @@ impl<S: ProcessStdio> Container<S> {
             .await
         {
             if sig == libc::SIGKILL && p.id.is_init() {
-                tracing::warn!(error = %e, "the guest did not take SIGKILL; destroying the VM");
-                return self.sandbox.destroy().await;
+                tracing::warn!(error = %e, "the guest did not take SIGKILL");
+                return self.end_unresponsive().await;
             }
             return Err(Error::from(e).context("kill"));
         }
@@ -189,10 +189,23 @@ impl<S: ProcessStdio> Container<S> {
                 return;
             }
             tracing::warn!(grace = ?c.kill_grace, "no exit reported for the SIGKILLed task");
-            if let Err(e) = c.sandbox.destroy().await {
-                tracing::error!(error = %e, "destroying the domain of the SIGKILLed task failed");
+            if let Err(e) = c.end_unresponsive().await {
+                tracing::error!(error = %e, "ending the SIGKILLed task failed");
             }
         });
+    }
+
+    /// The guest did not end the init on SIGKILL: a VM of its own is
+    /// destroyed; in a pod's VM (the pod's to end) the task is told ended.
+    async fn end_unresponsive(&self) -> Result<()> {
+        match &self.pod {
+            None => self.sandbox.destroy().await,
+            Some(pod) => {
+                tracing::warn!(pod = %pod.id(), "reporting the task killed; its processes go with the pod's VM");
+                self.publish_exit(&self.init, Exit::vm_gone());
+                Ok(())
+            }
+        }
     }
 
     /// Add a process to the running container (created, not started).
@@ -277,7 +290,15 @@ impl<S: ProcessStdio> Container<S> {
             }
             _ => self.init.exit().unwrap_or_else(Exit::never_ran),
         };
-        self.sandbox.disconnect();
+        match &self.pod {
+            None => self.sandbox.disconnect(),
+            // Its rootfs must be unmounted in the guest before its disk leaves.
+            Some(_) => {
+                if let Err(e) = self.sandbox.agent().delete(self.id(), None).await {
+                    tracing::warn!(error = %e, "the guest did not remove the container");
+                }
+            }
+        }
         let t = std::time::Instant::now();
         persist::teardown(
             &self.record,
@@ -288,6 +309,10 @@ impl<S: ProcessStdio> Container<S> {
         .await
         .map_err(|e| e.context("delete"))?;
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: deleted");
+        if let Some(pod) = &self.pod {
+            pod.members().leave(self.id());
+            pod.fit_members().await;
+        }
         self.init.set_exited(exit);
         self.events.publish(TaskEvent::Deleted { exit });
         Ok(exit)

@@ -1,13 +1,15 @@
-//! A container: a rootfs exported to a sandbox, an init and its execs. One
-//! container per sandbox today (the sandbox is its VM); the split is there
-//! so a pod's containers can share one.
+//! A container: a rootfs exported to a sandbox, an init and its execs. A
+//! standalone container has a sandbox (VM) of its own; a pod's containers
+//! share the pod's.
 //!
 //! * [`create`](Container::create): everything recorded before it is made,
 //!   and a failure undoes exactly what the record names;
+//! * `join`: [`create_in_pod`](Container::create_in_pod), a container in a pod's VM;
 //! * `lifecycle`: start, kill, exec, delete, and the exits the agent reports;
 //! * here: lookups, pause/resume, stats, update.
 
 pub mod create;
+mod join;
 mod lifecycle;
 
 pub use create::{CreateRequest, RootfsSource};
@@ -26,6 +28,7 @@ use crate::names::ContainerName;
 use crate::persist::{Record, StateDir};
 use crate::process::{Process, Status};
 use crate::rootfs::RootfsExport;
+use crate::pod::Pod;
 use crate::sandbox::Sandbox;
 use crate::stdio::ProcessStdio;
 
@@ -35,7 +38,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
 pub struct Container<S> {
     name: ContainerName,
     pub bundle: PathBuf,
-    sandbox: Sandbox,
+    sandbox: Arc<Sandbox>,
+    /// The pod whose VM this container shares; None: the VM is its own.
+    pod: Option<Arc<Pod>>,
     exporter: Arc<dyn RootfsExport>,
     state: StateDir,
     record: Record,
@@ -116,8 +121,21 @@ impl<S: ProcessStdio> Container<S> {
         Ok(())
     }
 
+    /// The VM is shared: what the whole VM does cannot be done for one container.
+    fn require_own_vm(&self, what: &str) -> Result<()> {
+        match &self.pod {
+            None => Ok(()),
+            Some(pod) => Err(Error::Unimplemented(format!(
+                "{what} of container {} alone: it shares the VM of pod {}",
+                self.id(),
+                pod.id()
+            ))),
+        }
+    }
+
     /// Freeze the whole VM (its clock included).
     pub async fn pause(&self) -> Result<()> {
+        self.require_own_vm("pause")?;
         if self.init.status() != Status::Running {
             return Err(self.not_running());
         }
@@ -159,7 +177,11 @@ impl<S: ProcessStdio> Container<S> {
         if self.is_paused() || self.init.status() != Status::Running {
             return Err(self.not_running());
         }
-        let s = self.sandbox.agent().stats(self.id()).await?;
+        if self.pod.is_some() {
+            // The VM's CPU time is the pod's; the container's own is in its counters.
+            return Ok((self.sandbox.agent().stats(self.id(), true).await?, None));
+        }
+        let s = self.sandbox.agent().stats(self.id(), false).await?;
         Ok((s, self.sandbox.cpu_time().await))
     }
 
@@ -167,6 +189,11 @@ impl<S: ProcessStdio> Container<S> {
     pub async fn update(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
         if self.init.status() == Status::Stopped {
             return Err(self.not_running());
+        }
+        if let Some(pod) = &self.pod {
+            pod.members().set_limits(self.id(), memory_mib, vcpus);
+            pod.fit_members().await;
+            return Ok(());
         }
         self.sandbox.resize(memory_mib, vcpus).await
     }

@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod lease;
+pub mod pod_netns;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

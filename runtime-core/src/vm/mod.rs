@@ -37,17 +37,36 @@ pub struct VmSpec {
     pub max_vcpus: u32,
     /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
     pub rootfs_disk: Option<PathBuf>,
-    /// A network interface on a dom0 bridge.
+    /// A network interface on a dom0 bridge, or for a pod's netns.
     pub vif: Option<Vif>,
+    /// 9p shares: (tag, dom0 directory).
+    pub shares: Vec<(String, PathBuf)>,
     /// Where the backend keeps the VM's config and channel socket.
     pub state_dir: PathBuf,
 }
 
-/// A VM's network interface: which bridge its backend joins, and its MAC.
+/// A VM's network interface: where its dom0 backend goes, and its MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vif {
-    pub bridge: String,
+    pub link: VifLink,
     pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VifLink {
+    /// Joined to this dom0 bridge by Xen's hotplug script.
+    Bridge(String),
+    /// Left alone by this hotplug script (it only reports the device ready):
+    /// the caller moves the backend into a pod's network namespace.
+    Unplugged { script: PathBuf },
+}
+
+/// A disk given to a running VM; the guest sees it as `/dev/<vdev>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotDisk {
+    pub vdev: String,
+    pub target: PathBuf,
+    pub writable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +118,18 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn check_vif(&self, bridge: &str) -> Result<(), VmError>;
     /// Change the VM's memory and/or online vcpus, within the maximums of its `VmSpec`.
     async fn resize(&self, name: &str, resize: Resize) -> Result<(), VmError>;
+    /// Attach a disk to the running VM (block hot-plug).
+    async fn attach_disk(&self, _name: &str, _disk: &HotDisk) -> Result<(), VmError> {
+        Err(VmError::Unsupported("disk hot-plug", self.kind()))
+    }
+    /// Detach a disk; one already gone, or a VM that is gone, is not an error.
+    async fn detach_disk(&self, _name: &str, _vdev: &str) -> Result<(), VmError> {
+        Err(VmError::Unsupported("disk hot-plug", self.kind()))
+    }
+    /// The dom0 network device of the VM's first vif's backend.
+    async fn vif_device(&self, _name: &str) -> Result<String, VmError> {
+        Err(VmError::Unsupported("moving a vif into a network namespace", self.kind()))
+    }
 }
 
 /// A change of a running VM's size; `None` leaves that dimension alone.

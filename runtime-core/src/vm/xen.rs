@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use tokio::net::UnixStream;
 use vxn_wire::boot;
 
-use super::{Hypervisor, Resize, VmError, VmSpec};
+use super::{HotDisk, Hypervisor, Resize, VmError, VmSpec};
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
 #[derive(Debug, Clone, Default)]
@@ -46,9 +46,21 @@ impl XenHypervisor {
                     writable: true,
                 })
                 .collect(),
-            shares: vec![],
+            shares: spec.shares.clone(),
             vif: spec.vif.clone(),
         }
+    }
+}
+
+/// Xen's number for a `xvdX` vdev (xenstore's device id), as `xl block-list` prints it.
+fn vdev_number(vdev: &str) -> Option<u32> {
+    let letter = vdev.strip_prefix("xvd")?;
+    let [c] = letter.as_bytes() else { return None };
+    let idx = u32::from(c.checked_sub(b'a')?);
+    match idx {
+        0..=15 => Some((202 << 8) | (idx << 4)),
+        16..=25 => Some((1 << 28) | (idx << 8)),
+        _ => None,
     }
 }
 
@@ -150,11 +162,61 @@ impl Hypervisor for XenHypervisor {
         Ok(())
     }
 
+    async fn attach_disk(&self, name: &str, disk: &HotDisk) -> Result<(), VmError> {
+        let access = if disk.writable { "rw" } else { "ro" };
+        let target = disk.target.to_string_lossy();
+        if vdev_number(&disk.vdev).is_none() || target.contains(',') {
+            return Err(VmError::Missing(format!(
+                "cannot attach {target} as {}",
+                disk.vdev
+            )));
+        }
+        let spec = format!("format=raw,vdev={},access={access},target={target}", disk.vdev);
+        Ok(self.xl.block_attach(name, &spec).await?)
+    }
+
+    async fn detach_disk(&self, name: &str, vdev: &str) -> Result<(), VmError> {
+        let Some(number) = vdev_number(vdev) else {
+            return Ok(()); // never attached: not a vdev we make
+        };
+        if !self.xl.exists(name).await? || !self.xl.block_list(name).await?.contains(&number) {
+            return Ok(());
+        }
+        match self.xl.block_detach(name, vdev).await {
+            Ok(()) => Ok(()),
+            // Gone meanwhile (the pod's VM destroyed, or a detach that raced).
+            Err(_) if !self.xl.exists(name).await? => Ok(()),
+            Err(_) if !self.xl.block_list(name).await?.contains(&number) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn vif_device(&self, name: &str) -> Result<String, VmError> {
+        let domid = self
+            .xl
+            .domid(name)
+            .await?
+            .ok_or_else(|| VmError::Missing(format!("domain {name} does not exist")))?;
+        Ok(format!("vif{domid}.0"))
+    }
+
     async fn cpu_time(&self, name: &str) -> Option<Duration> {
         // `xl list NAME`: Name ID Mem VCPUs State Time(s)
         let out = self.xl.run(&["list", name]).await.ok()?;
         let line = out.stdout.lines().nth(1)?;
         let secs: f64 = line.split_whitespace().nth(5)?.parse().ok()?;
         Some(Duration::from_secs_f64(secs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vdev_numbers_are_xens() {
+        assert_eq!(super::vdev_number("xvdb"), Some(51728));
+        assert_eq!(super::vdev_number("xvdc"), Some(51744));
+        assert_eq!(super::vdev_number("xvdq"), Some((1 << 28) | (16 << 8)));
+        assert_eq!(super::vdev_number("xvd"), None);
+        assert_eq!(super::vdev_number("sda"), None);
     }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::names::MAX_DOMAIN_NAME;
+use crate::vm::VifLink;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -171,9 +172,17 @@ impl DomainConfig {
         }
         match &self.vif {
             Some(v) => {
-                check("bridge", &v.bridge)?;
                 check("MAC address", &v.mac)?;
-                let _ = writeln!(s, "vif = [ \"bridge={},mac={}\" ]", v.bridge, v.mac);
+                let link = match &v.link {
+                    VifLink::Bridge(bridge) => {
+                        check("bridge", bridge)?;
+                        format!("bridge={bridge}")
+                    }
+                    VifLink::Unplugged { script } => {
+                        format!("script={}", check_path("vif script", script)?)
+                    }
+                };
+                let _ = writeln!(s, "vif = [ \"{link},mac={}\" ]", v.mac);
             }
             None => s.push_str("vif = [ ]\n"),
         }
@@ -219,13 +228,28 @@ mod tests {
         assert!(s.contains("vif = [ ]"));
         let mut c = cfg();
         c.vif = Some(crate::vm::Vif {
-            bridge: "xenbr0".into(),
+            link: VifLink::Bridge("xenbr0".into()),
             mac: "00:16:3e:01:02:03".into(),
         });
         assert!(c
             .render()
             .unwrap()
             .contains("vif = [ \"bridge=xenbr0,mac=00:16:3e:01:02:03\" ]"));
+        c.vif = Some(crate::vm::Vif {
+            link: VifLink::Unplugged {
+                script: "/run/vxn/vif-unplugged".into(),
+            },
+            mac: "0a:58:0a:58:00:05".into(),
+        });
+        c.shares = vec![("vxn-pod".into(), "/var/lib/vxn/pods/p/share".into())];
+        let s = c.render().unwrap();
+        assert!(
+            s.contains("vif = [ \"script=/run/vxn/vif-unplugged,mac=0a:58:0a:58:00:05\" ]"),
+            "{s}"
+        );
+        assert!(s.contains(
+            "p9 = [ \"tag=vxn-pod,security_model=none,path=/var/lib/vxn/pods/p/share\" ]"
+        ));
     }
 
     #[test]

@@ -88,6 +88,27 @@ impl Xl {
             .map(drop)
     }
 
+    /// `xl block-attach`: a disk into the running domain (blkfront sees it hot-plugged).
+    pub async fn block_attach(&self, name: &str, spec: &str) -> Result<(), XlError> {
+        self.run(&["block-attach", name, spec]).await.map(drop)
+    }
+
+    /// `xl block-detach`: the guest must have stopped using it.
+    pub async fn block_detach(&self, name: &str, vdev: &str) -> Result<(), XlError> {
+        self.run(&["block-detach", name, vdev]).await.map(drop)
+    }
+
+    /// The vdevs attached to a domain (`xl block-list`: Vdev BE handle state evt-ch ring-ref BE-path).
+    pub async fn block_list(&self, name: &str) -> Result<Vec<u32>, XlError> {
+        let out = self.run(&["block-list", name]).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect())
+    }
+
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
         self.run(&["unpause", name]).await.map(drop)
     }

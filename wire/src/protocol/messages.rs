@@ -230,8 +230,12 @@ pub enum Request {
         #[serde(default)]
         exec_id: Option<String>,
     },
+    /// The VM's counters (`container_id` empty, or `container_only` false),
+    /// or those of the container's processes alone (a pod's VM is shared).
     Stats {
         container_id: String,
+        #[serde(default)]
+        container_only: bool,
     },
     /// One page of the container's processes, in pid order, those with a pid
     /// above `after` (a cursor: the last pid of the previous page).

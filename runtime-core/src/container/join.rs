@@ -1,0 +1,139 @@
+//! A container in a pod's VM: its rootfs is exported as for a VM of its
+//! own, then hot-plugged into the running pod VM as the next free disk
+//! (`xl block-attach`), and the agent mounts it in the container's own mount
+//! namespace. Recorded before each step, so its Delete (or the `delete`
+//! action of a lost shim) detaches and removes exactly what it made.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vxn_wire::protocol::RootfsSource as GuestRootfs;
+
+use super::create::{prepare_in_guest, CreateRequest, RootfsSource};
+use super::Container;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::ids::ExecId;
+use crate::oci;
+use crate::persist::{self, PodDisk, Record, StateDir};
+use crate::pod::Pod;
+use crate::process::Process;
+use crate::rootfs::RootfsExport;
+use crate::stdio::ProcessStdio;
+use crate::vm::HotDisk;
+
+impl<S: ProcessStdio> Container<S> {
+    pub async fn create_in_pod(
+        pod: Arc<Pod>,
+        req: CreateRequest<S>,
+        cfg: &Config,
+        exporter: Arc<dyn RootfsExport>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Arc<Self>> {
+        let spec = oci::load(&req.bundle)?;
+        spec.init_process()?;
+        let mounts = oci::mounts(&spec)?;
+        pod.require_alive()?;
+        let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
+        let memory = res.and_then(|r| oci::memory_mib(r, cfg));
+        let vcpus = res.and_then(oci::vcpus);
+        let sandbox = pod.sandbox().clone();
+        let hv = sandbox.hypervisor();
+        let state = StateDir::create(&cfg.state_dir, &req.name)?;
+        let mut record = Record {
+            backend: hv.kind().into(),
+            ..Default::default()
+        };
+        let mut joined = false;
+        let made = async {
+            state.save(&record)?;
+            let rootfs_dir = req.bundle.join("rootfs");
+            if let RootfsSource::Mount(mount) = req.rootfs {
+                std::fs::create_dir_all(&rootfs_dir)
+                    .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
+                record.rootfs_mount = Some(rootfs_dir.clone());
+                state.save(&record)?;
+                mount(&rootfs_dir)?;
+            }
+            let image_dir = req.name.dir_under(&cfg.image_dir);
+            record.image_dir = Some(image_dir.clone());
+            state.save(&record)?;
+            let _ = std::fs::remove_dir_all(&image_dir);
+            let exported = exporter.export(&rootfs_dir, &image_dir).await?;
+            let vdev = pod
+                .members()
+                .join(req.name.id(), exported.disk.is_some(), memory, vcpus)?;
+            joined = true;
+            let guest = match (&exported.disk, vdev) {
+                (Some(target), Some(vdev)) => {
+                    record.disk = Some(PodDisk {
+                        domain: sandbox.domain().into(),
+                        vdev: vdev.clone(),
+                    });
+                    state.save(&record)?;
+                    let t = std::time::Instant::now();
+                    hv.attach_disk(
+                        sandbox.domain(),
+                        &HotDisk {
+                            vdev: vdev.clone(),
+                            target: target.clone(),
+                            writable: true,
+                        },
+                    )
+                    .await?;
+                    tracing::info!(vdev = %vdev, took_ms = t.elapsed().as_millis() as u64, "timing: rootfs disk attached");
+                    match exported.guest.clone() {
+                        GuestRootfs::Block {
+                            fstype, options, ..
+                        } => GuestRootfs::Block {
+                            device: format!("/dev/{vdev}"),
+                            fstype,
+                            options,
+                        },
+                        other => other,
+                    }
+                }
+                _ => exported.guest.clone(),
+            };
+            pod.fit_members().await;
+            prepare_in_guest(&sandbox, &req.name, &spec, mounts, guest, &req.stdio).await
+        }
+        .await;
+        let relay = match made {
+            Ok(r) => r,
+            Err(e) => {
+                // The guest may hold a half-made container on the disk.
+                let _ = sandbox.agent().delete(req.name.id(), None).await;
+                if let Err(left) =
+                    persist::teardown(&record, &state, hv, exporter.as_ref()).await
+                {
+                    tracing::error!(error = %left, "cleaning up after a failed create");
+                }
+                if joined {
+                    pod.members().leave(req.name.id());
+                    pod.fit_members().await;
+                }
+                return Err(e);
+            }
+        };
+        let c = Arc::new(Self {
+            name: req.name,
+            bundle: req.bundle,
+            sandbox,
+            pod: Some(pod),
+            exporter,
+            state,
+            record,
+            guest_events: GuestEvents::start(events.clone(), None),
+            events,
+            kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
+            init: Process::created(ExecId::Init, req.stdio, relay),
+            _lease: None,
+            execs: Mutex::default(),
+            paused: Mutex::new(false),
+        });
+        c.events.publish(TaskEvent::Created);
+        Ok(c)
+    }
+}

@@ -1,0 +1,286 @@
+//! A CRI pod's network. CRI runs CNI in the pod's network namespace before
+//! it creates the sandbox, so the namespace already holds a veth (`eth0`)
+//! with the pod's address and routes. The pod VM gets a vif with that veth's
+//! MAC; its dom0 backend is moved into the namespace and joined to the veth
+//! by two tc mirred redirects (kata's "tc filter" model). Frames pass
+//! straight through: the VM's eth0 is the pod's interface, what CNI set up
+//! on the host side (bridge, routes, NAT, port maps) holds unchanged.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vxn_wire::protocol::{Dns, Interface, IpCidr, NetworkSetup, Route};
+
+use crate::command;
+use crate::error::{Error, Result};
+
+/// The interface CNI creates in the pod's namespace (containerd's CNI_IFNAME).
+pub const CNI_INTERFACE: &str = "eth0";
+/// What the VM's backend is called once in the namespace.
+pub const VIF_IN_NETNS: &str = "vxn-vif0";
+const IP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The named network namespace CRI made for a pod (`/var/run/netns/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNetns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The pod's interface as CNI left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNic {
+    pub mac: String,
+    pub mtu: u32,
+    pub addresses: Vec<IpCidr>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+struct IpLink {
+    #[serde(default)]
+    mtu: u32,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    addr_info: Vec<IpAddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct IpAddrInfo {
+    local: IpAddr,
+    prefixlen: u8,
+    #[serde(default)]
+    scope: String,
+}
+
+#[derive(Deserialize)]
+struct IpRoute {
+    dst: String,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+async fn ip(args: &[&str]) -> Result<String> {
+    command::run("ip", args, IP_TIMEOUT)
+        .await
+        .map(|o| o.stdout)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+async fn tc(args: &[&str]) -> Result<()> {
+    command::run("tc", args, IP_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+impl PodNetns {
+    /// The namespace at `path`; only named namespaces (`ip netns`) can take a
+    /// moved device by name, and CRI's are all named.
+    pub fn at(path: &Path) -> Result<Self> {
+        let name = path
+            .parent()
+            .filter(|d| *d == Path::new("/var/run/netns") || *d == Path::new("/run/netns"))
+            .and(path.file_name())
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "network namespace {}: vxn pods need a named namespace under /var/run/netns",
+                    path.display()
+                ))
+            })?;
+        if !path.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "network namespace {} does not exist",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            name: name.into(),
+            path: path.into(),
+        })
+    }
+
+    /// Read the CNI interface: MAC, MTU, global addresses, and the routes CNI
+    /// added (the kernel's own subnet routes follow from the addresses).
+    pub async fn inspect(&self) -> Result<PodNic> {
+        let n = self.name.as_str();
+        let links: Vec<IpLink> = parse(
+            &ip(&["-n", n, "-j", "addr", "show", "dev", CNI_INTERFACE])
+                .await
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!(
+                        "pod network namespace {n} has no {CNI_INTERFACE} (is CNI configured?): {e}"
+                    ))
+                })?,
+        )?;
+        let link = links
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal(format!("no {CNI_INTERFACE} in {n}")))?;
+        let addresses = link
+            .addr_info
+            .iter()
+            .filter(|a| a.scope != "link" && a.scope != "host")
+            .map(|a| IpCidr::new(a.local, a.prefixlen).map_err(Error::Internal))
+            .collect::<Result<Vec<_>>>()?;
+        let mut routes = Vec::new();
+        for family in ["-4", "-6"] {
+            let text = ip(&["-n", n, family, "-j", "route", "show", "dev", CNI_INTERFACE]).await?;
+            for r in parse::<Vec<IpRoute>>(&text)? {
+                if r.protocol.as_deref() == Some("kernel") || r.dst.starts_with("fe80:") {
+                    continue;
+                }
+                routes.push(Route {
+                    destination: route_destination(&r.dst)?,
+                    gateway: r.gateway,
+                    interface: Some(CNI_INTERFACE.into()),
+                });
+            }
+        }
+        Ok(PodNic {
+            mac: link.address,
+            mtu: link.mtu,
+            addresses,
+            routes,
+        })
+    }
+
+    /// Move the VM's backend device into the namespace and redirect every
+    /// frame between it and the veth, both ways.
+    pub async fn join(&self, nic: &PodNic, vif: &str) -> Result<()> {
+        let n = self.name.as_str();
+        ip(&["link", "set", "dev", vif, "netns", n]).await?;
+        ip(&["-n", n, "link", "set", "dev", vif, "name", VIF_IN_NETNS]).await?;
+        let mtu = nic.mtu.to_string();
+        ip(&["-n", n, "link", "set", "dev", VIF_IN_NETNS, "mtu", &mtu, "up"]).await?;
+        for (from, to) in [(CNI_INTERFACE, VIF_IN_NETNS), (VIF_IN_NETNS, CNI_INTERFACE)] {
+            tc(&["-n", n, "qdisc", "replace", "dev", from, "ingress"]).await?;
+            tc(&[
+                "-n", n, "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
+                "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+            ])
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Undo [`join`](Self::join) on the veth side (the vif goes with its VM).
+    /// A namespace CNI already removed leaves nothing to undo.
+    pub async fn leave(&self) {
+        if !self.path.exists() {
+            return;
+        }
+        let _ = tc(&["-n", &self.name, "qdisc", "del", "dev", CNI_INTERFACE, "ingress"]).await;
+    }
+}
+
+/// libxl's hotplug script for a pod VM's vif: it only tells netback the
+/// device is ready (`hotplug-status`), joining no bridge; [`PodNetns::join`]
+/// does the rest. Written by vxn itself, so nothing needs installing in
+/// /etc/xen/scripts.
+const HOTPLUG_SCRIPT: &str = "#!/bin/sh\n\
+# vxn: a pod VM's vif. Report it ready; the vxn shim moves it into the pod's netns.\n\
+case \"$1\" in\n\
+online|add) exec xenstore-write \"$XENBUS_PATH/hotplug-status\" connected ;;\n\
+esac\n\
+exit 0\n";
+
+/// The hotplug script under `dir` (vxn's state directory), (re)written if it is not as expected.
+pub fn hotplug_script(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("vif-unplugged");
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(HOTPLUG_SCRIPT) {
+        return Ok(path);
+    }
+    let io = |e: std::io::Error| Error::Internal(format!("write {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".vif-unplugged.{}", std::process::id()));
+    std::fs::write(&tmp, HOTPLUG_SCRIPT).map_err(io)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(path)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| Error::Internal(format!("parse `ip -j` output: {e}")))
+}
+
+fn route_destination(dst: &str) -> Result<Option<IpCidr>> {
+    if dst == "default" {
+        return Ok(None);
+    }
+    let (a, len) = match dst.split_once('/') {
+        Some((a, l)) => (a, l.parse().ok()),
+        None => (dst, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| Error::Internal(format!("route destination {dst:?}")))?;
+    let len = len.unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
+    IpCidr::new(addr, len).map(Some).map_err(Error::Internal)
+}
+
+impl PodNic {
+    /// What the agent is asked to set up: the veth's MAC, MTU, addresses
+    /// and routes on the VM's interface. DNS and /etc files come with the
+    /// containers' mounts (CRI binds hosts, hostname and resolv.conf).
+    pub fn guest_setup(&self) -> NetworkSetup {
+        NetworkSetup {
+            interfaces: vec![Interface {
+                mac: self.mac.clone(),
+                name: CNI_INTERFACE.into(),
+                mtu: Some(self.mtu).filter(|m| *m > 0),
+                addresses: self.addresses.clone(),
+                dhcp: false,
+            }],
+            routes: self.routes.clone(),
+            dns: Dns::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_namespaces_are_taken() {
+        assert!(PodNetns::at(Path::new("/proc/1/ns/net")).is_err());
+        assert!(PodNetns::at(Path::new("/var/run/netns/../x")).is_err());
+        let e = PodNetns::at(Path::new("/var/run/netns/cni-does-not-exist")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn reads_ip_json() {
+        let links: Vec<IpLink> = parse(
+            r#"[{"ifindex":3,"ifname":"eth0","mtu":1450,"address":"0a:58:0a:58:00:05",
+            "addr_info":[{"family":"inet","local":"10.88.0.5","prefixlen":16,"scope":"global"},
+            {"family":"inet6","local":"fe80::858:aff:fe58:5","prefixlen":64,"scope":"link"}]}]"#,
+        )
+        .unwrap();
+        assert_eq!(links[0].mtu, 1450);
+        let routes: Vec<IpRoute> = parse(
+            r#"[{"dst":"default","gateway":"10.88.0.1","flags":[]},
+            {"dst":"10.88.0.0/16","protocol":"kernel","scope":"link","prefsrc":"10.88.0.5","flags":[]}]"#,
+        )
+        .unwrap();
+        assert_eq!(routes[0].gateway, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(route_destination("default").unwrap(), None);
+        assert_eq!(
+            route_destination("10.1.0.0/16").unwrap().unwrap().to_string(),
+            "10.1.0.0/16"
+        );
+        assert_eq!(
+            route_destination("10.1.2.3").unwrap().unwrap().to_string(),
+            "10.1.2.3/32"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Creating a pod: boot its VM, sized for the pod, and give it the pod's
+//! network from the namespace CNI prepared. Recorded before it is made, as
+//! a container's create is; a failure tears down exactly what the record names.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Membership, Phase, Pod};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::names::ContainerName;
+use crate::network::pod_netns::{self, PodNetns};
+use crate::network::Mode;
+use crate::oci;
+use crate::persist::{self, Record, StateDir};
+use crate::rootfs::RootfsExport;
+use crate::sandbox::{AgentTimeouts, Sandbox, Sizing};
+use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
+
+pub struct PodRequest {
+    pub name: ContainerName,
+    pub bundle: PathBuf,
+}
+
+/// The pod VM before any container joins: its base, and room to grow.
+fn base_sizing(cfg: &Config) -> Sizing {
+    let memory_mib = cfg.pod_memory_mib.max(cfg.min_memory_mib);
+    Sizing {
+        memory_mib,
+        max_memory_mib: cfg.pod_max_memory_mib.max(memory_mib),
+        vcpus: cfg.vcpus.max(1),
+        max_vcpus: cfg.max_vcpus.max(cfg.vcpus).max(1),
+    }
+}
+
+impl Pod {
+    pub async fn create(
+        req: PodRequest,
+        cfg: &Config,
+        hv: Arc<dyn Hypervisor>,
+        exporter: Arc<dyn RootfsExport>,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Arc<Self>> {
+        let spec = oci::load(&req.bundle)?;
+        // CRI made the namespace and ran CNI in it; without one (a host-network
+        // pod) the VM could only have lo, which is right only where vxn's
+        // network is off.
+        let netns = match spec.network_namespace() {
+            Some(p) => Some(PodNetns::at(p)?),
+            None if cfg.network.mode == Mode::None => None,
+            None => {
+                return Err(Error::Unimplemented(
+                    "host-network pods are not supported by vxn: a pod's VM cannot share dom0's network namespace".into(),
+                ))
+            }
+        };
+        let nic = match &netns {
+            Some(ns) => Some(ns.inspect().await?),
+            None => None,
+        };
+        let sizing = base_sizing(cfg);
+        let domain = req.name.domain();
+        let state = StateDir::create(&cfg.state_dir, &req.name)?;
+        let mut record = Record {
+            backend: hv.kind().into(),
+            ..Default::default()
+        };
+        let made = async {
+            state.save(&record)?;
+            if hv.exists(&domain).await? {
+                return Err(VmError::Exists(domain.clone()).into());
+            }
+            record.domain = Some(domain.clone());
+            record.netns = netns.clone();
+            state.save(&record)?;
+            let vif = match &nic {
+                // The veth's MAC: what CNI (and its ARP and anti-spoofing) knows holds.
+                Some(nic) => Some(Vif {
+                    link: VifLink::Unplugged {
+                        script: pod_netns::hotplug_script(&cfg.state_dir)?,
+                    },
+                    mac: nic.mac.clone(),
+                }),
+                None => None,
+            };
+            let vm = VmSpec {
+                name: domain.clone(),
+                kernel: cfg.kernel.clone(),
+                initramfs: cfg.initramfs.clone(),
+                cmdline_extra: cfg.kernel_cmdline_extra.clone(),
+                agent_log: cfg.agent_log_level.clone(),
+                memory_mib: sizing.memory_mib,
+                max_memory_mib: sizing.max_memory_mib,
+                vcpus: sizing.vcpus,
+                max_vcpus: sizing.max_vcpus,
+                rootfs_disk: None,
+                vif,
+                shares: vec![],
+                state_dir: state.path().to_path_buf(),
+            };
+            let timeouts = AgentTimeouts {
+                hello: Duration::from_secs(cfg.agent_timeout_secs),
+                call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
+            };
+            let sandbox = match Sandbox::boot(hv.clone(), &vm, sizing, timeouts).await {
+                Ok(s) => s,
+                Err(e @ Error::AlreadyExists(_)) => {
+                    record.domain = None;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let (Some(netns), Some(nic)) = (&netns, &nic) else {
+                return Ok(sandbox);
+            };
+            let t = std::time::Instant::now();
+            let vif = hv.vif_device(&domain).await?;
+            netns.join(nic, &vif).await?;
+            let got = sandbox
+                .agent()
+                .setup_network(nic.guest_setup())
+                .await
+                .map_err(|e| Error::from(e).context("set up the pod's network in the guest"))?;
+            tracing::info!(
+                took_ms = t.elapsed().as_millis() as u64,
+                netns = %netns.name,
+                address = ?got.addresses.first().map(|a| a.to_string()),
+                "timing: pod network ready"
+            );
+            Ok(sandbox)
+        }
+        .await;
+        let sandbox = match made {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(left) =
+                    persist::teardown(&record, &state, hv.as_ref(), exporter.as_ref()).await
+                {
+                    tracing::error!(error = %left, "cleaning up after a failed pod create");
+                }
+                return Err(e);
+            }
+        };
+        let guest_events = GuestEvents::start(events.clone(), sandbox.agent().take_events());
+        let pod = Arc::new(Self {
+            name: req.name,
+            bundle: req.bundle,
+            sandbox: Arc::new(sandbox),
+            exporter,
+            state,
+            record,
+            events,
+            _guest_events: guest_events,
+            phase: watch::channel(Phase::Created).0,
+            members: Mutex::new(Membership::new(sizing)),
+        });
+        pod.events.publish(TaskEvent::Created);
+        Ok(pod)
+    }
+
+    /// Resize the VM to what its members now ask for (best effort: a
+    /// container runs with less rather than not at all; logged).
+    pub(crate) async fn fit_members(&self) {
+        let (memory, vcpus) = self.members().wanted();
+        if let Err(e) = self.sandbox.resize(Some(memory), Some(vcpus)).await {
+            tracing::warn!(memory_mib = memory, vcpus, error = %e, "could not resize the pod's VM");
+        }
+    }
+}

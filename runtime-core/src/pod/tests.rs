@@ -1,0 +1,201 @@
+//! A pod without Xen: fake hypervisor and agent. What CRI would see: the
+//! sandbox's states, containers joining and leaving the one VM, and nothing
+//! left behind.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::config::Config;
+use crate::container::{Container, CreateRequest, RootfsSource};
+use crate::events::{EventSink, TaskEvent};
+use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
+use crate::network::Mode;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<TaskEvent>>);
+
+impl EventSink for Recorder {
+    fn publish(&self, ev: TaskEvent) {
+        self.0.lock().unwrap().push(ev);
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    hv: Arc<FakeHypervisor>,
+    export: Arc<FakeExport>,
+}
+
+fn bundle(dir: &std::path::Path, name: &str, annotations: &HashMap<&str, &str>) -> PathBuf {
+    let b = dir.join(name);
+    std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    let spec = serde_json::json!({
+        "process": {"args": ["sleep", "100"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "annotations": annotations,
+        "linux": {"resources": {"memory": {"limit": 128 << 20}}},
+    });
+    std::fs::write(b.join("config.json"), spec.to_string()).unwrap();
+    b
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        state_dir: dir.path().join("state"),
+        image_dir: dir.path().join("images"),
+        agent_timeout_secs: 1,
+        agent_call_timeout_secs: 2,
+        kill_grace_secs: 1,
+        network: crate::network::NetworkConfig {
+            mode: Mode::None,
+            lease_dir: dir.path().join("leases"),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    World {
+        dir,
+        cfg,
+        hv: Arc::default(),
+        export: Arc::default(),
+    }
+}
+
+impl World {
+    async fn pod(&self) -> Result<Arc<Pod>> {
+        let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
+        let b = bundle(self.dir.path(), "pod1", &annotations);
+        let req = PodRequest {
+            name: ContainerName::new("k8s.io", "pod1").unwrap(),
+            bundle: b,
+        };
+        let events: Arc<Recorder> = Arc::default();
+        Pod::create(req, &self.cfg, self.hv.clone(), self.export.clone(), events).await
+    }
+
+    async fn member(&self, pod: &Arc<Pod>, id: &str) -> Result<Arc<Container<NoStdio>>> {
+        let annotations = HashMap::from([
+            (ANNOTATION_CONTAINER_TYPE, "container"),
+            (ANNOTATION_SANDBOX_ID, "pod1"),
+        ]);
+        let req = CreateRequest {
+            name: ContainerName::new("k8s.io", id).unwrap(),
+            bundle: bundle(self.dir.path(), id, &annotations),
+            rootfs: RootfsSource::Bundle,
+            stdio: NoStdio,
+        };
+        let events: Arc<Recorder> = Arc::default();
+        Container::create_in_pod(pod.clone(), req, &self.cfg, self.export.clone(), events).await
+    }
+
+    fn state_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.cfg.state_dir.join("k8s.io"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn annotations_say_what_a_container_is() {
+    let a = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>()
+    };
+    assert_eq!(Role::of(&a(&[])).unwrap(), Role::Standalone);
+    assert_eq!(
+        Role::of(&a(&[(ANNOTATION_CONTAINER_TYPE, "sandbox")])).unwrap(),
+        Role::PodSandbox
+    );
+    assert_eq!(
+        Role::of(&a(&[
+            (ANNOTATION_CONTAINER_TYPE, "container"),
+            (ANNOTATION_SANDBOX_ID, "p1")
+        ]))
+        .unwrap(),
+        Role::PodMember {
+            sandbox_id: "p1".into()
+        }
+    );
+    assert!(Role::of(&a(&[(ANNOTATION_CONTAINER_TYPE, "container")])).is_err());
+    assert!(Role::of(&a(&[(ANNOTATION_CONTAINER_TYPE, "vm")])).is_err());
+}
+
+#[tokio::test]
+async fn containers_share_the_pod_vm_and_leave_nothing() {
+    let w = world();
+    let pod = w.pod().await.unwrap();
+    assert_eq!(pod.status(), Status::Created);
+    pod.start(&ExecId::Init).unwrap();
+    assert_eq!(pod.status(), Status::Running);
+    assert!(pod.start(&ExecId::Init).is_err(), "started twice");
+    let a = w.member(&pod, "a").await.unwrap();
+    let b = w.member(&pod, "b").await.unwrap();
+    // One VM, two disks in it.
+    assert_eq!(w.hv.domains(), vec![pod.domain().to_string()]);
+    let d = pod.domain();
+    assert_eq!(w.hv.disks(), vec![format!("{d} xvdc"), format!("{d} xvdd")]);
+    assert_eq!(a.domain(), d);
+    // The VM grew by both limits.
+    assert_eq!(pod.sandbox().size().memory_mib, 256 + 128 + 128);
+    assert!(matches!(a.pause().await, Err(Error::Unimplemented(_))));
+    // A member leaves: its disk goes, the VM stays for the other.
+    a.delete().await.unwrap();
+    assert_eq!(w.hv.disks(), vec![format!("{d} xvdd")]);
+    assert_eq!(pod.sandbox().size().memory_mib, 256 + 128);
+    // The sandbox's pause ends with SIGTERM as pause does: exit 0, VM gone.
+    pod.kill(&ExecId::Init, libc::SIGWINCH as u32).await.unwrap();
+    assert_eq!(pod.status(), Status::Running, "a harmless signal");
+    pod.kill(&ExecId::Init, libc::SIGTERM as u32).await.unwrap();
+    assert_eq!(pod.wait().await.code, 0);
+    assert!(w.hv.domains().is_empty());
+    b.delete().await.unwrap();
+    pod.delete().await.unwrap();
+    assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
+    assert!(w.hv.disks().is_empty());
+}
+
+#[tokio::test]
+async fn a_member_that_cannot_attach_leaves_nothing_and_the_pod_lives() {
+    let w = world();
+    let pod = w.pod().await.unwrap();
+    pod.start(&ExecId::Init).unwrap();
+    w.hv.faults.set("attach_disk");
+    let e = w.member(&pod, "a").await.err().expect("attach fails");
+    assert!(e.to_string().contains("attach_disk"), "{e}");
+    w.hv.faults.clear("attach_disk");
+    assert_eq!(w.state_dirs(), vec!["pod1".to_string()]);
+    assert!(!w.cfg.image_dir.join("k8s.io/a").exists());
+    // Its slot and size were given back; the next one gets them.
+    assert_eq!(pod.sandbox().size().memory_mib, 256);
+    let b = w.member(&pod, "b").await.unwrap();
+    assert_eq!(w.hv.disks(), vec![format!("{} xvdc", pod.domain())]);
+    pod.kill(&ExecId::Init, libc::SIGKILL as u32).await.unwrap();
+    assert_eq!(pod.wait().await.code, 137);
+    // Joining a stopped pod is refused.
+    assert!(w.member(&pod, "c").await.is_err());
+    b.delete().await.unwrap();
+    pod.delete().await.unwrap();
+    assert!(w.state_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn a_sandbox_has_no_processes_of_its_own() {
+    let w = world();
+    let pod = w.pod().await.unwrap();
+    let exec = ExecId::Exec("e1".into());
+    assert!(matches!(pod.start(&exec), Err(Error::NotFound(_))));
+    assert!(pod.kill(&exec, 9).await.is_err());
+    // Delete of a created sandbox: nothing ran, VM gone.
+    assert_eq!(pod.delete().await.unwrap().code, 0);
+    assert!(w.hv.domains().is_empty());
+    assert!(w.state_dirs().is_empty());
+}
