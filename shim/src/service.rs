@@ -10,6 +10,8 @@ use containerd_shim::{api, Config as ShimConfig, Flags, StartOpts};
 use containerd_shim_protos::protobuf::MessageField;
 use vxn_runtime_core::config::Config;
 use vxn_runtime_core::names::ContainerName;
+use vxn_runtime_core::oci;
+use vxn_runtime_core::pod::Role;
 use vxn_runtime_core::process::VM_GONE_CODE;
 use vxn_runtime_core::rootfs::RootfsExport;
 use vxn_runtime_core::vm::Hypervisor;
@@ -63,8 +65,10 @@ impl Shim for Service {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        // One shim (and one VM) per container.
-        let grouping = opts.id.clone();
+        // One shim per VM: a container of its own, or a CRI pod's sandbox and
+        // its containers (as runc's shim groups by sandbox id). For a pod's
+        // container, spawn finds the sandbox's shim listening and returns its address.
+        let grouping = shim_group(&opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // The serve path reads this to remove the socket when it exits.
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
@@ -88,7 +92,7 @@ impl Shim for Service {
             .map_err(other)?;
         // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
         if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
-            remove_socket(address.trim());
+            remove_stale_socket(address.trim());
         }
         Ok(api::DeleteResponse {
             exit_status: VM_GONE_CODE,
@@ -118,10 +122,32 @@ impl Shim for Service {
     }
 }
 
-/// Remove a shim socket file given its `unix://` address (abstract sockets have no file).
+/// Which shim serves the container whose bundle is the current directory.
+fn shim_group(id: &str) -> String {
+    let bundle = std::env::current_dir().unwrap_or_default();
+    match oci::load(&bundle).and_then(|spec| Role::of(&spec.annotations)) {
+        Ok(Role::PodMember { sandbox_id }) => sandbox_id,
+        _ => id.to_string(),
+    }
+}
+
+/// The socket file of a `unix://` address (abstract sockets have none).
+fn socket_file(address: &str) -> Option<&str> {
+    address.strip_prefix("unix://").filter(|p| p.starts_with('/'))
+}
+
+/// Remove a shim socket file given its address.
 fn remove_socket(address: &str) {
-    if let Some(path) = address.strip_prefix("unix://") {
-        if path.starts_with('/') {
+    if let Some(path) = socket_file(address) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Remove a lost shim's socket file, unless a shim still listens there: a
+/// pod's container names its pod's shim, which outlives it.
+fn remove_stale_socket(address: &str) {
+    if let Some(path) = socket_file(address) {
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -19,6 +19,8 @@ use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::{Mutex, Notify, RwLock};
 use vxn_runtime_core::config::Config;
 use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::pod::{Pod, PodRequest, Role};
+use vxn_runtime_core::task::Task as ModelTask;
 use vxn_runtime_core::ids::ExecId;
 use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::oci;
@@ -30,8 +32,9 @@ use crate::io::StdioPaths;
 use crate::metrics;
 use crate::service::Platform;
 
-/// A task as this shim holds it: a container whose stdio is containerd's fifos.
-type VxnTask = Container<StdioPaths>;
+/// A task as this shim holds it: a container whose stdio is containerd's
+/// fifos, or a pod's sandbox (this shim then serves the pod's containers too).
+type VxnTask = ModelTask<StdioPaths>;
 
 pub struct TaskService {
     pub namespace: String,
@@ -40,7 +43,7 @@ pub struct TaskService {
     pub platform: std::result::Result<Platform, String>,
     pub events: Events,
     pub exit: Arc<ExitSignal>,
-    tasks: RwLock<HashMap<String, Arc<VxnTask>>>,
+    tasks: RwLock<HashMap<String, VxnTask>>,
     /// Serializes Create so an id is checked and claimed atomically.
     creating: Mutex<()>,
     /// Requests being served: the shim exits only once they are answered.
@@ -152,7 +155,7 @@ impl TaskService {
         }
     }
 
-    async fn task(&self, id: &str) -> Result<Arc<VxnTask>> {
+    async fn task(&self, id: &str) -> Result<VxnTask> {
         self.tasks
             .read()
             .await
@@ -188,18 +191,45 @@ impl TaskService {
             stdio: paths.clone(),
             pid: std::process::id(),
         });
+        let bundle = PathBuf::from(&req.bundle);
+        let role = Role::of(&oci::load(&bundle)?.annotations)?;
+        if role == Role::PodSandbox {
+            // Nothing runs for the pause image: its snapshot is never mounted.
+            let pod = Pod::create(PodRequest { name, bundle }, &self.cfg, hv, exporter, events);
+            let task = ModelTask::Sandbox(pod.await?);
+            self.tasks.write().await.insert(req.id.clone(), task);
+            return Ok(CreateTaskResponse {
+                pid: std::process::id(),
+                ..Default::default()
+            });
+        }
         let rootfs = match req.rootfs.is_empty() {
             true => RootfsSource::Bundle,
             false => RootfsSource::Mount(mount_snapshot(req.rootfs.clone())),
         };
         let request = CreateRequest {
             name,
-            bundle: PathBuf::from(&req.bundle),
+            bundle,
             rootfs,
             stdio: paths,
         };
-        let task = Container::create(request, &self.cfg, hv, exporter, events).await?;
-        self.tasks.write().await.insert(req.id.clone(), task);
+        let task = match role {
+            Role::PodMember { sandbox_id } => {
+                let pod = self.task(&sandbox_id).await.ok();
+                let pod = pod.as_ref().and_then(VxnTask::as_pod).ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "pod sandbox {sandbox_id} of container {} is not served by this shim",
+                        req.id
+                    ))
+                })?;
+                Container::create_in_pod(pod.clone(), request, &self.cfg, exporter, events).await?
+            }
+            _ => Container::create(request, &self.cfg, hv, exporter, events).await?,
+        };
+        self.tasks
+            .write()
+            .await
+            .insert(req.id.clone(), ModelTask::Container(task));
         Ok(CreateTaskResponse {
             pid: std::process::id(),
             ..Default::default()
@@ -254,14 +284,11 @@ impl Task for TaskService {
     ) -> ttrpc::Result<api::DeleteResponse> {
         serve(&self.busy, "delete", &req.id, async {
             let task = self.task(&req.id).await?;
-            let exit = match ExecId::from_api(&req.exec_id) {
-                ExecId::Init => {
-                    let exit = task.delete().await?;
-                    self.tasks.write().await.remove(&req.id);
-                    exit
-                }
-                exec => task.delete_exec(&exec).await?,
-            };
+            let exec = ExecId::from_api(&req.exec_id);
+            let exit = task.delete(&exec).await?;
+            if exec.is_init() {
+                self.tasks.write().await.remove(&req.id);
+            }
             let (exit_status, exited_at) = exit_fields(Some(exit));
             Ok(api::DeleteResponse {
                 pid: std::process::id(),
@@ -276,17 +303,19 @@ impl Task for TaskService {
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
         serve(&self.busy, "state", &req.id, async {
             let task = self.task(&req.id).await?;
-            let p = task.process(&ExecId::from_api(&req.exec_id))?;
-            let (exit_status, exited_at) = exit_fields(p.exit());
+            let st = task.state(&ExecId::from_api(&req.exec_id))?;
+            let (exit_status, exited_at) = exit_fields(st.exit);
+            let none = stdio("", "", "", false);
+            let io = st.process.as_ref().map_or(&none, |p| &p.stdio);
             Ok(StateResponse {
                 id: req.id.clone(),
-                bundle: task.bundle.to_string_lossy().into_owned(),
+                bundle: task.bundle().to_string_lossy().into_owned(),
                 pid: std::process::id(),
-                status: api_status(task.status(&p)).into(),
-                stdin: p.stdio.stdin.clone(),
-                stdout: p.stdio.stdout.clone(),
-                stderr: p.stdio.stderr.clone(),
-                terminal: p.stdio.terminal,
+                status: api_status(st.status).into(),
+                stdin: io.stdin.clone(),
+                stdout: io.stdout.clone(),
+                stderr: io.stderr.clone(),
+                terminal: io.terminal,
                 exit_status,
                 exited_at,
                 exec_id: req.exec_id.clone(),
@@ -299,8 +328,8 @@ impl Task for TaskService {
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         serve(&self.busy, "wait", &req.id, async {
             let task = self.task(&req.id).await?;
-            let p = task.process(&ExecId::from_api(&req.exec_id))?;
-            let (exit_status, exited_at) = exit_fields(Some(p.wait().await));
+            let exit = task.wait(&ExecId::from_api(&req.exec_id)).await?;
+            let (exit_status, exited_at) = exit_fields(Some(exit));
             Ok(WaitResponse {
                 exit_status,
                 exited_at,
