@@ -30,6 +30,7 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     sandbox: &Sandbox,
     name: &ContainerName,
     spec: &oci::Spec,
+    hostname: Option<String>,
     mounts: Vec<vxn_wire::protocol::MountSpec>,
     rootfs: vxn_wire::protocol::RootfsSource,
     stdio: &S,
@@ -40,7 +41,7 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     agent
         .create_container(CreateContainer {
             container_id: name.id().to_string(),
-            hostname: spec.hostname.clone(),
+            hostname,
             rootfs,
             readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
             mounts,
@@ -207,6 +208,7 @@ impl<S: ProcessStdio> Container<S> {
                 &sandbox,
                 &req.name,
                 &spec,
+                spec.hostname.clone(),
                 mounts,
                 exported.guest.clone(),
                 &req.stdio,

@@ -97,7 +97,10 @@ impl<S: ProcessStdio> Container<S> {
                 _ => exported.guest.clone(),
             };
             pod.fit_members().await;
-            prepare_in_guest(&sandbox, &req.name, &spec, mounts, guest, &req.stdio).await
+            // CRI sets the pod's hostname on the sandbox; its containers share it.
+            let hostname = spec.hostname.clone().or_else(|| pod.hostname.clone());
+            prepare_in_guest(&sandbox, &req.name, &spec, hostname, mounts, guest, &req.stdio)
+                .await
         }
         .await;
         let relay = match made {

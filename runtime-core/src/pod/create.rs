@@ -149,6 +149,7 @@ impl Pod {
         let pod = Arc::new(Self {
             name: req.name,
             bundle: req.bundle,
+            hostname: spec.hostname.clone(),
             sandbox: Arc::new(sandbox),
             exporter,
             state,

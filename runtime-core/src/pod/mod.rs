@@ -82,6 +82,8 @@ enum Phase {
 pub struct Pod {
     name: ContainerName,
     pub bundle: PathBuf,
+    /// The pod's hostname (the sandbox spec's), which its containers share.
+    pub hostname: Option<String>,
     sandbox: Arc<Sandbox>,
     exporter: Arc<dyn RootfsExport>,
     state: StateDir,
