@@ -21,6 +21,8 @@ trap 'rm -rf "$WORK"' EXIT
 if [ "$BACKEND" = xen ]; then
   # shellcheck source=network-e2e.sh
   . "$(dirname "$(readlink -f "$0")")/network-e2e.sh"
+  # shellcheck source=cri-e2e.sh
+  . "$(dirname "$(readlink -f "$0")")/cri-e2e.sh"
   # dom0's side of the default [network]: bridge, NAT, DNS and DHCP (idempotent)
   vxnctl network up --dhcp >/dev/null || { echo "vxnctl network up failed"; exit 1; }
 fi
@@ -508,12 +510,12 @@ test_oom() {
 ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp)
+  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp)
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in

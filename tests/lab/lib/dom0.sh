@@ -4,7 +4,7 @@
 # made with `mkfs.ext4 -d` (no loop mounts), plus the boot files for QEMU's multiboot loader.
 
 DOM0_SUITE=bookworm
-DOM0_PKGS=linux-image-amd64,initramfs-tools,xen-hypervisor-4.17-amd64,xen-utils-4.17,xen-utils-common,qemu-system-xen,containerd,runc,busybox-static,e2fsprogs,iproute2,systemd-sysv,udev,kmod,openssh-server,procps,ca-certificates,less,util-linux,iputils-ping,python3,nftables,dnsmasq-base
+DOM0_PKGS=linux-image-amd64,initramfs-tools,xen-hypervisor-4.17-amd64,xen-utils-4.17,xen-utils-common,qemu-system-xen,containerd,runc,busybox-static,e2fsprogs,iproute2,systemd-sysv,udev,kmod,openssh-server,procps,ca-certificates,less,util-linux,iputils-ping,python3,nftables,dnsmasq-base,containernetworking-plugins
 DOM0_IMG_SIZE=${VXN_LAB_IMG_SIZE:-4G}
 ROOTFS_STAMP=$WORK/stamp.rootfs
 IMG_STAMP=$WORK/stamp.dom0img

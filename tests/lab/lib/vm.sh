@@ -178,11 +178,13 @@ cmd_probe() {
 E2E_RC=0  # read by lab (ci, e2e)
 cmd_e2e() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2 b
-  for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl; do
+  for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl vxn-crictl; do
     [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
   done
   cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
-    "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh"
+    "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
+    "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
+    "$REPO_DIR/tests/e2e/cri-e2e.sh"
   local q=() a env=()
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   # the suite's knobs (VXN_E2E_CYCLES, VXN_E2E_NET_N, ...) reach dom0

@@ -1,0 +1,206 @@
+# shellcheck shell=bash
+# Kubernetes CRI tests of the shim in dom0 (xen backend only): sourced by shim-e2e.sh,
+# which runs them as cri_* tests. Through containerd's CRI plugin with runtime handler
+# `vxn` (config/containerd-vxn.toml) and vxn-crictl (tests/cri-client): a pod is one
+# DomU, its containers join it, its network comes from CNI (Debian's bridge + host-local
+# plugins, config below; no ipMasq/portmap: dom0 has nftables, not iptables). No registry is reachable: the test image is imported into
+# k8s.io and also tagged as CRI's sandbox (pause) image, which vxn never runs.
+
+CRI=(vxn-crictl)
+CRI_NS=k8s.io
+CRI_SUBNET=10.89.0.0/24
+CRI_WORK=${WORK:-/tmp}/cri
+CRI_LOGS=/var/log/vxn-e2e-pods
+
+# cri_setup: the vxn handler and CNI in containerd (restarted only when they change),
+# the images in k8s.io. Idempotent; run before the first cri_* test.
+CRI_READY=0
+cri_setup() {
+  [ $CRI_READY = 1 ] && return 0
+  local changed=0 f sandbox_image
+  mkdir -p /etc/containerd/conf.d /etc/cni/net.d "$CRI_WORK" "$CRI_LOGS"
+  # the shipped drop-in, installed as scripts/install-containerd-config.sh does
+  cmp -s /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml ||
+    { install -m 0644 /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml; changed=1; }
+  grep -q '^imports' /etc/containerd/config.toml 2>/dev/null || {
+    [ -s /etc/containerd/config.toml ] || echo 'version = 2' > /etc/containerd/config.toml
+    sed -i '0,/^version.*/s||&\nimports = ["/etc/containerd/conf.d/*.toml"]|' /etc/containerd/config.toml
+    changed=1
+  }
+  # Debian installs the CNI plugins in /usr/lib/cni (containerd looks in /opt/cni/bin)
+  f=/etc/containerd/conf.d/cni-debian.toml
+  [ -f $f ] || { printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/lib/cni"\n  conf_dir = "/etc/cni/net.d"\n' > $f; changed=1; }
+  f=/etc/cni/net.d/10-vxn-e2e.conflist
+  [ -f $f ] || {
+    cat > $f <<EOC
+{"cniVersion": "0.4.0", "name": "vxn-e2e", "plugins": [
+  {"type": "bridge", "bridge": "cni-vxn0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$CRI_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}
+EOC
+    changed=1
+  }
+  if [ $changed = 1 ]; then
+    systemctl restart containerd
+    for _ in $(seq 60); do "${CRI[@]}" version >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  "${CRI[@]}" version >/dev/null || { log "CRI does not answer"; return 1; }
+  ctr -n $CRI_NS images ls -q | grep -qx "$IMG" || ctr -n $CRI_NS images import /root/vxn-test.tar >/dev/null
+  sandbox_image=$(containerd config dump 2>/dev/null | awk -F'"' '/sandbox_image/ {print $2; exit}')
+  [ -n "$sandbox_image" ] || { log "no sandbox_image in containerd's config"; return 1; }
+  ctr -n $CRI_NS images ls -q | grep -qx "$sandbox_image" || ctr -n $CRI_NS images tag "$IMG" "$sandbox_image" >/dev/null
+  CRI_READY=1
+}
+
+# pod_json NAME: a pod config with logs under $CRI_LOGS/NAME.
+pod_json() {
+  local name=$1
+  mkdir -p "$CRI_LOGS/$name"
+  cat > "$CRI_WORK/$name-pod.json" <<EOP
+{"metadata": {"name": "$name", "namespace": "e2e", "uid": "uid-$name", "attempt": 0},
+ "hostname": "$name", "log_directory": "$CRI_LOGS/$name",
+ "linux": {}}
+EOP
+  echo "$CRI_WORK/$name-pod.json"
+}
+
+# ctr_json NAME ATTEMPT IMAGE CMD...: a container config running CMD (sh -c when one string).
+ctr_json() {
+  local name=$1 attempt=$2 image=$3 args
+  shift 3
+  args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@")
+  cat > "$CRI_WORK/$name.json" <<EOC
+{"metadata": {"name": "$name", "attempt": $attempt}, "image": {"image": "$image"},
+ "command": $args, "log_path": "$name-$attempt.log",
+ "linux": {"resources": {"memory_limit_in_bytes": 67108864}}}
+EOC
+  echo "$CRI_WORK/$name.json"
+}
+
+# json_field FILE-OR-- KEY...: a field of vxn-crictl's JSON output.
+json_field() {
+  python3 -c 'import json,sys
+v = json.load(sys.stdin)
+for k in sys.argv[1:]: v = v.get(k, "") if isinstance(v, dict) else ""
+print(v)' "$@"
+}
+
+# run_pod NAME: runp; prints the pod id.
+run_pod() { "${CRI[@]}" runp --runtime vxn "$(pod_json "$1")"; }
+
+# start_in POD NAME ATTEMPT CMD...: create and start a container; prints its id.
+start_in() {
+  local pod=$1 name=$2 attempt=$3 id
+  shift 3
+  id=$("${CRI[@]}" create "$pod" "$(ctr_json "$name" "$attempt" "$IMG" "$@")" "$CRI_WORK/$(pod_name "$pod")-pod.json") || return 1
+  "${CRI[@]}" start "$id" >/dev/null || return 1
+  echo "$id"
+}
+pod_name() { "${CRI[@]}" inspectp "$1" | json_field name; }
+
+# wait_exited ID [SECONDS]: until the container is EXITED.
+wait_exited() {
+  local i
+  for ((i = 0; i < ${2:-120}; i++)); do
+    [ "$("${CRI[@]}" inspect "$1" | json_field state)" = CONTAINER_EXITED ] && return 0
+    sleep 1
+  done
+  log "container $1 never exited: $("${CRI[@]}" inspect "$1")"
+  return 1
+}
+
+# pod_gone POD NAME: nothing of the pod is left: domain, netns, state, images, mounts, leases.
+pod_gone() {
+  local pod=$1 ok=0
+  if domain_exists "$(domain "$pod" $CRI_NS)"; then log "domain of pod $pod still exists"; ok=1; fi
+  if [ -n "$(ls -A "$STATE_DIR/$CRI_NS" 2>/dev/null)" ]; then log "state left: $(ls "$STATE_DIR/$CRI_NS")"; ok=1; fi
+  if [ -n "$(ls -A "$IMAGE_DIR/$CRI_NS" 2>/dev/null)" ]; then log "images left: $(ls "$IMAGE_DIR/$CRI_NS")"; ok=1; fi
+  if grep -q "$STATE_DIR/$CRI_NS\|$IMAGE_DIR/$CRI_NS" /proc/mounts; then log "mounts left"; ok=1; fi
+  if [ "$(domain_count)" != 0 ]; then log "domains left: $(xl list | tail -n +2)"; ok=1; fi
+  if ip netns list | grep -q cni-; then log "netns left: $(ip netns list)"; ok=1; fi
+  if ip -o link | grep -q 'vif[0-9]'; then log "vif left: $(ip -o link | grep vif)"; ok=1; fi
+  return $ok
+}
+
+cri_cleanup() {
+  local p
+  for p in $("${CRI[@]}" pods -q 2>/dev/null); do
+    "${CRI[@]}" stopp "$p" >/dev/null 2>&1
+    "${CRI[@]}" rmp "$p" >/dev/null 2>&1
+  done
+}
+
+# c1. A pod of two containers: one serves on localhost, the other fetches it; the
+# fetcher's stdout is in its CRI log; exec-sync gives output and exit code; stats; the
+# pod IP (CNI's) is reachable from dom0; removing the pod leaves nothing.
+test_cri_pod() {
+  cri_setup || return 1
+  local pod srv cli out ip ok=0 t0=$SECONDS
+  pod=$(run_pod e2e-pod) || { log "runp failed"; return 1; }
+  srv=$(start_in "$pod" srv 0 sh -c 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www') ||
+    { log "server did not start"; cri_cleanup; return 1; }
+  log "pod + first container started in $((SECONDS - t0)) s"
+  cli=$(start_in "$pod" cli 0 sh -c 'for i in $(seq 60); do timeout 5 wget -q -O - http://127.0.0.1:8080/ && exit 0; sleep 1; done; exit 1') ||
+    { log "client did not start"; ok=1; }
+  [ $ok = 0 ] && wait_exited "$cli" || ok=1
+  [ "$("${CRI[@]}" inspect "$cli" | json_field exit_code)" = 0 ] || { log "client: $("${CRI[@]}" inspect "$cli")"; ok=1; }
+  out=$("${CRI[@]}" logs "$cli")
+  [ "$out" = hello-from-pod ] || { log "client's log: [$out]"; ok=1; }
+  out=$("${CRI[@]}" exec-sync "$srv" sh -c 'echo exec-out; echo exec-err >&2; exit 3' 2>"$CRI_WORK/err")
+  rc=$?
+  [ "$out" = exec-out ] && [ $rc = 3 ] && grep -qx exec-err "$CRI_WORK/err" ||
+    { log "exec-sync: out=[$out] rc=$rc err=[$(cat "$CRI_WORK/err")]"; ok=1; }
+  out=$("${CRI[@]}" exec-sync "$srv" hostname)
+  [ "$out" = e2e-pod ] || { log "hostname: [$out]"; ok=1; }
+  out=$("${CRI[@]}" stats "$srv")
+  [ "$(echo "$out" | awk '{print $3}')" -gt 0 ] 2>/dev/null || { log "stats: [$out]"; ok=1; }
+  ip=$("${CRI[@]}" inspectp "$pod" | json_field ip)
+  case $ip in 10.89.0.*) ;; *) log "pod ip: [$ip]"; ok=1 ;; esac
+  out=$(timeout 20 busybox wget -q -O - "http://$ip:8080/" 2>&1)
+  [ "$out" = hello-from-pod ] || { log "dom0 -> pod $ip: [$out]"; ok=1; }
+  out=$("${CRI[@]}" exec-sync "$srv" sh -c 'ip -o -4 addr show eth0')
+  echo "$out" | grep -q "inet $ip/24" || { log "guest eth0: [$out]"; ok=1; }
+  "${CRI[@]}" stopp "$pod" >/dev/null || { log "stopp failed"; ok=1; }
+  "${CRI[@]}" rmp "$pod" >/dev/null || { log "rmp failed"; ok=1; }
+  pod_gone "$pod" || ok=1
+  return $ok
+}
+
+# c2. A container restarted in the same pod (a new attempt, the same disk slot), while
+# another keeps running; per-container exit codes.
+test_cri_restart() {
+  cri_setup || return 1
+  local pod a b1 b2 ok=0
+  pod=$(run_pod e2e-restart) || { log "runp failed"; return 1; }
+  a=$(start_in "$pod" keep 0 sleep 3000) || { log "keep did not start"; cri_cleanup; return 1; }
+  b1=$(start_in "$pod" job 0 sh -c 'echo first; exit 4') || ok=1
+  [ $ok = 0 ] && wait_exited "$b1" || ok=1
+  [ "$("${CRI[@]}" inspect "$b1" | json_field exit_code)" = 4 ] || { log "job 0: $("${CRI[@]}" inspect "$b1")"; ok=1; }
+  "${CRI[@]}" rm "$b1" >/dev/null || { log "rm job 0 failed"; ok=1; }
+  b2=$(start_in "$pod" job 1 sh -c 'echo second') || ok=1
+  [ $ok = 0 ] && wait_exited "$b2" || ok=1
+  [ "$("${CRI[@]}" logs "$b2")" = second ] || { log "job 1 log: [$("${CRI[@]}" logs "$b2")]"; ok=1; }
+  [ "$("${CRI[@]}" inspect "$a" | json_field state)" = CONTAINER_RUNNING ] || { log "keep stopped"; ok=1; }
+  "${CRI[@]}" stop --timeout 5 "$a" >/dev/null || { log "stop keep failed"; ok=1; }
+  [ "$("${CRI[@]}" inspect "$a" | json_field exit_code)" = 137 ] || [ "$("${CRI[@]}" inspect "$a" | json_field exit_code)" = 143 ] ||
+    { log "keep after stop: $("${CRI[@]}" inspect "$a")"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  return $ok
+}
+
+# c3. A container whose image is missing fails clearly and the pod lives on; a pod
+# whose runtime handler is unknown is refused.
+test_cri_bad_image() {
+  cri_setup || return 1
+  local pod err ok=0
+  pod=$(run_pod e2e-bad) || { log "runp failed"; return 1; }
+  if "${CRI[@]}" create "$pod" "$(ctr_json missing 0 vxn.invalid/missing:1 true)" "$CRI_WORK/e2e-bad-pod.json" 2>"$CRI_WORK/err" >/dev/null; then
+    log "a container of a missing image was created"; ok=1
+  fi
+  err=$(cat "$CRI_WORK/err")
+  echo "$err" | grep -q 'vxn.invalid/missing' || { log "error does not name the image: $err"; ok=1; }
+  [ "$("${CRI[@]}" inspectp "$pod" | json_field state)" = SANDBOX_READY ] || { log "pod not ready after"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  return $ok
+}
