@@ -269,6 +269,9 @@ fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), 
                     let src = mkdir_all(stage_fd.as_fd(), Path::new(sub), 0o755)
                         .map_err(|e| invalid(format!("share subpath {sub}: {e}")))?;
                     bind(&path_str(&proc_path(&src))?, &target, dest)?;
+                    if flags.contains(MsFlags::MS_RDONLY) {
+                        remount_readonly(root, dest)?;
+                    }
                 }
             }
         }
@@ -279,15 +282,19 @@ fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), 
                 .map_err(|e| invalid(format!("mount destination {dest}: {e}")))?;
             bind(&path_str(&src)?, &target, dest)?;
             if flags.contains(MsFlags::MS_RDONLY) {
-                // The bind is a new mount over the target: look it up again to remount it.
-                let bound = open_in(root, Path::new(dest), libc::O_PATH, 0)
-                    .map_err(|e| internal(format!("reopen {dest}: {e}")))?;
-                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                do_mount(None, &proc_path(&bound), None, ro, None, dest)?;
+                remount_readonly(root, dest)?;
             }
         }
     }
     Ok(())
+}
+
+/// A bind is a new mount over its target: look it up again to make it read-only.
+fn remount_readonly(root: BorrowedFd, dest: &str) -> Result<(), AgentError> {
+    let bound = open_in(root, Path::new(dest), libc::O_PATH, 0)
+        .map_err(|e| internal(format!("reopen {dest}: {e}")))?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    do_mount(None, &proc_path(&bound), None, ro, None, dest)
 }
 
 fn path_str(p: &Path) -> Result<String, AgentError> {

@@ -40,6 +40,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Rootfs images; must hold large files, not tmpfs.
     pub image_dir: PathBuf,
+    /// Where host directories are bound for a VM's 9p share (only mount points).
+    pub share_dir: PathBuf,
     /// Stats format: "v1", "v2" or "auto" (that of the host's cgroup hierarchy, as runc).
     pub metrics: String,
     /// "xen", or "process" for tests only (the agent on the host: no isolation).
@@ -81,6 +83,7 @@ impl Default for Config {
             agent_log_level: "info".into(),
             state_dir: "/run/vxn".into(),
             image_dir: "/var/lib/vxn".into(),
+            share_dir: "/run/vxn-shares".into(),
             metrics: "auto".into(),
             hypervisor: "xen".into(),
             process_agent: "/usr/local/lib/vxn/vxn-agent".into(),

@@ -12,11 +12,12 @@
 //! * [`client`]: the typed client of the guest agent (over [`vxn_wire`]);
 //! * [`vm`]: the `Hypervisor` seam and its backends (Xen through `xl`, and a
 //!   host process for tests); [`xen`]: the `xl` mapping itself;
-//! * [`rootfs`]: how a container's root filesystem reaches its VM;
+//! * [`rootfs`]: how a container's root filesystem reaches its VM; [`binds`]: host directories, over 9p;
 //! * [`names`]: (namespace, id) to domain and directory names;
 //! * [`network`]: a container's vif, address lease and guest network setup; dom0's bridge;
 //! * [`command`]: external commands with timeouts.
 
+pub mod binds;
 pub mod client;
 pub mod command;
 pub mod config;

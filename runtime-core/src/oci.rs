@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
 
+use crate::binds::{HostBind, Planned};
 use crate::config::Config;
 use crate::error::{Error, Result};
 pub use crate::sandbox::Sizing;
@@ -212,10 +213,11 @@ const KERNEL_FS: &[&str] = &[
     "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2",
 ];
 
-/// Map OCI mounts onto what the guest can do. Host directories cannot be
-/// shared yet: a bind of one is refused with a clear error rather than
-/// silently dropped.
-pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
+/// Map OCI mounts onto what the guest can do, in the spec's order: kernel
+/// filesystems, small files by value, host directories through the VM's
+/// share ([`crate::binds`]). What cannot be done is refused with a clear
+/// error, never silently dropped.
+pub fn mounts(spec: &Spec) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for m in &spec.mounts {
         let kind = m.kind.as_deref().unwrap_or("");
@@ -227,13 +229,13 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
                     m.destination
                 )));
             }
-            out.push(MountSpec {
+            out.push(Planned::Guest(MountSpec {
                 destination: m.destination.clone(),
                 kind: MountKind::Kernel {
                     fstype: kind.into(),
                 },
                 options: m.options.clone(),
-            });
+            }));
             continue;
         }
         let source = m.source.as_deref().unwrap_or("");
@@ -246,17 +248,17 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
                 ))
             })?;
             use std::os::unix::fs::PermissionsExt;
-            out.push(MountSpec {
+            out.push(Planned::Guest(MountSpec {
                 destination: m.destination.clone(),
                 kind: MountKind::File {
                     contents,
                     mode: meta.permissions().mode() & 0o7777,
                 },
                 options: m.options.clone(),
-            });
+            }));
         } else if m.destination == "/dev/shm" {
             // CRI binds the sandbox's shm: a private tmpfs is the VM equivalent.
-            out.push(MountSpec {
+            out.push(Planned::Guest(MountSpec {
                 destination: m.destination.clone(),
                 kind: MountKind::Kernel {
                     fstype: "tmpfs".into(),
@@ -267,12 +269,14 @@ pub fn mounts(spec: &Spec) -> Result<Vec<MountSpec>> {
                     "noexec".into(),
                     "mode=1777".into(),
                 ],
-            });
+            }));
         } else {
-            return Err(Error::Unimplemented(format!(
-                "bind mount of host path {source} at {} is not supported by vxn (no host directory sharing yet)",
-                m.destination
-            )));
+            out.push(Planned::HostDir(HostBind {
+                source: source.into(),
+                destination: m.destination.clone(),
+                readonly: m.options.iter().any(|o| o == "ro"),
+                options: m.options.clone(),
+            }));
         }
     }
     Ok(out)
@@ -391,13 +395,18 @@ mod tests {
         ));
         let m = mounts(&s).unwrap();
         assert!(
-            matches!(&m[1].kind, MountKind::File { contents, .. } if contents.contains("localhost"))
+            matches!(&m[1], Planned::Guest(MountSpec { kind: MountKind::File { contents, .. }, .. }) if contents.contains("localhost"))
         );
         let s = spec(&format!(
             r#"{{"mounts":[{{"destination":"/data","type":"bind","source":"{}","options":["rbind"]}}]}}"#,
             dir.path().display()
         ));
+        let m = mounts(&s).unwrap();
+        assert!(
+            matches!(&m[0], Planned::HostDir(HostBind { destination, readonly: false, .. }) if destination == "/data")
+        );
+        let s = spec(r#"{"mounts":[{"destination":"/x","type":"nfs","source":"h:/x"}]}"#);
         let e = mounts(&s).unwrap_err();
-        assert!(matches!(e, Error::Unimplemented(_)) && e.to_string().contains("/data"));
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("nfs"));
     }
 }

@@ -38,6 +38,9 @@ pub struct Record {
     /// A pod: set just before its VM's vif is moved into the pod's namespace.
     #[serde(default)]
     pub netns: Option<PodNetns>,
+    /// Set before host directories are bound there for the VM's share.
+    #[serde(default)]
+    pub share_dir: Option<PathBuf>,
 }
 
 /// A disk of a pod's container in the pod's VM.
@@ -154,6 +157,11 @@ pub async fn teardown(
     }
     if let (Some(ns), true) = (&r.netns, left.is_empty()) {
         ns.leave().await;
+    }
+    if let Some(dir) = &r.share_dir {
+        if let Err(e) = crate::binds::remove(dir) {
+            left.push(e.to_string());
+        }
     }
     // The address goes back to the pool only once the domain that used it is gone.
     if let (Some(l), true) = (&r.lease, left.is_empty()) {

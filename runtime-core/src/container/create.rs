@@ -10,6 +10,7 @@ use std::time::Duration;
 use vxn_wire::protocol::CreateContainer;
 
 use super::Container;
+use crate::binds;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
@@ -88,7 +89,7 @@ impl<S: ProcessStdio> Container<S> {
         // Everything that can be checked without touching the host is checked first.
         let spec = oci::load(&req.bundle)?;
         spec.init_process()?;
-        let mounts = oci::mounts(&spec)?;
+        let plan = oci::mounts(&spec)?;
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
         let net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
@@ -127,6 +128,17 @@ impl<S: ProcessStdio> Container<S> {
             if hv.exists(&domain).await? {
                 return Err(VmError::Exists(domain.clone()).into());
             }
+            // Host directories reach the VM through a share of its own.
+            let share = match binds::needs_share(&plan) {
+                false => None,
+                true => {
+                    let dir = req.name.dir_under(&cfg.share_dir);
+                    record.share_dir = Some(dir.clone());
+                    state.save(&record)?;
+                    Some(dir)
+                }
+            };
+            let mounts = binds::expose(share.as_deref(), "c", plan, |_| Ok(()))?;
             record.domain = Some(domain.clone());
             state.save(&record)?;
             let attachment = match net.mode {
@@ -174,7 +186,10 @@ impl<S: ProcessStdio> Container<S> {
                     link: VifLink::Bridge(a.bridge.clone()),
                     mac: a.mac.clone(),
                 }),
-                shares: vec![],
+                shares: share
+                    .iter()
+                    .map(|d| (binds::SHARE_TAG.to_string(), d.clone()))
+                    .collect(),
                 state_dir: state.path().to_path_buf(),
             };
             let timeouts = AgentTimeouts {

@@ -11,6 +11,7 @@ use vxn_wire::protocol::RootfsSource as GuestRootfs;
 
 use super::create::{prepare_in_guest, CreateRequest, RootfsSource};
 use super::Container;
+use crate::binds;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
@@ -33,7 +34,7 @@ impl<S: ProcessStdio> Container<S> {
     ) -> Result<Arc<Self>> {
         let spec = oci::load(&req.bundle)?;
         spec.init_process()?;
-        let mounts = oci::mounts(&spec)?;
+        let plan = oci::mounts(&spec)?;
         pod.require_alive()?;
         let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
         let memory = res.and_then(|r| oci::memory_mib(r, cfg));
@@ -97,6 +98,10 @@ impl<S: ProcessStdio> Container<S> {
                 _ => exported.guest.clone(),
             };
             pod.fit_members().await;
+            let mounts = binds::expose(Some(pod.share()), req.name.id(), plan, |dir| {
+                record.share_dir = Some(dir.to_path_buf());
+                state.save(&record)
+            })?;
             // CRI sets the pod's hostname on the sandbox; its containers share it.
             let hostname = spec.hostname.clone().or_else(|| pod.hostname.clone());
             prepare_in_guest(&sandbox, &req.name, &spec, hostname, mounts, guest, &req.stdio)

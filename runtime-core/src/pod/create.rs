@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Membership, Phase, Pod};
+use crate::binds;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
@@ -64,6 +65,7 @@ impl Pod {
         };
         let sizing = base_sizing(cfg);
         let domain = req.name.domain();
+        let share = req.name.dir_under(&cfg.share_dir);
         let state = StateDir::create(&cfg.state_dir, &req.name)?;
         let mut record = Record {
             backend: hv.kind().into(),
@@ -74,6 +76,11 @@ impl Pod {
             if hv.exists(&domain).await? {
                 return Err(VmError::Exists(domain.clone()).into());
             }
+            // Every pod VM gets a share: its containers' volumes come later.
+            record.share_dir = Some(share.clone());
+            state.save(&record)?;
+            std::fs::create_dir_all(&share)
+                .map_err(|e| Error::Internal(format!("mkdir {}: {e}", share.display())))?;
             record.domain = Some(domain.clone());
             record.netns = netns.clone();
             state.save(&record)?;
@@ -99,7 +106,7 @@ impl Pod {
                 max_vcpus: sizing.max_vcpus,
                 rootfs_disk: None,
                 vif,
-                shares: vec![],
+                shares: vec![(binds::SHARE_TAG.into(), share.clone())],
                 state_dir: state.path().to_path_buf(),
             };
             let timeouts = AgentTimeouts {
@@ -150,6 +157,7 @@ impl Pod {
             name: req.name,
             bundle: req.bundle,
             hostname: spec.hostname.clone(),
+            share,
             sandbox: Arc::new(sandbox),
             exporter,
             state,

@@ -84,6 +84,8 @@ pub struct Pod {
     pub bundle: PathBuf,
     /// The pod's hostname (the sandbox spec's), which its containers share.
     pub hostname: Option<String>,
+    /// The dom0 directory shared with the VM (9p): containers' host binds go under it.
+    share: PathBuf,
     sandbox: Arc<Sandbox>,
     exporter: Arc<dyn RootfsExport>,
     state: StateDir,
@@ -111,6 +113,10 @@ impl Pod {
 
     pub fn domain(&self) -> &str {
         self.sandbox.domain()
+    }
+
+    pub fn share(&self) -> &std::path::Path {
+        &self.share
     }
 
     pub fn sandbox(&self) -> &Arc<Sandbox> {

@@ -46,6 +46,7 @@ fn world() -> World {
     let cfg = Config {
         state_dir: dir.path().join("state"),
         image_dir: dir.path().join("images"),
+        share_dir: dir.path().join("shares"),
         agent_timeout_secs: 1,
         agent_call_timeout_secs: 2,
         kill_grace_secs: 1,
@@ -161,6 +162,7 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
     pod.delete().await.unwrap();
     assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
     assert!(w.hv.disks().is_empty());
+    assert!(!w.cfg.share_dir.join("k8s.io/pod1").exists(), "share dir left");
 }
 
 #[tokio::test]
