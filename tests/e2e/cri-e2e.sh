@@ -134,7 +134,7 @@ cri_cleanup() {
 # pod IP (CNI's) is reachable from dom0; removing the pod leaves nothing.
 test_cri_pod() {
   cri_setup || return 1
-  local pod srv cli out ip ok=0 t0=$SECONDS
+  local pod srv cli out ip rc ok=0 t0=$SECONDS
   pod=$(run_pod e2e-pod) || { log "runp failed"; return 1; }
   srv=$(start_in "$pod" srv 0 sh -c 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www') ||
     { log "server did not start"; cri_cleanup; return 1; }
@@ -153,7 +153,7 @@ test_cri_pod() {
   [ "$out" = e2e-pod ] || { log "hostname: [$out]"; ok=1; }
   out=$("${CRI[@]}" stats "$srv")
   [ "$(echo "$out" | awk '{print $3}')" -gt 0 ] 2>/dev/null || { log "stats: [$out]"; ok=1; }
-  ip=$("${CRI[@]}" inspectp "$pod" | json_field ip)
+  ip=$("${CRI[@]}" inspectp "$pod" | json_field network ip)
   case $ip in 10.89.0.*) ;; *) log "pod ip: [$ip]"; ok=1 ;; esac
   out=$(timeout 20 busybox wget -q -O - "http://$ip:8080/" 2>&1)
   [ "$out" = hello-from-pod ] || { log "dom0 -> pod $ip: [$out]"; ok=1; }

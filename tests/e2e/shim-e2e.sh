@@ -504,6 +504,37 @@ test_oom() {
   return $ok
 }
 
+# v. a pod as CRI makes one, through ctr's annotations: the sandbox is the VM, two
+# containers join it through the sandbox's one shim, talk over the VM's localhost and share
+# its processes view; deleting them leaves the pod; killing the sandbox ends the VM.
+test_pod_ctr() {
+  local pod=e2e-pod out ok=0 shims
+  local sandbox=(--annotation io.kubernetes.cri.container-type=sandbox)
+  local member=(--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=$pod)
+  run_bg $pod "$IMG" "${sandbox[@]}" /pause || return 1
+  run_bg e2e-pod-srv "$IMG" "${member[@]}" sh -c \
+    'mkdir -p /www && echo pod-hello > /www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /www' || ok=1
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "${member[@]}" "$IMG" e2e-pod-cli sh -c \
+    'for i in $(seq 30); do timeout 5 wget -q -O - http://127.0.0.1:8081/ && exit 0; sleep 1; done; exit 1')
+  [ "$out" = pod-hello ] || { log "localhost in the pod: [$out]"; ok=1; }
+  shims=$(pgrep -fc "containerd-shim-vxn-v2 .*-id ($pod|e2e-pod-srv|e2e-pod-cli)( |$)")
+  [ "$shims" = 1 ] || { log "$shims shims serve the pod"; ok=1; }
+  # the container's processes, not the pod's others
+  out=$("${CTR[@]}" task ps e2e-pod-srv | tail -n +2 | wc -l)
+  [ "$out" = 1 ] || { log "ps of the server: $("${CTR[@]}" task ps e2e-pod-srv)"; ok=1; }
+  "${CTR[@]}" task exec --exec-id x1 e2e-pod-srv sh -c 'exit 5'
+  [ $? = 5 ] || { log "exec in a pod container"; ok=1; }
+  "${CTR[@]}" task pause e2e-pod-srv 2>"$WORK/err" && { log "paused one container of a pod"; ok=1; }
+  finish e2e-pod-srv || ok=1
+  [ "$(status_of $pod)" = RUNNING ] || { log "the pod ended with its container"; ok=1; }
+  "${CTR[@]}" task kill -s TERM $pod
+  wait_status $pod STOPPED 60 || ok=1
+  [ "$(delete_exit $pod)" = 0 ] || { log "the sandbox's exit after SIGTERM is not 0"; ok=1; }
+  "${CTR[@]}" container rm $pod >/dev/null 2>&1
+  no_leftovers $pod || ok=1
+  return $ok
+}
+
 # Every test, per backend; `ci`: the lab's chosen set, every Xen mapping at least once
 # (create -p/unpause/destroy, channel stdio and tty, signals, exec, pause, xl list cpu,
 # mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
@@ -512,7 +543,7 @@ ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signal
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
-  bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles)
+  bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
   net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image)
