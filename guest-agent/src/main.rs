@@ -65,6 +65,10 @@ fn main() {
             Err(e) => tracing::error!(error = %e, "cannot leave the initramfs"),
         }
     }
+    // A VM (or pod) without a network still has localhost, as `--network none` has.
+    if let Err(e) = network::loopback_up() {
+        tracing::warn!(error = %e, "cannot bring lo up");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

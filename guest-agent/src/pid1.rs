@@ -156,15 +156,17 @@ pub fn switch_root() -> Result<(), String> {
     Ok(())
 }
 
-/// Test mode: a private mount and UTS namespace (nothing we mount or name
-/// leaks to the host, and it all vanishes with us) and subreaping of orphans.
+/// Test mode: a private UTS and network namespace (nothing we name or
+/// configure leaks to the host) and subreaping of orphans. The agent stays
+/// in the host's mount namespace, so a rootfs the host mounts later (a
+/// pod's next container) is there to take; every mount it makes is in a
+/// container's own private namespace ([`crate::rootfs_ns`]).
 /// `die_with_parent`: SIGKILL when the parent dies (test harnesses).
 /// Must run before any thread exists.
 pub fn isolate_for_tests(die_with_parent: bool) -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET)
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("unshare (test mode needs root): {e}"))?;
-    crate::mounts::make_root_private().map_err(|e| format!("make / private: {e}"))?;
     // SAFETY: prctl with constant arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);

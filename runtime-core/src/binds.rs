@@ -37,7 +37,8 @@ fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
 
 fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     let (src, target) = (c(src)?, c(target)?);
     // SAFETY: valid NUL-terminated strings for the duration of the call; no data argument.
     let rc = unsafe {
@@ -168,7 +169,9 @@ fn unescape(s: &str) -> PathBuf {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         match code {
             Some(c) => {
                 out.push(c as char);

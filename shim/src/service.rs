@@ -133,7 +133,9 @@ fn shim_group(id: &str) -> String {
 
 /// The socket file of a `unix://` address (abstract sockets have none).
 fn socket_file(address: &str) -> Option<&str> {
-    address.strip_prefix("unix://").filter(|p| p.starts_with('/'))
+    address
+        .strip_prefix("unix://")
+        .filter(|p| p.starts_with('/'))
 }
 
 /// Remove a shim socket file given its address.

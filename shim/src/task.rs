@@ -19,12 +19,12 @@ use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::{Mutex, Notify, RwLock};
 use vxn_runtime_core::config::Config;
 use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
-use vxn_runtime_core::pod::{Pod, PodRequest, Role};
-use vxn_runtime_core::task::Task as ModelTask;
 use vxn_runtime_core::ids::ExecId;
 use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::oci;
+use vxn_runtime_core::pod::{Pod, PodRequest, Role};
 use vxn_runtime_core::process::Exit;
+use vxn_runtime_core::task::Task as ModelTask;
 
 use crate::error::{to_ttrpc, Error, Result};
 use crate::events::{timestamp, Events, TaskEvents};

@@ -511,9 +511,11 @@ test_pod_ctr() {
   local pod=e2e-pod out ok=0 shims
   local sandbox=(--annotation io.kubernetes.cri.container-type=sandbox)
   local member=(--annotation io.kubernetes.cri.container-type=container --annotation io.kubernetes.cri.sandbox-id=$pod)
-  run_bg $pod "$IMG" "${sandbox[@]}" /pause || return 1
-  run_bg e2e-pod-srv "$IMG" "${member[@]}" sh -c \
-    'mkdir -p /www && echo pod-hello > /www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /www' || ok=1
+  "${CTR[@]}" run -d --runtime "$RT" "${sandbox[@]}" "$IMG" $pod /pause >/dev/null || return 1
+  wait_status $pod RUNNING || return 1
+  "${CTR[@]}" run -d --runtime "$RT" "${member[@]}" "$IMG" e2e-pod-srv sh -c \
+    'mkdir -p /www && echo pod-hello > /www/index.html && exec httpd -f -p 127.0.0.1:8081 -h /www' >/dev/null || ok=1
+  wait_status e2e-pod-srv RUNNING || ok=1
   out=$("${CTR[@]}" run --rm --runtime "$RT" "${member[@]}" "$IMG" e2e-pod-cli sh -c \
     'for i in $(seq 30); do timeout 5 wget -q -O - http://127.0.0.1:8081/ && exit 0; sleep 1; done; exit 1')
   [ "$out" = pod-hello ] || { log "localhost in the pod: [$out]"; ok=1; }

@@ -62,6 +62,15 @@ async fn wait_for_device(iface: &Interface) -> Result<(String, u32), AgentError>
     }
 }
 
+/// Bring the loopback interface up.
+pub fn loopback_up() -> Result<(), AgentError> {
+    let lo = nix::net::if_::if_nametoindex("lo").map_err(internal)?;
+    Netlink::open()
+        .map_err(internal)?
+        .set_up(lo)
+        .map_err(internal)
+}
+
 /// Set the network up as asked; returns what the guest ended up with.
 pub async fn setup(req: NetworkSetup) -> Result<NetworkState, AgentError> {
     req.validate()

@@ -113,9 +113,7 @@ impl<S: ProcessStdio> Container<S> {
             Err(e) => {
                 // The guest may hold a half-made container on the disk.
                 let _ = sandbox.agent().delete(req.name.id(), None).await;
-                if let Err(left) =
-                    persist::teardown(&record, &state, hv, exporter.as_ref()).await
-                {
+                if let Err(left) = persist::teardown(&record, &state, hv, exporter.as_ref()).await {
                     tracing::error!(error = %left, "cleaning up after a failed create");
                 }
                 if joined {

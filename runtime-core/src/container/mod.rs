@@ -26,9 +26,9 @@ use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
 use crate::names::ContainerName;
 use crate::persist::{Record, StateDir};
+use crate::pod::Pod;
 use crate::process::{Process, Status};
 use crate::rootfs::RootfsExport;
-use crate::pod::Pod;
 use crate::sandbox::Sandbox;
 use crate::stdio::ProcessStdio;
 

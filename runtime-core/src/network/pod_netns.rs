@@ -159,7 +159,18 @@ impl PodNetns {
         ip(&["link", "set", "dev", vif, "netns", n]).await?;
         ip(&["-n", n, "link", "set", "dev", vif, "name", VIF_IN_NETNS]).await?;
         let mtu = nic.mtu.to_string();
-        ip(&["-n", n, "link", "set", "dev", VIF_IN_NETNS, "mtu", &mtu, "up"]).await?;
+        ip(&[
+            "-n",
+            n,
+            "link",
+            "set",
+            "dev",
+            VIF_IN_NETNS,
+            "mtu",
+            &mtu,
+            "up",
+        ])
+        .await?;
         for (from, to) in [(CNI_INTERFACE, VIF_IN_NETNS), (VIF_IN_NETNS, CNI_INTERFACE)] {
             tc(&["-n", n, "qdisc", "replace", "dev", from, "ingress"]).await?;
             tc(&[
@@ -177,7 +188,16 @@ impl PodNetns {
         if !self.path.exists() {
             return;
         }
-        let _ = tc(&["-n", &self.name, "qdisc", "del", "dev", CNI_INTERFACE, "ingress"]).await;
+        let _ = tc(&[
+            "-n",
+            &self.name,
+            "qdisc",
+            "del",
+            "dev",
+            CNI_INTERFACE,
+            "ingress",
+        ])
+        .await;
     }
 }
 
@@ -275,7 +295,10 @@ mod tests {
         assert_eq!(routes[0].gateway, Some("10.88.0.1".parse().unwrap()));
         assert_eq!(route_destination("default").unwrap(), None);
         assert_eq!(
-            route_destination("10.1.0.0/16").unwrap().unwrap().to_string(),
+            route_destination("10.1.0.0/16")
+                .unwrap()
+                .unwrap()
+                .to_string(),
             "10.1.0.0/16"
         );
         assert_eq!(

@@ -54,7 +54,10 @@ pub enum Role {
 
 impl Role {
     pub fn of(annotations: &std::collections::HashMap<String, String>) -> Result<Self> {
-        match annotations.get(ANNOTATION_CONTAINER_TYPE).map(String::as_str) {
+        match annotations
+            .get(ANNOTATION_CONTAINER_TYPE)
+            .map(String::as_str)
+        {
             None => Ok(Self::Standalone),
             Some("sandbox") => Ok(Self::PodSandbox),
             Some("container") => match annotations.get(ANNOTATION_SANDBOX_ID) {
@@ -99,12 +102,7 @@ pub struct Pod {
 
 /// Signals whose default action is not to end a process: the pause process
 /// takes them and goes on.
-const HARMLESS: &[i32] = &[
-    libc::SIGCHLD,
-    libc::SIGCONT,
-    libc::SIGURG,
-    libc::SIGWINCH,
-];
+const HARMLESS: &[i32] = &[libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH];
 
 impl Pod {
     pub fn id(&self) -> &str {

@@ -153,7 +153,9 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
     assert_eq!(w.hv.disks(), vec![format!("{d} xvdd")]);
     assert_eq!(pod.sandbox().size().memory_mib, 256 + 128);
     // The sandbox's pause ends with SIGTERM as pause does: exit 0, VM gone.
-    pod.kill(&ExecId::Init, libc::SIGWINCH as u32).await.unwrap();
+    pod.kill(&ExecId::Init, libc::SIGWINCH as u32)
+        .await
+        .unwrap();
     assert_eq!(pod.status(), Status::Running, "a harmless signal");
     pod.kill(&ExecId::Init, libc::SIGTERM as u32).await.unwrap();
     assert_eq!(pod.wait().await.code, 0);
@@ -162,7 +164,10 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
     pod.delete().await.unwrap();
     assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
     assert!(w.hv.disks().is_empty());
-    assert!(!w.cfg.share_dir.join("k8s.io/pod1").exists(), "share dir left");
+    assert!(
+        !w.cfg.share_dir.join("k8s.io/pod1").exists(),
+        "share dir left"
+    );
 }
 
 #[tokio::test]

@@ -128,7 +128,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     }
     /// The dom0 network device of the VM's first vif's backend.
     async fn vif_device(&self, _name: &str) -> Result<String, VmError> {
-        Err(VmError::Unsupported("moving a vif into a network namespace", self.kind()))
+        Err(VmError::Unsupported(
+            "moving a vif into a network namespace",
+            self.kind(),
+        ))
     }
 }
 

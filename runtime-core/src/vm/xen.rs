@@ -171,7 +171,10 @@ impl Hypervisor for XenHypervisor {
                 disk.vdev
             )));
         }
-        let spec = format!("format=raw,vdev={},access={access},target={target}", disk.vdev);
+        let spec = format!(
+            "format=raw,vdev={},access={access},target={target}",
+            disk.vdev
+        );
         Ok(self.xl.block_attach(name, &spec).await?)
     }
 
