@@ -61,15 +61,16 @@ full_image_name() {
   if [[ $n == */* ]]; then echo "docker.io/$n"; else echo "docker.io/library/$n"; fi
 }
 
-# image_manifest OCI DIFF LAYERDESC USER: a config (image user USER, "" = none) and its
-# manifest, both as blobs of OCI; prints the manifest's "digest size".
+# image_manifest OCI DIFF LAYERDESC USER [CMD]: a config (image user USER, "" = none; CMD a
+# JSON array, default ["/bin/sh"]) and its manifest, both as blobs of OCI; prints the
+# manifest's "digest size".
 image_manifest() {
-  local oci=$1 diff=$2 layer=$3 user=$4 tmp cfg man cdesc ldesc
+  local oci=$1 diff=$2 layer=$3 user=$4 cmd=${5:-'["/bin/sh"]'} tmp cfg man cdesc ldesc
   read -r -a ldesc <<< "$layer"
   tmp=$(mktemp -d)
   cfg=$tmp/config.json
-  printf '{"architecture":"amd64","os":"linux","config":{"User":"%s","Env":["%s"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/lab/make-test-image.sh"}]}' \
-    "$user" "$TEST_PATH_ENV" "$diff" > "$cfg"
+  printf '{"architecture":"amd64","os":"linux","config":{"User":"%s","Env":["%s"],"Cmd":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/lab/make-test-image.sh"}]}' \
+    "$user" "$TEST_PATH_ENV" "$cmd" "$diff" > "$cfg"
   read -r -a cdesc <<< "$(blob "$oci" "$cfg")"
   man=$tmp/manifest.json
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
@@ -86,10 +87,12 @@ index_entry() {
     "${d[0]}" "${d[1]}" "$2" "${2##*:}"
 }
 
-# make_oci_tar OUT.tar [NAME:TAG]: the busybox rootfs as an OCI image layout tarball with two
-# images on the same layer: NAME:TAG (runs as root) and NAME:user (image user "user", 1000).
+# make_oci_tar OUT.tar [NAME:TAG]: the busybox rootfs as an OCI image layout tarball with three
+# images on the same layer: NAME:TAG (runs as root), NAME:user (image user "user", 1000) and
+# NAME:pause (a pause process: sleeps until SIGTERM/SIGINT, then exits 0; CRI's sandbox image
+# for runc pods in the lab; vxn never runs it).
 make_oci_tar() {
-  local out=$1 name tmp diff layer main user
+  local out=$1 name tmp diff layer main user pause
   name=$(full_image_name "${2:-vxn-test:latest}")
   tmp=$(mktemp -d)
   make_busybox_rootfs "$tmp/rootfs"
@@ -99,8 +102,11 @@ make_oci_tar() {
   layer=$(blob "$tmp/oci" "$tmp/layer.tar")
   main=$(image_manifest "$tmp/oci" "$diff" "$layer" "")
   user=$(image_manifest "$tmp/oci" "$diff" "$layer" user)
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s]}' \
-    "$(index_entry "$main" "$name")" "$(index_entry "$user" "${name%:*}:user")" > "$tmp/oci/index.json"
+  pause=$(image_manifest "$tmp/oci" "$diff" "$layer" "" \
+    '["/bin/sh","-c","trap \"exit 0\" TERM INT; while :; do sleep 3600 & wait $!; done"]')
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s,%s]}' \
+    "$(index_entry "$main" "$name")" "$(index_entry "$user" "${name%:*}:user")" \
+    "$(index_entry "$pause" "${name%:*}:pause")" > "$tmp/oci/index.json"
   printf '{"imageLayoutVersion":"1.0.0"}' > "$tmp/oci/oci-layout"
   find "$tmp/oci" -exec touch -h -d @0 {} +
   tar -C "$tmp/oci" -cf "$out.tmp" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
