@@ -24,7 +24,8 @@ cri_setup() {
   cmp -s /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml ||
     { install -m 0644 /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml; changed=1; }
   grep -q '^imports' /etc/containerd/config.toml 2>/dev/null || {
-    [ -s /etc/containerd/config.toml ] || echo 'version = 2' > /etc/containerd/config.toml
+    grep -q '^version' /etc/containerd/config.toml 2>/dev/null ||
+      printf 'version = 2\n%s' "$(cat /etc/containerd/config.toml 2>/dev/null)" > /etc/containerd/config.toml
     sed -i '0,/^version.*/s||&\nimports = ["/etc/containerd/conf.d/*.toml"]|' /etc/containerd/config.toml
     changed=1
   }

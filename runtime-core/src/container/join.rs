@@ -37,7 +37,12 @@ impl<S: ProcessStdio> Container<S> {
         let plan = oci::mounts(&spec)?;
         pod.require_alive()?;
         let res = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
-        let memory = res.and_then(|r| oci::memory_mib(r, cfg));
+        // What the container adds to the pod's VM: its limit as it is (no
+        // per-VM minimum: the pod's base memory is there already).
+        let memory = res
+            .and_then(|r| r.memory.as_ref()?.limit)
+            .filter(|l| *l > 0)
+            .map(|l| (l as u64).div_ceil(1 << 20));
         let vcpus = res.and_then(oci::vcpus);
         let sandbox = pod.sandbox().clone();
         let hv = sandbox.hypervisor();
