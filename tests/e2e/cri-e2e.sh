@@ -18,20 +18,12 @@ CRI_LOGS=/var/log/vxn-e2e-pods
 CRI_READY=0
 cri_setup() {
   [ $CRI_READY = 1 ] && return 0
-  local changed=0 f sandbox_image
-  mkdir -p /etc/containerd/conf.d /etc/cni/net.d "$CRI_WORK" "$CRI_LOGS"
-  # the shipped drop-in, installed as scripts/install-containerd-config.sh does
-  cmp -s /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml ||
-    { install -m 0644 /usr/local/bin/containerd-vxn.toml /etc/containerd/conf.d/vxn.toml; changed=1; }
-  grep -q '^imports' /etc/containerd/config.toml 2>/dev/null || {
-    grep -q '^version' /etc/containerd/config.toml 2>/dev/null ||
-      printf 'version = 2\n%s' "$(cat /etc/containerd/config.toml 2>/dev/null)" > /etc/containerd/config.toml
-    sed -i '0,/^version.*/s||&\nimports = ["/etc/containerd/conf.d/*.toml"]|' /etc/containerd/config.toml
-    changed=1
-  }
-  # Debian installs the CNI plugins in /usr/lib/cni (containerd looks in /opt/cni/bin)
-  f=/etc/containerd/conf.d/cni-debian.toml
-  [ -f $f ] || { printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/lib/cni"\n  conf_dir = "/etc/cni/net.d"\n' > $f; changed=1; }
+  local changed=0 f sandbox_image out
+  mkdir -p /etc/cni/net.d "$CRI_WORK" "$CRI_LOGS"
+  # the project's installer, as a user runs it (Debian's config already points CNI at
+  # /usr/lib/cni, where containernetworking-plugins installs)
+  out=$(VXN_CONFIG_SRC=/usr/local/bin install-containerd-config.sh) || { log "install-containerd-config: $out"; return 1; }
+  case $out in *"already has"*) ;; *) changed=1 ;; esac
   f=/etc/cni/net.d/10-vxn-e2e.conflist
   [ -f $f ] || {
     cat > $f <<EOC
