@@ -212,7 +212,8 @@ online|add) exec xenstore-write \"$XENBUS_PATH/hotplug-status\" connected ;;\n\
 esac\n\
 exit 0\n";
 
-/// The hotplug script under `dir` (vxn's state directory), (re)written if it is not as expected.
+/// The hotplug script under `dir` (on a filesystem that allows exec), (re)written if it is
+/// not as expected.
 pub fn hotplug_script(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("vif-unplugged");

@@ -88,7 +88,8 @@ impl Pod {
                 // The veth's MAC: what CNI (and its ARP and anti-spoofing) knows holds.
                 Some(nic) => Some(Vif {
                     link: VifLink::Unplugged {
-                        script: pod_netns::hotplug_script(&cfg.state_dir)?,
+                        // /run is noexec on most hosts: the image directory is on a disk.
+                        script: pod_netns::hotplug_script(&cfg.image_dir.join(".hotplug"))?,
                     },
                     mac: nic.mac.clone(),
                 }),
