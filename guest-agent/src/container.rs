@@ -90,10 +90,13 @@ impl Container {
             let files = state_dir.join("files");
             stage_files(&req, &files)?;
             mounts::wait_for_rootfs(&req.rootfs).await?;
+            let shares = state_root.join(".shares");
+            mounts::stage_shares(&req.mounts, &shares)?;
             let ns = ContainerNs::create(Setup {
                 rootfs: req.rootfs.clone(),
                 staging: state_dir.join("rootfs"),
                 files,
+                shares,
                 mounts: req.mounts.clone(),
                 readonly: req.readonly_rootfs,
             })

@@ -84,6 +84,49 @@ pub fn make_root_private() -> nix::Result<()> {
     )
 }
 
+/// Tags already mounted once for the whole VM.
+static STAGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Mount each 9p share `mounts` use, once per VM, at `<shares>/<tag>` in the
+/// agent's own namespace (containers' namespaces copy it and bind from it).
+/// Xen's 9p transport serves one mount per tag: a second mount of the same
+/// tag would take the channel from the first, failing its reads with EIO.
+pub fn stage_shares(mounts: &[MountSpec], shares: &Path) -> Result<(), AgentError> {
+    let mut staged = STAGED.lock().unwrap_or_else(|p| p.into_inner());
+    for m in mounts {
+        let MountKind::Share { tag, .. } = &m.kind else {
+            continue;
+        };
+        if staged.contains(tag) {
+            continue;
+        }
+        if tag.is_empty() || tag.contains('/') || tag.starts_with('.') {
+            return Err(invalid(format!("share tag {tag:?}")));
+        }
+        let target = shares.join(tag);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| internal(format!("mkdir {}: {e}", target.display())))?;
+        do_mount(
+            Some(tag),
+            &target,
+            Some("9p"),
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+            Some(NINEP_OPTS),
+            &format!("share {tag}"),
+        )?;
+        staged.push(tag.clone());
+    }
+    Ok(())
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(me), Some(Ok(parent))) => me.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
 /// Wait for the rootfs block device (before the namespace is built: this may take a while).
 pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
     let RootfsSource::Block { device, .. } = src else {
@@ -111,7 +154,7 @@ pub fn build(s: &Setup) -> Result<(), AgentError> {
         .into();
     let root = root.as_fd();
     for (i, m) in s.mounts.iter().enumerate() {
-        apply(root, i, m, &s.files)?;
+        apply(root, i, m, &s.files, &s.shares)?;
     }
     if !s.mounts.iter().any(|m| m.destination == "/dev") {
         // Every container gets the basic device nodes.
@@ -122,7 +165,7 @@ pub fn build(s: &Setup) -> Result<(), AgentError> {
             },
             options: vec!["nosuid".into(), "mode=755".into()],
         };
-        apply(root, usize::MAX, &dev, &s.files)?;
+        apply(root, usize::MAX, &dev, &s.files, &s.shares)?;
     }
     if s.readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
@@ -196,7 +239,13 @@ fn check_destination(dest: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), AgentError> {
+fn apply(
+    root: BorrowedFd,
+    i: usize,
+    m: &MountSpec,
+    files: &Path,
+    shares: &Path,
+) -> Result<(), AgentError> {
     let dest = m.destination.as_str();
     let (flags, data) = parse_options(&m.options);
     match &m.kind {
@@ -251,17 +300,25 @@ fn apply(root: BorrowedFd, i: usize, m: &MountSpec, files: &Path) -> Result<(), 
                     dest,
                 )?,
                 Some(sub) => {
-                    let stage = files.join(format!("share-{i}"));
-                    std::fs::create_dir_all(&stage)
-                        .map_err(|e| internal(format!("mkdir {}: {e}", stage.display())))?;
-                    do_mount(
-                        Some(tag),
-                        &stage,
-                        Some("9p"),
-                        MsFlags::empty(),
-                        Some(NINEP_OPTS),
-                        dest,
-                    )?;
+                    // The VM's one mount of the share (staged by the agent, copied
+                    // into this namespace); a mount of its own where there is none.
+                    let staged = shares.join(tag);
+                    let stage = if is_mount_point(&staged) {
+                        staged
+                    } else {
+                        let stage = files.join(format!("share-{i}"));
+                        std::fs::create_dir_all(&stage)
+                            .map_err(|e| internal(format!("mkdir {}: {e}", stage.display())))?;
+                        do_mount(
+                            Some(tag),
+                            &stage,
+                            Some("9p"),
+                            MsFlags::empty(),
+                            Some(NINEP_OPTS),
+                            dest,
+                        )?;
+                        stage
+                    };
                     let stage_fd: OwnedFd = std::fs::File::open(&stage)
                         .map_err(|e| internal(format!("open {}: {e}", stage.display())))?
                         .into();

@@ -29,6 +29,8 @@ pub struct Setup {
     pub staging: PathBuf,
     /// Where file mounts' contents were written (`file-<index>`).
     pub files: PathBuf,
+    /// Where the VM's 9p shares are mounted once (`<tag>`, see [`mounts::stage_shares`]).
+    pub shares: PathBuf,
     pub mounts: Vec<MountSpec>,
     pub readonly: bool,
 }

@@ -50,6 +50,7 @@ EOC
 # pod_json NAME: a pod config with logs under $CRI_LOGS/NAME.
 pod_json() {
   local name=$1
+  rm -rf "${CRI_LOGS:?}/$name"   # CRI appends to a log path that exists
   mkdir -p "$CRI_LOGS/$name"
   cat > "$CRI_WORK/$name-pod.json" <<EOP
 {"metadata": {"name": "$name", "namespace": "e2e", "uid": "uid-$name", "attempt": 0},
