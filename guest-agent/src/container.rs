@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use vxn_wire::protocol::{AgentError, CreateContainer, ErrorKind, MountKind, ProcessInfo};
 
+use crate::cgroup::{self, Cgroup};
 use crate::mounts;
 use crate::process::Process;
 use crate::procfs;
@@ -27,6 +28,8 @@ pub struct Container {
     ns: Mutex<Option<Arc<ContainerNs>>>,
     /// Its mount namespace's inode: which of the VM's processes are its own.
     ns_inode: u64,
+    /// Its cgroup in the guest (PID 1 mode): its limit, OOM kills and figures.
+    cgroup: Option<Cgroup>,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -87,6 +90,10 @@ impl Container {
         let state_dir = state_root.join(&req.container_id);
         let result = async {
             let init = Process::new(None, req.process.clone(), init_stdio)?;
+            let cgroup = match cgroup::available() {
+                true => Some(Cgroup::create(&req.container_id, req.memory_limit_bytes)?),
+                false => None,
+            };
             let files = state_dir.join("files");
             stage_files(&req, &files)?;
             mounts::wait_for_rootfs(&req.rootfs).await?;
@@ -109,14 +116,15 @@ impl Container {
                     )
                 })?;
             }
-            Ok((ns, init))
+            Ok((ns, init, cgroup))
         }
         .await;
         match result {
-            Ok((ns, init)) => Ok(Arc::new(Self {
+            Ok((ns, init, cgroup)) => Ok(Arc::new(Self {
                 id: req.container_id,
                 state_dir,
                 ns_inode: ns.inode(),
+                cgroup,
                 ns: Mutex::new(Some(Arc::new(ns))),
                 init,
                 execs: Mutex::default(),
@@ -226,6 +234,24 @@ impl Container {
             })
             .collect();
         (page, more)
+    }
+
+    /// Its cgroup's `cgroup.procs`, for a new process to join.
+    pub fn cgroup_procs(&self) -> Option<std::os::fd::RawFd> {
+        self.cgroup.as_ref().map(Cgroup::procs_fd)
+    }
+
+    /// True once per OOM kill among its processes (it has a cgroup).
+    pub fn take_oom(&self) -> bool {
+        self.cgroup.as_ref().is_some_and(Cgroup::take_oom)
+    }
+
+    /// Its own counters: its cgroup's, or its processes' from /proc.
+    pub fn stats(&self) -> vxn_wire::protocol::Stats {
+        match &self.cgroup {
+            Some(cg) => cg.stats(procfs::stats().memory_limit_bytes),
+            None => procfs::stats_of(&self.pids()),
+        }
     }
 
     /// The container's live processes (those in its mount namespace).

@@ -3,6 +3,7 @@
 //! Not PID 1 (tests), it isolates itself in private namespaces instead.
 
 mod caps;
+mod cgroup;
 mod channel;
 mod config;
 mod container;
@@ -63,6 +64,9 @@ fn main() {
             Ok(()) => tracing::info!("left the initramfs for the agent's own root"),
             // Containers will fail to start (pivot_root); the agent still answers.
             Err(e) => tracing::error!(error = %e, "cannot leave the initramfs"),
+        }
+        if !cgroup::init() {
+            tracing::warn!("no cgroup v2 memory controller: containers share the VM's limits");
         }
     }
     // A VM (or pod) without a network still has localhost, as `--network none` has.

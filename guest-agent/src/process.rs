@@ -2,7 +2,7 @@
 //! its exit status. Illegal transitions are `FailedPrecondition` errors.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -73,12 +73,14 @@ impl Process {
         }
     }
 
-    /// Start the process in the container's mount namespace. `on_exit` runs
-    /// after the exit, before output is drained (the init process uses it to
-    /// kill the rest of the container).
+    /// Start the process in the container's mount namespace (and cgroup, an
+    /// open `cgroup.procs`, if it has one). `on_exit` runs after the exit,
+    /// before output is drained (the init process uses it to kill the rest of
+    /// the container).
     pub async fn start(
         self: &Arc<Self>,
         ns: &ContainerNs,
+        cgroup: Option<RawFd>,
         reaper: &Reaper,
         on_exit: impl FnOnce(i32) + Send + 'static,
     ) -> Result<u32, AgentError> {
@@ -97,7 +99,7 @@ impl Process {
                 ));
             }
         };
-        match self.spawn(ns, reaper, spec, stdio, on_exit).await {
+        match self.spawn(ns, cgroup, reaper, spec, stdio, on_exit).await {
             Ok(pid) => Ok(pid as u32),
             Err(e) => {
                 // It never ran: report it exited like a shell would (127).
@@ -114,6 +116,7 @@ impl Process {
     async fn spawn(
         self: &Arc<Self>,
         ns: &ContainerNs,
+        cgroup: Option<RawFd>,
         reaper: &Reaper,
         spec: ProcessSpec,
         stdio: AgentStdio,
@@ -124,6 +127,7 @@ impl Process {
         let io = ChildIo::new(&spec, &stdio, prepared.pty)?;
         plan.stdio = io.child_fds();
         plan.tty = spec.terminal;
+        plan.cgroup_procs = cgroup;
         let (pid, status_pipe, exit_rx) = reaper
             .spawn_registered(|| spawn::fork_exec(&plan))
             .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -404,6 +408,7 @@ fn build_plan(
         caps,
         stdio: [0, 1, 2],
         tty: false,
+        cgroup_procs: None,
     })
 }
 

@@ -78,9 +78,21 @@ impl Agent {
                 .is_ok()
         {
             tracing::warn!(kills = now - seen, "guest kernel OOM-killed a process");
-            self.send_event(&Event::Oom {
-                container_id: String::new(),
-            });
+            // Whose process it was, where cgroups tell; the VM's otherwise.
+            let victims: Vec<String> = self
+                .containers()
+                .values()
+                .filter(|c| c.take_oom())
+                .map(|c| c.id.clone())
+                .collect();
+            if victims.is_empty() {
+                self.send_event(&Event::Oom {
+                    container_id: String::new(),
+                });
+            }
+            for container_id in victims {
+                self.send_event(&Event::Oom { container_id });
+            }
         }
     }
 
@@ -196,7 +208,7 @@ impl Agent {
                 let ns = c.ns()?;
                 let container = c.clone();
                 let pid = p
-                    .start(&ns, &self.reaper, move |pid| {
+                    .start(&ns, c.cgroup_procs(), &self.reaper, move |pid| {
                         // Like a PID namespace: when init dies, the rest of
                         // the container dies with it.
                         if is_init {
@@ -295,7 +307,7 @@ impl Agent {
                 let c = self.container(&container_id)?;
                 Ok(Response::Stats(match container_only {
                     false => procfs::stats(),
-                    true => procfs::stats_of(&c.pids()),
+                    true => c.stats(),
                 }))
             }
             Request::ListPids {

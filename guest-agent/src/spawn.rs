@@ -30,6 +30,7 @@ pub enum Stage {
     NoNewPrivs = 11,
     Exec = 12,
     Caps = 13,
+    Cgroup = 14,
 }
 
 impl Stage {
@@ -37,7 +38,7 @@ impl Stage {
         use Stage::*;
         [
             Stdio, Session, Tty, OomScore, MountNs, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs,
-            Exec, Caps,
+            Exec, Caps, Cgroup,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -78,6 +79,8 @@ pub struct SpawnPlan {
     pub stdio: [RawFd; 3],
     /// fd 0 is a tty slave that becomes the controlling terminal.
     pub tty: bool,
+    /// The container cgroup's `cgroup.procs`, joined first of all.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 struct CPtrs {
@@ -164,6 +167,13 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             libc::signal(sig, libc::SIG_DFL);
         }
+    }
+    if let Some(fd) = plan.cgroup_procs {
+        // "0" moves the writer: the child is in the container's cgroup before it runs anything.
+        check!(
+            Stage::Cgroup,
+            libc::write(fd, c"0".as_ptr().cast(), 1) as i32
+        );
     }
     // Own session and process group: signals for the agent's group never hit
     // it, and a tty can become its controlling terminal.

@@ -130,6 +130,7 @@ async fn static_address_route_and_container_files() {
             mounts: vxn_wire::protocol::MountSpec::defaults(),
             process: p,
             stdio: io.0,
+            memory_limit_bytes: None,
         })
         .await
         .expect("create");

@@ -214,6 +214,7 @@ async fn empty_argv_is_rejected() {
             mounts: vec![],
             process: spec(&[]),
             stdio: ids,
+            memory_limit_bytes: None,
         })
         .await
         .unwrap_err();

@@ -2,6 +2,7 @@
 //! the order it happened: the model decides what and when, the front-end only
 //! how (the shim: containerd's task events).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -96,6 +97,8 @@ const OOM_BURST: u32 = 5;
 pub struct GuestEvents {
     sink: Arc<dyn EventSink>,
     pump: Mutex<Option<Pump>>,
+    /// A pod's containers: their events go to their own sinks.
+    routes: Mutex<HashMap<String, Arc<dyn EventSink>>>,
 }
 
 struct Pump {
@@ -107,6 +110,7 @@ impl GuestEvents {
     /// Forward `rx` in the background; `None` (already taken) forwards nothing.
     pub fn start(sink: Arc<dyn EventSink>, rx: Option<mpsc::Receiver<AgentEvent>>) -> Arc<Self> {
         let me = Arc::new(Self {
+            routes: Mutex::default(),
             sink,
             pump: Mutex::new(rx.map(|rx| Pump {
                 rx,
@@ -123,6 +127,19 @@ impl GuestEvents {
             {}
         });
         me
+    }
+
+    /// Events the agent names container `id` with go to `sink` (a pod's container).
+    pub fn route(&self, id: &str, sink: Arc<dyn EventSink>) {
+        self.routes_lock().insert(id.into(), sink);
+    }
+
+    pub fn unroute(&self, id: &str) {
+        self.routes_lock().remove(id);
+    }
+
+    fn routes_lock(&self) -> MutexGuard<'_, HashMap<String, Arc<dyn EventSink>>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Forward every event already received. Call before publishing an exit.
@@ -155,9 +172,12 @@ impl GuestEvents {
             return;
         }
         match ev {
-            AgentEvent::Oom { .. } => {
-                tracing::warn!("the guest kernel OOM-killed a process");
-                self.sink.publish(TaskEvent::Oom);
+            AgentEvent::Oom { container_id } => {
+                tracing::warn!(container = %container_id, "the guest kernel OOM-killed a process");
+                let routed = self.routes_lock().get(&container_id).cloned();
+                routed
+                    .unwrap_or_else(|| self.sink.clone())
+                    .publish(TaskEvent::Oom);
             }
         }
     }

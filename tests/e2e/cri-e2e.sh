@@ -61,7 +61,7 @@ EOP
 }
 
 # ctr_json NAME ATTEMPT IMAGE CMD...: a container config running CMD, with the mounts of
-# $CRI_MOUNTS (a JSON list, default none).
+# $CRI_MOUNTS (a JSON list, default none) and a memory limit of $CRI_MEMORY (64 MiB).
 ctr_json() {
   local name=$1 attempt=$2 image=$3 args
   shift 3
@@ -69,7 +69,7 @@ ctr_json() {
   cat > "$CRI_WORK/$name.json" <<EOC
 {"metadata": {"name": "$name", "attempt": $attempt}, "image": {"image": "$image"},
  "command": $args, "log_path": "$name-$attempt.log", "mounts": ${CRI_MOUNTS:-[]},
- "linux": {"resources": {"memory_limit_in_bytes": 67108864}}}
+ "linux": {"resources": {"memory_limit_in_bytes": ${CRI_MEMORY:-67108864}}}}
 EOC
   echo "$CRI_WORK/$name.json"
 }
@@ -231,5 +231,25 @@ test_cri_volumes() {
   [ "$(cat "$vol/from-writer" 2>/dev/null)" = written-in-pod ] && [ "$(cat "$ro/setting")" = setting-1 ] ||
     { log "removing the pod touched the host directories"; ok=1; }
   if [ -n "$(ls -A /run/vxn-shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /run/vxn-shares/$CRI_NS)"; ok=1; fi
+  return $ok
+}
+
+# c5. A container's memory limit holds inside the pod's VM: over it, that container is
+# OOM-killed (137, reason OOMKilled: the OOM event reached it before its exit) and the
+# others of the pod run on.
+test_cri_oom() {
+  cri_setup || return 1
+  local pod keep hog ok=0 st
+  pod=$(run_pod e2e-oom) || { log "runp failed"; return 1; }
+  keep=$(start_in "$pod" keep 0 sleep 3000) || { log "keep did not start"; cri_cleanup; return 1; }
+  # tail buffers /dev/zero (no newline) until the container's limit stops it
+  hog=$(CRI_MEMORY=$((32 << 20)) start_in "$pod" hog 0 tail /dev/zero) || ok=1
+  [ $ok = 0 ] && wait_exited "$hog" || ok=1
+  st=$("${CRI[@]}" inspect "$hog")
+  [ "$(echo "$st" | json_field exit_code)" = 137 ] && [ "$(echo "$st" | json_field reason)" = OOMKilled ] ||
+    { log "hog: $(echo "$st" | head -c 600)"; ok=1; }
+  [ "$("${CRI[@]}" inspect "$keep" | json_field state)" = CONTAINER_RUNNING ] || { log "keep died with the hog"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
   return $ok
 }

@@ -543,12 +543,12 @@ test_pod_ctr() {
 ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes)
+  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes)
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in

@@ -157,6 +157,7 @@ impl TestAgent {
                 mounts,
                 process,
                 stdio: ids,
+                memory_limit_bytes: None,
             })
             .await?;
         Ok(io)

@@ -214,6 +214,7 @@ async fn xen_run(
                 ..Default::default()
             },
             stdio: ids,
+            memory_limit_bytes: None,
         })
         .await
         .map_err(|e| format!("create: {e}"))?;

@@ -25,15 +25,22 @@ use crate::sandbox::{AgentTimeouts, Sandbox};
 use crate::stdio::ProcessStdio;
 use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
 
+/// What the guest makes of a container besides its spec's process.
+pub(super) struct InGuest {
+    pub hostname: Option<String>,
+    /// Enforced in the guest (a pod's container); None: the VM's size is the limit.
+    pub memory_limit_bytes: Option<u64>,
+    pub mounts: Vec<vxn_wire::protocol::MountSpec>,
+    pub rootfs: vxn_wire::protocol::RootfsSource,
+}
+
 /// Create the container in the guest (rootfs, mounts, its init prepared,
 /// not started) and relay the init's stdio.
 pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     sandbox: &Sandbox,
     name: &ContainerName,
     spec: &oci::Spec,
-    hostname: Option<String>,
-    mounts: Vec<vxn_wire::protocol::MountSpec>,
-    rootfs: vxn_wire::protocol::RootfsSource,
+    what: InGuest,
     stdio: &S,
 ) -> Result<crate::stdio::Relay> {
     let t = std::time::Instant::now();
@@ -42,12 +49,13 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     agent
         .create_container(CreateContainer {
             container_id: name.id().to_string(),
-            hostname,
-            rootfs,
+            hostname: what.hostname,
+            rootfs: what.rootfs,
             readonly_rootfs: spec.root.as_ref().map(|r| r.readonly).unwrap_or(false),
-            mounts,
+            mounts: what.mounts,
             process: spec.init_process()?.to_agent(),
             stdio: ids,
+            memory_limit_bytes: what.memory_limit_bytes,
         })
         .await
         .map_err(|e| Error::from(e).context("create container in the guest"))?;
@@ -219,16 +227,13 @@ impl<S: ProcessStdio> Container<S> {
                     "timing: network ready"
                 );
             }
-            let relay = prepare_in_guest(
-                &sandbox,
-                &req.name,
-                &spec,
-                spec.hostname.clone(),
+            let what = InGuest {
+                hostname: spec.hostname.clone(),
+                memory_limit_bytes: None,
                 mounts,
-                exported.guest.clone(),
-                &req.stdio,
-            )
-            .await?;
+                rootfs: exported.guest.clone(),
+            };
+            let relay = prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await?;
             // Nothing of the container runs before Start.
             sandbox.freeze().await?;
             Ok((sandbox, relay))

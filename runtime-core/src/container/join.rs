@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use vxn_wire::protocol::RootfsSource as GuestRootfs;
 
-use super::create::{prepare_in_guest, CreateRequest, RootfsSource};
+use super::create::{prepare_in_guest, CreateRequest, InGuest, RootfsSource};
 use super::Container;
 use crate::binds;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::events::{EventSink, TaskEvent};
 use crate::ids::ExecId;
 use crate::oci;
 use crate::persist::{self, PodDisk, Record, StateDir};
@@ -108,9 +108,14 @@ impl<S: ProcessStdio> Container<S> {
                 state.save(&record)
             })?;
             // CRI sets the pod's hostname on the sandbox; its containers share it.
-            let hostname = spec.hostname.clone().or_else(|| pod.hostname.clone());
-            prepare_in_guest(&sandbox, &req.name, &spec, hostname, mounts, guest, &req.stdio)
-                .await
+            let what = InGuest {
+                hostname: spec.hostname.clone().or_else(|| pod.hostname.clone()),
+                // Its limit holds in the guest too: the VM is shared.
+                memory_limit_bytes: memory.map(|m| m << 20),
+                mounts,
+                rootfs: guest,
+            };
+            prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await
         }
         .await;
         let relay = match made {
@@ -128,15 +133,18 @@ impl<S: ProcessStdio> Container<S> {
                 return Err(e);
             }
         };
+        pod.guest_events().route(req.name.id(), events.clone());
         let c = Arc::new(Self {
             name: req.name,
             bundle: req.bundle,
             sandbox,
-            pod: Some(pod),
+            pod: Some(pod.clone()),
             exporter,
             state,
             record,
-            guest_events: GuestEvents::start(events.clone(), None),
+            // The pod's: an OOM the agent reports for this container is flushed
+            // to it before its exit, as for a container of its own.
+            guest_events: pod.guest_events().clone(),
             events,
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
             init: Process::created(ExecId::Init, req.stdio, relay),

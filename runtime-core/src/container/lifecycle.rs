@@ -310,6 +310,7 @@ impl<S: ProcessStdio> Container<S> {
         .map_err(|e| e.context("delete"))?;
         tracing::info!(took_ms = t.elapsed().as_millis() as u64, "timing: deleted");
         if let Some(pod) = &self.pod {
+            pod.guest_events().unroute(self.id());
             pod.members().leave(self.id());
             pod.fit_members().await;
         }

@@ -164,7 +164,7 @@ impl Pod {
             state,
             record,
             events,
-            _guest_events: guest_events,
+            guest_events,
             phase: watch::channel(Phase::Created).0,
             members: Mutex::new(Membership::new(sizing)),
         });

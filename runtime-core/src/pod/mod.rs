@@ -94,8 +94,9 @@ pub struct Pod {
     state: StateDir,
     record: Record,
     events: Arc<dyn EventSink>,
-    /// The agent's OOM events: the pod's VM is one kernel, they are the pod's.
-    _guest_events: Arc<GuestEvents>,
+    /// The agent's OOM events: a container's go to it (its cgroup in the
+    /// guest says whose), the rest to the sandbox.
+    guest_events: Arc<GuestEvents>,
     phase: watch::Sender<Phase>,
     members: Mutex<Membership>,
 }
@@ -115,6 +116,11 @@ impl Pod {
 
     pub fn share(&self) -> &std::path::Path {
         &self.share
+    }
+
+    /// The pod's agent events, which a container joins with its own sink.
+    pub(crate) fn guest_events(&self) -> &Arc<GuestEvents> {
+        &self.guest_events
     }
 
     pub fn sandbox(&self) -> &Arc<Sandbox> {

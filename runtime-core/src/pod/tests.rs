@@ -67,17 +67,29 @@ fn world() -> World {
 
 impl World {
     async fn pod(&self) -> Result<Arc<Pod>> {
+        self.pod_with(Arc::default()).await
+    }
+
+    async fn pod_with(&self, events: Arc<Recorder>) -> Result<Arc<Pod>> {
         let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
         let b = bundle(self.dir.path(), "pod1", &annotations);
         let req = PodRequest {
             name: ContainerName::new("k8s.io", "pod1").unwrap(),
             bundle: b,
         };
-        let events: Arc<Recorder> = Arc::default();
         Pod::create(req, &self.cfg, self.hv.clone(), self.export.clone(), events).await
     }
 
     async fn member(&self, pod: &Arc<Pod>, id: &str) -> Result<Arc<Container<NoStdio>>> {
+        self.member_with(pod, id, Arc::default()).await
+    }
+
+    async fn member_with(
+        &self,
+        pod: &Arc<Pod>,
+        id: &str,
+        events: Arc<Recorder>,
+    ) -> Result<Arc<Container<NoStdio>>> {
         let annotations = HashMap::from([
             (ANNOTATION_CONTAINER_TYPE, "container"),
             (ANNOTATION_SANDBOX_ID, "pod1"),
@@ -88,7 +100,6 @@ impl World {
             rootfs: RootfsSource::Bundle,
             stdio: NoStdio,
         };
-        let events: Arc<Recorder> = Arc::default();
         Container::create_in_pod(pod.clone(), req, &self.cfg, self.export.clone(), events).await
     }
 
@@ -205,4 +216,42 @@ async fn a_sandbox_has_no_processes_of_its_own() {
     assert_eq!(pod.delete().await.unwrap().code, 0);
     assert!(w.hv.domains().is_empty());
     assert!(w.state_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn an_oom_goes_to_the_container_the_guest_names_before_its_exit() {
+    use vxn_wire::protocol::Event;
+    let w = world();
+    let pod_events: Arc<Recorder> = Arc::default();
+    let pod = w.pod_with(pod_events.clone()).await.unwrap();
+    pod.start(&ExecId::Init).unwrap();
+    let (a_events, b_events): (Arc<Recorder>, Arc<Recorder>) = Default::default();
+    let a = w.member_with(&pod, "a", a_events.clone()).await.unwrap();
+    let _b = w.member_with(&pod, "b", b_events.clone()).await.unwrap();
+    a.start(&ExecId::Init).await.unwrap();
+    let agent = w.hv.agent(pod.domain()).expect("the pod VM runs");
+    agent.event(&Event::Oom {
+        container_id: "a".into(),
+    });
+    agent.event(&Event::Oom {
+        container_id: String::new(),
+    });
+    agent.exit("a", None, 137, Some(libc::SIGKILL));
+    a.init().wait().await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let got = a_events.0.lock().unwrap().clone();
+    let oom = got
+        .iter()
+        .position(|e| *e == TaskEvent::Oom)
+        .expect("a's OOM");
+    let exit = got
+        .iter()
+        .position(|e| matches!(e, TaskEvent::Exited { .. }))
+        .expect("a's exit");
+    assert!(oom < exit, "{got:?}");
+    assert!(!b_events.0.lock().unwrap().contains(&TaskEvent::Oom));
+    assert!(
+        pod_events.0.lock().unwrap().contains(&TaskEvent::Oom),
+        "the unattributed one"
+    );
 }

@@ -177,6 +177,10 @@ pub struct CreateContainer {
     pub mounts: Vec<MountSpec>,
     pub process: ProcessSpec,
     pub stdio: StdioStreams,
+    /// The container's own memory limit, enforced in the guest (a pod's
+    /// container: the VM is shared). None: the VM's memory is the limit.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
