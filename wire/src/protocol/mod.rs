@@ -20,7 +20,11 @@ pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// v3: numeric `uid`/`gid` in `UserSpec` (an agent that ignored them would
 /// run the process as root).
 /// v4: `SetupNetwork` (an agent without it would run containers unreachable).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// v5: several containers per VM (a pod): `memory_limit_bytes` in
+/// `CreateContainer`, `container_only` in `Stats`, a container's processes
+/// told apart (an agent without them would let a pod's containers kill and
+/// starve each other).
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
