@@ -195,6 +195,14 @@ pub async fn teardown(
     }
 }
 
+/// After a failed create: tear down what `r` names; what is left is logged
+/// (the record stays for Delete or the `delete` action to retry).
+pub async fn undo(r: &Record, state: &StateDir, hv: &dyn Hypervisor, exporter: &dyn RootfsExport) {
+    if let Err(left) = teardown(r, state, hv, exporter).await {
+        tracing::error!(error = %left, "cleaning up after a failed create");
+    }
+}
+
 /// Detach every mount stacked on `target` (each with all below it); a path
 /// that is no mount point (any more), or is gone, is done.
 pub fn unmount_all(target: &Path) -> std::io::Result<()> {

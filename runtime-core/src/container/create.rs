@@ -20,8 +20,8 @@ use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::process::Process;
-use crate::rootfs::RootfsExport;
-use crate::sandbox::{AgentTimeouts, Sandbox};
+use crate::rootfs::{ExportedRootfs, RootfsExport};
+use crate::sandbox::{AgentTimeouts, Sandbox, Sizing};
 use crate::stdio::ProcessStdio;
 use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
 
@@ -64,6 +64,62 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
         "timing: container prepared"
     );
     stdio.attach(host)
+}
+
+/// Boot the VM whose name `record` holds; a domain of that name that was
+/// already there is not ours: the record lets it go, so cleanup spares it.
+pub(crate) async fn boot_recorded(
+    hv: Arc<dyn Hypervisor>,
+    vm: &VmSpec,
+    sizing: Sizing,
+    cfg: &Config,
+    record: &mut Record,
+) -> Result<Sandbox> {
+    let timeouts = AgentTimeouts {
+        hello: Duration::from_secs(cfg.agent_timeout_secs),
+        call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
+    };
+    match Sandbox::boot(hv, vm, sizing, timeouts).await {
+        Err(e @ Error::AlreadyExists(_)) => {
+            record.domain = None;
+            Err(e)
+        }
+        r => r,
+    }
+}
+
+/// Mount the snapshot (when the front-end gives one) at `<bundle>/rootfs` and
+/// export it for a VM; each step recorded in `record` before it is made.
+pub(super) async fn export_rootfs(
+    rootfs: RootfsSource,
+    bundle: &Path,
+    name: &ContainerName,
+    cfg: &Config,
+    exporter: &dyn RootfsExport,
+    record: &mut Record,
+    state: &StateDir,
+) -> Result<ExportedRootfs> {
+    let rootfs_dir = bundle.join("rootfs");
+    if let RootfsSource::Mount(mount) = rootfs {
+        std::fs::create_dir_all(&rootfs_dir)
+            .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
+        record.rootfs_mount = Some(rootfs_dir.clone());
+        state.save(record)?;
+        mount(&rootfs_dir)?;
+    }
+    let image_dir = name.dir_under(&cfg.image_dir);
+    record.image_dir = Some(image_dir.clone());
+    state.save(record)?;
+    // A leftover of this same (namespace, id) is ours to replace: no live
+    // task of this name exists, it would own the state directory.
+    let _ = std::fs::remove_dir_all(&image_dir);
+    let exported = exporter.export(&rootfs_dir, &image_dir).await?;
+    tracing::info!(
+        size_mib = exported.size_bytes >> 20,
+        took_ms = exported.took.as_millis() as u64,
+        "rootfs image built"
+    );
+    Ok(exported)
 }
 
 /// Mounts the container's rootfs at the given directory (the shim: the
@@ -113,26 +169,16 @@ impl<S: ProcessStdio> Container<S> {
         };
         let made = async {
             state.save(&record)?;
-            let rootfs_dir = req.bundle.join("rootfs");
-            if let RootfsSource::Mount(mount) = req.rootfs {
-                std::fs::create_dir_all(&rootfs_dir)
-                    .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
-                record.rootfs_mount = Some(rootfs_dir.clone());
-                state.save(&record)?;
-                mount(&rootfs_dir)?;
-            }
-            let image_dir = req.name.dir_under(&cfg.image_dir);
-            record.image_dir = Some(image_dir.clone());
-            state.save(&record)?;
-            // A leftover of this same (namespace, id) is ours to replace: no live
-            // task of this name exists, it would own the state directory.
-            let _ = std::fs::remove_dir_all(&image_dir);
-            let exported = exporter.export(&rootfs_dir, &image_dir).await?;
-            tracing::info!(
-                size_mib = exported.size_bytes >> 20,
-                took_ms = exported.took.as_millis() as u64,
-                "rootfs image built"
-            );
+            let exported = export_rootfs(
+                req.rootfs,
+                &req.bundle,
+                &req.name,
+                cfg,
+                exporter.as_ref(),
+                &mut record,
+                &state,
+            )
+            .await?;
             if hv.exists(&domain).await? {
                 return Err(VmError::Exists(domain.clone()).into());
             }
@@ -200,19 +246,7 @@ impl<S: ProcessStdio> Container<S> {
                     .collect(),
                 state_dir: state.path().to_path_buf(),
             };
-            let timeouts = AgentTimeouts {
-                hello: Duration::from_secs(cfg.agent_timeout_secs),
-                call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
-            };
-            let sandbox = match Sandbox::boot(hv.clone(), &vm, sizing, timeouts).await {
-                Ok(s) => s,
-                Err(e @ Error::AlreadyExists(_)) => {
-                    // Not ours: it must outlive our cleanup.
-                    record.domain = None;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
+            let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
             if let Some(a) = &attachment {
                 let t = std::time::Instant::now();
                 let got = sandbox
@@ -243,11 +277,7 @@ impl<S: ProcessStdio> Container<S> {
         let (sandbox, relay) = match made {
             Ok(v) => v,
             Err(e) => {
-                if let Err(left) =
-                    persist::teardown(&record, &state, hv.as_ref(), exporter.as_ref()).await
-                {
-                    tracing::error!(error = %left, "cleaning up after a failed create");
-                }
+                persist::undo(&record, &state, hv.as_ref(), exporter.as_ref()).await;
                 return Err(e);
             }
         };

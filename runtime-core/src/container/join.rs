@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use vxn_wire::protocol::RootfsSource as GuestRootfs;
 
-use super::create::{prepare_in_guest, CreateRequest, InGuest, RootfsSource};
+use super::create::{export_rootfs, prepare_in_guest, CreateRequest, InGuest};
 use super::Container;
 use crate::binds;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::{EventSink, TaskEvent};
 use crate::ids::ExecId;
 use crate::oci;
@@ -54,19 +54,16 @@ impl<S: ProcessStdio> Container<S> {
         let mut joined = false;
         let made = async {
             state.save(&record)?;
-            let rootfs_dir = req.bundle.join("rootfs");
-            if let RootfsSource::Mount(mount) = req.rootfs {
-                std::fs::create_dir_all(&rootfs_dir)
-                    .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
-                record.rootfs_mount = Some(rootfs_dir.clone());
-                state.save(&record)?;
-                mount(&rootfs_dir)?;
-            }
-            let image_dir = req.name.dir_under(&cfg.image_dir);
-            record.image_dir = Some(image_dir.clone());
-            state.save(&record)?;
-            let _ = std::fs::remove_dir_all(&image_dir);
-            let exported = exporter.export(&rootfs_dir, &image_dir).await?;
+            let exported = export_rootfs(
+                req.rootfs,
+                &req.bundle,
+                &req.name,
+                cfg,
+                exporter.as_ref(),
+                &mut record,
+                &state,
+            )
+            .await?;
             let vdev = pod
                 .members()
                 .join(req.name.id(), exported.disk.is_some(), memory, vcpus)?;
@@ -123,9 +120,7 @@ impl<S: ProcessStdio> Container<S> {
             Err(e) => {
                 // The guest may hold a half-made container on the disk.
                 let _ = sandbox.agent().delete(req.name.id(), None).await;
-                if let Err(left) = persist::teardown(&record, &state, hv, exporter.as_ref()).await {
-                    tracing::error!(error = %left, "cleaning up after a failed create");
-                }
+                persist::undo(&record, &state, hv, exporter.as_ref()).await;
                 if joined {
                     pod.members().leave(req.name.id());
                     pod.fit_members().await;

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::{Membership, Phase, Pod};
 use crate::binds;
 use crate::config::Config;
+use crate::container::create::boot_recorded;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::names::ContainerName;
@@ -19,7 +19,7 @@ use crate::network::Mode;
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::rootfs::RootfsExport;
-use crate::sandbox::{AgentTimeouts, Sandbox, Sizing};
+use crate::sandbox::Sizing;
 use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
 
 pub struct PodRequest {
@@ -110,18 +110,7 @@ impl Pod {
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
                 state_dir: state.path().to_path_buf(),
             };
-            let timeouts = AgentTimeouts {
-                hello: Duration::from_secs(cfg.agent_timeout_secs),
-                call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
-            };
-            let sandbox = match Sandbox::boot(hv.clone(), &vm, sizing, timeouts).await {
-                Ok(s) => s,
-                Err(e @ Error::AlreadyExists(_)) => {
-                    record.domain = None;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
+            let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
                 return Ok(sandbox);
             };
@@ -145,11 +134,7 @@ impl Pod {
         let sandbox = match made {
             Ok(s) => s,
             Err(e) => {
-                if let Err(left) =
-                    persist::teardown(&record, &state, hv.as_ref(), exporter.as_ref()).await
-                {
-                    tracing::error!(error = %left, "cleaning up after a failed pod create");
-                }
+                persist::undo(&record, &state, hv.as_ref(), exporter.as_ref()).await;
                 return Err(e);
             }
         };
