@@ -53,8 +53,18 @@ pub struct PodDisk {
 impl Record {
     /// Fill what a lost or partial record does not name from the names this
     /// container's things have whether or not they were recorded.
-    pub fn or_by_name(mut self, name: &ContainerName, bundle: &Path, image_root: &Path) -> Self {
+    pub fn or_by_name(
+        mut self,
+        name: &ContainerName,
+        bundle: &Path,
+        image_root: &Path,
+        share_root: &Path,
+    ) -> Self {
         self.domain.get_or_insert_with(|| name.domain());
+        // A VM's share (a pod's, or a container's with host binds); removing one
+        // that never was is a no-op, and removal never crosses a mount point.
+        self.share_dir
+            .get_or_insert_with(|| name.dir_under(share_root));
         self.rootfs_mount
             .get_or_insert_with(|| bundle.join("rootfs"));
         self.image_dir
@@ -322,8 +332,14 @@ mod tests {
     #[test]
     fn a_lost_record_is_completed_by_name() {
         let name = ContainerName::new("ns", "id").unwrap();
-        let r = Record::default().or_by_name(&name, Path::new("/b"), Path::new("/img"));
+        let r = Record::default().or_by_name(
+            &name,
+            Path::new("/b"),
+            Path::new("/img"),
+            Path::new("/shares"),
+        );
         assert_eq!(r.domain.as_deref(), Some(name.domain().as_str()));
+        assert_eq!(r.share_dir.as_deref(), Some(Path::new("/shares/ns/id")));
         assert_eq!(r.rootfs_mount.as_deref(), Some(Path::new("/b/rootfs")));
         assert_eq!(r.image_dir.as_deref(), Some(Path::new("/img/ns/id")));
         // What was recorded wins.
@@ -331,7 +347,7 @@ mod tests {
             image_dir: Some("/elsewhere".into()),
             ..Default::default()
         }
-        .or_by_name(&name, Path::new("/b"), Path::new("/img"));
+        .or_by_name(&name, Path::new("/b"), Path::new("/img"), Path::new("/s"));
         assert_eq!(r.image_dir.as_deref(), Some(Path::new("/elsewhere")));
         // No pool, no lease: nothing invented.
         let state = StateDir::at("/run/vxn/ns/id".into());

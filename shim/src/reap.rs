@@ -81,7 +81,7 @@ async fn reap(ns: &str, id: &str, bundle: &Path) -> Result<(), ()> {
         let record = dir
             .load()
             .unwrap_or_default()
-            .or_by_name(&name, bundle, &cfg.image_dir)
+            .or_by_name(&name, bundle, &cfg.image_dir, &cfg.share_dir)
             .or_lease_of(&dir, &cfg.network.lease_dir);
         persist::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
             .await

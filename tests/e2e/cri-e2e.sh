@@ -253,3 +253,27 @@ test_cri_oom() {
   pod_gone "$pod" || ok=1
   return $ok
 }
+
+# c6. The pod's shim SIGKILLed with a container and a volume in the pod: containerd's
+# delete action cleans up by record and by name; CRI then removes the pod, and nothing is
+# left (domain, disk, netns, vif, share, mounts, state) while the volume's files stay.
+test_cri_shim_killed() {
+  cri_setup || return 1
+  local pod c pid ok=0 vol=$CRI_WORK/vol-killed
+  rm -rf "$vol"; mkdir -p "$vol"; echo keep-me > "$vol/file"
+  pod=$(run_pod e2e-killed) || { log "runp failed"; return 1; }
+  c=$(CRI_MOUNTS="[{\"container_path\": \"/data\", \"host_path\": \"$vol\"}]" \
+    start_in "$pod" app 0 sleep 3000) || { log "app did not start"; ok=1; }
+  pid=$(shim_pid "$pod")
+  [ -n "$pid" ] || { log "no shim for pod $pod"; cri_cleanup; return 1; }
+  kill -9 "$pid"
+  for _ in $(seq 60); do
+    [ "$("${CRI[@]}" inspect "$c" 2>/dev/null | json_field state)" = CONTAINER_EXITED ] && break
+    sleep 1
+  done
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  [ "$(cat "$vol/file" 2>/dev/null)" = keep-me ] || { log "the volume's file is gone"; ok=1; }
+  if [ -n "$(ls -A /run/vxn-shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /run/vxn-shares/$CRI_NS)"; ok=1; fi
+  return $ok
+}

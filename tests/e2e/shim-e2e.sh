@@ -504,6 +504,22 @@ test_oom() {
   return $ok
 }
 
+# w. host directories bound into a container's own VM (over 9p): read, written through to
+# dom0, read-only refused in the guest; nothing of the share is left, the files stay.
+test_binds() {
+  local id=e2e-binds out ok=0 rw=$WORK/binds-rw ro=$WORK/binds-ro
+  mkdir -p "$rw" "$ro"; echo from-dom0 > "$ro/in"
+  out=$("${CTR[@]}" run --rm --runtime "$RT" \
+    --mount "type=bind,src=$rw,dst=/rw,options=rbind:rw" --mount "type=bind,src=$ro,dst=/ro,options=rbind:ro" \
+    "$IMG" $id sh -c 'cat /ro/in; echo from-guest > /rw/out; touch /ro/x 2>/dev/null && echo ro-broken || echo ro-ok')
+  [ "$out" = "$(printf 'from-dom0\nro-ok')" ] || { log "out=[$out]"; ok=1; }
+  [ "$(cat "$rw/out" 2>/dev/null)" = from-guest ] || { log "dom0 does not see the guest's write"; ok=1; }
+  [ ! -e "$ro/x" ] && [ "$(cat "$ro/in")" = from-dom0 ] || { log "the read-only directory changed"; ok=1; }
+  [ ! -e "/run/vxn-shares/$NS/$id" ] || { log "share left: $(ls -R "/run/vxn-shares/$NS/$id")"; ok=1; }
+  no_leftovers $id || ok=1
+  return $ok
+}
+
 # v. a pod as CRI makes one, through ctr's annotations: the sandbox is the VM, two
 # containers join it through the sandbox's one shim, talk over the VM's localhost and share
 # its processes view; deleting them leaves the pod; killing the sandbox ends the VM.
@@ -543,12 +559,12 @@ test_pod_ctr() {
 ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom)
+  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom)
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in

@@ -66,6 +66,25 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     stdio.attach(host)
 }
 
+/// A VM of this config's kernel and size, with no disk, vif or share yet.
+pub(crate) fn vm_spec(domain: &str, cfg: &Config, sizing: Sizing, state: &StateDir) -> VmSpec {
+    VmSpec {
+        name: domain.into(),
+        kernel: cfg.kernel.clone(),
+        initramfs: cfg.initramfs.clone(),
+        cmdline_extra: cfg.kernel_cmdline_extra.clone(),
+        agent_log: cfg.agent_log_level.clone(),
+        memory_mib: sizing.memory_mib,
+        max_memory_mib: sizing.max_memory_mib,
+        vcpus: sizing.vcpus,
+        max_vcpus: sizing.max_vcpus,
+        rootfs_disk: None,
+        vif: None,
+        shares: vec![],
+        state_dir: state.path().to_path_buf(),
+    }
+}
+
 /// Boot the VM whose name `record` holds; a domain of that name that was
 /// already there is not ours: the record lets it go, so cleanup spares it.
 pub(crate) async fn boot_recorded(
@@ -226,15 +245,6 @@ impl<S: ProcessStdio> Container<S> {
                 }
             };
             let vm = VmSpec {
-                name: domain.clone(),
-                kernel: cfg.kernel.clone(),
-                initramfs: cfg.initramfs.clone(),
-                cmdline_extra: cfg.kernel_cmdline_extra.clone(),
-                agent_log: cfg.agent_log_level.clone(),
-                memory_mib: sizing.memory_mib,
-                max_memory_mib: sizing.max_memory_mib,
-                vcpus: sizing.vcpus,
-                max_vcpus: sizing.max_vcpus,
                 rootfs_disk: exported.disk.clone(),
                 vif: attachment.as_ref().map(|a| Vif {
                     link: VifLink::Bridge(a.bridge.clone()),
@@ -244,7 +254,7 @@ impl<S: ProcessStdio> Container<S> {
                     .iter()
                     .map(|d| (binds::SHARE_TAG.to_string(), d.clone()))
                     .collect(),
-                state_dir: state.path().to_path_buf(),
+                ..vm_spec(&domain, cfg, sizing, &state)
             };
             let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
             if let Some(a) = &attachment {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::{Membership, Phase, Pod};
 use crate::binds;
 use crate::config::Config;
-use crate::container::create::boot_recorded;
+use crate::container::create::{boot_recorded, vm_spec};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::names::ContainerName;
@@ -96,19 +96,9 @@ impl Pod {
                 None => None,
             };
             let vm = VmSpec {
-                name: domain.clone(),
-                kernel: cfg.kernel.clone(),
-                initramfs: cfg.initramfs.clone(),
-                cmdline_extra: cfg.kernel_cmdline_extra.clone(),
-                agent_log: cfg.agent_log_level.clone(),
-                memory_mib: sizing.memory_mib,
-                max_memory_mib: sizing.max_memory_mib,
-                vcpus: sizing.vcpus,
-                max_vcpus: sizing.max_vcpus,
-                rootfs_disk: None,
                 vif,
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
-                state_dir: state.path().to_path_buf(),
+                ..vm_spec(&domain, cfg, sizing, &state)
             };
             let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
