@@ -272,6 +272,8 @@ test_cri_shim_killed() {
     sleep 1
   done
   cri_cleanup
+  # the delete action's teardown runs detached (containerd kills the action after 5 s)
+  for _ in $(seq 90); do pod_gone "$pod" 2>/dev/null && break; sleep 1; done
   pod_gone "$pod" || ok=1
   [ "$(cat "$vol/file" 2>/dev/null)" = keep-me ] || { log "the volume's file is gone"; ok=1; }
   if [ -n "$(ls -A /run/vxn-shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /run/vxn-shares/$CRI_NS)"; ok=1; fi
