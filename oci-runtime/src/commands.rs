@@ -2,7 +2,7 @@
 //! or, for a container whose keeper has exited, onto its saved state and the
 //! model's record (delete).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,6 +22,11 @@ const CREATE_WAIT: Duration = Duration::from_secs(900);
 const CALL_WAIT: Duration = Duration::from_secs(120);
 /// Delete destroys a VM (retried by the model).
 const DELETE_WAIT: Duration = Duration::from_secs(600);
+
+/// A line to stdout; a reader that went away (`| grep -q`) is not an error.
+fn out(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
 
 fn config() -> Result<Config> {
     Config::load().map_err(|e| Error::Core(Core::InvalidArgument(format!("vxn config: {e}"))))
@@ -157,7 +162,7 @@ pub fn state(g: &Globals, id: &str) -> Result<()> {
     let (status, pid) = status_of(client)?;
     let text = serde_json::to_string_pretty(&state_json(&saved, &status, pid))
         .map_err(|e| Error::Keeper(e.to_string()))?;
-    println!("{text}");
+    out(text);
     Ok(())
 }
 
@@ -182,21 +187,17 @@ pub fn parse_signal(s: &str) -> Result<u32> {
 
 pub fn kill(g: &Globals, k: &Kill) -> Result<()> {
     let signal = parse_signal(k.signal.as_deref().unwrap_or("TERM"))?;
-    running_keeper(g, &k.id)?.call(
-        &Request::Kill {
-            signal,
-            all: k.all,
-        },
-        Some(CALL_WAIT),
-    )?;
+    running_keeper(g, &k.id)?.call(&Request::Kill { signal, all: k.all }, Some(CALL_WAIT))?;
     Ok(())
 }
 
 pub fn delete(g: &Globals, d: &Delete) -> Result<()> {
     let dir = ContainerDir::new(&g.root, &d.id)?;
-    let exists = dir.exists();
-    if !exists && !d.force {
-        return Err(Error::NoSuchContainer(d.id.clone()));
+    // A directory without state.json is a create cut short: clean it up too.
+    match (dir.dir.exists(), dir.exists(), d.force) {
+        (false, _, true) => return Ok(()),
+        (_, false, false) => return Err(Error::NoSuchContainer(d.id.clone())),
+        _ => {}
     }
     if let Some(mut c) = Client::connect(&dir)? {
         c.call(&Request::Delete { force: d.force }, Some(DELETE_WAIT))?;
@@ -235,15 +236,19 @@ pub fn ps(g: &Globals, p: &Ps) -> Result<()> {
     match p.format.as_str() {
         // The host pids that stand for the container (its keeper, its execs'):
         // what callers match against the host's process table.
-        "json" => println!("{}", json!(host_pids)),
+        "json" => out(json!(host_pids)),
         "table" => {
-            println!("{:>8}  {:<10}  CMD", "PID", "EXEC");
+            out(format_args!("{:>8}  {:<10}  CMD", "PID", "EXEC"));
             for pr in processes {
                 let exec = pr.exec_id.as_deref().unwrap_or("-");
-                println!("{:>8}  {:<10}  {}", pr.pid, exec, pr.command);
+                out(format_args!("{:>8}  {:<10}  {}", pr.pid, exec, pr.command));
             }
         }
-        other => return Err(Error::Refused(format!("ps --format {other}: use table or json"))),
+        other => {
+            return Err(Error::Refused(format!(
+                "ps --format {other}: use table or json"
+            )))
+        }
     }
     Ok(())
 }
@@ -297,7 +302,8 @@ pub fn update(g: &Globals, u: &Update) -> Result<()> {
                     .read_to_end(&mut text)
                     .map_err(Error::io("read resources"))?;
             } else {
-                text = std::fs::read(path).map_err(Error::io(format!("read {}", path.display())))?;
+                text =
+                    std::fs::read(path).map_err(Error::io(format!("read {}", path.display())))?;
             }
             oci::parse_resources(&text)?
         }
@@ -337,7 +343,7 @@ pub fn features() {
             "io.containerd.runc.v2.runtime_type": "vm"
         }
     });
-    println!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
+    out(serde_json::to_string_pretty(&f).unwrap_or_default());
 }
 
 pub fn list(g: &Globals, l: &List) -> Result<()> {
@@ -356,20 +362,24 @@ pub fn list(g: &Globals, l: &List) -> Result<()> {
         rows.push(state_json(&saved, &status, pid));
     }
     if l.quiet {
-        rows.iter().for_each(|r| println!("{}", r["id"].as_str().unwrap_or_default()));
+        rows.iter()
+            .for_each(|r| out(r["id"].as_str().unwrap_or_default()));
     } else if l.format == "json" {
-        println!("{}", serde_json::Value::Array(rows));
+        out(serde_json::Value::Array(rows));
     } else {
-        println!("{:<24} {:>8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+        out(format_args!(
+            "{:<24} {:>8} {:<10} {:<40} CREATED",
+            "ID", "PID", "STATUS", "BUNDLE"
+        ));
         for r in rows {
-            println!(
+            out(format_args!(
                 "{:<24} {:>8} {:<10} {:<40} {}",
                 r["id"].as_str().unwrap_or_default(),
                 r["pid"],
                 r["status"].as_str().unwrap_or_default(),
                 r["bundle"].as_str().unwrap_or_default(),
                 r["created"].as_str().unwrap_or_default()
-            );
+            ));
         }
     }
     Ok(())

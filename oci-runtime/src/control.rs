@@ -78,7 +78,10 @@ impl Streams {
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Ok,
-    State { status: String, pid: u32 },
+    State {
+        status: String,
+        pid: u32,
+    },
     /// The guest's processes, and the host pids that stand for them.
     Pids {
         processes: Vec<ProcessInfo>,
@@ -86,8 +89,13 @@ pub enum Reply {
     },
     /// An exec is running; `Exited` follows on the same connection.
     Started,
-    Exited { code: u32 },
-    Error { kind: String, message: String },
+    Exited {
+        code: u32,
+    },
+    Error {
+        kind: String,
+        message: String,
+    },
 }
 
 impl Reply {
@@ -238,9 +246,9 @@ impl Client {
             std::io::ErrorKind::UnexpectedEof => {
                 Error::Keeper("the container's keeper exited before it answered".into())
             }
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                Error::Core(Core::DeadlineExceeded("the container's keeper did not answer in time".into()))
-            }
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Core(
+                Core::DeadlineExceeded("the container's keeper did not answer in time".into()),
+            ),
             _ => Error::io("read from the keeper")(e),
         };
         self.stream.read_exact(&mut header).map_err(gone)?;
@@ -269,10 +277,20 @@ mod tests {
         let e = Error::Core(Core::FailedPrecondition("paused".into()));
         let back = Reply::from_error(&e).into_result().unwrap_err();
         assert!(matches!(back, Error::Core(Core::FailedPrecondition(m)) if m == "paused"));
-        let frame = encode(&Request::Kill { signal: 9, all: true }).unwrap();
+        let frame = encode(&Request::Kill {
+            signal: 9,
+            all: true,
+        })
+        .unwrap();
         let n = frame_len(frame[..4].try_into().unwrap()).unwrap();
         let r: Request = decode(&frame[4..4 + n]).unwrap();
-        assert!(matches!(r, Request::Kill { signal: 9, all: true }));
+        assert!(matches!(
+            r,
+            Request::Kill {
+                signal: 9,
+                all: true
+            }
+        ));
         assert!(frame_len((MAX_FRAME as u32 + 1).to_be_bytes()).is_err());
         assert!(decode::<Request>(br#"{"op":"format_disk"}"#).is_err());
     }
@@ -295,6 +313,9 @@ mod tests {
         assert_eq!(fds.len(), 1);
         let len = frame_len(buf[..4].try_into().unwrap()).unwrap();
         assert_eq!(n, 4 + len);
-        assert!(matches!(decode::<Request>(&buf[4..n]).unwrap(), Request::Exec { .. }));
+        assert!(matches!(
+            decode::<Request>(&buf[4..n]).unwrap(),
+            Request::Exec { .. }
+        ));
     }
 }

@@ -117,7 +117,10 @@ fn run_blocking(
         .enable_all()
         .build()
         .map_err(Error::io("tokio"))?;
-    rt.block_on(run(dir, process, console_socket, ready))
+    let code = rt.block_on(run(dir, process, console_socket, ready));
+    // Blocking stdio reads may never end; the exec is over.
+    rt.shutdown_background();
+    code
 }
 
 /// The exec's stdio as fds to send, and the terminal whose size to follow.
@@ -259,7 +262,8 @@ async fn relay(
         r.report(&Reply::Ok);
     }
     let std = client.into_stream();
-    std.set_nonblocking(true).map_err(Error::io("keeper socket"))?;
+    std.set_nonblocking(true)
+        .map_err(Error::io("keeper socket"))?;
     let conn = tokio::net::UnixStream::from_std(std).map_err(Error::io("keeper socket"))?;
     let (mut rd, mut wr) = conn.into_split();
     use tokio::signal::unix::{signal, SignalKind};
@@ -268,9 +272,9 @@ async fn relay(
     for sig in FORWARDED {
         if let Ok(mut s) = signal(SignalKind::from_raw(sig)) {
             let tx = sig_tx.clone();
-            tokio::spawn(async move {
-                while s.recv().await.is_some() && tx.send(sig).await.is_ok() {}
-            });
+            tokio::spawn(
+                async move { while s.recv().await.is_some() && tx.send(sig).await.is_ok() {} },
+            );
         }
     }
     if let Some(t) = &io.tty {
@@ -334,8 +338,12 @@ fn resolve_process(e: &Exec, bundle: &Path) -> Result<Value> {
     }
     let config = bundle.join("config.json");
     let text = std::fs::read(&config).map_err(Error::io(format!("read {}", config.display())))?;
-    let spec: Value = serde_json::from_slice(&text)
-        .map_err(|err| Error::Core(Core::InvalidArgument(format!("{}: {err}", config.display()))))?;
+    let spec: Value = serde_json::from_slice(&text).map_err(|err| {
+        Error::Core(Core::InvalidArgument(format!(
+            "{}: {err}",
+            config.display()
+        )))
+    })?;
     let mut p = spec.get("process").cloned().unwrap_or_else(|| json!({}));
     p["args"] = json!(e.args);
     p["terminal"] = json!(e.tty);
@@ -345,7 +353,11 @@ fn resolve_process(e: &Exec, bundle: &Path) -> Result<Value> {
     }
     let mut env: Vec<String> = p["env"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     for kv in &e.env {
         let key = kv.split('=').next().unwrap_or_default();
@@ -357,7 +369,9 @@ fn resolve_process(e: &Exec, bundle: &Path) -> Result<Value> {
         let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
         let parse = |s: &str| {
             s.parse::<u32>().map_err(|_| {
-                Error::Refused(format!("--user {user}: numeric UID[:GID] only (names are the guest's)"))
+                Error::Refused(format!(
+                    "--user {user}: numeric UID[:GID] only (names are the guest's)"
+                ))
             })
         };
         p["user"]["uid"] = json!(parse(uid)?);
@@ -403,7 +417,9 @@ mod tests {
             r#"{"process":{"args":["sleep","9"],"env":["PATH=/bin","A=1"],"cwd":"/","user":{"uid":0,"gid":0},"consoleSize":{"height":1,"width":1}}}"#,
         )
         .unwrap();
-        let e = exec(&["-e", "A=2", "--cwd", "/tmp", "-u", "5:6", "-t", "c1", "sh", "-c", "echo hi"]);
+        let e = exec(&[
+            "-e", "A=2", "--cwd", "/tmp", "-u", "5:6", "-t", "c1", "sh", "-c", "echo hi",
+        ]);
         let p = resolve_process(&e, b.path()).unwrap();
         assert_eq!(p["args"], json!(["sh", "-c", "echo hi"]));
         assert_eq!(p["env"], json!(["PATH=/bin", "A=2"]));

@@ -101,7 +101,7 @@ pub fn main(root: PathBuf, keep: Keep) -> i32 {
             return 1;
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         match run(root, keep, &mut ready).await {
             Ok(code) => code,
             Err(e) => {
@@ -110,7 +110,11 @@ pub fn main(root: PathBuf, keep: Keep) -> i32 {
                 1
             }
         }
-    })
+    });
+    // A stdin relay may sit in a blocking read no one will satisfy: do not
+    // wait for it, the process is done.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
@@ -153,7 +157,10 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
                 Some(pty.slave),
             )
         }
-        (false, None) => (FdStdio::plain(Some(stdin), Some(stdout), Some(stderr)), None),
+        (false, None) => (
+            FdStdio::plain(Some(stdin), Some(stdout), Some(stderr)),
+            None,
+        ),
     };
     let keeper = Arc::new(Keeper {
         dir: dir.clone(),
@@ -203,7 +210,12 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     };
     // Execs still running die with the init; let them report it.
     let _ = tokio::time::timeout(EXEC_DRAIN, async {
-        while !keeper.exec_pids.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        while !keeper
+            .exec_pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

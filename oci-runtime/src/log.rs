@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::path::Path;
 
 use tracing::{Event, Subscriber};
@@ -65,7 +66,13 @@ pub fn init(file: Option<&Path>, json: bool, debug: bool, who: String, to_stderr
             .create(true)
             .append(true)
             .open(p)
-            .map_err(|e| eprintln!("vxn-oci-runtime: log {}: {e}", p.display()))
+            .map_err(|e| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vxn-oci-runtime: log {}: {e}",
+                    p.display()
+                );
+            })
             .ok()
     });
     let _ = match (file, to_stderr) {

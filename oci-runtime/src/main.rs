@@ -60,9 +60,18 @@ impl Globals {
 }
 
 fn version() {
-    println!("vxn-oci-runtime version {}", env!("CARGO_PKG_VERSION"));
-    println!("spec: 1.0.2");
-    println!("isolation: Xen DomU per container");
+    use std::io::Write;
+    let _ = write!(
+        std::io::stdout().lock(),
+        "vxn-oci-runtime version {}\nspec: 1.0.2\nisolation: Xen DomU per container\n",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// An error line to stderr (never a panic if stderr is gone).
+fn say(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "vxn-oci-runtime: {msg}");
 }
 
 fn main() {
@@ -78,20 +87,27 @@ fn main() {
         return;
     }
     let Some(command) = cli.command else {
-        eprintln!("vxn-oci-runtime: no command (see --help)");
+        say("no command (see --help)");
         std::process::exit(1);
     };
     let (who, is_keeper) = match &command {
         Command::Keep(k) => (format!("keeper {}", k.create.id), true),
         Command::KeepExec(k) => (format!("exec keeper {}", k.id), true),
-        other => (format!("{other:?}").split(['(', ' ']).next().unwrap_or("").to_lowercase(), false),
+        other => (
+            format!("{other:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap_or("")
+                .to_lowercase(),
+            false,
+        ),
     };
     log::init(g.log.as_deref(), g.json, g.debug, who, !is_keeper);
     let code = match run(&g, command) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("vxn-oci-runtime: {e}");
+            say(&e.to_string());
             1
         }
     };

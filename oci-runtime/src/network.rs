@@ -70,7 +70,8 @@ mod tests {
         assert_eq!(engine_mode(&none), Some(Mode::None));
         let host = spec(r#"{"linux":{"namespaces":[{"type":"pid"}]}}"#);
         assert_eq!(engine_mode(&host), None);
-        let gone = spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
+        let gone =
+            spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
         assert_eq!(engine_mode(&gone), None);
     }
 }

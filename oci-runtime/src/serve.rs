@@ -161,7 +161,13 @@ async fn handle(keeper: &Keeper, req: Request) -> Result<Reply> {
         Request::Resume => c.resume().await?,
         Request::Ps => {
             let mut host_pids = vec![std::process::id()];
-            host_pids.extend(keeper.exec_pids.lock().unwrap_or_else(|p| p.into_inner()).iter());
+            host_pids.extend(
+                keeper
+                    .exec_pids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter(),
+            );
             return Ok(Reply::Pids {
                 processes: c.pids().await?,
                 host_pids,

@@ -133,7 +133,10 @@ mod tests {
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut ready = ReadyPipe(Some(File::from(w)));
         ready.report(&Reply::Ok);
-        assert!(matches!(read_report(r, Duration::from_secs(5)), Ok(Reply::Ok)));
+        assert!(matches!(
+            read_report(r, Duration::from_secs(5)),
+            Ok(Reply::Ok)
+        ));
 
         let (r, w) = nix::unistd::pipe().unwrap();
         drop(w);

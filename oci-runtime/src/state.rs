@@ -70,8 +70,7 @@ impl ContainerDir {
         use std::os::linux::net::SocketAddrExt;
         let digest = Sha256::digest(self.dir.as_os_str().as_encoded_bytes());
         let name = format!("vxn-oci-runtime/{}", &hex(&digest)[..32]);
-        SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(Error::io("control socket name"))
+        SocketAddr::from_abstract_name(name.as_bytes()).map_err(Error::io("control socket name"))
     }
 
     pub fn exists(&self) -> bool {
@@ -87,8 +86,7 @@ impl ContainerDir {
             }
             Err(e) => return Err(Error::io(format!("read {}", path.display()))(e)),
         };
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Keeper(format!("{}: {e}", path.display())))
+        serde_json::from_slice(&text).map_err(|e| Error::Keeper(format!("{}: {e}", path.display())))
     }
 
     /// Write state.json whole (aside, then renamed over).
@@ -108,12 +106,11 @@ impl ContainerDir {
         }
         match std::fs::create_dir(&self.dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Core(
-                vxn_runtime_core::Error::AlreadyExists(format!(
-                    "container {} already exists",
-                    self.id()
-                )),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::Core(vxn_runtime_core::Error::AlreadyExists(
+                    format!("container {} already exists", self.id()),
+                )))
+            }
             Err(e) => Err(Error::io(format!("mkdir {}", self.dir.display()))(e)),
         }
     }

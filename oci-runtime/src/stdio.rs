@@ -151,7 +151,11 @@ async fn relay_input(from: File, to: StreamWriter, close: Arc<Notify>) {
             },
             _ = close.notified() => break,
         };
-        if to.send(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+        if to
+            .send(bytes::Bytes::copy_from_slice(&buf[..n]))
+            .await
+            .is_err()
+        {
             return;
         }
     }

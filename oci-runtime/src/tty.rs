@@ -121,7 +121,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let pty = open(Some(Size { rows: 33, cols: 101 })).unwrap();
+        let pty = open(Some(Size {
+            rows: 33,
+            cols: 101,
+        }))
+        .unwrap();
         send_master(&path, &pty.master).unwrap();
         let (conn, _) = listener.accept().unwrap();
         let mut buf = [0u8; 64];
@@ -129,7 +133,13 @@ mod tests {
         assert_eq!(&buf[..n], b"/dev/ptmx");
         assert_eq!(fds.len(), 1);
         // The received master is the same terminal: its size is the slave's.
-        assert_eq!(size(&fds[0]), Some(Size { rows: 33, cols: 101 }));
+        assert_eq!(
+            size(&fds[0]),
+            Some(Size {
+                rows: 33,
+                cols: 101
+            })
+        );
         set_size(&fds[0], Size { rows: 10, cols: 20 }).unwrap();
         assert_eq!(size(&pty.slave), Some(Size { rows: 10, cols: 20 }));
     }

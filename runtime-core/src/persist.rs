@@ -368,7 +368,12 @@ mod tests {
             image_dir: Some("/elsewhere".into()),
             ..Default::default()
         }
-        .or_by_name(&name, Some(Path::new("/b")), Path::new("/img"), Path::new("/s"));
+        .or_by_name(
+            &name,
+            Some(Path::new("/b")),
+            Path::new("/img"),
+            Path::new("/s"),
+        );
         assert_eq!(r.image_dir.as_deref(), Some(Path::new("/elsewhere")));
         // No pool, no lease: nothing invented.
         let state = StateDir::at("/run/vxn/ns/id".into());

@@ -14,7 +14,6 @@ use vxn_runtime_core::config::Config;
 use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::persist::{self, StateDir};
 
-
 /// argv[1] of the reaper: `containerd-shim-vxn-v2 --vxn-reap NS ID BUNDLE`.
 pub const REAP_ARG: &str = "--vxn-reap";
 /// How long the action waits for its reaper: under containerd's 5 s.
@@ -77,8 +76,8 @@ async fn reap(ns: &str, id: &str, bundle: &Path) -> Result<(), ()> {
     persist::teardown_by_name(&cfg, &name, Some(bundle))
         .await
         .map_err(|e| {
-        // Nobody waits for us any more: say it where the next delete looks.
-        let note: PathBuf = dir.path().join(FAILURE_NOTE);
-        let _ = std::fs::write(note, format!("{e}\n"));
-    })
+            // Nobody waits for us any more: say it where the next delete looks.
+            let note: PathBuf = dir.path().join(FAILURE_NOTE);
+            let _ = std::fs::write(note, format!("{e}\n"));
+        })
 }
