@@ -16,7 +16,7 @@ use vxn_runtime_core::Error as Core;
 use crate::cli::{Exec, KeepExec};
 use crate::control::{self, Client, Reply, Request, Streams};
 use crate::error::{Error, Result};
-use crate::keeper::take_stdio;
+use crate::keeper::{take_stdio, FORWARDED};
 use crate::spawn::{self, ReadyPipe};
 use crate::state::{write_pid_file, ContainerDir};
 use crate::tty;
@@ -26,17 +26,6 @@ use crate::Globals;
 const START_WAIT: Duration = Duration::from_secs(180);
 /// What an exec reports when its container's keeper vanished under it.
 const KEEPER_GONE_CODE: i32 = 137;
-/// Signals the exec's stand-in passes on to the exec (runc's shim sends
-/// them to the exec's pid).
-const FORWARDED: [i32; 6] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 pub fn command(g: &Globals, e: Exec) -> Result<i32> {
     let dir = ContainerDir::new(&g.root, &e.id)?;
     let saved = dir.load()?;

@@ -30,8 +30,9 @@ use crate::state::{rfc3339, ContainerDir, Saved};
 use crate::stdio::FdStdio;
 use crate::tty;
 
-/// Signals the keeper passes on to the init (runc's init gets them directly).
-const FORWARDED: [i32; 6] = [
+/// Signals a stand-in passes on to its process (runc's init and exec'd
+/// processes would get them directly).
+pub const FORWARDED: [i32; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
