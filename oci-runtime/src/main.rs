@@ -74,7 +74,35 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "vxn-oci-runtime: {msg}");
 }
 
+/// The process environment a caller may not give: Podman runs kill and
+/// delete with XDG_RUNTIME_DIR alone, without PATH, and the teardown runs
+/// `xl` (in /usr/sbin). Fds a caller leaks to us (conmon's sync pipes) must
+/// not reach a keeper, nor through it the QEMU and `xl` it starts.
+fn sane_process() {
+    const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !path.split(':').any(|d| d == "/usr/sbin" || d == "/sbin") {
+        let joined = if path.is_empty() {
+            SYSTEM_PATH.to_string()
+        } else {
+            format!("{path}:{SYSTEM_PATH}")
+        };
+        // Still single-threaded: nothing reads the environment concurrently.
+        std::env::set_var("PATH", joined);
+    }
+    // SAFETY: close_range only flags fds close-on-exec; no memory is touched.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
 fn main() {
+    sane_process();
     let cli = Cli::parse();
     let g = Globals {
         root: std::path::absolute(&cli.root).unwrap_or_else(|_| cli.root.clone()),

@@ -201,7 +201,8 @@ test_oci_direct() {
   # our child here: the keeper's status is the container's (reaped by this shell's wait? no: poll)
   "${R[@]}" state d1 | grep -q '"status": "stopped"' || { log "not stopped: $("${R[@]}" state d1)"; ok=1; }
   "${R[@]}" kill d1 KILL 2>"$WORK/err" && { log "kill of a stopped container succeeded"; ok=1; }
-  "${R[@]}" delete d1 || ok=1
+  # as Podman calls delete: an environment of XDG_RUNTIME_DIR alone (no PATH)
+  env -i XDG_RUNTIME_DIR=/run ${VXN_CONFIG:+VXN_CONFIG=$VXN_CONFIG} "${R[@]}" delete d1 || ok=1
   oci_clean d1 "$DIRECT" || ok=1
   # run: foreground, its status
   make_bundle "$WORK/b2" '["sh","-c","exit 9"]'
