@@ -141,12 +141,16 @@ test_docker_exit() {
   return $ok
 }
 
-# e3. docker run -t: a pty in the container with the terminal's size
+# e3. docker run -t: a pty in the container with the terminal's size. Docker 20.10 sizes
+# the pty by a resize right after the start (with runc too: an immediate `stty size` sees
+# no size yet; busybox stty then prints an error and exits 0): the size is asked until
+# it is there, 10 s at most.
+ENGINE_SIZE='s=; for i in $(seq 20); do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.5; done; echo "$s"'
 test_docker_tty() {
   engine_setup || return 1
   engine_begin
   local out ok=0
-  out=$(timeout "$ET" script -qec "stty rows 33 cols 101; docker run --runtime $ENGINE_RT -t --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; stty size'" /dev/null 2>&1 | tr -d '\r')
+  out=$(timeout "$ET" script -qec "stty rows 33 cols 101; docker run --runtime $ENGINE_RT -t --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; $ENGINE_SIZE'" /dev/null 2>&1 | tr -d '\r')
   out=${out//^@/}
   echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '33 101' || { log "out=[$out]"; ok=1; }
   engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1

@@ -132,11 +132,11 @@ docker_config() {
 # make_docker_tar OUT.tar [NAME:TAG]: the busybox rootfs as a docker-archive (`docker save`'s
 # format: manifest.json, one config per image, the layer as <id>/layer.tar, repositories)
 # with two images on the same layer: NAME:TAG (runs as root) and NAME:user (image user
-# "user", 1000). Docker and Podman name them docker.io/library/NAME:TAG when NAME is short.
+# "user", 1000), named docker.io/library/NAME:TAG when NAME is short.
 make_docker_tar() {
   local out=$1 name repo tag tmp diff lid cfg cfg_user
-  name=${2:-vxn-test:latest}
-  [[ $name == *:* ]] || name=$name:latest
+  # fully qualified: Podman names a short RepoTag localhost/NAME, Docker shows NAME either way
+  name=$(full_image_name "${2:-vxn-test:latest}")
   repo=${name%:*} tag=${name##*:}
   [ "$tag" != user ] || die "make_docker_tar: the tag \"user\" is the user variant's"
   tmp=$(mktemp -d)
@@ -159,7 +159,7 @@ make_docker_tar() {
     manifest.json repositories "$cfg.json" "$cfg_user.json" "$lid"
   mv -f "$out.tmp" "$out"
   rm -rf "$tmp"
-  echo "$(full_image_name "$name") sha256:$cfg"
+  echo "$name sha256:$cfg"
 }
 
 # make_rootfs_ext4 OUT.ext4 [SIZE]: the same busybox rootfs as a raw ext4 filesystem image

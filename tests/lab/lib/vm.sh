@@ -16,7 +16,9 @@ qemu_args() {
   # dom0 disk writes are discarded unless VXN_LAB_PERSIST=1: every boot starts from the image
   [ "${VXN_LAB_PERSIST:-0}" = 1 ] && snap=off
   xen="dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all noreboot"
-  linux="root=/dev/vda rw console=hvc0 earlyprintk=xen"
+  # apparmor=0: dom0 has no apparmor_parser (Docker refuses to run a container when the
+  # kernel's AppArmor is on and it cannot load its profile)
+  linux="root=/dev/vda rw console=hvc0 earlyprintk=xen apparmor=0"
   # -initrd takes a comma-separated module list: literal commas must be doubled
   initrd="${BOOT//,/,,}/vmlinuz ${linux//,/,,},${BOOT//,/,,}/initrd.img"
   # shellcheck disable=SC2054 # commas inside QEMU option values
