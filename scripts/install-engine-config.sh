@@ -10,8 +10,9 @@
 # as its own Xen DomU.
 # Usage: install-engine-config.sh [--default] [--path PATH] [--no-docker] [--no-podman]
 #   --default    make vxn the default runtime too (Docker "default-runtime", Podman
-#                [engine] runtime). Without it, a default of "vxn" (an earlier --default)
-#                is dropped; any other default the user set is kept.
+#                [engine] runtime). Without it, Docker's default-runtime "vxn" (an earlier
+#                --default) becomes "runc", Docker's own default (a reload cannot unset a
+#                key), and the drop-in names no default; any other default is kept.
 #   --path PATH  the installed runtime (default /usr/local/bin/vxn-oci-runtime)
 # Env: DOCKER_DAEMON_JSON (/etc/docker/daemon.json), CONTAINERS_CONF_D
 # (/etc/containers/containers.conf.d).
@@ -77,7 +78,7 @@ runtimes["vxn"] = entry
 if default == "1":
     cfg["default-runtime"] = "vxn"
 elif cfg.get("default-runtime") == "vxn":
-    del cfg["default-runtime"]
+    cfg["default-runtime"] = "runc"
 if cfg == before and text.strip():
     sys.exit(3)
 with open(dst, "w") as f:
@@ -96,7 +97,7 @@ PY
       if (.runtimes // {} | type) != "object" then error("\"runtimes\" is not an object") else . end
       | .runtimes.vxn = ((if (.runtimes.vxn | type) == "object" then .runtimes.vxn else {} end) + {path: $p})
       | if $d == "1" then .["default-runtime"] = "vxn"
-        elif .["default-runtime"] == "vxn" then del(.["default-runtime"]) else . end' \
+        elif .["default-runtime"] == "vxn" then .["default-runtime"] = "runc" else . end' \
       <<< "$cur" > "$out" || return 1
     if [ -s "$in" ] && [ "$(jq -S . <<< "$cur")" = "$(jq -S . "$out")" ]; then return 3; fi
   else
