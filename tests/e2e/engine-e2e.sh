@@ -17,10 +17,15 @@ ENGINE_WORK=${WORK:-/tmp}/engine
 ET=${VXN_E2E_ENGINE_TIMEOUT:-300}
 # where a container's state may be left: vxn's, the runtime's (docker gives it --root
 # /run/docker/runtime-NAME; podman none: the runtime's default), temporary files
-ENGINE_DIRS=(/run/vxn /run/vxn-shares /var/lib/vxn /run/vxn-oci-runtime "/run/docker/runtime-$ENGINE_RT" /tmp /var/tmp)
+# (Docker 20.10 passes --root /run/docker/runtime-runc/moby to every runc-like runtime)
+ENGINE_DIRS=(/run/vxn /run/vxn-shares /var/lib/vxn /run/vxn-oci-runtime /run/docker/runtime-runc
+  "/run/docker/runtime-$ENGINE_RT" /tmp /var/tmp)
 # where paths named after a container's id may be left
 ENGINE_ID_DIRS=(/run /var/lib/vxn /var/lib/docker/containers /var/lib/containers/storage/overlay-containers /tmp /var/tmp)
 DOCKER=(timeout "$ET" docker)
+# a docker/podman CLI on script's terminal: the foreground process group of that terminal
+# (--foreground), killed after ET (script's own timeout would leave it behind, in its session)
+ENGINE_TTY_TIMEOUT="timeout --foreground -k 10 $ET"
 PODMAN=(timeout "$ET" podman)
 
 # engine_setup: docker and podman answer, the runtime is registered with both, the image
@@ -55,6 +60,7 @@ engine_setup() {
 engine_files() { find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null | grep -v "^${WORK:-/nowhere}/" | sort; }
 engine_mounts() { awk '{print $2}' /proc/mounts | sort; }
 engine_loops() { losetup -n -O NAME,BACK-FILE 2>/dev/null | sort; }
+engine_domains() { xl list 2>/dev/null | tail -n +2 | awk '$1 != "Domain-0" {print $1}' | sort; }
 
 # engine_begin: what dom0 holds before a test (engine_gone compares with it); the time
 # the journal is shown from when the test fails.
@@ -63,6 +69,7 @@ engine_begin() {
   ENGINE_FILES0=$(engine_files)
   ENGINE_MOUNTS0=$(engine_mounts)
   ENGINE_LOOPS0=$(engine_loops)
+  ENGINE_DOMAINS0=$(engine_domains)
   rm -f "$ENGINE_WORK"/cid*
 }
 
@@ -72,8 +79,8 @@ new_lines() { comm -13 <(echo "$1") <(echo "$2") | sed '/^$/d'; }
 # engine_left ID...: print what is left of these containers (nothing: all gone).
 engine_left() {
   local id n
-  n=$(domain_count)
-  [ "$n" = 0 ] || echo "domains: $(xl list | tail -n +2 | grep -v '^Domain-0' | awk '{print $1}' | tr '\n' ' ')"
+  n=$(new_lines "$ENGINE_DOMAINS0" "$(engine_domains)")
+  [ -z "$n" ] || echo "domains: $(echo "$n" | tr '\n' ' ')"
   n=$(new_lines "$ENGINE_FILES0" "$(engine_files)")
   [ -z "$n" ] || echo "files: $(echo "$n" | head -20 | tr '\n' ' ')"
   n=$(new_lines "$ENGINE_MOUNTS0" "$(engine_mounts)")
@@ -92,22 +99,36 @@ engine_left() {
 }
 
 # engine_gone ID...: nothing of the containers is left (after up to 30 s of teardown).
+# When something is, it is reported, then removed as well as can be (the engine's rm -f,
+# the domain destroyed) so that the next test starts clean.
 engine_gone() {
-  local i left
-  for ((i = 0; i < 30; i++)); do
+  local t0=$SECONDS left id d
+  while :; do
     left=$(engine_left "$@")
-    [ -z "$left" ] && { [ $i = 0 ] || log "teardown took ${i}s after the command returned"; return 0; }
+    [ -z "$left" ] && { [ $SECONDS = "$t0" ] || log "teardown took $((SECONDS - t0))s after the command returned"; return 0; }
+    [ $((SECONDS - t0)) -lt 30 ] || break
     sleep 1
   done
   log "left behind: $left"
+  for id in "$@"; do
+    [ -n "$id" ] || continue
+    timeout 120 docker rm -f "$id" >/dev/null 2>&1
+    timeout 120 podman rm -f "$id" >/dev/null 2>&1
+  done
+  for d in $(new_lines "$ENGINE_DOMAINS0" "$(engine_domains)"); do timeout 60 xl destroy "$d" 2>/dev/null; done
   return 1
 }
 
 # engine_logs: the journal of docker, containerd, podman/conmon since the test began.
 engine_logs() {
-  log "journal since the test began (docker, containerd, conmon, podman):"
-  journalctl --no-pager -q -o short-monotonic --since "@$ENGINE_T0" -u docker -u containerd -t conmon -t podman 2>/dev/null |
-    tail -n "${VXN_E2E_ENGINE_LOG_LINES:-40}" | sed 's/^/    /' >&2
+  local n=${VXN_E2E_ENGINE_LOG_LINES:-40}
+  # (units and identifiers in one journalctl call would be ANDed)
+  log "journal since the test began: docker, containerd (last $n lines)"
+  journalctl --no-pager -q -o short-precise --since "@$ENGINE_T0" -u docker -u containerd 2>/dev/null |
+    tail -n "$n" | cut -c1-400 | sed 's/^/    /' >&2
+  log "journal since the test began: conmon, podman (last $n lines)"
+  journalctl --no-pager -q -o short-precise --since "@$ENGINE_T0" -t conmon -t podman 2>/dev/null |
+    tail -n "$n" | cut -c1-400 | sed 's/^/    /' >&2
 }
 
 # engine_cid FILE: the container id a --cidfile holds ("" if none).
@@ -150,7 +171,7 @@ test_docker_tty() {
   engine_setup || return 1
   engine_begin
   local out ok=0
-  out=$(timeout "$ET" script -qec "stty rows 33 cols 101; docker run --runtime $ENGINE_RT -t --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; $ENGINE_SIZE'" /dev/null 2>&1 | tr -d '\r')
+  out=$(timeout $((ET + 30)) script -qec "stty rows 33 cols 101; $ENGINE_TTY_TIMEOUT docker run --runtime $ENGINE_RT -t --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; $ENGINE_SIZE'" /dev/null 2>&1 | tr -d '\r')
   out=${out//^@/}
   echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '33 101' || { log "out=[$out]"; ok=1; }
   engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
@@ -270,7 +291,7 @@ test_podman_it() {
   engine_setup || return 1
   engine_begin
   local out rc ok=0
-  out=$(timeout "$ET" script -qec "stty rows 33 cols 101; podman run --runtime $ENGINE_RT -it --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; exit 3'" /dev/null 2>&1 </dev/null)
+  out=$(timeout $((ET + 30)) script -qec "stty rows 33 cols 101; $ENGINE_TTY_TIMEOUT podman run --runtime $ENGINE_RT -it --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; exit 3'" /dev/null 2>&1 </dev/null)
   rc=$?
   out=$(echo "$out" | tr -d '\r')
   out=${out//^@/}
