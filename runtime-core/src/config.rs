@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::network::NetworkConfig;
-use crate::vm::Backend;
+use crate::rootfs::RootfsExport;
+use crate::vm::{Backend, Hypervisor};
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
@@ -117,7 +120,17 @@ impl Config {
     pub fn backend(&self) -> Result<Backend, String> {
         Backend::from_config(&self.hypervisor, &self.process_agent)
     }
+
+    /// That backend, built, and how its VMs get their rootfs.
+    pub fn platform(&self) -> Result<Platform, String> {
+        let backend = self.backend()?;
+        let hv = backend.build().map_err(|e| e.to_string())?;
+        Ok((hv, backend.exporter(self.rootfs_extra_mib)))
+    }
 }
+
+/// A VM backend and its rootfs exporter: what every front-end creates with.
+pub type Platform = (Arc<dyn Hypervisor>, Arc<dyn RootfsExport>);
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@
 //! * [`rootfs`]: how a container's root filesystem reaches its VM; [`binds`]: host directories, over 9p;
 //! * [`names`]: (namespace, id) to domain and directory names;
 //! * [`network`]: a container's vif, address lease and guest network setup; dom0's bridge;
-//! * [`command`]: external commands with timeouts.
+//! * [`command`]: external commands with timeouts; [`logfmt`]: the log line format.
 
 pub mod binds;
 pub mod client;
@@ -27,6 +27,7 @@ pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod ids;
+pub mod logfmt;
 pub mod names;
 pub mod network;
 pub mod oci;

@@ -139,6 +139,15 @@ impl Spec {
             .filter(|p| !p.as_os_str().is_empty())
     }
 
+    /// The container's root directory: `root.path`, relative to the bundle
+    /// unless absolute (runc's rule), `rootfs` when the spec names none.
+    pub fn rootfs_dir(&self, bundle: &Path) -> PathBuf {
+        match self.root.as_ref().map(|r| r.path.as_str()) {
+            None | Some("") => bundle.join("rootfs"),
+            Some(p) => bundle.join(p),
+        }
+    }
+
     /// The init's process, valid enough to be worth a VM.
     pub fn init_process(&self) -> Result<&Process> {
         let p = self

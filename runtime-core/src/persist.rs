@@ -53,10 +53,12 @@ pub struct PodDisk {
 impl Record {
     /// Fill what a lost or partial record does not name from the names this
     /// container's things have whether or not they were recorded.
+    /// `bundle`: where the front-end mounts the rootfs (`<bundle>/rootfs`);
+    /// None for one that never mounts it (the runc CLI: the engine does).
     pub fn or_by_name(
         mut self,
         name: &ContainerName,
-        bundle: &Path,
+        bundle: Option<&Path>,
         image_root: &Path,
         share_root: &Path,
     ) -> Self {
@@ -65,8 +67,9 @@ impl Record {
         // that never was is a no-op, and removal never crosses a mount point.
         self.share_dir
             .get_or_insert_with(|| name.dir_under(share_root));
-        self.rootfs_mount
-            .get_or_insert_with(|| bundle.join("rootfs"));
+        if let (None, Some(bundle)) = (&self.rootfs_mount, bundle) {
+            self.rootfs_mount = Some(bundle.join("rootfs"));
+        }
         self.image_dir
             .get_or_insert_with(|| name.dir_under(image_root));
         self
@@ -205,6 +208,24 @@ pub async fn teardown(
     }
 }
 
+/// Tear down (namespace, id) when its owner is gone (a SIGKILLed shim, an
+/// exited runc keeper): what its record names and, where the record is lost,
+/// what its name implies. Ok once nothing is left.
+pub async fn teardown_by_name(
+    cfg: &crate::config::Config,
+    name: &ContainerName,
+    bundle: Option<&Path>,
+) -> Result<()> {
+    let (hv, exporter) = cfg.platform().map_err(Error::InvalidArgument)?;
+    let dir = StateDir::of(&cfg.state_dir, name);
+    let record = dir
+        .load()
+        .unwrap_or_default()
+        .or_by_name(name, bundle, &cfg.image_dir, &cfg.share_dir)
+        .or_lease_of(&dir, &cfg.network.lease_dir);
+    teardown(&record, &dir, hv.as_ref(), exporter.as_ref()).await
+}
+
 /// After a failed create: tear down what `r` names; what is left is logged
 /// (the record stays for Delete or the `delete` action to retry).
 pub async fn undo(r: &Record, state: &StateDir, hv: &dyn Hypervisor, exporter: &dyn RootfsExport) {
@@ -334,7 +355,7 @@ mod tests {
         let name = ContainerName::new("ns", "id").unwrap();
         let r = Record::default().or_by_name(
             &name,
-            Path::new("/b"),
+            Some(Path::new("/b")),
             Path::new("/img"),
             Path::new("/shares"),
         );
@@ -347,7 +368,12 @@ mod tests {
             image_dir: Some("/elsewhere".into()),
             ..Default::default()
         }
-        .or_by_name(&name, Path::new("/b"), Path::new("/img"), Path::new("/s"));
+        .or_by_name(
+            &name,
+            Some(Path::new("/b")),
+            Path::new("/img"),
+            Path::new("/s"),
+        );
         assert_eq!(r.image_dir.as_deref(), Some(Path::new("/elsewhere")));
         // No pool, no lease: nothing invented.
         let state = StateDir::at("/run/vxn/ns/id".into());

@@ -14,8 +14,6 @@ use vxn_runtime_core::config::Config;
 use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::persist::{self, StateDir};
 
-use crate::service::platform;
-
 /// argv[1] of the reaper: `containerd-shim-vxn-v2 --vxn-reap NS ID BUNDLE`.
 pub const REAP_ARG: &str = "--vxn-reap";
 /// How long the action waits for its reaper: under containerd's 5 s.
@@ -75,22 +73,11 @@ async fn reap(ns: &str, id: &str, bundle: &Path) -> Result<(), ()> {
     let cfg = Config::load().unwrap_or_default();
     let name = ContainerName::new(ns, id).map_err(|_| ())?;
     let dir = StateDir::of(&cfg.state_dir, &name);
-    let result = async {
-        let (hv, exporter) = platform(&cfg)?;
-        // What the record names, and by name what a lost record cannot.
-        let record = dir
-            .load()
-            .unwrap_or_default()
-            .or_by_name(&name, bundle, &cfg.image_dir, &cfg.share_dir)
-            .or_lease_of(&dir, &cfg.network.lease_dir);
-        persist::teardown(&record, &dir, hv.as_ref(), exporter.as_ref())
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    result.map_err(|e| {
-        // Nobody waits for us any more: say it where the next delete looks.
-        let note: PathBuf = dir.path().join(FAILURE_NOTE);
-        let _ = std::fs::write(note, format!("{e}\n"));
-    })
+    persist::teardown_by_name(&cfg, &name, Some(bundle))
+        .await
+        .map_err(|e| {
+            // Nobody waits for us any more: say it where the next delete looks.
+            let note: PathBuf = dir.path().join(FAILURE_NOTE);
+            let _ = std::fs::write(note, format!("{e}\n"));
+        })
 }

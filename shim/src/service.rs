@@ -13,8 +13,6 @@ use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::oci;
 use vxn_runtime_core::pod::Role;
 use vxn_runtime_core::process::VM_GONE_CODE;
-use vxn_runtime_core::rootfs::RootfsExport;
-use vxn_runtime_core::vm::Hypervisor;
 
 use crate::events::{timestamp, Events};
 use crate::logging;
@@ -29,14 +27,7 @@ pub struct Service {
     exit: Arc<ExitSignal>,
 }
 
-/// The backend the config asks for, and how its VMs get their rootfs.
-pub type Platform = (Arc<dyn Hypervisor>, Arc<dyn RootfsExport>);
-
-pub fn platform(cfg: &Config) -> Result<Platform, String> {
-    let backend = cfg.backend()?;
-    let hv = backend.build().map_err(|e| e.to_string())?;
-    Ok((hv, backend.exporter(cfg.rootfs_extra_mib)))
-}
+pub use vxn_runtime_core::config::Platform;
 
 fn other(e: impl std::fmt::Display) -> containerd_shim::Error {
     containerd_shim::Error::Other(e.to_string())
@@ -108,7 +99,7 @@ impl Shim for Service {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let platform = platform(&self.cfg);
+        let platform = self.cfg.platform();
         if let Err(e) = &platform {
             tracing::error!(error = %e, "no VM backend: every Create will fail");
         }

@@ -212,6 +212,7 @@ impl TaskService {
             bundle,
             rootfs,
             stdio: paths,
+            network: None,
         };
         let task = match role {
             Role::PodMember { sandbox_id } => {

@@ -5,8 +5,9 @@
 # in a cgroup of its own, over a socketpair. No isolation: for tests only.
 #   1. tests/e2e/shim-e2e.sh with the real agent (stdio, tty, exec, signals, exit codes,
 #      events, pause, cleanup after a shim SIGKILL, tenants, capabilities ...);
-#   2. tests/e2e/hostile-e2e.sh with vxn-hostile-agent, a guest that lies, floods and stalls.
-# Usage: tests/e2e/vmless.sh [shim|hostile] [TEST...]   (default: both suites, every test)
+#   2. tests/e2e/oci-e2e.sh: vxn-oci-runtime, through containerd's runc shim and directly;
+#   3. tests/e2e/hostile-e2e.sh with vxn-hostile-agent, a guest that lies, floods and stalls.
+# Usage: tests/e2e/vmless.sh [shim|oci|hostile] [TEST...]   (default: all suites, every test)
 # Env: VXN_BIN (dir of the built binaries, default target/debug), VXN_VMLESS_RUN
 # (/run/vxn-vmless), VXN_VMLESS_DATA (/var/lib/vxn-vmless). Needs root, containerd, ctr.
 set -euo pipefail
@@ -14,14 +15,14 @@ REPO=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
 BIN=${VXN_BIN:-$REPO/target/debug}
 RUN=${VXN_VMLESS_RUN:-/run/vxn-vmless}
 DATA=${VXN_VMLESS_DATA:-/var/lib/vxn-vmless}
-SUITE=${1:-both}
+SUITE=${1:-all}
 [ $# -gt 0 ] && shift
 
 log() { echo "vmless: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (containerd, mounts, cgroups)"
-for b in containerd-shim-vxn-v2 vxn-agent vxnctl vxn-hostile-agent; do
+for b in containerd-shim-vxn-v2 vxn-agent vxnctl vxn-hostile-agent vxn-oci-runtime; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is not built (cargo build --workspace)"
 done
 command -v containerd >/dev/null && command -v ctr >/dev/null || die "containerd and ctr are needed (scripts/install-deps.sh)"
@@ -43,6 +44,7 @@ sweep() {
   stop_containerd
   # Shims and agents of this run's containerd (their command lines name our paths).
   pkill -9 -f "containerd-shim-vxn-v2 .*-address $RUN/" 2>/dev/null || true
+  pkill -9 -f "vxn-oci-runtime --root $RUN/" 2>/dev/null || true
   local cg
   for cg in "$CGROUP2"/vxn-process/*/; do
     [ -d "$cg" ] || continue
@@ -99,11 +101,16 @@ export VXN_E2E_BACKEND=process VXN_STATE_DIR=$RUN/vxn VXN_IMAGE_DIR=$DATA/images
 export CONTAINERD_STATE=$RUN/containerd VXN_CONTAINERD_LOG=$RUN/containerd.log
 rc=0
 t0=$SECONDS
-if [ "$SUITE" = both ] || [ "$SUITE" = shim ]; then
+if [ "$SUITE" = all ] || [ "$SUITE" = shim ]; then
   "$REPO/tests/e2e/shim-e2e.sh" "$@" || rc=1
   echo "vmless: shim suite $((SECONDS - t0))s"
 fi
-if [ "$SUITE" = both ] || [ "$SUITE" = hostile ]; then
+if [ "$SUITE" = all ] || [ "$SUITE" = oci ]; then
+  t1=$SECONDS
+  VXN_OCI_RUNTIME=$BIN/vxn-oci-runtime VXN_OCI_ROOT=$RUN/oci "$REPO/tests/e2e/oci-e2e.sh" "$@" || rc=1
+  echo "vmless: oci suite $((SECONDS - t1))s"
+fi
+if [ "$SUITE" = all ] || [ "$SUITE" = hostile ]; then
   t1=$SECONDS
   # The shim reads its config at start: from now on every container gets the hostile agent.
   write_config "$BIN/vxn-hostile-agent"
@@ -116,6 +123,10 @@ left=$(find "$CGROUP2/vxn-process" -mindepth 1 -maxdepth 1 -type d 2>/dev/null |
 sleep 1 # a shim exits just after answering its last Shutdown
 if pgrep -f "containerd-shim-vxn-v2 .*-address $RUN/" >/dev/null; then
   log "shims left running: $(pgrep -af "containerd-shim-vxn-v2 .*-address $RUN/")"
+  rc=1
+fi
+if pgrep -f "vxn-oci-runtime --root $RUN/" >/dev/null; then
+  log "runtime keepers left running: $(pgrep -af "vxn-oci-runtime --root $RUN/")"
   rc=1
 fi
 [ $rc = 0 ] || { log "containerd log: $RUN/containerd.log (tail below)"; tail -30 "$RUN/containerd.log" >&2; }

@@ -111,14 +111,13 @@ pub(crate) async fn boot_recorded(
 /// export it for a VM; each step recorded in `record` before it is made.
 pub(super) async fn export_rootfs(
     rootfs: RootfsSource,
-    bundle: &Path,
+    rootfs_dir: PathBuf,
     name: &ContainerName,
     cfg: &Config,
     exporter: &dyn RootfsExport,
     record: &mut Record,
     state: &StateDir,
 ) -> Result<ExportedRootfs> {
-    let rootfs_dir = bundle.join("rootfs");
     if let RootfsSource::Mount(mount) = rootfs {
         std::fs::create_dir_all(&rootfs_dir)
             .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
@@ -147,10 +146,20 @@ pub type MountRootfs = Box<dyn FnOnce(&Path) -> Result<()> + Send>;
 
 /// Where the container's root filesystem comes from.
 pub enum RootfsSource {
-    /// `<bundle>/rootfs` is ready as it is (runc's contract).
+    /// The spec's `root.path` (relative to the bundle) is ready as it is (runc's contract).
     Bundle,
     /// Mount it at `<bundle>/rootfs` first; unmounted at teardown.
     Mount(MountRootfs),
+}
+
+impl RootfsSource {
+    /// Where the container's root directory is (or is mounted).
+    pub fn dir(&self, spec: &oci::Spec, bundle: &Path) -> PathBuf {
+        match self {
+            Self::Bundle => spec.rootfs_dir(bundle),
+            Self::Mount(_) => bundle.join("rootfs"),
+        }
+    }
 }
 
 pub struct CreateRequest<S> {
@@ -159,6 +168,9 @@ pub struct CreateRequest<S> {
     pub rootfs: RootfsSource,
     /// The init's stdio.
     pub stdio: S,
+    /// The front-end's network mode, over the config's and the annotations'
+    /// (the runc CLI: an engine that gave the container no network).
+    pub network: Option<Mode>,
 }
 
 impl<S: ProcessStdio> Container<S> {
@@ -175,7 +187,13 @@ impl<S: ProcessStdio> Container<S> {
         let plan = oci::mounts(&spec)?;
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
-        let net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
+        let mut net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
+        if let Some(mode) = req.network {
+            net = network::Request {
+                mode,
+                address: net.address.filter(|_| mode == Mode::Static),
+            };
+        }
         if net.mode != Mode::None {
             hv.check_vif(&cfg.network.bridge).await?;
         }
@@ -188,9 +206,10 @@ impl<S: ProcessStdio> Container<S> {
         };
         let made = async {
             state.save(&record)?;
+            let dir = req.rootfs.dir(&spec, &req.bundle);
             let exported = export_rootfs(
                 req.rootfs,
-                &req.bundle,
+                dir,
                 &req.name,
                 cfg,
                 exporter.as_ref(),

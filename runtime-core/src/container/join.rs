@@ -54,9 +54,10 @@ impl<S: ProcessStdio> Container<S> {
         let mut joined = false;
         let made = async {
             state.save(&record)?;
+            let dir = req.rootfs.dir(&spec, &req.bundle);
             let exported = export_rootfs(
                 req.rootfs,
-                &req.bundle,
+                dir,
                 &req.name,
                 cfg,
                 exporter.as_ref(),

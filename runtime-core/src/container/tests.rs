@@ -78,6 +78,7 @@ impl World {
             name: self.name(),
             bundle: self.dir.path().join("bundle"),
             rootfs: RootfsSource::Bundle,
+            network: None,
             stdio: NoStdio,
         };
         Container::create(

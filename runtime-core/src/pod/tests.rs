@@ -98,6 +98,7 @@ impl World {
             name: ContainerName::new("k8s.io", id).unwrap(),
             bundle: bundle(self.dir.path(), id, &annotations),
             rootfs: RootfsSource::Bundle,
+            network: None,
             stdio: NoStdio,
         };
         Container::create_in_pod(pod.clone(), req, &self.cfg, self.export.clone(), events).await

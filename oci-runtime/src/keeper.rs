@@ -1,0 +1,321 @@
+//! The keeper: the dom0 process that stands for a container's init. `create`
+//! starts it and writes its pid to `--pid-file`; it creates the container
+//! through runtime-core (VM booted, paused), relays the init's stdio (the fds
+//! create was given, or a terminal), serves the other commands on its
+//! control socket, and exits with the init's exit status, so the caller's
+//! reaper (containerd's runc shim, conmon) sees the real code. The VM stays
+//! until `delete`, as a runc container's resources do.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+use vxn_runtime_core::config::Config;
+use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::events::{EventSink, TaskEvent};
+use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::oci;
+use vxn_runtime_core::Error as Core;
+
+use crate::cli::Keep;
+use crate::control::Reply;
+use crate::error::{Error, Result};
+use crate::serve;
+use crate::spawn::ReadyPipe;
+use crate::state::{rfc3339, ContainerDir, Saved};
+use crate::stdio::FdStdio;
+use crate::tty;
+
+/// Signals a stand-in passes on to its process (runc's init and exec'd
+/// processes would get them directly).
+pub const FORWARDED: [i32; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+/// After the init exits, how long its execs get to report their own exits.
+const EXEC_DRAIN: Duration = Duration::from_secs(3);
+
+pub struct Keeper {
+    pub dir: ContainerDir,
+    container: OnceLock<Arc<Container<FdStdio>>>,
+    /// The terminal's slave, when the init has one: resizes are read from it.
+    tty: Option<OwnedFd>,
+    pub cfg: Config,
+    next_exec: AtomicU64,
+    /// Host pids of connected exec keepers (what `ps --format json` lists).
+    pub exec_pids: Mutex<Vec<u32>>,
+    /// Delete was served: the keeper exits.
+    pub deleted: Notify,
+}
+
+/// Logs what happens to the container (runc has no event stream to feed).
+struct LogEvents(String);
+
+impl EventSink for LogEvents {
+    fn publish(&self, ev: TaskEvent) {
+        tracing::info!(id = %self.0, event = ?ev, "container event");
+    }
+}
+
+/// Move the caller's stdio off 0-2 (close-on-exec, so no child of ours, such
+/// as a daemonizing `xl`, holds the container's pipes open) and point 0-2 at
+/// /dev/null. Returns the original three.
+pub fn take_stdio() -> Result<[OwnedFd; 3]> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(Error::io("/dev/null"))?;
+    let mut out = Vec::with_capacity(3);
+    for fd in 0..3 {
+        let moved = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+            .map_err(|e| Error::io("dup stdio")(e.into()))?;
+        // SAFETY: F_DUPFD_CLOEXEC just returned this new fd; we own it.
+        out.push(unsafe { OwnedFd::from_raw_fd(moved) });
+        nix::unistd::dup2(null.as_raw_fd(), fd).map_err(|e| Error::io("dup2")(e.into()))?;
+    }
+    let [a, b, c]: [OwnedFd; 3] = out.try_into().map_err(|_| Error::Keeper("stdio".into()))?;
+    Ok([a, b, c])
+}
+
+/// The keeper's whole life; returns its exit status.
+pub fn main(root: PathBuf, keep: Keep) -> i32 {
+    let mut ready = ReadyPipe::from_arg(keep.ready_fd);
+    // A session of its own: the caller's signals to its group are not the
+    // container's, and a terminal can become ours.
+    let _ = nix::unistd::setsid();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            ready.report(&Reply::from_error(&Error::io("tokio")(e)));
+            return 1;
+        }
+    };
+    let code = rt.block_on(async move {
+        match run(root, keep, &mut ready).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(error = %e, "keeper");
+                ready.report(&Reply::from_error(&e));
+                1
+            }
+        }
+    });
+    // A stdin relay may sit in a blocking read no one will satisfy: do not
+    // wait for it, the process is done.
+    rt.shutdown_background();
+    code
+}
+
+async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
+    let args = keep.create;
+    let dir = ContainerDir::new(&root, &args.id)?;
+    let cfg = Config::load().map_err(|e| Core::InvalidArgument(format!("vxn config: {e}")))?;
+    let (hv, exporter) = cfg.platform().map_err(Core::InvalidArgument)?;
+    let bundle = std::path::absolute(&args.bundle).map_err(Error::io("bundle"))?;
+    let spec = oci::load(&bundle)?;
+    let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);
+    let [stdin, stdout, stderr] = take_stdio()?;
+    let (stdio, tty) = match (terminal, &args.console_socket) {
+        (true, None) => {
+            return Err(Error::Refused(
+                "process.terminal needs --console-socket".into(),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Error::Refused(
+                "--console-socket is for process.terminal only".into(),
+            ))
+        }
+        (true, Some(socket)) => {
+            let size = spec
+                .process
+                .as_ref()
+                .and_then(|p| p.console_size.as_ref())
+                .filter(|c| c.height > 0 && c.width > 0)
+                .map(|c| tty::Size {
+                    rows: c.height.min(u16::MAX.into()) as u16,
+                    cols: c.width.min(u16::MAX.into()) as u16,
+                });
+            let pty = tty::open(size)?;
+            tty::send_master(socket, &pty.master)?;
+            drop(pty.master);
+            tty::take_as_controlling(&pty.slave)?;
+            let relay = pty.slave.try_clone().map_err(Error::io("dup tty"))?;
+            (
+                FdStdio::terminal(relay).map_err(Error::io("tty"))?,
+                Some(pty.slave),
+            )
+        }
+        (false, None) => (
+            FdStdio::plain(Some(stdin), Some(stdout), Some(stderr)),
+            None,
+        ),
+    };
+    let keeper = Arc::new(Keeper {
+        dir: dir.clone(),
+        container: OnceLock::new(),
+        tty,
+        cfg,
+        next_exec: AtomicU64::new(1),
+        exec_pids: Mutex::default(),
+        deleted: Notify::new(),
+    });
+    // Serving starts now: `state` during create says "creating".
+    let listener = serve::bind(&dir)?;
+    tokio::spawn(serve::accept_loop(listener, keeper.clone()));
+
+    let request = CreateRequest {
+        name: dir.name.clone(),
+        bundle: bundle.clone(),
+        rootfs: RootfsSource::Bundle,
+        stdio,
+        network: crate::network::engine_mode(&spec),
+    };
+    let events = Arc::new(LogEvents(args.id.clone()));
+    let c = Container::create(request, &keeper.cfg, hv, exporter, events).await?;
+    let _ = keeper.container.set(c.clone());
+    let saved = Saved {
+        id: args.id.clone(),
+        pid: std::process::id(),
+        bundle: bundle.clone(),
+        rootfs: spec.rootfs_dir(&bundle),
+        created: rfc3339(SystemTime::now()),
+        annotations: spec.annotations.clone(),
+    };
+    if let Err(e) = dir.save(&saved) {
+        let _ = c.delete().await;
+        return Err(e);
+    }
+    ready.report(&Reply::Ok);
+    tracing::info!(id = %args.id, domain = %c.domain(), "created");
+
+    forward_signals(&keeper);
+    if keeper.tty.is_some() {
+        follow_resizes(&keeper);
+    }
+    let exit = tokio::select! {
+        e = c.init().wait() => e,
+        _ = keeper.deleted.notified() => c.init().exit().unwrap_or_else(vxn_runtime_core::process::Exit::never_ran),
+    };
+    // Execs still running die with the init; let them report it.
+    let _ = tokio::time::timeout(EXEC_DRAIN, async {
+        while !keeper
+            .exec_pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    tracing::info!(id = %args.id, code = exit.code, "init exited");
+    Ok((exit.code & 0xff) as i32)
+}
+
+impl Keeper {
+    pub fn container(&self) -> Result<&Arc<Container<FdStdio>>> {
+        self.container.get().ok_or_else(|| {
+            Error::Core(Core::FailedPrecondition(format!(
+                "container {} is being created",
+                self.dir.id()
+            )))
+        })
+    }
+
+    pub fn new_exec_id(&self) -> Result<ExecId> {
+        let n = self.next_exec.fetch_add(1, Ordering::Relaxed);
+        Ok(ExecId::new_exec(&format!("exec-{n}"))?)
+    }
+
+    /// runc's status words.
+    pub fn status(&self) -> &'static str {
+        let Some(c) = self.container.get() else {
+            return "creating";
+        };
+        match c.status(c.init()) {
+            TaskStatus::Created => "created",
+            TaskStatus::Running => "running",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Stopped => "stopped",
+        }
+    }
+
+    /// The init's terminal size changed (or it just started): tell the guest.
+    pub async fn sync_size(&self) {
+        let (Some(tty), Ok(c)) = (&self.tty, self.container()) else {
+            return;
+        };
+        if let Some(s) = tty::size(tty) {
+            let r = c
+                .resize_pty(&ExecId::Init, s.rows.into(), s.cols.into())
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "terminal resize not applied");
+            }
+        }
+    }
+
+    /// Peer pid of an exec keeper's connection, for `ps --format json`.
+    pub fn track_exec(&self, conn: &UnixStream) -> Option<u32> {
+        let pid = conn.peer_cred().ok()?.pid()? as u32;
+        self.exec_pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pid);
+        Some(pid)
+    }
+
+    pub fn untrack_exec(&self, pid: Option<u32>) {
+        let mut pids = self.exec_pids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pid) = pid {
+            pids.retain(|p| *p != pid);
+        }
+    }
+}
+
+/// Signals sent to the keeper go to the container's init, as they would
+/// reach runc's init process.
+fn forward_signals(keeper: &Arc<Keeper>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for sig in FORWARDED {
+        let Ok(mut stream) = signal(SignalKind::from_raw(sig)) else {
+            continue;
+        };
+        let k = keeper.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if let Ok(c) = k.container() {
+                    if let Err(e) = c.kill(&ExecId::Init, sig as u32, false).await {
+                        tracing::warn!(signal = sig, error = %e, "forwarding a signal");
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn follow_resizes(keeper: &Arc<Keeper>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut winch) = signal(SignalKind::window_change()) else {
+        return;
+    };
+    let k = keeper.clone();
+    tokio::spawn(async move {
+        while winch.recv().await.is_some() {
+            k.sync_size().await;
+        }
+    });
+}
