@@ -226,6 +226,7 @@ cmd_e2e() {
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
 # bench net [RUNS] [MIB]: TCP throughput container <-> dom0 and the vif's create cost.
 # bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
+# bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
 cmd_bench() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
@@ -234,6 +235,14 @@ cmd_bench() {
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
       "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh"
     dom0 "pod-bench.sh $*" < /dev/null
+    return
+  fi
+  if [ "${1:-}" = engine ]; then
+    shift
+    local rt=$REPO_DIR/target/release/vxn-oci-runtime
+    [ -f "$rt" ] || die "bench engine: $rt not built (cargo build --release)"
+    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-bench.sh"
+    dom0 "engine-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = net ]; then
