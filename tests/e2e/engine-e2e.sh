@@ -102,10 +102,11 @@ engine_left() {
 # When something is, it is reported, then removed as well as can be (the engine's rm -f,
 # the domain destroyed) so that the next test starts clean.
 engine_gone() {
-  local t0=$SECONDS left id d
+  local t0=$SECONDS left first='' id d
   while :; do
     left=$(engine_left "$@")
-    [ -z "$left" ] && { [ $SECONDS = "$t0" ] || log "teardown took $((SECONDS - t0))s after the command returned"; return 0; }
+    [ -n "$first" ] || first=$left
+    [ -z "$left" ] && { [ -z "$first" ] || log "teardown took $((SECONDS - t0))s more after the command returned; there were: $(echo "$first" | cut -c1-300)"; return 0; }
     [ $((SECONDS - t0)) -lt 30 ] || break
     sleep 1
   done
@@ -165,8 +166,8 @@ test_docker_exit() {
 # e3. docker run -t: a pty in the container with the terminal's size. Docker 20.10 sizes
 # the pty by a resize right after the start (with runc too: an immediate `stty size` sees
 # no size yet; busybox stty then prints an error and exits 0): the size is asked until
-# it is there, 10 s at most.
-ENGINE_SIZE='s=; for i in $(seq 20); do s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.5; done; echo "$s"'
+# it is the terminal's, 10 s at most, then shown.
+ENGINE_SIZE='s=; for i in $(seq 20); do s=$(stty size 2>/dev/null); [ "$s" = "33 101" ] && break; sleep 0.5; done; echo "$s"'
 test_docker_tty() {
   engine_setup || return 1
   engine_begin
