@@ -14,7 +14,7 @@ RUN="ctr run --rm --runtime io.containerd.vxn.v2 $IMG vxn-demo-$$ $(quote "${CMD
 if grep -qs control_d /proc/xen/capabilities; then
   echo "demo: this host is a Xen dom0; installing and running locally" >&2
   cargo build --release --locked -p containerd-shim-vxn-v2 -p vxn-runtime-core >&2
-  install -m 0755 target/release/containerd-shim-vxn-v2 target/release/vxnctl /usr/local/bin/
+  install -m 0755 target/release/containerd-shim-vxn-v2 target/release/vxnctl scripts/vctr /usr/local/bin/
   scripts/install-containerd-config.sh >&2
   # the containers' bridge, NAT and DNS (docs/networking.md); idempotent
   vxnctl network up >&2

@@ -23,6 +23,8 @@ if [ "$BACKEND" = xen ]; then
   . "$(dirname "$(readlink -f "$0")")/network-e2e.sh"
   # shellcheck source=cri-e2e.sh
   . "$(dirname "$(readlink -f "$0")")/cri-e2e.sh"
+  # shellcheck source=engine-e2e.sh
+  . "$(dirname "$(readlink -f "$0")")/engine-e2e.sh"
   # dom0's side of the default [network]: bridge, NAT, DNS and DHCP (idempotent)
   vxnctl network up --dhcp >/dev/null || { echo "vxnctl network up failed"; exit 1; }
 fi
@@ -559,12 +561,14 @@ test_pod_ctr() {
 ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds)
+  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds)
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  docker_tty docker_exec docker_stop docker_logs podman_it vctr_run)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in

@@ -1,10 +1,14 @@
 # shellcheck shell=bash
 # `lab build`: the dom0 image. Debian bookworm (debootstrap minbase) + Xen 4.17 + containerd,
+# Docker and Podman (engine tests: `docker|podman run --runtime vxn`),
 # configured for unattended use (ssh key, DHCP, guest console logs), as a raw ext4 image
 # made with `mkfs.ext4 -d` (no loop mounts), plus the boot files for QEMU's multiboot loader.
 
 DOM0_SUITE=bookworm
 DOM0_PKGS=linux-image-amd64,initramfs-tools,xen-hypervisor-4.17-amd64,xen-utils-4.17,xen-utils-common,qemu-system-xen,containerd,runc,busybox-static,e2fsprogs,iproute2,systemd-sysv,udev,kmod,openssh-server,procps,ca-certificates,less,util-linux,iputils-ping,python3,nftables,dnsmasq-base,containernetworking-plugins
+# Docker 20.10 (uses the system containerd) and Podman 4.3 (conmon; crun and runc both present);
+# dbus: runc and crun reach systemd over it for the systemd cgroup driver both engines use
+DOM0_PKGS+=,docker.io,podman,conmon,crun,golang-github-containers-common,tini,dbus
 DOM0_IMG_SIZE=${VXN_LAB_IMG_SIZE:-4G}
 ROOTFS_STAMP=$WORK/stamp.rootfs
 IMG_STAMP=$WORK/stamp.dom0img
@@ -83,12 +87,36 @@ ExecStart=/bin/sh -c 'echo "VXN-LAB-READY $(cat /proc/uptime)" > /dev/console'
 [Install]
 WantedBy=multi-user.target
 EOS
+  configure_engines
   small_dom0_initrd
   mkdir -p "$r/usr/share/vxn/x86_64" "$r/usr/local/bin"
   chroot "$r" systemctl enable systemd-networkd lab-ready.service containerd > /dev/null 2>&1
   # timers that would burn emulated CPU in the middle of a test run
   chroot "$r" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
     fstrim.timer > /dev/null 2>&1 || true
+}
+
+# configure_engines: Docker and Podman next to vxn's own networking (tests/lab/README.md).
+# dockerd with iptables on would load br_netfilter (bridged frames on xenbr0 then cross
+# iptables' FORWARD chain) and set that chain's policy to DROP: DomU <-> DomU and DomU ->
+# outside traffic on xenbr0 would be dropped. "iptables": false leaves netfilter alone and
+# "bridge": "none" skips docker0 (without iptables it would have no NAT): containers get
+# --network=none by default, vxn containers their network from vxn. dockerd is started
+# on demand by docker.socket (idle dom0 memory); containerd stays the system one. Podman's
+# packaged units would run `podman system service` and `podman start --all` at every
+# boot: only its socket stays.
+configure_engines() {
+  local r=$ROOTFS
+  write_file "$r/etc/docker/daemon.json" <<'EOS'
+{
+  "iptables": false,
+  "bridge": "none"
+}
+EOS
+  chroot "$r" systemctl disable docker.service > /dev/null 2>&1 || true
+  chroot "$r" systemctl enable docker.socket > /dev/null 2>&1
+  chroot "$r" systemctl disable podman.service podman-restart.service podman-auto-update.service \
+    podman-auto-update.timer > /dev/null 2>&1 || true
 }
 
 # small_dom0_initrd: Debian's default MODULES=most initrd is 36 MB and costs ~10 s per boot

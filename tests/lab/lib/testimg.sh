@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# The busybox test image: a hand-written OCI image layout (tar, for `ctr images import`)
-# and a raw ext4 image of the same rootfs (the smoke test's xvdb). Only needs busybox-static,
-# tar, sha256sum and e2fsprogs. Sourced by tests/lab/lab and tests/lab/make-test-image.sh.
+# The busybox test image: a hand-written OCI image layout (tar, for `ctr images import`),
+# the same image as a docker-archive (tar, for `docker load` and `podman load`: Docker 20.10
+# cannot load an OCI layout) and a raw ext4 image of the same rootfs (the smoke test's
+# xvdb). Only needs busybox-static, tar, sha256sum and e2fsprogs. Sourced by tests/lab/lab
+# and tests/lab/make-test-image.sh.
 
 BUSYBOX=${VXN_BUSYBOX:-/bin/busybox}
 TEST_PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -116,6 +118,50 @@ make_oci_tar() {
   echo "$name ${main%% *}"
 }
 
+# docker_config DIR DIFF USER: an image config (image user USER, "" = none) as DIR/<sha256>.json;
+# prints the sha256.
+docker_config() {
+  local dir=$1 diff=$2 user=$3 sum
+  printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"User":"%s","Env":["%s"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/lab/make-test-image.sh"}]}' \
+    "$user" "$TEST_PATH_ENV" "$diff" > "$dir/config.tmp"
+  sum=$(sha256sum "$dir/config.tmp" | cut -d' ' -f1)
+  mv "$dir/config.tmp" "$dir/$sum.json"
+  echo "$sum"
+}
+
+# make_docker_tar OUT.tar [NAME:TAG]: the busybox rootfs as a docker-archive (`docker save`'s
+# format: manifest.json, one config per image, the layer as <id>/layer.tar, repositories)
+# with two images on the same layer: NAME:TAG (runs as root) and NAME:user (image user
+# "user", 1000), named docker.io/library/NAME:TAG when NAME is short.
+make_docker_tar() {
+  local out=$1 name repo tag tmp diff lid cfg cfg_user
+  # fully qualified: Podman names a short RepoTag localhost/NAME, Docker shows NAME either way
+  name=$(full_image_name "${2:-vxn-test:latest}")
+  repo=${name%:*} tag=${name##*:}
+  [ "$tag" != user ] || die "make_docker_tar: the tag \"user\" is the user variant's"
+  tmp=$(mktemp -d)
+  make_busybox_rootfs "$tmp/rootfs"
+  mkdir -p "$tmp/img"
+  tar_layer "$tmp/rootfs" "$tmp/layer.tar"
+  lid=$(sha256sum "$tmp/layer.tar" | cut -d' ' -f1)
+  diff=sha256:$lid
+  mkdir -p "$tmp/img/$lid"
+  mv "$tmp/layer.tar" "$tmp/img/$lid/layer.tar"
+  echo '1.0' > "$tmp/img/$lid/VERSION"
+  printf '{"id":"%s","created":"1970-01-01T00:00:00Z","os":"linux"}' "$lid" > "$tmp/img/$lid/json"
+  cfg=$(docker_config "$tmp/img" "$diff" "")
+  cfg_user=$(docker_config "$tmp/img" "$diff" user)
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]},{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]\n' \
+    "$cfg" "$name" "$lid" "$cfg_user" "$repo:user" "$lid" > "$tmp/img/manifest.json"
+  printf '{"%s":{"%s":"%s","user":"%s"}}\n' "$repo" "$tag" "$lid" "$lid" > "$tmp/img/repositories"
+  find "$tmp/img" -exec touch -h -d @0 {} +
+  tar -C "$tmp/img" -cf "$out.tmp" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+    manifest.json repositories "$cfg.json" "$cfg_user.json" "$lid"
+  mv -f "$out.tmp" "$out"
+  rm -rf "$tmp"
+  echo "$name sha256:$cfg"
+}
+
 # make_rootfs_ext4 OUT.ext4 [SIZE]: the same busybox rootfs as a raw ext4 filesystem image
 # (mkfs.ext4 -d keeps ownership and modes; no mount needed).
 make_rootfs_ext4() {
@@ -129,20 +175,21 @@ make_rootfs_ext4() {
   rm -rf "$tmp"
 }
 
-# build_test_images: $TESTIMG/{vxn-test.tar,busybox.ext4}, rebuilt when busybox or this
-# file changed.
+# build_test_images: $TESTIMG/{vxn-test.tar,vxn-test-docker.tar,busybox.ext4}, rebuilt when
+# busybox or this file changed.
 build_test_images() {
   local want
   want=$(hash_of "$BUSYBOX" "$LAB_DIR/lib/testimg.sh")
-  if [ -f "$TESTIMG/vxn-test.tar" ] && [ -f "$TESTIMG/busybox.ext4" ] &&
+  if [ -f "$TESTIMG/vxn-test.tar" ] && [ -f "$TESTIMG/vxn-test-docker.tar" ] && [ -f "$TESTIMG/busybox.ext4" ] &&
      [ "$(cat "$TESTIMG/stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   mkdir -p "$TESTIMG"
   make_oci_tar "$TESTIMG/vxn-test.tar" > /dev/null
+  make_docker_tar "$TESTIMG/vxn-test-docker.tar" > /dev/null
   make_rootfs_ext4 "$TESTIMG/busybox.ext4"
   echo "$want" > "$TESTIMG/stamp"
 }
 
 cmd_test_image() {
   build_test_images
-  log "test-image: $TESTIMG/vxn-test.tar ($(stat -c %s "$TESTIMG/vxn-test.tar") bytes), $TESTIMG/busybox.ext4 ($(du -h "$TESTIMG/busybox.ext4" | cut -f1) used)"
+  log "test-image: $TESTIMG/vxn-test.tar ($(stat -c %s "$TESTIMG/vxn-test.tar") bytes), $TESTIMG/vxn-test-docker.tar ($(stat -c %s "$TESTIMG/vxn-test-docker.tar") bytes), $TESTIMG/busybox.ext4 ($(du -h "$TESTIMG/busybox.ext4" | cut -f1) used)"
 }

@@ -16,7 +16,9 @@ qemu_args() {
   # dom0 disk writes are discarded unless VXN_LAB_PERSIST=1: every boot starts from the image
   [ "${VXN_LAB_PERSIST:-0}" = 1 ] && snap=off
   xen="dom0_mem=$dom0_mem,max:$dom0_mem dom0_max_vcpus=2 console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all noreboot"
-  linux="root=/dev/vda rw console=hvc0 earlyprintk=xen"
+  # apparmor=0: dom0 has no apparmor_parser (Docker refuses to run a container when the
+  # kernel's AppArmor is on and it cannot load its profile)
+  linux="root=/dev/vda rw console=hvc0 earlyprintk=xen apparmor=0"
   # -initrd takes a comma-separated module list: literal commas must be doubled
   initrd="${BOOT//,/,,}/vmlinuz ${linux//,/,,},${BOOT//,/,,}/initrd.img"
   # shellcheck disable=SC2054 # commas inside QEMU option values
@@ -132,10 +134,14 @@ cmd_push() {
   done
   [ -n "$(qemu_pid)" ] || die "lab is not up (run: lab up)"
   if [ ${#files[@]} = 0 ]; then
-    for f in "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxnctl"; do
+    for f in "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxnctl" \
+      "$REPO_DIR/target/release/vxn-oci-runtime"; do
       [ -f "$f" ] && files+=("$f")
     done
   fi
+  # beside the shim, always: vctr (ctr with vxn's runtime) and the engines' installer,
+  # which push runs in dom0 (Docker's daemon.json, Podman's containers.conf.d drop-in)
+  files+=("$REPO_DIR/scripts/vctr" "$REPO_DIR/scripts/install-engine-config.sh")
   local put=()
   if [ $with_guest = 1 ]; then
     [ -f "$GUEST/initramfs.cpio.gz" ] || die "no guest image (run: lab guest-image)"
@@ -145,16 +151,37 @@ cmd_push() {
   for f in "${files[@]}"; do put+=("$f" "/usr/local/bin/$(basename "$f")" 0755); done
   if [ $testimg = 1 ]; then
     build_test_images
-    put+=("$TESTIMG/vxn-test.tar" /root/vxn-test.tar 0644 "$TESTIMG/busybox.ext4" /root/busybox.ext4 0644)
+    put+=("$TESTIMG/vxn-test.tar" /root/vxn-test.tar 0644 "$TESTIMG/vxn-test-docker.tar" /root/vxn-test-docker.tar 0644
+          "$TESTIMG/busybox.ext4" /root/busybox.ext4 0644)
   fi
   [ ${#put[@]} = 0 ] && { log "push: nothing to push"; return 0; }
   dom0_put "${put[@]}"
   if [ $with_guest = 1 ]; then log "push: guest image -> $DOM0_GUEST_DIR"; fi
   for f in "${files[@]}"; do log "push: $f -> /usr/local/bin/$(basename "$f")"; done
+  dom0 'install-engine-config.sh > /dev/null' < /dev/null || die "push: install-engine-config.sh failed in dom0"
+  log "push: vxn registered as a runtime with Docker and Podman (install-engine-config.sh)"
   if [ $testimg = 1 ]; then
     dom0 'ctr -n default images import /root/vxn-test.tar > /dev/null' < /dev/null
     log "push: test image imported into dom0 containerd (docker.io/library/vxn-test:latest); /root/busybox.ext4"
+    push_engine_images
   fi
+}
+
+# push_engine_images: the docker-archive test image loaded into Docker and Podman (when
+# dom0 has them, and not loaded yet: every boot starts from the built image). The first
+# docker call starts dockerd (docker.socket).
+push_engine_images() {
+  local t0
+  t0=$(now)
+  # shellcheck disable=SC2016 # expanded in dom0
+  dom0 'set -e; img=docker.io/library/vxn-test:latest
+    if command -v docker > /dev/null; then
+      timeout 300 docker image inspect $img > /dev/null 2>&1 || timeout 300 docker load -q -i /root/vxn-test-docker.tar > /dev/null
+    fi
+    if command -v podman > /dev/null; then
+      timeout 300 podman image exists $img || timeout 300 podman load -q -i /root/vxn-test-docker.tar > /dev/null
+    fi' < /dev/null || die "push: loading the test image into docker/podman failed"
+  log "push: test image loaded into dom0's docker and podman ($(elapsed "$t0")s)"
 }
 
 # smoke: its status is kept in SMOKE_RC (ci tears the lab down either way).
@@ -178,13 +205,17 @@ cmd_probe() {
 E2E_RC=0  # read by lab (ci, e2e)
 cmd_e2e() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2 b
+  local extra=()
   for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl vxn-crictl; do
     [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
   done
+  # the engine tests (docker_*, podman_*) need it; without it they fail and say so
+  if [ -f "$REPO_DIR/target/release/vxn-oci-runtime" ]; then extra+=("$REPO_DIR/target/release/vxn-oci-runtime")
+  else log "e2e: target/release/vxn-oci-runtime not built: the docker_*/podman_* tests will fail"; fi
   cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
     "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
     "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
-    "$REPO_DIR/tests/e2e/cri-e2e.sh"
+    "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "${extra[@]}"
   local q=() a env=()
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   # the suite's knobs (VXN_E2E_CYCLES, VXN_E2E_NET_N, ...) reach dom0
@@ -195,6 +226,7 @@ cmd_e2e() {
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
 # bench net [RUNS] [MIB]: TCP throughput container <-> dom0 and the vif's create cost.
 # bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
+# bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
 cmd_bench() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
@@ -203,6 +235,14 @@ cmd_bench() {
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
       "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh"
     dom0 "pod-bench.sh $*" < /dev/null
+    return
+  fi
+  if [ "${1:-}" = engine ]; then
+    shift
+    local rt=$REPO_DIR/target/release/vxn-oci-runtime
+    [ -f "$rt" ] || die "bench engine: $rt not built (cargo build --release)"
+    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-bench.sh"
+    dom0 "engine-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = net ]; then

@@ -1,0 +1,327 @@
+# shellcheck shell=bash disable=SC2015,SC2016 # A && B || C on purpose; sh -c scripts run in containers
+# Docker and Podman tests in dom0 (xen backend only): sourced by shim-e2e.sh, which runs
+# them as docker_*, podman_* and vctr_* tests. Docker 20.10 and Podman 4.3 run containers
+# with `--runtime vxn`: vxn-oci-runtime (runc's command line), registered by
+# scripts/install-engine-config.sh (daemon.json's runtimes, a containers.conf.d drop-in),
+# each container its own DomU. The image is the busybox test image as a docker-archive
+# (/root/vxn-test-docker.tar, `lab push --test-image` loads it); no registry is reachable.
+# Every test ends by checking that nothing of its containers is left in dom0: domain,
+# vxn state and images, the runtime's state, files, mounts, loop devices, processes.
+# Env: VXN_E2E_ENGINE_RUNTIME (vxn; `runc` checks the tests themselves),
+# VXN_E2E_ENGINE_TIMEOUT (300 s: the bound of each docker/podman command).
+
+ENGINE_RT=${VXN_E2E_ENGINE_RUNTIME:-vxn}
+ENGINE_BIN=${VXN_OCI_RUNTIME:-/usr/local/bin/vxn-oci-runtime}
+ENGINE_TAR=/root/vxn-test-docker.tar
+ENGINE_WORK=${WORK:-/tmp}/engine
+ET=${VXN_E2E_ENGINE_TIMEOUT:-300}
+# where a container's state may be left: vxn's, the runtime's (docker gives it --root
+# /run/docker/runtime-NAME; podman none: the runtime's default), temporary files
+# (Docker 20.10 passes --root /run/docker/runtime-runc/moby to every runc-like runtime)
+ENGINE_DIRS=(/run/vxn /run/vxn-shares /var/lib/vxn /run/vxn-oci-runtime /run/docker/runtime-runc
+  "/run/docker/runtime-$ENGINE_RT" /tmp /var/tmp)
+# where paths named after a container's id may be left
+ENGINE_ID_DIRS=(/run /var/lib/vxn /var/lib/docker/containers /var/lib/containers/storage/overlay-containers /tmp /var/tmp)
+DOCKER=(timeout "$ET" docker)
+# a docker/podman CLI on script's terminal: the foreground process group of that terminal
+# (--foreground), killed after ET (script's own timeout would leave it behind, in its session)
+ENGINE_TTY_TIMEOUT="timeout --foreground -k 10 $ET"
+PODMAN=(timeout "$ET" podman)
+
+# engine_setup: docker and podman answer, the runtime is registered with both, the image
+# is loaded in both. Idempotent; run before the first docker_*/podman_* test.
+ENGINE_READY=0
+engine_setup() {
+  [ $ENGINE_READY = 1 ] && return 0
+  local c out
+  mkdir -p "$ENGINE_WORK"
+  for c in docker podman vctr install-engine-config.sh script; do
+    command -v $c >/dev/null || { log "$c is not installed in dom0"; return 1; }
+  done
+  if [ "$ENGINE_RT" = vxn ]; then
+    [ -x "$ENGINE_BIN" ] || { log "$ENGINE_BIN is not installed (cargo build --release; lab e2e pushes it)"; return 1; }
+  fi
+  # the project's installer, as a user runs it (the lab's push ran it already: no change)
+  out=$(install-engine-config.sh --path "$ENGINE_BIN" 2>&1) || { log "install-engine-config: $out"; return 1; }
+  # docker.socket starts dockerd on the first call (~10-20 s under TCG)
+  out=$("${DOCKER[@]}" info --format '{{json .Runtimes}}' 2>&1) || { log "docker info: $out"; return 1; }
+  [[ $out == *"\"$ENGINE_RT\""* ]] || { log "docker has no runtime $ENGINE_RT: $out"; return 1; }
+  if [ "$ENGINE_RT" = vxn ]; then
+    out=$("${PODMAN[@]}" --runtime vxn info --format '{{.Host.OCIRuntime.Path}}' 2>&1)
+    [ "$out" = "$ENGINE_BIN" ] || { log "podman's runtime vxn: [$out]"; return 1; }
+  fi
+  "${DOCKER[@]}" image inspect "$IMG" >/dev/null 2>&1 || "${DOCKER[@]}" load -q -i "$ENGINE_TAR" >/dev/null ||
+    { log "docker load $ENGINE_TAR failed"; return 1; }
+  "${PODMAN[@]}" image exists "$IMG" || "${PODMAN[@]}" load -q -i "$ENGINE_TAR" >/dev/null ||
+    { log "podman load $ENGINE_TAR failed"; return 1; }
+  ENGINE_READY=1
+}
+
+engine_files() { find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null | grep -v "^${WORK:-/nowhere}/" | sort; }
+engine_mounts() { awk '{print $2}' /proc/mounts | sort; }
+engine_loops() { losetup -n -O NAME,BACK-FILE 2>/dev/null | sort; }
+engine_domains() { xl list 2>/dev/null | tail -n +2 | awk '$1 != "Domain-0" {print $1}' | sort; }
+
+# engine_begin: what dom0 holds before a test (engine_gone compares with it); the time
+# the journal is shown from when the test fails.
+engine_begin() {
+  ENGINE_T0=$(date +%s)
+  ENGINE_FILES0=$(engine_files)
+  ENGINE_MOUNTS0=$(engine_mounts)
+  ENGINE_LOOPS0=$(engine_loops)
+  ENGINE_DOMAINS0=$(engine_domains)
+  rm -f "$ENGINE_WORK"/cid*
+}
+
+# new_lines BEFORE AFTER: lines of AFTER that BEFORE does not have.
+new_lines() { comm -13 <(echo "$1") <(echo "$2") | sed '/^$/d'; }
+
+# engine_left ID...: print what is left of these containers (nothing: all gone).
+engine_left() {
+  local id n
+  n=$(new_lines "$ENGINE_DOMAINS0" "$(engine_domains)")
+  [ -z "$n" ] || echo "domains: $(echo "$n" | tr '\n' ' ')"
+  n=$(new_lines "$ENGINE_FILES0" "$(engine_files)")
+  [ -z "$n" ] || echo "files: $(echo "$n" | head -20 | tr '\n' ' ')"
+  n=$(new_lines "$ENGINE_MOUNTS0" "$(engine_mounts)")
+  [ -z "$n" ] || echo "mounts: $(echo "$n" | tr '\n' ' ')"
+  n=$(new_lines "$ENGINE_LOOPS0" "$(engine_loops)")
+  [ -z "$n" ] || echo "loop devices: $(echo "$n" | tr '\n' ' ')"
+  for id in "$@"; do
+    [ -n "$id" ] || continue
+    n=$(find "${ENGINE_ID_DIRS[@]}" -path "*$id*" -prune 2>/dev/null | head -10)
+    [ -z "$n" ] || echo "paths of $id: $(echo "$n" | tr '\n' ' ')"
+    n=$(pgrep -af -- "$id" | head -5)
+    [ -z "$n" ] || echo "processes of $id: $n"
+    if timeout 60 docker ps -aq --no-trunc 2>/dev/null | grep -q "^$id"; then echo "docker still lists $id"; fi
+    if timeout 60 podman ps -aq --no-trunc 2>/dev/null | grep -q "^$id"; then echo "podman still lists $id"; fi
+  done
+}
+
+# engine_gone ID...: nothing of the containers is left (after up to 30 s of teardown).
+# When something is, it is reported, then removed as well as can be (the engine's rm -f,
+# the domain destroyed) so that the next test starts clean.
+engine_gone() {
+  local t0=$SECONDS left first='' id d
+  while :; do
+    left=$(engine_left "$@")
+    [ -n "$first" ] || first=$left
+    [ -z "$left" ] && { [ -z "$first" ] || log "teardown took $((SECONDS - t0))s more after the command returned; there were: $(echo "$first" | cut -c1-300)"; return 0; }
+    [ $((SECONDS - t0)) -lt 30 ] || break
+    sleep 1
+  done
+  log "left behind: $left"
+  for id in "$@"; do
+    [ -n "$id" ] || continue
+    timeout 120 docker rm -f "$id" >/dev/null 2>&1
+    timeout 120 podman rm -f "$id" >/dev/null 2>&1
+  done
+  for d in $(new_lines "$ENGINE_DOMAINS0" "$(engine_domains)"); do timeout 60 xl destroy "$d" 2>/dev/null; done
+  return 1
+}
+
+# engine_logs: the journal of docker, containerd, podman/conmon since the test began.
+engine_logs() {
+  local n=${VXN_E2E_ENGINE_LOG_LINES:-40}
+  # (units and identifiers in one journalctl call would be ANDed)
+  log "journal since the test began: docker, containerd (last $n lines)"
+  journalctl --no-pager -q -o short-precise --since "@$ENGINE_T0" -u docker -u containerd 2>/dev/null |
+    tail -n "$n" | cut -c1-400 | sed 's/^/    /' >&2
+  log "journal since the test began: conmon, podman (last $n lines)"
+  journalctl --no-pager -q -o short-precise --since "@$ENGINE_T0" -t conmon -t podman 2>/dev/null |
+    tail -n "$n" | cut -c1-400 | sed 's/^/    /' >&2
+}
+
+# engine_cid FILE: the container id a --cidfile holds ("" if none).
+engine_cid() { cat "$1" 2>/dev/null; }
+
+# e1. docker run --rm: output, exit 0, the container and its VM gone
+test_docker_echo() {
+  engine_setup || return 1
+  engine_begin
+  local out rc ok=0
+  out=$("${DOCKER[@]}" run --runtime "$ENGINE_RT" --network=none --rm --cidfile "$ENGINE_WORK/cid" "$IMG" \
+    echo hello-from-docker 2>"$ENGINE_WORK/err")
+  rc=$?
+  [ "$out" = hello-from-docker ] && [ $rc = 0 ] || { log "out=[$out] rc=$rc err=[$(cat "$ENGINE_WORK/err")]"; ok=1; }
+  engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e2. the container's exit code is docker's
+test_docker_exit() {
+  engine_setup || return 1
+  engine_begin
+  local rc ok=0
+  "${DOCKER[@]}" run --runtime "$ENGINE_RT" --network=none --rm --cidfile "$ENGINE_WORK/cid" "$IMG" \
+    sh -c 'exit 7' 2>"$ENGINE_WORK/err"
+  rc=$?
+  [ $rc = 7 ] || { log "rc=$rc (want 7) err=[$(cat "$ENGINE_WORK/err")]"; ok=1; }
+  engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e3. docker run -t: a pty in the container with the terminal's size. Docker 20.10 sizes
+# the pty by a resize right after the start (with runc too: an immediate `stty size` sees
+# no size yet; busybox stty then prints an error and exits 0): the size is asked until
+# it is the terminal's, 10 s at most, then shown.
+ENGINE_SIZE='s=; for i in $(seq 20); do s=$(stty size 2>/dev/null); [ "$s" = "33 101" ] && break; sleep 0.5; done; echo "$s"'
+test_docker_tty() {
+  engine_setup || return 1
+  engine_begin
+  local out ok=0
+  out=$(timeout $((ET + 30)) script -qec "stty rows 33 cols 101; $ENGINE_TTY_TIMEOUT docker run --runtime $ENGINE_RT -t --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; $ENGINE_SIZE'" /dev/null 2>&1 | tr -d '\r')
+  out=${out//^@/}
+  echo "$out" | grep -q '^/dev/pts/[0-9]' && echo "$out" | grep -qx '33 101' || { log "out=[$out]"; ok=1; }
+  engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# engine_run_d ARGS...: docker run -d; prints the id.
+engine_run_d() { "${DOCKER[@]}" run -d --runtime "$ENGINE_RT" "$@" 2>"$ENGINE_WORK/err-d" || { log "docker run -d: $(cat "$ENGINE_WORK/err-d")"; return 1; }; }
+
+# engine_is_vm: with the vxn runtime, a running container is a domain.
+engine_is_vm() {
+  [ "$ENGINE_RT" = vxn ] || return 0
+  [ "$(domain_count)" -ge 1 ] || { log "the running container is no domain: $(xl list | tail -n +2)"; return 1; }
+}
+
+# e4. docker exec: output and exit code of a second process in the running container
+test_docker_exec() {
+  engine_setup || return 1
+  engine_begin
+  local cid out rc ok=0
+  cid=$(engine_run_d "$IMG" sleep 600) || { engine_logs; return 1; }
+  engine_is_vm || ok=1
+  out=$("${DOCKER[@]}" exec "$cid" sh -c 'echo hi; exit 5' 2>"$ENGINE_WORK/err" </dev/null)
+  rc=$?
+  [ "$out" = hi ] && [ $rc = 5 ] || { log "exec: out=[$out] rc=$rc err=[$(cat "$ENGINE_WORK/err")]"; ok=1; }
+  "${DOCKER[@]}" rm -f "$cid" >/dev/null || { log "docker rm -f failed"; ok=1; }
+  engine_gone "$cid" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# engine_wait_log ID LINE [SECONDS]: until `docker logs ID` has LINE on stdout.
+engine_wait_log() {
+  local i
+  for ((i = 0; i < ${3:-120}; i++)); do
+    "${DOCKER[@]}" logs "$1" 2>/dev/null | grep -qx "$2" && return 0
+    sleep 1
+  done
+  log "no [$2] in docker logs $1: [$("${DOCKER[@]}" logs "$1" 2>&1 | head -c 300)]"
+  return 1
+}
+
+# e5. docker stop: SIGTERM reaches the trapping process, its exit code is the container's
+test_docker_stop() {
+  engine_setup || return 1
+  engine_begin
+  local cid code ok=0
+  cid=$(engine_run_d "$IMG" sh -c 'trap "exit 42" TERM; echo ready; while :; do sleep 1; done') || { engine_logs; return 1; }
+  engine_wait_log "$cid" ready || ok=1
+  # a long grace: under TCG a slow TERM must not turn into docker's SIGKILL (137)
+  "${DOCKER[@]}" stop -t 60 "$cid" >/dev/null || { log "docker stop failed"; ok=1; }
+  code=$("${DOCKER[@]}" inspect -f '{{.State.ExitCode}}' "$cid")
+  [ "$code" = 42 ] || { log "exit code after docker stop: [$code] (want 42)"; ok=1; }
+  "${DOCKER[@]}" rm -f "$cid" >/dev/null || { log "docker rm failed"; ok=1; }
+  engine_gone "$cid" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e6. docker kill: SIGKILL, exit code 137
+test_docker_kill() {
+  engine_setup || return 1
+  engine_begin
+  local cid code ok=0
+  cid=$(engine_run_d "$IMG" sleep 600) || { engine_logs; return 1; }
+  "${DOCKER[@]}" kill "$cid" >/dev/null || { log "docker kill failed"; ok=1; }
+  code=$("${DOCKER[@]}" wait "$cid")
+  [ "$code" = 137 ] || { log "docker wait after kill: [$code] (want 137)"; ok=1; }
+  code=$("${DOCKER[@]}" inspect -f '{{.State.ExitCode}}' "$cid")
+  [ "$code" = 137 ] || { log "exit code after docker kill: [$code] (want 137)"; ok=1; }
+  "${DOCKER[@]}" rm -f "$cid" >/dev/null || { log "docker rm failed"; ok=1; }
+  engine_gone "$cid" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e7. docker logs: output while the container runs (not only at its exit), stdout and
+# stderr kept apart
+test_docker_logs() {
+  engine_setup || return 1
+  engine_begin
+  local cid ok=0 running
+  cid=$(engine_run_d "$IMG" sh -c 'echo first; echo err >&2; sleep 2; echo second; sleep 600') || { engine_logs; return 1; }
+  engine_wait_log "$cid" first || ok=1
+  engine_is_vm || ok=1
+  running=$("${DOCKER[@]}" inspect -f '{{.State.Running}}' "$cid")
+  [ "$running" = true ] || { log "not running while its first line is logged: [$running]"; ok=1; }
+  engine_wait_log "$cid" second 60 || ok=1
+  "${DOCKER[@]}" logs "$cid" >"$ENGINE_WORK/out" 2>"$ENGINE_WORK/err"
+  [ "$(cat "$ENGINE_WORK/out")" = "$(printf 'first\nsecond')" ] && [ "$(cat "$ENGINE_WORK/err")" = err ] ||
+    { log "docker logs: stdout=[$(cat "$ENGINE_WORK/out")] stderr=[$(cat "$ENGINE_WORK/err")]"; ok=1; }
+  running=$("${DOCKER[@]}" inspect -f '{{.State.Running}}' "$cid")
+  [ "$running" = true ] || { log "the container stopped: [$running]"; ok=1; }
+  "${DOCKER[@]}" rm -f "$cid" >/dev/null || { log "docker rm -f failed"; ok=1; }
+  engine_gone "$cid" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e8. podman run --rm: output, exit 0, nothing left
+test_podman_echo() {
+  engine_setup || return 1
+  engine_begin
+  local out rc ok=0
+  out=$("${PODMAN[@]}" run --runtime "$ENGINE_RT" --network=none --rm --cidfile "$ENGINE_WORK/cid" "$IMG" \
+    echo hello-from-podman 2>"$ENGINE_WORK/err")
+  rc=$?
+  [ "$out" = hello-from-podman ] && [ $rc = 0 ] || { log "out=[$out] rc=$rc err=[$(cat "$ENGINE_WORK/err")]"; ok=1; }
+  engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e9. podman run -it: a pty in the container, the exit code is podman's
+test_podman_it() {
+  engine_setup || return 1
+  engine_begin
+  local out rc ok=0
+  out=$(timeout $((ET + 30)) script -qec "stty rows 33 cols 101; $ENGINE_TTY_TIMEOUT podman run --runtime $ENGINE_RT -it --rm --cidfile $ENGINE_WORK/cid $IMG sh -c 'tty; exit 3'" /dev/null 2>&1 </dev/null)
+  rc=$?
+  out=$(echo "$out" | tr -d '\r')
+  out=${out//^@/}
+  echo "$out" | grep -q '^/dev/pts/[0-9]' && [ $rc = 3 ] || { log "out=[$out] rc=$rc (want 3)"; ok=1; }
+  engine_gone "$(engine_cid "$ENGINE_WORK/cid")" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
+# e10. vctr: ctr with vxn's runtime put in (global flags kept, the user's --runtime wins),
+# other commands unchanged; a real `vctr run --rm` prints the output and leaves nothing
+test_vctr_run() {
+  local out want ok=0 fake=$ENGINE_WORK/fake-ctr
+  mkdir -p "$ENGINE_WORK"
+  printf '#!/bin/sh\nfor a do printf "[%%s]" "$a"; done\n' > "$fake"
+  chmod +x "$fake"
+  out=$(VXN_CTR=$fake vctr -n k8s.io --debug --timeout 5s run --rm -t --env A=b "$IMG" x sh -c 'a b')
+  want="[-n][k8s.io][--debug][--timeout][5s][run][--runtime][$RT][--rm][-t][--env][A=b][$IMG][x][sh][-c][a b]"
+  [ "$out" = "$want" ] || { log "vctr run: $out"; ok=1; }
+  out=$(VXN_CTR=$fake vctr --address=/s c create --runtime io.containerd.runc.v2 "$IMG" x)
+  [ "$out" = "[--address=/s][c][create][--runtime][io.containerd.runc.v2][$IMG][x]" ] || { log "vctr c create: $out"; ok=1; }
+  out=$(VXN_CTR=$fake vctr -n run images ls)
+  [ "$out" = "[-n][run][images][ls]" ] || { log "vctr images ls: $out"; ok=1; }
+  engine_begin
+  # the guest kernel's command line (vxn.log=...) shows that a DomU ran it, not runc
+  out=$(timeout "$ET" vctr -n "$NS" run --rm "$IMG" e2e-vctr sh -c 'echo hi; cat /proc/cmdline' 2>&1)
+  [ "$(echo "$out" | head -1)" = hi ] && [[ $out == *vxn.log=* ]] || { log "vctr run: [$out]"; ok=1; }
+  "${CTR[@]}" containers info e2e-vctr >/dev/null 2>&1 && { log "e2e-vctr still exists"; ok=1; }
+  no_leftovers e2e-vctr || ok=1
+  engine_gone e2e-vctr || ok=1
+  return $ok
+}
