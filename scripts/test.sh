@@ -2,6 +2,7 @@
 # Run every test of the project; each phase prints "test: PHASE Ns".
 #   deps     host packages (scripts/install-deps.sh)
 #   fmt, clippy
+#   scripts  vctr's arguments, install-engine-config.sh's merges (tests/engine-scripts-test.sh): 1 s
 #   unit     cargo test: unit and integration tests (the agent's need root)
 #   vmless   the shim's end-to-end suites through a private containerd on the test-only
 #            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM
@@ -21,6 +22,7 @@ phase() {
 phase deps scripts/install-deps.sh
 phase fmt cargo fmt --all --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+phase scripts tests/engine-scripts-test.sh
 if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi
