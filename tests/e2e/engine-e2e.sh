@@ -58,7 +58,9 @@ engine_setup() {
 }
 
 engine_files() { find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null | grep -v "^${WORK:-/nowhere}/" | sort; }
-engine_mounts() { awk '{print $2}' /proc/mounts | sort; }
+# (/run/netns itself becomes a mount when an engine makes its first netns, and stays: not
+# a container's; the netns files under it are)
+engine_mounts() { awk '$2 != "/run/netns" {print $2}' /proc/mounts | sort; }
 engine_loops() { losetup -n -O NAME,BACK-FILE 2>/dev/null | sort; }
 engine_domains() { xl list 2>/dev/null | tail -n +2 | awk '$1 != "Domain-0" {print $1}' | sort; }
 
