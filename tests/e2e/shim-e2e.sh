@@ -568,7 +568,7 @@ ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output si
 CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
   net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
-  docker_tty docker_exec docker_stop docker_logs podman_it vctr_run)
+  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in
