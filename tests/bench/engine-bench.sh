@@ -16,7 +16,7 @@ time_run() {
   t0=$(now)
   "$1" run --rm --network=none --runtime "$2" "$IMG" true >/dev/null 2>&1 || return 1
   t1=$(now)
-  echo "$t1 - $t0" | bc
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}'
 }
 
 declare -A samples
@@ -35,7 +35,7 @@ for engine in docker podman; do
   r=$(printf %s "${samples[$engine/runc]:-}" | median)
   v=$(printf %s "${samples[$engine/vxn]:-}" | median)
   ratio=-
-  [ "$r" != - ] && [ "$v" != - ] && ratio=$(echo "scale=2; $v / $r" | bc)
+  [ "$r" != - ] && [ "$v" != - ] && ratio=$(awk -v v="$v" -v r="$r" 'BEGIN {printf "%.2f", v / r}')
   printf '  %-7s runc %6ss  vxn %6ss  vxn/runc %sx\n' "$engine" "$r" "$v" "$ratio"
 done
 
