@@ -5,7 +5,7 @@
 //! (the pid in --pid-file) waits for it and exits with its status, as
 //! runc's exec'd process would; without, this command does.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,15 +149,15 @@ fn stdio(process: &Value, console_socket: Option<PathBuf>, detached: bool) -> Re
             let fds = if detached {
                 take_stdio()?.into()
             } else {
-                let dup = |fd: i32| {
-                    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
-                        .map(|f| {
-                            // SAFETY: F_DUPFD_CLOEXEC returned a new fd we own.
-                            unsafe { std::os::fd::FromRawFd::from_raw_fd(f) }
-                        })
-                        .map_err(|e| Error::io("dup stdio")(e.into()))
+                // Copies (close-on-exec) of our own stdio, which the keeper relays.
+                let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+                    fd.try_clone_to_owned().map_err(Error::io("dup stdio"))
                 };
-                vec![dup(0)?, dup(1)?, dup(2)?]
+                vec![
+                    dup(std::io::stdin().as_fd())?,
+                    dup(std::io::stdout().as_fd())?,
+                    dup(std::io::stderr().as_fd())?,
+                ]
             };
             Ok(ExecStdio {
                 streams: all,
@@ -189,8 +189,8 @@ fn stdio(process: &Value, console_socket: Option<PathBuf>, detached: bool) -> Re
                 ));
             }
             let fd = stdin
-                .as_raw_fd()
-                .to_owned_fd()
+                .as_fd()
+                .try_clone_to_owned()
                 .map_err(Error::io("dup tty"))?;
             let before = tty::make_raw(&fd)?;
             let tty = fd.try_clone().map_err(Error::io("dup tty"))?;
@@ -202,17 +202,6 @@ fn stdio(process: &Value, console_socket: Option<PathBuf>, detached: bool) -> Re
                 restore: Some((restore, before)),
             })
         }
-    }
-}
-
-trait ToOwnedFd {
-    fn to_owned_fd(self) -> std::io::Result<OwnedFd>;
-}
-
-impl ToOwnedFd for i32 {
-    fn to_owned_fd(self) -> std::io::Result<OwnedFd> {
-        // SAFETY: borrowing a standard stream's fd for the duration of the dup.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self) }.try_clone_to_owned()
     }
 }
 
