@@ -227,6 +227,7 @@ cmd_e2e() {
 # bench net [RUNS] [MIB]: TCP throughput container <-> dom0 and the vif's create cost.
 # bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
 # bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
+# bench kernel [RUNS]: Debian's guest kernel vs vxn's: the raw-Xen floor F0, ctr run, agent ready.
 cmd_bench() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
@@ -243,6 +244,20 @@ cmd_bench() {
     [ -f "$rt" ] || die "bench engine: $rt not built (cargo build --release)"
     cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-bench.sh"
     dom0 "engine-bench.sh $*" < /dev/null
+    return
+  fi
+  if [ "${1:-}" = kernel ]; then
+    shift
+    guest_image_kind debian
+    guest_image_kind vxn
+    f0_image
+    cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/kernel-bench.sh"
+    dom0_put "$GUEST/debian/vmlinuz" "$DOM0_GUEST_DIR/debian/vmlinuz" 0644 \
+      "$GUEST/debian/initramfs.cpio.gz" "$DOM0_GUEST_DIR/debian/initramfs.cpio.gz" 0644 \
+      "$GUEST/vxn/vmlinuz" "$DOM0_GUEST_DIR/vxn/vmlinuz" 0644 \
+      "$GUEST/vxn/initramfs.cpio.gz" "$DOM0_GUEST_DIR/vxn/initramfs.cpio.gz" 0644 \
+      "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
+    dom0 "kernel-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = net ]; then
