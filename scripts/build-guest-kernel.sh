@@ -56,8 +56,10 @@ install_build_deps() {
   [ ${#missing[@]} = 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "missing packages (install as root): ${missing[*]}"
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; } ||
+  # another apt (the lab's deps) may hold the dpkg lock: wait for it
+  local apt=(apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends)
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2 ||
+    { apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2; } ||
     die "apt-get install ${missing[*]} failed"
 }
 

@@ -7,7 +7,9 @@
 #   vmless   the shim's end-to-end suites through a private containerd on the test-only
 #            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM
 #   fuzz     every fuzz target, VXN_FUZZ_SECS each (default 60)
-#   lab      real Xen 4.17 in QEMU: the chosen e2e set (tests/lab/lab ci); VXN_LAB=0 skips
+#   lab      real Xen 4.17 in QEMU: the chosen e2e set (tests/lab/lab ci); VXN_LAB=0 skips.
+#            Its guest kernel (scripts/build-guest-kernel.sh) starts building in the
+#            background after the unit tests.
 # VXN_VMLESS=0 and VXN_FUZZ=0 skip those phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,15 @@ if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi
 phase unit cargo test --workspace --locked
+# The lab's guest kernel (kernel/) builds in the background, niced, from here on: the
+# VM-less tier and the fuzz phase leave a core idle. The lab phase then finds it cached
+# (or waits for it: the build holds a lock).
+if [ "${VXN_LAB:-1}" != 0 ] && [ "$(id -u)" = 0 ] && [ "${VXN_GUEST_KERNEL:-vxn}" = vxn ]; then
+  kcache=${VXN_KERNEL_CACHE:-${VXN_LAB_WORK:-/var/tmp/vxn-lab}/kernel}
+  mkdir -p "$kcache"
+  echo "test: building the guest kernel in the background (log: $kcache/background.log)"
+  nice -n 10 scripts/build-guest-kernel.sh --cache "$kcache" > "$kcache/background.log" 2>&1 &
+fi
 if [ "${VXN_VMLESS:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
   phase build cargo build --workspace --locked
   phase vmless tests/e2e/vmless.sh
