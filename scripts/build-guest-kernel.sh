@@ -110,6 +110,13 @@ $bad"
 else
   log "cached: $result ($(cat "$result/release"))"
 fi
+# The cache keeps this result and the two newest others (switching a fragment back and
+# forth stays instant), and the trees of this source version only.
+# shellcheck disable=SC2010,SC2012 # names are ours: ARCH-HEX
+ls -1dt "$cache/$arch"-* 2> /dev/null | grep -vx "$result" | tail -n +3 | xargs -r rm -rf
+for old in "$cache"/src-* "$cache"/obj-*-*; do
+  case $old in *"-$srcver") ;; *) [ -e "$old" ] && rm -rf "$old" ;; esac
+done
 if [ -n "$out" ]; then
   mkdir -p "$(dirname "$out")"
   cp "$result/vmlinuz" "$out.tmp" && mv -f "$out.tmp" "$out"
