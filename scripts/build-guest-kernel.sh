@@ -9,6 +9,8 @@
 #   script: a second run with nothing changed returns at once. Sources are unpacked once
 #   per source version and the object tree is reused, so a changed fragment rebuilds
 #   only what it touches.
+# scripts/build-guest-kernel.sh --check-config CONFIG FRAGMENT...: print the fragments' lines
+#   a resolved .config does not have (as the build checks its own); exit 1 if any.
 # Environment: VXN_KERNEL_CACHE (default /var/cache/vxn/kernel), VXN_KERNEL_JOBS (nproc).
 set -euo pipefail
 
@@ -25,13 +27,31 @@ jobs=${VXN_KERNEL_JOBS:-$(nproc)}
 log() { echo "build-guest-kernel: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# unmet FRAGMENT CONFIG: the fragment's lines the resolved config does not have (a symbol
+# renamed, or a dependency left out): printed as "SYMBOL: wanted X, got Y".
+unmet() {
+  awk '
+    NR == FNR { if ($0 ~ /^CONFIG_[A-Za-z0-9_]+=/) { k = $0; sub(/=.*/, "", k); want[k] = substr($0, length(k) + 2) }; next }
+    /^CONFIG_[A-Za-z0-9_]+=/ { k = $0; sub(/=.*/, "", k); have[k] = substr($0, length(k) + 2) }
+    /^# CONFIG_[A-Za-z0-9_]+ is not set/ { have[$2] = "n" }
+    END { for (k in want) { h = (k in have) ? have[k] : "n"; if (h != want[k]) printf "  %s: wanted %s, got %s\n", k, want[k], h } }
+  ' "$1" "$2"
+}
+
 while [ $# -gt 0 ]; do
   case $1 in
+    --check-config)
+      # --check-config CONFIG FRAGMENT...: the fragments' lines CONFIG lacks; exit 1 if any
+      [ $# -ge 3 ] || die "--check-config CONFIG FRAGMENT..."
+      conf=$2; shift 2
+      bad=$(cat "$@" | unmet /dev/stdin "$conf")
+      [ -z "$bad" ] || { echo "$bad"; exit 1; }
+      exit 0 ;;
     --arch) arch=$2; shift 2 ;;
     --cache) cache=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -61,17 +81,6 @@ install_build_deps() {
   DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2 ||
     { apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" "${missing[@]}" >&2; } ||
     die "apt-get install ${missing[*]} failed"
-}
-
-# unmet FRAGMENT CONFIG: the fragment's lines the resolved config does not have (a symbol
-# renamed, or a dependency left out): printed as "SYMBOL: wanted X, got Y".
-unmet() {
-  awk '
-    NR == FNR { if ($0 ~ /^CONFIG_[A-Za-z0-9_]+=/) { k = $0; sub(/=.*/, "", k); want[k] = substr($0, length(k) + 2) }; next }
-    /^CONFIG_[A-Za-z0-9_]+=/ { k = $0; sub(/=.*/, "", k); have[k] = substr($0, length(k) + 2) }
-    /^# CONFIG_[A-Za-z0-9_]+ is not set/ { have[$2] = "n" }
-    END { for (k in want) { h = (k in have) ? have[k] : "n"; if (h != want[k]) printf "  %s: wanted %s, got %s\n", k, want[k], h } }
-  ' "$1" "$2"
 }
 
 install_build_deps

@@ -3,6 +3,8 @@
 #   deps     host packages (scripts/install-deps.sh)
 #   fmt, clippy
 #   scripts  vctr's arguments, install-engine-config.sh's merges (tests/engine-scripts-test.sh): 1 s
+#   kernel-config  the guest kernel fragments and the check a kernel build makes of them
+#            (tests/kernel-config-test.sh): 1 s
 #   unit     cargo test: unit and integration tests (the agent's need root)
 #   vmless   the shim's end-to-end suites through a private containerd on the test-only
 #            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM
@@ -25,6 +27,7 @@ phase deps scripts/install-deps.sh
 phase fmt cargo fmt --all --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase scripts tests/engine-scripts-test.sh
+phase kernel-config tests/kernel-config-test.sh
 if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi

@@ -161,6 +161,5 @@ cmd_guest_image() {
   guest_image_kind "$GUEST_KERNEL"
   cp "$GUEST/$GUEST_KERNEL/vmlinuz" "$GUEST/vmlinuz.tmp" && mv -f "$GUEST/vmlinuz.tmp" "$GUEST/vmlinuz"
   cp "$GUEST/$GUEST_KERNEL/initramfs.cpio.gz" "$GUEST/initramfs.tmp" && mv -f "$GUEST/initramfs.tmp" "$GUEST/initramfs.cpio.gz"
-  echo "$GUEST_KERNEL" > "$GUEST/kind"
   log "guest-image: dom0's default guest kernel is $GUEST_KERNEL (VXN_GUEST_KERNEL=vxn|debian)"
 }
