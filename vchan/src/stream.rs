@@ -22,6 +22,10 @@ use crate::endpoint::{Endpoint, PeerState};
 use crate::error::VchanError;
 use crate::event::EventChannel;
 
+/// Events handled in one poll before yielding to the executor, so a peer
+/// that kicks the channel in a loop cannot monopolise the task.
+const MAX_SPINS: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
     Read,
@@ -130,7 +134,7 @@ impl<E: EventChannel> VchanStream<E> {
         dir: Dir,
         mut op: impl FnMut(&mut Endpoint<E>) -> Result<Option<T>, VchanError>,
     ) -> Poll<io::Result<T>> {
-        loop {
+        for _ in 0..MAX_SPINS {
             // Register first: an event consumed by the other direction after
             // our check below will then still wake us.
             self.waiters.register(dir, cx.waker());
@@ -151,6 +155,9 @@ impl<E: EventChannel> VchanStream<E> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        // A peer kicking without ever giving us progress: let others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 

@@ -263,3 +263,41 @@ async fn server_waits_for_a_client_that_has_not_connected() {
         .unwrap();
     assert_eq!(&got, b"hi");
 }
+
+/// An event channel that always has an event pending: what a peer kicking
+/// in a tight loop looks like to the reader.
+struct AlwaysPending(vxn_vchan::memory::MemEvent);
+
+impl EventChannel for AlwaysPending {
+    fn notify(&self) -> vxn_vchan::error::Result<()> {
+        self.0.notify()
+    }
+    fn poll_event(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<vxn_vchan::error::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_spamming_events_does_not_starve_the_runtime() {
+    use vxn_vchan::memory::{InMemoryGrants, MemEvent};
+    let grants = InMemoryGrants::new();
+    let (sev, cev) = MemEvent::pair();
+    let (server, rref) =
+        vxn_vchan::server(&mut grants.clone(), AlwaysPending(sev), 4096, 4096).unwrap();
+    let client = vxn_vchan::client(&mut grants.clone(), cev, rref).unwrap();
+    let mut server = VchanStream::new(server);
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 4];
+        server.read(&mut buf).await
+    });
+    // On a single-threaded runtime this only runs if the reader yields.
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!reader.is_finished());
+    let mut client = VchanStream::new(client);
+    client.write_all(b"done").await.unwrap();
+    assert_eq!(reader.await.unwrap().unwrap(), 4);
+}
