@@ -17,7 +17,9 @@
 //! * [`endpoint`]: a connected end (data path, notifications, liveness);
 //! * [`setup`]: server and client construction;
 //! * [`stream`]: the tokio `AsyncRead + AsyncWrite` adapter;
-//! * [`memory`]: the in-memory backend.
+//! * [`memory`]: the in-memory backend;
+//! * [`xen`]: the Xen device backends (ioctl layouts tested; devices
+//!   sketched behind the `xen-devices` feature, untested).
 
 mod control;
 pub mod endpoint;
@@ -29,6 +31,7 @@ pub mod ring;
 pub mod setup;
 pub mod shm;
 pub mod stream;
+pub mod xen;
 
 pub use control::Role;
 pub use endpoint::{Endpoint, PeerState};

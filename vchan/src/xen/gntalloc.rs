@@ -1,0 +1,140 @@
+//! [`GrantShare`] over `/dev/xen/gntalloc` (the vchan server: the guest
+//! agent in vxn). **UNTESTED on Xen.**
+//!
+//! Sequence per share (as `xengntshr_share_pages` / `_share_page_notify`):
+//! `IOCTL_GNTALLOC_ALLOC_GREF{domid, WRITABLE, count}` → `index` + refs;
+//! `mmap(fd, index)`; for the control page
+//! `IOCTL_GNTALLOC_SET_UNMAP_NOTIFY{index + offsetof(srv_live),
+//! CLEAR_BYTE | SEND_EVENT, port}` so that if we die the kernel clears
+//! `srv_live` and kicks the client. Drop: `munmap` (the kernel keeps the
+//! pages until the peer unmaps) and `IOCTL_GNTALLOC_DEALLOC_GREF`.
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::ioctl::{
+    GntallocAllocGref, GntallocDeallocGref, UnmapNotify, GNTALLOC_FLAG_WRITABLE,
+    IOCTL_GNTALLOC_ALLOC_GREF, IOCTL_GNTALLOC_DEALLOC_GREF, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
+    UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
+};
+use super::sys::{grant_err, ioctl, mmap, munmap, open_dev};
+use crate::error::{Result, VchanError};
+use crate::layout::{offset, PAGE_SIZE};
+use crate::shm::{GrantShare, Purpose, SharedMemory};
+
+/// Shares pages with one peer domain.
+pub struct GntAlloc {
+    fd: Arc<OwnedFd>,
+    peer: u16,
+    /// Kicked by the kernel's unmap notify if we die.
+    event_port: u32,
+}
+
+impl GntAlloc {
+    pub fn open(peer_domid: u16, event_port: u32) -> Result<Self> {
+        let fd = open_dev(c"/dev/xen/gntalloc").map_err(|e| grant_err("open gntalloc", e))?;
+        Ok(GntAlloc {
+            fd: Arc::new(fd),
+            peer: peer_domid,
+            event_port,
+        })
+    }
+}
+
+/// Pages we granted, mapped in our address space.
+pub struct GntAllocRegion {
+    fd: Arc<OwnedFd>,
+    ptr: NonNull<u8>,
+    pages: usize,
+    index: u64,
+}
+
+// SAFETY: a MAP_SHARED read/write mapping of `pages` pages, page aligned,
+// alive until drop; accessed only through raw pointers and atomics.
+unsafe impl SharedMemory for GntAllocRegion {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+}
+// SAFETY: see above.
+unsafe impl Send for GntAllocRegion {}
+unsafe impl Sync for GntAllocRegion {}
+
+impl Drop for GntAllocRegion {
+    fn drop(&mut self) {
+        // SAFETY: our mapping; the endpoint that used it is gone.
+        unsafe { munmap(self.ptr, self.pages * PAGE_SIZE) };
+        let mut req = GntallocDeallocGref {
+            index: self.index,
+            count: self.pages as u32,
+        };
+        // SAFETY: the request matches IOCTL_GNTALLOC_DEALLOC_GREF.
+        let _ = unsafe { ioctl(&self.fd, IOCTL_GNTALLOC_DEALLOC_GREF, &mut req) };
+    }
+}
+
+impl GrantShare for GntAlloc {
+    type Memory = GntAllocRegion;
+
+    fn share(&mut self, pages: usize, purpose: Purpose) -> Result<(GntAllocRegion, Vec<u32>)> {
+        let count = u32::try_from(pages)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| VchanError::Grant(format!("cannot share {pages} pages")))?;
+        // The header then `count` refs, in a u64 buffer for alignment.
+        let header = std::mem::offset_of!(GntallocAllocGref, gref_ids);
+        let bytes = (header + 4 * pages).max(std::mem::size_of::<GntallocAllocGref>());
+        let words = bytes.div_ceil(8);
+        let mut buf = vec![0u64; words];
+        let req = buf.as_mut_ptr().cast::<GntallocAllocGref>();
+        // SAFETY: `buf` holds the header plus `count` refs and is 8-aligned.
+        unsafe {
+            (*req).domid = self.peer;
+            (*req).flags = GNTALLOC_FLAG_WRITABLE;
+            (*req).count = count;
+            ioctl(&self.fd, IOCTL_GNTALLOC_ALLOC_GREF, req)
+                .map_err(|e| grant_err("gntalloc alloc", e))?;
+        }
+        // SAFETY: filled in by the kernel, inside `buf`.
+        let (index, grefs) = unsafe {
+            let refs = req.cast::<u8>().add(header).cast::<u32>();
+            (
+                (*req).index,
+                (0..pages).map(|i| refs.add(i).read()).collect::<Vec<u32>>(),
+            )
+        };
+        let dealloc = |fd: &OwnedFd| {
+            let mut d = GntallocDeallocGref { index, count };
+            // SAFETY: the request matches IOCTL_GNTALLOC_DEALLOC_GREF.
+            let _ = unsafe { ioctl(fd, IOCTL_GNTALLOC_DEALLOC_GREF, &mut d) };
+        };
+        let ptr = match mmap(&self.fd, pages * PAGE_SIZE, true, index) {
+            Ok(p) => p,
+            Err(e) => {
+                dealloc(&self.fd);
+                return Err(e);
+            }
+        };
+        let region = GntAllocRegion {
+            fd: self.fd.clone(),
+            ptr,
+            pages,
+            index,
+        };
+        if purpose == Purpose::Control {
+            let mut n = UnmapNotify {
+                index: index + offset::SRV_LIVE as u64,
+                action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
+                event_channel_port: self.event_port,
+            };
+            // SAFETY: the request matches IOCTL_GNTALLOC_SET_UNMAP_NOTIFY.
+            unsafe { ioctl(&self.fd, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY, &mut n) }
+                .map_err(|e| grant_err("gntalloc unmap notify", e))?;
+        }
+        Ok((region, grefs))
+    }
+}

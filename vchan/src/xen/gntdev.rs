@@ -1,0 +1,137 @@
+//! [`GrantMap`] over `/dev/xen/gntdev` (the vchan client: dom0's shim in
+//! vxn). **UNTESTED on Xen.**
+//!
+//! Sequence per mapping (as `xengnttab_map_domain_grant_refs` /
+//! `_map_grant_ref_notify`): `IOCTL_GNTDEV_MAP_GRANT_REF{count, refs[]}` →
+//! `index`; `mmap(fd, index)` read-only or read-write; for the control page
+//! `IOCTL_GNTDEV_SET_UNMAP_NOTIFY{index + offsetof(cli_live), CLEAR_BYTE |
+//! SEND_EVENT, port}`. Drop: `munmap` and `IOCTL_GNTDEV_UNMAP_GRANT_REF`.
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::ioctl::{
+    GntdevGrantRef, GntdevMapGrantRef, GntdevUnmapGrantRef, UnmapNotify,
+    IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, IOCTL_GNTDEV_UNMAP_GRANT_REF,
+    UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
+};
+use super::sys::{grant_err, ioctl, mmap, munmap, open_dev};
+use crate::error::{Result, VchanError};
+use crate::layout::{offset, PAGE_SIZE};
+use crate::shm::{Access, GrantMap, Purpose, SharedMemory};
+
+/// Maps pages granted by one peer domain.
+pub struct GntDev {
+    fd: Arc<OwnedFd>,
+    peer: u16,
+    /// Kicked by the kernel's unmap notify if we die.
+    event_port: u32,
+}
+
+impl GntDev {
+    pub fn open(peer_domid: u16, event_port: u32) -> Result<Self> {
+        let fd = open_dev(c"/dev/xen/gntdev").map_err(|e| grant_err("open gntdev", e))?;
+        Ok(GntDev {
+            fd: Arc::new(fd),
+            peer: peer_domid,
+            event_port,
+        })
+    }
+}
+
+/// The peer's pages, mapped in our address space.
+pub struct GntDevRegion {
+    fd: Arc<OwnedFd>,
+    ptr: NonNull<u8>,
+    pages: usize,
+    index: u64,
+}
+
+// SAFETY: a MAP_SHARED mapping of `pages` pages, page aligned, alive until
+// drop (read-only if mapped so: the core never writes a read-only ring).
+unsafe impl SharedMemory for GntDevRegion {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+}
+// SAFETY: see above.
+unsafe impl Send for GntDevRegion {}
+unsafe impl Sync for GntDevRegion {}
+
+fn unmap_grants(fd: &OwnedFd, index: u64, count: u32) {
+    let mut req = GntdevUnmapGrantRef {
+        index,
+        count,
+        pad: 0,
+    };
+    // SAFETY: the request matches IOCTL_GNTDEV_UNMAP_GRANT_REF.
+    let _ = unsafe { ioctl(fd, IOCTL_GNTDEV_UNMAP_GRANT_REF, &mut req) };
+}
+
+impl Drop for GntDevRegion {
+    fn drop(&mut self) {
+        // SAFETY: our mapping; the endpoint that used it is gone.
+        unsafe { munmap(self.ptr, self.pages * PAGE_SIZE) };
+        unmap_grants(&self.fd, self.index, self.pages as u32);
+    }
+}
+
+impl GrantMap for GntDev {
+    type Memory = GntDevRegion;
+
+    fn map(&mut self, grants: &[u32], access: Access, purpose: Purpose) -> Result<GntDevRegion> {
+        let pages = grants.len();
+        let count = u32::try_from(pages)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| VchanError::Grant(format!("cannot map {pages} grants")))?;
+        let header = std::mem::offset_of!(GntdevMapGrantRef, refs);
+        let bytes = (header + 8 * pages).max(std::mem::size_of::<GntdevMapGrantRef>());
+        let words = bytes.div_ceil(8);
+        let mut buf = vec![0u64; words];
+        let req = buf.as_mut_ptr().cast::<GntdevMapGrantRef>();
+        // SAFETY: `buf` holds the header plus `count` refs and is 8-aligned.
+        let index = unsafe {
+            (*req).count = count;
+            let refs = req.cast::<u8>().add(header).cast::<GntdevGrantRef>();
+            for (i, g) in grants.iter().enumerate() {
+                refs.add(i).write(GntdevGrantRef {
+                    domid: self.peer.into(),
+                    gref: *g,
+                });
+            }
+            ioctl(&self.fd, IOCTL_GNTDEV_MAP_GRANT_REF, req)
+                .map_err(|e| grant_err("gntdev map", e))?;
+            (*req).index
+        };
+        let writable = access == Access::ReadWrite;
+        let ptr = match mmap(&self.fd, pages * PAGE_SIZE, writable, index) {
+            Ok(p) => p,
+            Err(e) => {
+                unmap_grants(&self.fd, index, count);
+                return Err(e);
+            }
+        };
+        let region = GntDevRegion {
+            fd: self.fd.clone(),
+            ptr,
+            pages,
+            index,
+        };
+        if purpose == Purpose::Control {
+            let mut n = UnmapNotify {
+                index: index + offset::CLI_LIVE as u64,
+                action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
+                event_channel_port: self.event_port,
+            };
+            // SAFETY: the request matches IOCTL_GNTDEV_SET_UNMAP_NOTIFY.
+            unsafe { ioctl(&self.fd, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, &mut n) }
+                .map_err(|e| grant_err("gntdev unmap notify", e))?;
+        }
+        Ok(region)
+    }
+}

@@ -1,0 +1,75 @@
+//! Small libc helpers shared by the device backends. UNTESTED on Xen.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use crate::error::{Result, VchanError};
+
+pub(crate) fn open_dev(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; the fd is owned on success.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ioctl(fd, request, arg)`; returns the (non-negative) result.
+///
+/// # Safety
+///
+/// `arg` must point to a buffer of the layout `request` expects, big enough
+/// for its variable part.
+pub(crate) unsafe fn ioctl<T>(fd: &OwnedFd, request: u32, arg: *mut T) -> io::Result<i32> {
+    // The request type differs between libcs (c_ulong on glibc, c_int on musl).
+    #[allow(clippy::useless_conversion)]
+    let rc = libc::ioctl(fd.as_raw_fd(), request as _, arg);
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// A `MAP_SHARED` mapping of `len` bytes at `offset` of `fd`.
+pub(crate) fn mmap(fd: &OwnedFd, len: usize, writable: bool, offset: u64) -> Result<NonNull<u8>> {
+    let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| VchanError::Grant(format!("mmap offset {offset} out of range")))?;
+    // SAFETY: a fresh mapping; nothing else is at the returned address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(VchanError::Grant(format!(
+            "mmap: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| VchanError::Grant("mmap returned null".into()))
+}
+
+/// # Safety
+///
+/// `ptr`/`len` must be a mapping from [`mmap`] nobody uses any more.
+pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
+    libc::munmap(ptr.as_ptr().cast(), len);
+}
+
+pub(crate) fn grant_err(what: &str, e: io::Error) -> VchanError {
+    VchanError::Grant(format!("{what}: {e}"))
+}
