@@ -7,7 +7,8 @@
 //! The protocol core is independent of Xen: it runs over a
 //! [`SharedMemory`] / [`GrantShare`] / [`GrantMap`] backend and an
 //! [`EventChannel`]. [`memory`] is an in-process backend for tests. The Xen
-//! backends (gntalloc, gntdev, evtchn, xenstore) are the next step; see
+//! backends (gntalloc, gntdev, evtchn) are sketched and the xenstore client
+//! is host-tested; see
 //! `README.md`.
 //!
 //! Modules, one job each:
@@ -19,7 +20,9 @@
 //! * [`stream`]: the tokio `AsyncRead + AsyncWrite` adapter;
 //! * [`memory`]: the in-memory backend;
 //! * [`xen`]: the Xen device backends (ioctl layouts tested; devices
-//!   sketched behind the `xen-devices` feature, untested).
+//!   sketched behind the `xen-devices` feature, untested);
+//! * [`xenstore`]: an async xenstore client (wire format and client tested
+//!   against an in-memory fake xenstored).
 
 mod control;
 pub mod endpoint;
@@ -32,6 +35,7 @@ pub mod setup;
 pub mod shm;
 pub mod stream;
 pub mod xen;
+pub mod xenstore;
 
 pub use control::Role;
 pub use endpoint::{Endpoint, PeerState};
