@@ -3,8 +3,6 @@
 //! practice little-endian) `u32`s, then `len` bytes of payload holding
 //! NUL-separated strings. Payloads are capped at [`PAYLOAD_MAX`] both ways.
 
-use std::fmt;
-
 use super::error::{XsErrno, XsError};
 
 /// `XENSTORE_PAYLOAD_MAX`: the largest payload either side may send.
@@ -185,56 +183,6 @@ impl WatchEvent {
     }
 }
 
-/// One entry of a node's permission list, written as `<letter><domid>`.
-/// The first entry names the owner and the access of domains not listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Perm {
-    pub access: Access,
-    pub domid: u32,
-}
-
-/// `n` none, `r` read, `w` write, `b` both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    None,
-    Read,
-    Write,
-    Both,
-}
-
-impl Perm {
-    pub fn new(access: Access, domid: u32) -> Perm {
-        Perm { access, domid }
-    }
-
-    /// Parses `"r5"`, `"b0"`, ...
-    pub fn parse(s: &str) -> Result<Perm, XsError> {
-        let bad = || XsError::Protocol(format!("bad permission {s:?}"));
-        let mut chars = s.chars();
-        let access = match chars.next() {
-            Some('n') => Access::None,
-            Some('r') => Access::Read,
-            Some('w') => Access::Write,
-            Some('b') => Access::Both,
-            _ => return Err(bad()),
-        };
-        let domid = chars.as_str().parse().map_err(|_| bad())?;
-        Ok(Perm { access, domid })
-    }
-}
-
-impl fmt::Display for Perm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = match self.access {
-            Access::None => 'n',
-            Access::Read => 'r',
-            Access::Write => 'w',
-            Access::Both => 'b',
-        };
-        write!(f, "{c}{}", self.domid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,8 +242,5 @@ mod tests {
             ("/local/domain/5", "tok")
         );
         assert!(WatchEvent::decode(b"/only-path\0").is_err());
-        assert_eq!(Perm::parse("r5").unwrap(), Perm::new(Access::Read, 5));
-        assert_eq!(Perm::new(Access::Both, 0).to_string(), "b0");
-        assert!(Perm::parse("x1").is_err() && Perm::parse("r").is_err());
     }
 }
