@@ -37,7 +37,11 @@ impl Perm {
             Some('b') => Access::Both,
             _ => return Err(bad()),
         };
-        let domid = chars.as_str().parse().map_err(|_| bad())?;
+        let digits = chars.as_str();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let domid = digits.parse().map_err(|_| bad())?;
         Ok(Perm { access, domid })
     }
 }
@@ -64,7 +68,7 @@ mod tests {
         assert_eq!(Perm::parse("n0").unwrap(), Perm::new(Access::None, 0));
         assert_eq!(Perm::new(Access::Both, 0).to_string(), "b0");
         assert_eq!(Perm::new(Access::Write, 12).to_string(), "w12");
-        for bad in ["x1", "r", "", "r-1", "b1x"] {
+        for bad in ["x1", "r", "", "r-1", "r+1", "b1x", "r99999999999"] {
             assert!(Perm::parse(bad).is_err(), "{bad}");
         }
     }
