@@ -9,10 +9,9 @@
 //!   **UNTESTED: this code has never run against a Xen domain.** It compiles
 //!   and follows the uapi headers and libxenvchan's sequence; expect fixes on
 //!   first contact with the lab.
-//! * Missing: a xenstore client (guest: `/dev/xen/xenbus`; dom0:
-//!   `/var/run/xenstored/socket`) to publish / read `ring-ref` and
-//!   `event-channel` under `/local/domain/<srv>/data/vchan/<cli>/<port>`,
-//!   with the server's permissions and a watch for the client side.
+//! * The xenstore client is [`crate::xenstore`] (host-tested). Missing: its
+//!   `/dev/xen/xenbus` transport and the vchan glue that publishes / reads
+//!   `ring-ref` and `event-channel` under `/local/domain/<srv>/data/vchan/<cli>/<port>`.
 
 pub mod ioctl;
 
