@@ -23,3 +23,7 @@ pub mod gntalloc;
 pub mod gntdev;
 #[cfg(all(feature = "xen-devices", target_os = "linux"))]
 mod sys;
+#[cfg(all(feature = "xen-devices", target_os = "linux"))]
+pub mod xenbus;
+#[cfg(all(feature = "xen-devices", target_os = "linux"))]
+pub mod connect;
