@@ -48,6 +48,7 @@ pub async fn open(ch: &Channel) -> Result<Box<dyn ByteStream>, String> {
                 .map_err(|e| format!("connect {}: {e}", path.display()))?;
             Ok(Box::new(s))
         }
+        Channel::Vchan(port) => vchan(port).await,
         Channel::Fd(n) => {
             // SAFETY: the fd was handed to us by whoever started the agent.
             let fd = unsafe { OwnedFd::from_raw_fd(*n) };
@@ -56,4 +57,36 @@ pub async fn open(ch: &Channel) -> Result<Box<dyn ByteStream>, String> {
             ))
         }
     }
+}
+
+/// Serve the agent's vchan to dom0: share the rings and publish them in
+/// xenstore. xenbus may still be coming up this early in boot: retry.
+#[cfg(target_os = "linux")]
+async fn vchan(port: &str) -> Result<Box<dyn ByteStream>, String> {
+    use vxn_vchan::xen::connect;
+    let deadline = tokio::time::Instant::now() + DEVICE_WAIT;
+    let (xs, _events) = loop {
+        match connect::open_xenstore().await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("xenstore: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let stream = connect::listen(
+        &xs,
+        0,
+        port,
+        vxn_wire::boot::VCHAN_RING_TO_GUEST,
+        vxn_wire::boot::VCHAN_RING_TO_HOST,
+    )
+    .await
+    .map_err(|e| format!("vchan {port}: {e}"))?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn vchan(port: &str) -> Result<Box<dyn ByteStream>, String> {
+    Err(format!("vchan {port}: only on Linux"))
 }

@@ -13,6 +13,8 @@ pub enum Channel {
     Unix(PathBuf),
     /// An inherited fd (tests: one end of a socketpair).
     Fd(i32),
+    /// A vchan served to dom0 under this port name.
+    Vchan(String),
 }
 
 #[derive(Debug, Clone)]
@@ -29,11 +31,16 @@ pub struct Config {
 }
 
 pub const USAGE: &str =
-    "usage: vxn-agent [--channel /dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR] [--die-with-parent]
+    "usage: vxn-agent [--channel vchan:PORT|/dev/hvcN|unix:PATH|fd:N] [--log LEVEL] [--state-dir DIR] [--die-with-parent]
 As PID 1 the agent reads vxn.channel=, vxn.log= and vxn.modules= from the kernel command line.";
 
 fn parse_channel(s: &str) -> Result<Channel, String> {
-    if let Some(p) = s.strip_prefix("unix:") {
+    if let Some(port) = s.strip_prefix(boot::VCHAN_PREFIX) {
+        if port.is_empty() || port.contains('/') {
+            return Err(format!("bad vchan port in channel {s:?}"));
+        }
+        Ok(Channel::Vchan(port.into()))
+    } else if let Some(p) = s.strip_prefix("unix:") {
         Ok(Channel::Unix(p.into()))
     } else if let Some(n) = s.strip_prefix("fd:") {
         n.parse()
@@ -103,12 +110,18 @@ mod tests {
 
     #[test]
     fn the_hosts_cmdline_is_understood() {
-        let c = Config::from_cmdline(&boot::kernel_cmdline("warn", "")).unwrap();
+        let line = boot::kernel_cmdline(boot::AgentChannel::Console, "warn", "");
+        let c = Config::from_cmdline(&line).unwrap();
         assert_eq!(
             c.channel,
             Channel::Device(boot::AGENT_CHANNEL_DEVICE.into())
         );
         assert_eq!(c.log, "warn");
+        let line = boot::kernel_cmdline(boot::AgentChannel::Vchan, "info", "");
+        let c = Config::from_cmdline(&line).unwrap();
+        assert_eq!(c.channel, Channel::Vchan(boot::AGENT_VCHAN_PORT.into()));
+        assert!(Config::from_cmdline("vxn.channel=vchan:").is_err());
+        assert!(Config::from_cmdline("vxn.channel=vchan:a/b").is_err());
     }
 
     #[test]

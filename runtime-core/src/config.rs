@@ -49,6 +49,10 @@ pub struct Config {
     pub metrics: String,
     /// "xen", or "process" for tests only (the agent on the host: no isolation).
     pub hypervisor: String,
+    /// How the shim reaches a DomU's agent: "vchan" (shared rings; no dom0
+    /// process per domain) or "console" (a PV console channel, which libxl
+    /// serves with a QEMU per domain; for guest kernels without gntalloc).
+    pub agent_channel: String,
     /// The vxn-agent binary the "process" backend runs.
     pub process_agent: PathBuf,
     /// Seconds any agent call may take (Wait excepted: it lasts as long as the process).
@@ -89,6 +93,7 @@ impl Default for Config {
             share_dir: "/run/vxn-shares".into(),
             metrics: "auto".into(),
             hypervisor: "xen".into(),
+            agent_channel: "vchan".into(),
             process_agent: "/usr/local/lib/vxn/vxn-agent".into(),
             agent_call_timeout_secs: 30,
             kill_grace_secs: 10,
@@ -118,7 +123,7 @@ impl Config {
 
     /// The VM backend this config asks for.
     pub fn backend(&self) -> Result<Backend, String> {
-        Backend::from_config(&self.hypervisor, &self.process_agent)
+        Backend::from_config(&self.hypervisor, &self.agent_channel, &self.process_agent)
     }
 
     /// That backend, built, and how its VMs get their rootfs.
@@ -149,7 +154,22 @@ mod tests {
         assert!(Config::parse("memroy_mib = 1")
             .unwrap_err()
             .contains("unknown field"));
-        assert_eq!(Config::default().backend().unwrap(), Backend::Xen);
+        assert_eq!(
+            Config::default().backend().unwrap(),
+            Backend::Xen {
+                channel: vxn_wire::boot::AgentChannel::Vchan
+            }
+        );
+        let c = Config::parse("agent_channel = \"console\"").unwrap();
+        assert_eq!(
+            c.backend().unwrap(),
+            Backend::Xen {
+                channel: vxn_wire::boot::AgentChannel::Console
+            }
+        );
+        assert!(Config::parse("agent_channel = \"vsock\"")
+            .unwrap_err()
+            .contains("vsock"));
         let c = Config::parse("hypervisor = \"process\"\nprocess_agent = \"/a\"").unwrap();
         assert_eq!(
             c.backend().unwrap(),

@@ -324,7 +324,7 @@ impl Hypervisor for FakeHypervisor {
         "fake"
     }
 
-    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+    async fn create_paused(&self, spec: &VmSpec) -> Result<crate::vm::AgentConnect, VmError> {
         self.call("create", &spec.name)?;
         if self.lock().contains_key(&spec.name) {
             return Err(VmError::Exists(spec.name.clone()));
@@ -336,7 +336,7 @@ impl Hypervisor for FakeHypervisor {
         let agent = Arc::new(FakeAgent::default());
         self.lock().insert(spec.name.clone(), agent.clone());
         tokio::spawn(agent.serve(guest, self.faults.clone()));
-        Ok(host)
+        Ok(crate::vm::connected(host))
     }
 
     async fn unpause(&self, name: &str) -> Result<(), VmError> {

@@ -289,7 +289,7 @@ mod tests {
         async fn create_paused(
             &self,
             _: &crate::vm::VmSpec,
-        ) -> std::result::Result<tokio::net::UnixStream, VmError> {
+        ) -> std::result::Result<crate::vm::AgentConnect, VmError> {
             unreachable!()
         }
         async fn unpause(&self, _: &str) -> std::result::Result<(), VmError> {

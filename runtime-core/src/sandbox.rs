@@ -53,7 +53,7 @@ impl Sandbox {
         let channel = hv.create_paused(vm).await?;
         tracing::info!(domain = %vm.name, took_ms = t.elapsed().as_millis() as u64, "timing: create paused");
         let t = std::time::Instant::now();
-        let connecting = tokio::spawn(AgentClient::connect(channel, timeouts.hello));
+        let connecting = tokio::spawn(crate::vm::connect_agent(channel, timeouts.hello));
         hv.unpause(&vm.name).await?;
         let mut agent = connecting
             .await

@@ -13,15 +13,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::vm::{Hypervisor, VmSpec, XenHypervisor};
+use vxn_runtime_core::vm::{self, Hypervisor, VmSpec, XenHypervisor};
 use vxn_runtime_core::xen::Xl;
-use vxn_runtime_core::{AgentClient, StdioRequest};
+use vxn_runtime_core::StdioRequest;
 use vxn_wire::boot;
 use vxn_wire::protocol::{CreateContainer, MountSpec, ProcessSpec, RootfsSource};
 
 const USAGE: &str =
     "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
-[--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] -- ARGV...
+[--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] [--channel vchan|console] -- ARGV...
        vxnctl domain-name NAMESPACE ID
        vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases";
 
@@ -34,6 +34,7 @@ struct RunArgs {
     vcpus: u32,
     timeout: Duration,
     log: String,
+    channel: boot::AgentChannel,
     argv: Vec<String>,
 }
 
@@ -45,6 +46,7 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
     let (mut name, mut kernel, mut initramfs, mut disk) = (None, None, None, None);
     let (mut memory, mut vcpus, mut timeout, mut log) = (256, 1, 120, "info".to_string());
     let mut argv = Vec::new();
+    let mut channel = boot::AgentChannel::Vchan;
     while let Some(a) = it.next() {
         let mut val = || {
             it.next()
@@ -60,6 +62,7 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
             "--vcpus" => vcpus = val()?.parse().map_err(|_| "--vcpus takes a number")?,
             "--timeout" => timeout = val()?.parse().map_err(|_| "--timeout takes seconds")?,
             "--log" => log = val()?,
+            "--channel" => channel = vm::parse_agent_channel(&val()?)?,
             "--" => {
                 argv = it.by_ref().cloned().collect();
                 break;
@@ -82,6 +85,7 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
         vcpus,
         timeout: Duration::from_secs(timeout),
         log,
+        channel,
         argv,
     })
 }
@@ -117,7 +121,7 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&run.log))
         .with_writer(std::io::stderr)
         .init();
-    let hv = XenHypervisor::new(Xl::default());
+    let hv = XenHypervisor::new(Xl::default(), run.channel);
     let dir = PathBuf::from("/run/vxn/vxnctl").join(&run.name);
     let result = tokio::select! {
         r = xen_run(&hv, &dir, &run) => r,
@@ -177,12 +181,9 @@ async fn xen_run(
     timing.push(("create", t.elapsed()));
 
     let t = Instant::now();
-    let connect = tokio::spawn(AgentClient::connect(stream, run.timeout));
+    let connect = tokio::spawn(vm::connect_agent(stream, run.timeout));
     hv.unpause(&run.name).await.map_err(|e| e.to_string())?;
-    let client = connect
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let client = connect.await.map_err(|e| e.to_string())??;
     timing.push(("agent-ready", t.elapsed()));
 
     let t = Instant::now();

@@ -17,10 +17,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use vxn_wire::boot::AgentChannel;
 
 use crate::rootfs::{Directory, Ext4Image, RootfsExport};
-use crate::xen::{config::ConfigError, XlError};
+use crate::xen::{config::ConfigError, Xl, XlError};
+
+/// `agent_channel` in the config: the one place the channel is chosen.
+pub fn parse_agent_channel(s: &str) -> Result<AgentChannel, String> {
+    match s {
+        "vchan" => Ok(AgentChannel::Vchan),
+        "console" => Ok(AgentChannel::Console),
+        other => Err(format!(
+            "agent_channel = {other:?}: use \"vchan\" (shared rings, no dom0 process) or \"console\" (a PV console served by a QEMU per domain)"
+        )),
+    }
+}
 
 /// Everything needed to create one container VM.
 #[derive(Debug, Clone)]
@@ -96,14 +108,47 @@ pub enum VmError {
     HostNotReady(String),
 }
 
+/// The host end of an agent channel, whatever carries it.
+pub trait AgentIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AgentIo for T {}
+pub type AgentStream = Box<dyn AgentIo>;
+
+/// Connecting to a new VM's agent channel. A console channel's socket exists
+/// once the domain does; a vchan appears only when the guest has booted far
+/// enough to publish it, so the caller awaits this after unpausing, within
+/// its hello timeout.
+pub type AgentConnect =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<AgentStream>> + Send>>;
+
+/// Await the channel, then the agent's hello, all within `timeout`.
+pub async fn connect_agent(
+    channel: AgentConnect,
+    timeout: Duration,
+) -> Result<crate::AgentClient, String> {
+    let connecting = async {
+        let io = channel.await.map_err(|e| format!("agent channel: {e}"))?;
+        crate::AgentClient::connect(io, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| format!("no agent channel within {timeout:?}"))?
+}
+
+/// An [`AgentConnect`] for a stream that is already there.
+pub fn connected(io: impl AgentIo) -> AgentConnect {
+    Box::pin(async move { Ok(Box::new(io) as AgentStream) })
+}
+
 #[async_trait]
 pub trait Hypervisor: Send + Sync + 'static {
     /// "xen" or "process": recorded with a container's state.
     fn kind(&self) -> &'static str;
-    /// Create the VM paused and return the host end of its agent channel.
+    /// Create the VM paused and return how to reach its agent channel.
     /// A domain of that name that already exists is an error and is left
     /// alone; on any other error nothing is left behind.
-    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError>;
+    async fn create_paused(&self, spec: &VmSpec) -> Result<AgentConnect, VmError>;
     async fn unpause(&self, name: &str) -> Result<(), VmError>;
     async fn pause(&self, name: &str) -> Result<(), VmError>;
     /// Destroy the VM and make sure it is gone (retrying); Ok means gone.
@@ -145,7 +190,9 @@ pub struct Resize {
 /// Which backend runs containers (`hypervisor` in /etc/vxn/config.toml).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
-    Xen,
+    Xen {
+        channel: AgentChannel,
+    },
     /// Tests only: `agent` is the vxn-agent binary to run on the host.
     Process {
         agent: PathBuf,
@@ -154,9 +201,15 @@ pub enum Backend {
 
 impl Backend {
     /// From the config: `hypervisor` ("xen" | "process") and, for "process", the agent binary.
-    pub fn from_config(hypervisor: &str, process_agent: &std::path::Path) -> Result<Self, String> {
+    pub fn from_config(
+        hypervisor: &str,
+        agent_channel: &str,
+        process_agent: &std::path::Path,
+    ) -> Result<Self, String> {
         match hypervisor {
-            "xen" => Ok(Self::Xen),
+            "xen" => Ok(Self::Xen {
+                channel: parse_agent_channel(agent_channel)?,
+            }),
             "process" => Ok(Self::Process {
                 agent: process_agent.to_path_buf(),
             }),
@@ -168,7 +221,7 @@ impl Backend {
 
     pub fn build(&self) -> Result<Arc<dyn Hypervisor>, VmError> {
         Ok(match self {
-            Self::Xen => Arc::new(XenHypervisor::default()),
+            Self::Xen { channel } => Arc::new(XenHypervisor::new(Xl::default(), *channel)),
             Self::Process { agent } => Arc::new(ProcessHypervisor::new(agent.clone())?),
         })
     }
@@ -177,7 +230,7 @@ impl Backend {
     /// directory itself for an agent on the host.
     pub fn exporter(&self, image_extra_mib: u64) -> Arc<dyn RootfsExport> {
         match self {
-            Self::Xen => Arc::new(Ext4Image {
+            Self::Xen { .. } => Arc::new(Ext4Image {
                 extra_mib: image_extra_mib,
             }),
             Self::Process { .. } => Arc::new(Directory),

@@ -129,7 +129,7 @@ impl Hypervisor for ProcessHypervisor {
         ))
     }
 
-    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+    async fn create_paused(&self, spec: &VmSpec) -> Result<super::AgentConnect, VmError> {
         if spec.vif.is_some() {
             return Err(VmError::Unsupported("networking", "process"));
         }
@@ -154,7 +154,7 @@ impl Hypervisor for ProcessHypervisor {
         if result.is_err() {
             let _ = self.destroy(&spec.name).await;
         }
-        result
+        result.map(super::connected)
     }
 
     async fn unpause(&self, name: &str) -> Result<(), VmError> {

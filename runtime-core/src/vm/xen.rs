@@ -4,28 +4,28 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::net::UnixStream;
-use vxn_wire::boot;
+use vxn_wire::boot::{self, AgentChannel};
 
-use super::{HotDisk, Hypervisor, Resize, VmError, VmSpec};
+use super::{connected, AgentConnect, HotDisk, Hypervisor, Resize, VmError, VmSpec};
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct XenHypervisor {
     xl: Xl,
+    channel: AgentChannel,
 }
 
 impl XenHypervisor {
-    pub fn new(xl: Xl) -> Self {
-        Self { xl }
+    pub fn new(xl: Xl, channel: AgentChannel) -> Self {
+        Self { xl, channel }
     }
 
     pub fn xl(&self) -> &Xl {
         &self.xl
     }
 
-    fn domain_config(spec: &VmSpec) -> DomainConfig {
-        let cmdline = boot::kernel_cmdline(&spec.agent_log, &spec.cmdline_extra);
+    fn domain_config(&self, spec: &VmSpec) -> DomainConfig {
+        let cmdline = boot::kernel_cmdline(self.channel, &spec.agent_log, &spec.cmdline_extra);
         DomainConfig {
             name: spec.name.clone(),
             guest_type: GuestType::for_host(),
@@ -36,7 +36,10 @@ impl XenHypervisor {
             maxmem_mib: spec.max_memory_mib,
             vcpus: spec.vcpus,
             max_vcpus: spec.max_vcpus,
-            agent_socket: socket_path(&spec.state_dir),
+            agent_socket: match self.channel {
+                AgentChannel::Console => Some(socket_path(&spec.state_dir)),
+                AgentChannel::Vchan => None,
+            },
             disks: spec
                 .rootfs_disk
                 .iter()
@@ -79,7 +82,7 @@ impl Hypervisor for XenHypervisor {
         "xen"
     }
 
-    async fn create_paused(&self, spec: &VmSpec) -> Result<UnixStream, VmError> {
+    async fn create_paused(&self, spec: &VmSpec) -> Result<AgentConnect, VmError> {
         for (what, p) in [("kernel", &spec.kernel), ("initramfs", &spec.initramfs)] {
             if !p.is_file() {
                 return Err(VmError::Missing(format!(
@@ -88,7 +91,7 @@ impl Hypervisor for XenHypervisor {
                 )));
             }
         }
-        let text = Self::domain_config(spec).render()?;
+        let text = self.domain_config(spec).render()?;
         std::fs::create_dir_all(&spec.state_dir)
             .map_err(io(format!("mkdir {}", spec.state_dir.display())))?;
         let cfg = spec.state_dir.join("domain.cfg");
@@ -100,7 +103,11 @@ impl Hypervisor for XenHypervisor {
         if self.xl.exists(&spec.name).await? {
             return Err(VmError::Exists(spec.name.clone()));
         }
-        if let Err(e) = self.xl.create_paused(&cfg).await {
+        // A vchan needs no xl process per domain: the shim watches for the
+        // domain's death itself (xen::vchan). A console channel's QEMU only
+        // closes its socket when xl's monitor destroys the domain.
+        let unmonitored = self.channel == AgentChannel::Vchan;
+        if let Err(e) = self.xl.create_paused(&cfg, unmonitored).await {
             // xl may leave a half-built domain behind on failure.
             let _ = self.xl.destroy(&spec.name).await;
             // libxl only says "cannot (re-)build domain: -3"; name the usual cause.
@@ -114,8 +121,18 @@ impl Hypervisor for XenHypervisor {
             }
             return Err(e.into());
         }
-        match xen::connect_channel(&socket, Duration::from_secs(10)).await {
-            Ok(s) => Ok(s),
+        let connecting = match self.channel {
+            AgentChannel::Vchan => match self.xl.domid(&spec.name).await {
+                Ok(Some(domid)) => {
+                    return Ok(Box::pin(xen::vchan::connect_agent(self.xl.clone(), domid)))
+                }
+                Ok(None) => Err(std::io::Error::other("the new domain has no domid")),
+                Err(e) => Err(std::io::Error::other(e)),
+            },
+            AgentChannel::Console => xen::connect_channel(&socket, Duration::from_secs(10)).await,
+        };
+        match connecting {
+            Ok(s) => Ok(connected(s)),
             Err(e) => {
                 let _ = self.xl.destroy(&spec.name).await;
                 Err(VmError::Io {

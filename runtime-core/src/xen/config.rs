@@ -57,8 +57,9 @@ pub struct DomainConfig {
     pub maxmem_mib: u64,
     pub vcpus: u32,
     pub max_vcpus: u32,
-    /// The dom0 UNIX socket of the agent channel (QEMU listens on it).
-    pub agent_socket: PathBuf,
+    /// The dom0 UNIX socket of a console agent channel (QEMU listens on
+    /// it); `None` when the agent talks over a vchan, which needs no device.
+    pub agent_socket: Option<PathBuf>,
     pub disks: Vec<Disk>,
     /// 9p shares: (tag, dom0 path).
     pub shares: Vec<(String, PathBuf)>,
@@ -135,11 +136,13 @@ impl DomainConfig {
         s.push_str("on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n");
         // Debian's libxl 4.17 drops the first channel ("Primary console has
         // invalid configuration"): a dummy first one makes ours /dev/hvc1.
-        let _ = writeln!(
-            s,
-            "channel = [ \"connection=pty,name=vxn.dummy.0\", \"connection=socket,name={AGENT_CHANNEL_NAME},path={}\" ]",
-            check_path("agent socket path", &self.agent_socket)?
-        );
+        if let Some(socket) = &self.agent_socket {
+            let _ = writeln!(
+                s,
+                "channel = [ \"connection=pty,name=vxn.dummy.0\", \"connection=socket,name={AGENT_CHANNEL_NAME},path={}\" ]",
+                check_path("agent socket path", socket)?
+            );
+        }
         let disks: Vec<String> = self
             .disks
             .iter()
@@ -205,7 +208,7 @@ mod tests {
             maxmem_mib: 512,
             vcpus: 1,
             max_vcpus: 2,
-            agent_socket: "/run/vxn/t1/agent.sock".into(),
+            agent_socket: Some("/run/vxn/t1/agent.sock".into()),
             disks: vec![Disk {
                 vdev: "xvdb".into(),
                 target: "/var/lib/vxn/t1/rootfs.img".into(),
@@ -226,6 +229,10 @@ mod tests {
             "disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"
         ));
         assert!(s.contains("vif = [ ]"));
+        // A vchan agent channel needs no device at all (and so no QEMU).
+        let mut c = cfg();
+        c.agent_socket = None;
+        assert!(!c.render().unwrap().contains("channel = "));
         let mut c = cfg();
         c.vif = Some(crate::vm::Vif {
             link: VifLink::Bridge("xenbr0".into()),

@@ -1,7 +1,8 @@
 //! The Xen side: xl configs, the `xl` toolstack, and connecting to the agent
-//! of a domain through its channel socket.
+//! of a domain: through its vchan ([`vchan`]) or its console channel socket.
 
 pub mod config;
+pub mod vchan;
 pub mod xl;
 
 use std::path::Path;

@@ -61,11 +61,35 @@ impl Xl {
         Ok(XlOutput { stdout: out.stdout })
     }
 
-    /// `xl create -p CONFIG`: the domain exists, paused.
-    pub async fn create_paused(&self, config: &Path) -> Result<(), XlError> {
-        self.run(&["create", "-p", &config.to_string_lossy()])
-            .await
-            .map(drop)
+    /// `xl create -p CONFIG`: the domain exists, paused. With `unmonitored`
+    /// (`-e`) no `xl` process stays behind to watch the domain; the caller
+    /// then watches for its death itself and destroys it.
+    pub async fn create_paused(&self, config: &Path, unmonitored: bool) -> Result<(), XlError> {
+        let config = config.to_string_lossy();
+        let mut args = vec!["create", "-p"];
+        if unmonitored {
+            args.push("-e");
+        }
+        args.push(&config);
+        self.run(&args).await.map(drop)
+    }
+
+    /// Whether domain `domid` still runs: `Some(false)` once it has shut
+    /// down, crashed or is dying (or is gone), from `xl list`'s state flags.
+    pub async fn is_running(&self, domid: u32) -> Result<bool, XlError> {
+        let id = domid.to_string();
+        let out = command::run_status(&self.program, &["list", id.as_str()], self.timeout).await?;
+        if !out.status.success() {
+            if out.stderr.contains("not found") || out.stderr.contains("invalid domain") {
+                return Ok(false);
+            }
+            return Err(XlError::Command(CommandError::Failed {
+                command: format!("{} list {id}", self.program),
+                status: out.status.to_string(),
+                stderr: command::tail(&out.stderr, 4),
+            }));
+        }
+        Ok(parse_running(&out.stdout, domid))
     }
 
     /// Memory Xen has free for new domains (`xl info`), in MiB.
@@ -176,6 +200,18 @@ impl Xl {
     }
 }
 
+/// From `xl list` output (Name ID Mem VCPUs State Time): whether the row of
+/// `domid` is there and its state has none of s(hutdown), c(rashed), d(ying).
+fn parse_running(list: &str, domid: u32) -> bool {
+    list.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // The name may hold no spaces (xl refuses them), so columns are fixed.
+        f.len() >= 6
+            && f[f.len() - 5].parse() == Ok(domid)
+            && !f[f.len() - 2].contains(['s', 'c', 'd'])
+    })
+}
+
 /// The value of `key` in `xl info` output (`key : value` lines).
 pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
     info.lines().find_map(|l| {
@@ -197,6 +233,22 @@ mod tests {
             Some("dom0_mem=1024M,max:1024M")
         );
         assert_eq!(parse_info_field(info, "free"), None);
+    }
+
+    #[test]
+    fn reads_domain_states() {
+        let head = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n";
+        let row = |state: &str| {
+            format!("{head}vxn-default-t1                               7   256     1     {state}       1.2\n")
+        };
+        assert!(parse_running(&row("-b----"), 7));
+        assert!(parse_running(&row("--p---"), 7));
+        assert!(parse_running(&row("r-----"), 7));
+        assert!(!parse_running(&row("---s--"), 7));
+        assert!(!parse_running(&row("----c-"), 7));
+        assert!(!parse_running(&row("-----d"), 7));
+        assert!(!parse_running(&row("-b----"), 8));
+        assert!(!parse_running(head, 7));
     }
 
     /// A fake `xl` whose destroy fails and whose domain never goes away.

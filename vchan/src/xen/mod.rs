@@ -16,6 +16,8 @@
 pub mod ioctl;
 
 #[cfg(all(feature = "xen-devices", target_os = "linux"))]
+pub mod connect;
+#[cfg(all(feature = "xen-devices", target_os = "linux"))]
 pub mod evtchn;
 #[cfg(all(feature = "xen-devices", target_os = "linux"))]
 pub mod gntalloc;
@@ -25,5 +27,3 @@ pub mod gntdev;
 mod sys;
 #[cfg(all(feature = "xen-devices", target_os = "linux"))]
 pub mod xenbus;
-#[cfg(all(feature = "xen-devices", target_os = "linux"))]
-pub mod connect;

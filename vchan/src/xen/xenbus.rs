@@ -26,7 +26,9 @@ impl XenbusStream {
     /// Opens the device (non-blocking). Needs a tokio runtime.
     pub fn open() -> io::Result<Self> {
         let fd = open_dev(XENBUS_DEVICE)?;
-        let fd = AsyncFd::with_interest(fd, Interest::READABLE)?;
+        // SAFETY: the fd is owned by the AsyncFd from here on.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(Self { fd })
     }
 }
