@@ -15,10 +15,10 @@
 GUEST_KERNEL=${VXN_GUEST_KERNEL:-vxn}
 KERNEL_CACHE=${VXN_KERNEL_CACHE:-$WORK/kernel}
 
-# Modules the agent needs (disk, network, 9p, ext4); dependencies and softdeps are added
+# Modules the agent needs (disk, network, 9p, ext4, its vchan: evtchn + gntalloc); dependencies and softdeps are added
 # from the kernel's own metadata. crc32c_generic explicitly: ext4/jbd2 get crc32c through the
 # crypto API at mount time, which a module-less initramfs cannot autoload.
-GUEST_MODULES=${VXN_GUEST_MODULES:-crc32c_generic xen-blkfront xen-netfront 9pnet_xen 9p ext4}
+GUEST_MODULES=${VXN_GUEST_MODULES:-crc32c_generic xen-blkfront xen-netfront 9pnet_xen 9p ext4 xen-evtchn xen-gntalloc}
 AGENT_BIN_DEFAULT=$REPO_DIR/target/x86_64-unknown-linux-gnu/release/vxn-agent
 
 # agent_sources_newer BIN: true if any agent input is newer than BIN.
