@@ -26,7 +26,10 @@ DIR=/usr/share/vxn/x86_64
 KERNEL=${VXN_FLOOR_KERNEL:-$DIR/vmlinuz}
 CTR=(ctr -n default)
 VXN=(--runtime io.containerd.vxn.v2 --annotation vxn.network=none)
-WORK=$(mktemp -d /tmp/vxn-floor.XXXXXX)
+# VXN_FLOOR_RESUME=DIR: the work directory of an interrupted run (its files kept; its start
+# time in DIR/start): no builds, no runs, only the memory part and the report over DIR.
+RESUME=${VXN_FLOOR_RESUME:-}
+if [ -n "$RESUME" ]; then WORK=$RESUME; else WORK=$(mktemp -d /tmp/vxn-floor.XXXXXX); fi
 MEM_IDS=()
 
 cleanup() {
@@ -39,7 +42,7 @@ cleanup() {
     "${CTR[@]}" task delete "$id" > /dev/null 2>&1
     "${CTR[@]}" container rm "$id" > /dev/null 2>&1
   done
-  rm -rf "$WORK"
+  [ -n "$RESUME" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -203,9 +206,13 @@ rate() { awk '$2 > 0 {printf "%.2f\n", $1 / 1048576 / $2}' "$WORK/$1" 2> /dev/nu
 rate_wall() { awk -v b="$2" 'b != "-" && $3 - b > 0 {printf "%.2f\n", $1 / 1048576 / ($3 - b)}' "$WORK/$1" 2> /dev/null | median; }
 
 start=$(date '+%Y-%m-%d %H:%M:%S')
+[ -n "$RESUME" ] && start=$(cat "$WORK/start")
+echo "$start" > "$WORK/start"
+big=1
+[ -n "$RESUME" ] && { [ -s "$WORK/sbig" ] || big=0; }
+if [ -z "$RESUME" ]; then
 # the size images (cached for this boot); the big one only when the disk holds it: its layer
 # blob and snapshot while it unpacks, then (the blob removed) the snapshot and a create's copy
-big=1
 if ! "${CTR[@]}" images ls -q | grep -qx "$IMGBIG"; then
   need=$(((BIG_MIB * 2 + 300) * 1024))
   if [ "$(avail_kb)" -lt "$need" ]; then
@@ -237,6 +244,7 @@ for ((i = 1; i <= RUNS; i++)); do
   stream out-vxn "floor-out-vxn-$i" "$VXN_BYTES" "${VXN[@]}"
   stream out-runc "floor-out-runc-$i" "$RUNC_BYTES"
 done
+fi # RESUME
 
 # dom0 memory per running container: MEM_N vxn containers up at once; per container the
 # shim, its descendants and every process naming its domain (QEMU: -xen-domid N; xl: the
