@@ -12,7 +12,8 @@
 # it causes: QEMU, xl; the drop of MemAvailable). Expects /usr/share/vxn/x86_64/{vmlinuz,
 # f0-initramfs.cpio.gz} (lab bench floor pushes them) and python3 in dom0.
 # Usage: floor-bench.sh [RUNS]   (default 5). Prints numbers only; never fails on speed.
-# VXN_FLOOR_MEM_N (3): containers for the memory part; VXN_FLOOR_BIG_MIB (1024): the big layer.
+# VXN_FLOOR_MEM_N (3): containers for the memory part; VXN_FLOOR_BIG_MIB (1024): the big layer;
+# VXN_FLOOR_OUT_MIB (16): what vxn's stdout carries (runc: 256 MiB).
 set -u
 RUNS=${1:-5}
 IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
@@ -20,7 +21,7 @@ IMG16=docker.io/library/vxn-test:floor16m
 IMGBIG=docker.io/library/vxn-test:floor1g
 BIG_MIB=${VXN_FLOOR_BIG_MIB:-1024}
 MEM_N=${VXN_FLOOR_MEM_N:-3}
-VXN_BYTES=$((16 << 20))
+VXN_BYTES=$((${VXN_FLOOR_OUT_MIB:-16} << 20))   # ~70 KiB/s through vxn under TCG: ~4 min a run
 RUNC_BYTES=$((256 << 20))
 DIR=/usr/share/vxn/x86_64
 KERNEL=${VXN_FLOOR_KERNEL:-$DIR/vmlinuz}
@@ -235,6 +236,7 @@ run warm floor-warm-vxn "$IMG" "${VXN[@]}"
 run warm floor-warm-runc "$IMG"
 run warm floor-warm-16m "$IMG16" "${VXN[@]}"
 [ $big = 1 ] && run warm floor-warm-big "$IMGBIG" "${VXN[@]}"
+: > "$WORK/f0"
 for ((i = 1; i <= RUNS; i++)); do
   f0 "$i"
   run vxn "floor-vxn-$i" "$IMG" "${VXN[@]}"
