@@ -288,7 +288,7 @@ for id in "${MEM_IDS[@]}"; do
     comm=$(cat "/proc/$pid/comm" 2> /dev/null) || continue
     case $comm in
       containerd-shim*) cat=shim ;;
-      qemu*) cat=qemu ;;
+      *qemu*) cat=qemu ;;   # comm: xen-qemu-system (truncated)
       xl) cat=xl ;;
       *) cat=other ;;
     esac
