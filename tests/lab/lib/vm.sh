@@ -228,6 +228,8 @@ cmd_e2e() {
 # bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
 # bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
 # bench kernel [RUNS]: Debian's guest kernel vs vxn's: the raw-Xen floor F0, ctr run, agent ready.
+# bench floor [RUNS]: vxn against its floors: F0 and runc; dom0 memory per container, stdout
+#   throughput, create time vs image size (tests/bench/floor-bench.sh).
 cmd_bench() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
@@ -258,6 +260,14 @@ cmd_bench() {
       "$GUEST/vxn/initramfs.cpio.gz" "$DOM0_GUEST_DIR/vxn/initramfs.cpio.gz" 0644 \
       "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
     dom0 "kernel-bench.sh $*" < /dev/null
+    return
+  fi
+  if [ "${1:-}" = floor ]; then
+    shift
+    f0_image
+    cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/floor-bench.sh"
+    dom0_put "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
+    dom0 "floor-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = net ]; then
