@@ -7,9 +7,8 @@
 //! The protocol core is independent of Xen: it runs over a
 //! [`SharedMemory`] / [`GrantShare`] / [`GrantMap`] backend and an
 //! [`EventChannel`]. [`memory`] is an in-process backend for tests. The Xen
-//! backends (gntalloc, gntdev, evtchn) are sketched and the xenstore client
-//! is host-tested; see
-//! `README.md`.
+//! backends (gntalloc, gntdev, evtchn, xenbus; feature `xen-devices`) carry
+//! vxn's agent channel; see `README.md`.
 //!
 //! Modules, one job each:
 //! * [`layout`]: the control page and ring geometry;
@@ -20,7 +19,7 @@
 //! * [`stream`]: the tokio `AsyncRead + AsyncWrite` adapter;
 //! * [`memory`]: the in-memory backend;
 //! * [`xen`]: the Xen device backends (ioctl layouts tested; devices
-//!   sketched behind the `xen-devices` feature, untested);
+//!   behind the `xen-devices` feature, used by vxn's agent channel);
 //! * [`xenstore`]: an async xenstore client (wire format and client tested
 //!   against an in-memory fake xenstored).
 

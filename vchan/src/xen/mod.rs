@@ -1,17 +1,16 @@
-//! Xen backends for the protocol core: the NEXT step, only sketched.
+//! Xen backends for the protocol core (cargo feature `xen-devices`).
 //!
 //! * [`ioctl`]: the Linux device ioctl numbers and request layouts, pinned
-//!   by tests to the 6.1 uapi headers. Host-tested.
-//! * `evtchn`, `gntalloc`, `gntdev` (cargo feature `xen-devices`):
-//!   [`EventChannel`](crate::EventChannel) over `/dev/xen/evtchn`,
-//!   [`GrantShare`](crate::GrantShare) over `/dev/xen/gntalloc` and
-//!   [`GrantMap`](crate::GrantMap) over `/dev/xen/gntdev`.
-//!   **UNTESTED: this code has never run against a Xen domain.** It compiles
-//!   and follows the uapi headers and libxenvchan's sequence; expect fixes on
-//!   first contact with the lab.
-//! * The xenstore client is [`crate::xenstore`] (host-tested). Missing: its
-//!   `/dev/xen/xenbus` transport and the vchan glue that publishes / reads
-//!   `ring-ref` and `event-channel` under `/local/domain/<srv>/data/vchan/<cli>/<port>`.
+//!   by tests to the 6.1 uapi headers.
+//! * `evtchn`, `gntalloc`, `gntdev`: [`EventChannel`](crate::EventChannel)
+//!   over `/dev/xen/evtchn`, [`GrantShare`](crate::GrantShare) over
+//!   `/dev/xen/gntalloc` and [`GrantMap`](crate::GrantMap) over
+//!   `/dev/xen/gntdev`.
+//! * `xenbus`: `/dev/xen/xenbus` as a stream for the [`crate::xenstore`]
+//!   client (a guest has no xenstored socket).
+//! * `connect`: publishing (server) and finding (client) a vchan's
+//!   `ring-ref` and `event-channel` under
+//!   `/local/domain/<srv>/data/vchan/<cli>/<port>`.
 
 pub mod ioctl;
 
