@@ -428,6 +428,8 @@ impl RootfsExport for FakeExport {
         })?;
         Ok(ExportedRootfs {
             disk: Some(work_dir.join("image")),
+            disk_writable: true,
+            upper_disk: None,
             guest: RootfsSource::Directory {
                 path: rootfs.display().to_string(),
             },

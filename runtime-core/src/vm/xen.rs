@@ -43,8 +43,13 @@ impl XenHypervisor {
                 .map(|d| Disk {
                     vdev: boot::ROOTFS_VDEV.into(),
                     target: d.clone(),
-                    writable: true,
+                    writable: spec.rootfs_writable,
                 })
+                .chain(spec.upper_disk.iter().map(|d| Disk {
+                    vdev: boot::UPPER_VDEV.into(),
+                    target: d.clone(),
+                    writable: true,
+                }))
                 .collect(),
             shares: spec.shares.clone(),
             vif: spec.vif.clone(),
@@ -172,8 +177,9 @@ impl Hypervisor for XenHypervisor {
             )));
         }
         let spec = format!(
-            "format=raw,vdev={},access={access},target={target}",
-            disk.vdev
+            "format=raw,vdev={},access={access},{}target={target}",
+            disk.vdev,
+            crate::xen::config::backend_of(&disk.target)
         );
         Ok(self.xl.block_attach(name, &spec).await?)
     }

@@ -89,6 +89,16 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
     Ok(s)
 }
 
+/// A dom0 block device (a loop device over the image) is served by the
+/// kernel's blkback, said explicitly so libxl never starts a QEMU for it; a
+/// file is left to libxl (a qdisk: QEMU).
+pub(crate) fn backend_of(target: &Path) -> &'static str {
+    match target.starts_with("/dev") {
+        true => "backendtype=phy,",
+        false => "",
+    }
+}
+
 impl DomainConfig {
     /// Render the xl config text.
     pub fn render(&self) -> Result<String, ConfigError> {
@@ -147,8 +157,9 @@ impl DomainConfig {
                 check("disk vdev", &d.vdev)?;
                 let access = if d.writable { "rw" } else { "ro" };
                 Ok(format!(
-                    "\"format=raw,vdev={},access={access},target={}\"",
+                    "\"format=raw,vdev={},access={access},{}target={}\"",
                     d.vdev,
+                    backend_of(&d.target),
                     check_path("disk image path", &d.target)?
                 ))
             })

@@ -137,6 +137,16 @@ pub enum RootfsSource {
     Directory { path: String },
     /// A 9p share exported to the domain (`p9=` in the xl config).
     Share { tag: String },
+    /// An overlay of a read-only image (`lower`, mounted read-only) and a
+    /// writable filesystem (`upper`) holding `upper/` and `work/`.
+    Overlay { lower: BlockFs, upper: BlockFs },
+}
+
+/// A filesystem on a block device of the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockFs {
+    pub device: String,
+    pub fstype: String,
 }
 
 /// A mount inside the container. Host bind mounts never reach the agent:
