@@ -90,9 +90,11 @@ pub fn mount(lower: &BlockFs, upper: &BlockFs, staging: &Path) -> Result<(), Age
     )
 }
 
-/// Wait for both layers' devices.
-pub fn devices<'a>(lower: &'a BlockFs, upper: &'a BlockFs) -> [&'a str; 2] {
-    [&lower.device, &upper.device]
+/// Both layers' devices (to wait for), once they are known to be plain ones.
+pub fn devices<'a>(lower: &'a BlockFs, upper: &'a BlockFs) -> Result<[&'a str; 2], AgentError> {
+    check_device(lower)?;
+    check_device(upper)?;
+    Ok([&lower.device, &upper.device])
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ fn is_mount_point(p: &Path) -> bool {
 pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
     let devices: Vec<&str> = match src {
         RootfsSource::Block { device, .. } => vec![device],
-        RootfsSource::Overlay { lower, upper } => crate::layered::devices(lower, upper).into(),
+        RootfsSource::Overlay { lower, upper } => crate::layered::devices(lower, upper)?.into(),
         _ => return Ok(()),
     };
     let deadline = tokio::time::Instant::now() + DEVICE_WAIT;
