@@ -52,7 +52,9 @@ pub async fn attach(file: &Path, read_only: bool) -> Result<PathBuf, LoopError> 
 /// The loop devices (`loopN`) whose backing file is `file` or lies under
 /// `file` (a directory), from sysfs. A deleted backing file still counts.
 pub fn backed_by(file: &Path) -> Vec<String> {
-    backed_by_in(Path::new(SYS_BLOCK), file)
+    // The kernel names the file by its real path.
+    let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    backed_by_in(Path::new(SYS_BLOCK), &real)
 }
 
 fn backed_by_in(sys_block: &Path, file: &Path) -> Vec<String> {

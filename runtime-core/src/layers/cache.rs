@@ -189,7 +189,7 @@ impl ImageCache {
             )(e));
         }
         // Most recently used last in line for collection.
-        if let Ok(f) = std::fs::File::options().write(true).open(&entry) {
+        if let Ok(f) = std::fs::File::open(&entry) {
             let _ = f.set_modified(SystemTime::now());
         }
         let bytes = std::fs::metadata(&entry).map(|m| m.len()).unwrap_or(0);

@@ -264,6 +264,38 @@ mod tests {
     }
 
     #[test]
+    fn a_block_device_is_blkbacks_and_read_only_when_asked() {
+        let mut c = cfg();
+        c.disks = vec![
+            Disk {
+                vdev: "xvdb".into(),
+                target: "/dev/loop3".into(),
+                writable: false,
+            },
+            Disk {
+                vdev: "xvdc".into(),
+                target: "/dev/loop4".into(),
+                writable: true,
+            },
+        ];
+        let s = c.render().unwrap();
+        assert!(
+            s.contains(
+                "disk = [ \"format=raw,vdev=xvdb,access=ro,backendtype=phy,target=/dev/loop3\", \
+                 \"format=raw,vdev=xvdc,access=rw,backendtype=phy,target=/dev/loop4\" ]"
+            ),
+            "{s}"
+        );
+        // A file stays libxl's choice (qdisk).
+        assert!(cfg()
+            .render()
+            .unwrap()
+            .contains("access=rw,target=/var/lib"));
+        c.disks[1].target = "/dev/loop4,script=x".into();
+        assert!(c.render().is_err());
+    }
+
+    #[test]
     fn refuses_values_that_would_break_the_syntax() {
         let mut c = cfg();
         c.disks[0].target = "/tmp/a,b".into();
