@@ -252,7 +252,14 @@ fn snapshot_layers(
         return None;
     }
     match vxn_runtime_core::layers::Layers::from_overlay_options(&m.options) {
-        Ok(l) => Some(l),
+        Ok(l) if l.fit_one_mount() => Some(l),
+        Ok(l) => {
+            tracing::info!(
+                layers = l.lower.len(),
+                "a long layer chain is mounted and copied, not layered"
+            );
+            None
+        }
         Err(e) => {
             tracing::warn!(error = %e, "overlay snapshot mounted and copied, not layered");
             None

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::Layers;
+use super::{Layers, MAX_MOUNT_DATA};
 use crate::command::{self, CommandError};
 use crate::persist::unmount_all;
 
@@ -23,8 +23,6 @@ use crate::persist::unmount_all;
 const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
 /// A create waits this long for another one building the same image.
 const LOCK_WAIT: Duration = Duration::from_secs(660);
-/// mount(2) takes one page of options.
-const MAX_MOUNT_DATA: usize = 4000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

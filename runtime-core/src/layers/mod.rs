@@ -18,6 +18,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The most layers a chain may have (overlayfs allows 500).
 pub const MAX_LAYERS: usize = 500;
 
+/// mount(2) takes one page of options.
+pub const MAX_MOUNT_DATA: usize = 4000;
+
 /// An overlay rootfs: its read-only layers, topmost first (overlayfs order),
 /// and the container's writable directory, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,13 @@ impl Layers {
             lower: dirs,
             upper: upper.as_deref().map(plain_path).transpose()?,
         })
+    }
+
+    /// Whether one overlay mount can name all the layers (mount(2) takes a
+    /// page of options); a longer chain is left to the front-end's own mount.
+    pub fn fit_one_mount(&self) -> bool {
+        let len: usize = self.lower.iter().map(|p| p.as_os_str().len() + 1).sum();
+        len + "lowerdir=".len() <= MAX_MOUNT_DATA
     }
 
     /// The image's cache key: the format and the layer chain, each path
@@ -159,6 +169,13 @@ mod tests {
             bad(&["lowerdir=/a", "upperdir=../u"]),
             ParseError::BadPath(_)
         ));
+        let long = format!(
+            "lowerdir={}",
+            vec!["/a/long/snapshot/path/fs"; 200].join(":")
+        );
+        assert!(!Layers::from_overlay_options(&[long])
+            .unwrap()
+            .fit_one_mount());
         let many = format!("lowerdir={}", vec!["/l"; MAX_LAYERS + 1].join(":"));
         assert_eq!(
             Layers::from_overlay_options(&[many]).unwrap_err(),
