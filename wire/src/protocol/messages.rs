@@ -440,3 +440,30 @@ impl MountSpec {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_rootfs_names_both_layers_on_the_wire() {
+        let fs = |device: &str, fstype: &str| BlockFs {
+            device: device.into(),
+            fstype: fstype.into(),
+        };
+        let r = RootfsSource::Overlay {
+            lower: fs("/dev/xvdb", "erofs"),
+            upper: fs("/dev/xvdc", "ext4"),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "type": "overlay",
+                "lower": {"device": "/dev/xvdb", "fstype": "erofs"},
+                "upper": {"device": "/dev/xvdc", "fstype": "ext4"},
+            })
+        );
+        assert_eq!(serde_json::from_value::<RootfsSource>(json).unwrap(), r);
+    }
+}
