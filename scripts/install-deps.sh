@@ -1,13 +1,13 @@
 #!/bin/bash
 # Host packages the build and the tests need (Debian 12): busybox-static and
-# e2fsprogs for the rootfs tests; containerd, runc and util-linux's `script`
+# e2fsprogs and erofs-utils for the rootfs tests; containerd, runc and util-linux's `script`
 # for the VM-less end-to-end tier (containerd + the process backend, and runc
 # as the yardstick); iproute2 for the agent's network tests (a veth into its netns);
 # protobuf-compiler for the CRI test client's generated API (k8s-cri runs protoc).
 # The Xen lab installs its own on top (tests/lab/lab deps).
 set -euo pipefail
 need=()
-for pkg in busybox-static e2fsprogs containerd runc util-linux python3 iproute2 protobuf-compiler; do
+for pkg in busybox-static e2fsprogs erofs-utils containerd runc util-linux python3 iproute2 protobuf-compiler; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@ mod channel;
 mod config;
 mod container;
 mod fdstream;
+mod layered;
 mod mounts;
 mod network;
 mod pid1;

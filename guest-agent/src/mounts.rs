@@ -43,7 +43,7 @@ fn invalid(msg: String) -> AgentError {
     AgentError::new(ErrorKind::InvalidArgument, msg)
 }
 
-fn do_mount(
+pub(crate) fn do_mount(
     source: Option<&str>,
     target: &Path,
     fstype: Option<&str>,
@@ -129,11 +129,13 @@ fn is_mount_point(p: &Path) -> bool {
 
 /// Wait for the rootfs block device (before the namespace is built: this may take a while).
 pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
-    let RootfsSource::Block { device, .. } = src else {
-        return Ok(());
+    let devices: Vec<&str> = match src {
+        RootfsSource::Block { device, .. } => vec![device],
+        RootfsSource::Overlay { lower, upper } => crate::layered::devices(lower, upper)?.into(),
+        _ => return Ok(()),
     };
     let deadline = tokio::time::Instant::now() + DEVICE_WAIT;
-    while !Path::new(device).exists() {
+    while let Some(device) = devices.iter().find(|d| !Path::new(d).exists()) {
         if tokio::time::Instant::now() > deadline {
             return Err(AgentError::new(
                 ErrorKind::NotFound,
@@ -216,6 +218,7 @@ fn mount_rootfs(src: &RootfsSource, staging: &Path) -> Result<(), AgentError> {
             Some(NINEP_OPTS),
             "/",
         ),
+        RootfsSource::Overlay { lower, upper } => crate::layered::mount(lower, upper, staging),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use crate::layers::cache::ImageCache;
 use crate::network::NetworkConfig;
 use crate::rootfs::RootfsExport;
 use crate::vm::{Backend, Hypervisor};
@@ -43,6 +44,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Rootfs images; must hold large files, not tmpfs.
     pub image_dir: PathBuf,
+    /// The shared read-only images of layered rootfses (one per layer
+    /// chain); on `image_dir`'s filesystem (containers hard-link them).
+    pub image_cache_dir: PathBuf,
+    /// Unused cached images beyond this size are removed, least recently used first, MiB.
+    pub image_cache_max_mib: u64,
     /// Where host directories are bound for a VM's 9p share (only mount points).
     pub share_dir: PathBuf,
     /// Stats format: "v1", "v2" or "auto" (that of the host's cgroup hierarchy, as runc).
@@ -90,6 +96,9 @@ impl Default for Config {
             agent_log_level: "info".into(),
             state_dir: "/run/vxn".into(),
             image_dir: "/var/lib/vxn".into(),
+            // A name no containerd namespace can have (they start alphanumeric).
+            image_cache_dir: "/var/lib/vxn/.image-cache".into(),
+            image_cache_max_mib: 10240,
             share_dir: "/run/vxn-shares".into(),
             metrics: "auto".into(),
             hypervisor: "xen".into(),
@@ -130,7 +139,8 @@ impl Config {
     pub fn platform(&self) -> Result<Platform, String> {
         let backend = self.backend()?;
         let hv = backend.build().map_err(|e| e.to_string())?;
-        Ok((hv, backend.exporter(self.rootfs_extra_mib)))
+        let cache = ImageCache::new(self.image_cache_dir.clone(), self.image_cache_max_mib);
+        Ok((hv, backend.exporter(self.rootfs_extra_mib, cache)))
     }
 }
 

@@ -409,6 +409,9 @@ impl Hypervisor for FakeHypervisor {
 #[derive(Default)]
 pub struct FakeExport {
     pub faults: Arc<Faults>,
+    /// Exports layers itself (as the Xen exporter does); otherwise it leaves
+    /// them to be mounted and exported as a directory.
+    pub layered: bool,
 }
 
 #[async_trait]
@@ -428,12 +431,34 @@ impl RootfsExport for FakeExport {
         })?;
         Ok(ExportedRootfs {
             disk: Some(work_dir.join("image")),
+            disk_writable: true,
+            upper_disk: None,
             guest: RootfsSource::Directory {
                 path: rootfs.display().to_string(),
             },
             size_bytes: 0,
             took: Duration::ZERO,
         })
+    }
+
+    async fn export_layers(
+        &self,
+        layers: &crate::layers::Layers,
+        work_dir: &Path,
+        _owner: &Path,
+    ) -> Option<Result<ExportedRootfs, ExportError>> {
+        if !self.layered {
+            return None;
+        }
+        Some(
+            self.export(&layers.lower[0], work_dir)
+                .await
+                .map(|e| ExportedRootfs {
+                    disk_writable: false,
+                    upper_disk: Some(work_dir.join("upper")),
+                    ..e
+                }),
+        )
     }
 
     async fn cleanup(&self, _: &Path) {}

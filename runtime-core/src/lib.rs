@@ -22,12 +22,15 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod container;
+pub mod disks;
 pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod ids;
+pub mod layers;
 pub mod logfmt;
+pub mod loopdev;
 pub mod names;
 pub mod network;
 pub mod oci;

@@ -2,7 +2,10 @@
 //! it into an ext4 image (`mkfs.ext4 -d`), as the bash vxn did, for the Xen
 //! backend; [`Directory`] hands the directory itself to an agent running on
 //! the host (process backend, tests only). The trait is the seam a
-//! shared-filesystem or block-device exporter will replace them at.
+//! shared-filesystem exporter would replace them at. The Xen backend's
+//! exporter ([`crate::disks::XenDisks`]) gives the VM block devices: a
+//! layered rootfs as a shared read-only image and a writable layer, anything
+//! else as an [`Ext4Image`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::command;
+use crate::layers::Layers;
 use vxn_wire::boot::ROOTFS_DEVICE;
 use vxn_wire::protocol::RootfsSource;
 
@@ -27,8 +31,13 @@ pub enum ExportError {
 /// What the VM gets.
 #[derive(Debug, Clone)]
 pub struct ExportedRootfs {
-    /// A disk for the VM's config, if the export made one.
+    /// A disk for the VM's config, if the export made one (the rootfs disk;
+    /// for a layered rootfs, its read-only image).
     pub disk: Option<PathBuf>,
+    /// Whether the guest may write to `disk`.
+    pub disk_writable: bool,
+    /// A layered rootfs's writable layer (the second disk).
+    pub upper_disk: Option<PathBuf>,
     /// How the agent finds the rootfs in the guest.
     pub guest: RootfsSource,
     pub size_bytes: u64,
@@ -39,7 +48,19 @@ pub struct ExportedRootfs {
 pub trait RootfsExport: Send + Sync + 'static {
     /// Make `rootfs` available to a VM; artefacts go under `work_dir`.
     async fn export(&self, rootfs: &Path, work_dir: &Path) -> Result<ExportedRootfs, ExportError>;
-    /// Remove whatever `export` created in `work_dir`.
+    /// Make an overlay's `layers` available to a VM (a shared read-only
+    /// image and a writable layer); `owner` is the container's state
+    /// directory. None: this exporter does not, the caller mounts the
+    /// overlay and calls `export`.
+    async fn export_layers(
+        &self,
+        _layers: &Layers,
+        _work_dir: &Path,
+        _owner: &Path,
+    ) -> Option<Result<ExportedRootfs, ExportError>> {
+        None
+    }
+    /// Remove whatever `export` or `export_layers` created in `work_dir`.
     async fn cleanup(&self, work_dir: &Path);
 }
 
@@ -52,7 +73,7 @@ pub struct Ext4Image {
 
 pub const IMAGE_NAME: &str = "rootfs.ext4";
 
-fn disk_usage(dir: &Path) -> u64 {
+pub(crate) fn disk_usage(dir: &Path) -> u64 {
     fn walk(p: &Path, total: &mut u64, depth: usize) {
         let Ok(rd) = std::fs::read_dir(p) else { return };
         for e in rd.flatten() {
@@ -120,6 +141,8 @@ impl RootfsExport for Ext4Image {
         }
         Ok(ExportedRootfs {
             disk: Some(image),
+            disk_writable: true,
+            upper_disk: None,
             guest: RootfsSource::Block {
                 device: ROOTFS_DEVICE.into(),
                 fstype: "ext4".into(),
@@ -151,6 +174,8 @@ impl RootfsExport for Directory {
         }
         Ok(ExportedRootfs {
             disk: None,
+            disk_writable: false,
+            upper_disk: None,
             guest: RootfsSource::Directory {
                 path: rootfs.to_string_lossy().into_owned(),
             },

@@ -77,14 +77,15 @@ impl Shim for Service {
         } else {
             PathBuf::from(&self.bundle)
         };
+        // A killed shim left its ttrpc socket; start_shim wrote its address into the
+        // bundle. Removed first: containerd may kill this action before the teardown ends.
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+            remove_stale_socket(address.trim());
+        }
         // In a process of its own: containerd kills this action after ~5 s.
         crate::reap::teardown_detached(&name, &bundle)
             .await
             .map_err(other)?;
-        // A killed shim left its ttrpc socket; start_shim wrote its address into the bundle.
-        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
-            remove_stale_socket(address.trim());
-        }
         Ok(api::DeleteResponse {
             exit_status: VM_GONE_CODE,
             exited_at: MessageField::some(timestamp(std::time::SystemTime::now())),

@@ -203,9 +203,13 @@ impl TaskService {
                 ..Default::default()
             });
         }
-        let rootfs = match req.rootfs.is_empty() {
-            true => RootfsSource::Bundle,
-            false => RootfsSource::Mount(mount_snapshot(req.rootfs.clone())),
+        let rootfs = match (req.rootfs.is_empty(), snapshot_layers(&req.rootfs)) {
+            (true, _) => RootfsSource::Bundle,
+            (false, Some(layers)) => RootfsSource::Layers {
+                layers,
+                mount: mount_snapshot(req.rootfs.clone()),
+            },
+            (false, None) => RootfsSource::Mount(mount_snapshot(req.rootfs.clone())),
         };
         let request = CreateRequest {
             name,
@@ -235,6 +239,31 @@ impl TaskService {
             pid: std::process::id(),
             ..Default::default()
         })
+    }
+}
+
+/// The layers of containerd's snapshot when it is one overlay mount with
+/// layers vxn accepts; anything else (a bind, odd paths) is mounted as given.
+fn snapshot_layers(
+    mounts: &[containerd_shim_protos::types::mount::Mount],
+) -> Option<vxn_runtime_core::layers::Layers> {
+    let [m] = mounts else { return None };
+    if m.type_ != "overlay" {
+        return None;
+    }
+    match vxn_runtime_core::layers::Layers::from_overlay_options(&m.options) {
+        Ok(l) if l.fit_one_mount() => Some(l),
+        Ok(l) => {
+            tracing::info!(
+                layers = l.lower.len(),
+                "a long layer chain is mounted and copied, not layered"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "overlay snapshot mounted and copied, not layered");
+            None
+        }
     }
 }
 

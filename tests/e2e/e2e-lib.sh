@@ -52,6 +52,9 @@ no_leftovers() {
   if [ -e "$STATE_DIR/$ns/$id" ]; then log "$STATE_DIR/$ns/$id still exists"; ok=1; fi
   if [ -e "$IMAGE_DIR/$ns/$id" ]; then log "$IMAGE_DIR/$ns/$id still exists"; ok=1; fi
   if grep -q "/$ns/$id/rootfs" /proc/mounts; then log "rootfs of $id still mounted"; ok=1; fi
+  if losetup -l -n -O BACK-FILE 2>/dev/null | grep -q "$IMAGE_DIR/$ns/$id/"; then
+    log "a loop device of $id is still attached"; ok=1
+  fi
   if ctr -n "$ns" task ls -q 2>/dev/null | grep -qx "$id"; then log "task $id still listed"; ok=1; fi
   if vxnctl network leases 2>/dev/null | awk -v o="$ns/$id" '$3 == o {f=1} END {exit !f}'; then
     log "the lease of $ns/$id is still there"; ok=1

@@ -555,6 +555,35 @@ test_pod_ctr() {
   return $ok
 }
 
+# w. a layered rootfs (Xen): the image's read-only EROFS, built once and hard-linked by both
+# containers, each writing to its own layer; both disks on blkback (phy): no QEMU serves a
+# disk (a domain's QEMU, if any, is the agent channel's); nothing left after delete.
+test_layered_disks() {
+  local a=e2e-layer-a b=e2e-layer-b ok=0 out id d domid links
+  run_bg $a "$IMG" sleep 1000 || return 1
+  run_bg $b "$IMG" sleep 1000 || { finish $a; return 1; }
+  "${CTR[@]}" task exec --exec-id w1 $a sh -c 'echo a > /etc/mine' </dev/null || ok=1
+  out=$("${CTR[@]}" task exec --exec-id r1 $b sh -c 'cat /etc/mine 2>/dev/null; grep " / " /proc/mounts | cut -d" " -f3' </dev/null)
+  [ "$out" = overlay ] || { log "b sees: [$out] (want only its overlay root)"; ok=1; }
+  out=$("${CTR[@]}" task exec --exec-id r2 $a cat /etc/mine </dev/null)
+  [ "$out" = a ] || { log "a reads back [$out]"; ok=1; }
+  links=$(stat -c %h "$IMAGE_DIR/$NS/$a/lower.erofs" 2>/dev/null)
+  [ "${links:-0}" -ge 3 ] || { log "the image is linked ${links:-0} times (want the cache's + both)"; ok=1; }
+  for id in $a $b; do
+    d=$(domain $id)
+    grep -q 'vdev=xvdb,access=ro,backendtype=phy,target=/dev/loop' "$STATE_DIR/$NS/$id/domain.cfg" &&
+      grep -q 'vdev=xvdc,access=rw,backendtype=phy,target=/dev/loop' "$STATE_DIR/$NS/$id/domain.cfg" ||
+      { log "$id: disks are not phy: $(grep disk "$STATE_DIR/$NS/$id/domain.cfg")"; ok=1; }
+    domid=$(xl domid "$d")
+    if pgrep -af "qemu-system.*-xen-domid $domid( |$)" | grep -q -- '-drive'; then
+      log "$id: a QEMU serves a disk: $(pgrep -af "qemu-system.*-xen-domid $domid( |$)")"; ok=1
+    fi
+  done
+  finish $a || ok=1
+  finish $b || ok=1
+  return $ok
+}
+
 # Every test, per backend; `ci`: the lab's chosen set, every Xen mapping at least once
 # (create -p/unpause/destroy, channel stdio and tty, signals, exec, pause, xl list cpu,
 # mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
@@ -562,10 +591,11 @@ ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signal
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
-  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
+  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run
+  layered_disks)
 ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
-CI_XEN=(echo tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
+CI_XEN=(echo layered_disks tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
   net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)

@@ -47,6 +47,10 @@ impl AgentChannel {
 pub const ROOTFS_VDEV: &str = "xvdb";
 /// ... and as the guest sees it.
 pub const ROOTFS_DEVICE: &str = "/dev/xvdb";
+/// A layered rootfs's writable layer (the read-only image is the rootfs disk).
+/// A standalone container's VM never hot-plugs disks, so this slot is free.
+pub const UPPER_VDEV: &str = "xvdc";
+pub const UPPER_DEVICE: &str = "/dev/xvdc";
 
 /// The command line for a vxn guest: console, the agent's channel and log level.
 pub fn kernel_cmdline(channel: AgentChannel, agent_log: &str, extra: &str) -> String {

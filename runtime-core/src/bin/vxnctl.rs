@@ -170,6 +170,8 @@ async fn xen_run(
         vcpus: run.vcpus,
         max_vcpus: run.vcpus,
         rootfs_disk: Some(run.rootfs_disk.clone()),
+        rootfs_writable: true,
+        upper_disk: None,
         vif: None,
         shares: vec![],
         state_dir: dir.to_path_buf(),

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
+use crate::layers::Layers;
 use crate::names::ContainerName;
 use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
@@ -79,6 +80,8 @@ pub(crate) fn vm_spec(domain: &str, cfg: &Config, sizing: Sizing, state: &StateD
         vcpus: sizing.vcpus,
         max_vcpus: sizing.max_vcpus,
         rootfs_disk: None,
+        rootfs_writable: true,
+        upper_disk: None,
         vif: None,
         shares: vec![],
         state_dir: state.path().to_path_buf(),
@@ -107,8 +110,12 @@ pub(crate) async fn boot_recorded(
     }
 }
 
-/// Mount the snapshot (when the front-end gives one) at `<bundle>/rootfs` and
-/// export it for a VM; each step recorded in `record` before it is made.
+/// Export the container's rootfs for a VM: an overlay snapshot's layers as
+/// they are when the exporter takes them and `layered` allows (a VM of its
+/// own: two disks); otherwise the snapshot (when the front-end gives one)
+/// mounted at `<bundle>/rootfs` and exported as a directory. Each step
+/// recorded in `record` before it is made.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn export_rootfs(
     rootfs: RootfsSource,
     rootfs_dir: PathBuf,
@@ -117,19 +124,47 @@ pub(super) async fn export_rootfs(
     exporter: &dyn RootfsExport,
     record: &mut Record,
     state: &StateDir,
+    layered: bool,
 ) -> Result<ExportedRootfs> {
-    if let RootfsSource::Mount(mount) = rootfs {
+    let image_dir = name.dir_under(&cfg.image_dir);
+    let mount = match rootfs {
+        RootfsSource::Bundle => None,
+        RootfsSource::Mount(mount) => Some(mount),
+        RootfsSource::Layers { layers, mount } => {
+            if layered {
+                record.image_dir = Some(image_dir.clone());
+                state.save(record)?;
+                // A leftover of this same (namespace, id) is ours to replace (see below).
+                exporter.cleanup(&image_dir).await;
+                let _ = std::fs::remove_dir_all(&image_dir);
+                if let Some(r) = exporter
+                    .export_layers(&layers, &image_dir, state.path())
+                    .await
+                {
+                    let exported = r?;
+                    tracing::info!(
+                        size_mib = exported.size_bytes >> 20,
+                        took_ms = exported.took.as_millis() as u64,
+                        "rootfs layers exported"
+                    );
+                    return Ok(exported);
+                }
+            }
+            Some(mount)
+        }
+    };
+    if let Some(mount) = mount {
         std::fs::create_dir_all(&rootfs_dir)
             .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
         record.rootfs_mount = Some(rootfs_dir.clone());
         state.save(record)?;
         mount(&rootfs_dir)?;
     }
-    let image_dir = name.dir_under(&cfg.image_dir);
     record.image_dir = Some(image_dir.clone());
     state.save(record)?;
     // A leftover of this same (namespace, id) is ours to replace: no live
     // task of this name exists, it would own the state directory.
+    exporter.cleanup(&image_dir).await;
     let _ = std::fs::remove_dir_all(&image_dir);
     let exported = exporter.export(&rootfs_dir, &image_dir).await?;
     tracing::info!(
@@ -150,6 +185,9 @@ pub enum RootfsSource {
     Bundle,
     /// Mount it at `<bundle>/rootfs` first; unmounted at teardown.
     Mount(MountRootfs),
+    /// An overlay snapshot's layers, exported as they are where the exporter
+    /// can ([`RootfsExport::export_layers`]); mounted with `mount` otherwise.
+    Layers { layers: Layers, mount: MountRootfs },
 }
 
 impl RootfsSource {
@@ -157,7 +195,7 @@ impl RootfsSource {
     pub fn dir(&self, spec: &oci::Spec, bundle: &Path) -> PathBuf {
         match self {
             Self::Bundle => spec.rootfs_dir(bundle),
-            Self::Mount(_) => bundle.join("rootfs"),
+            Self::Mount(_) | Self::Layers { .. } => bundle.join("rootfs"),
         }
     }
 }
@@ -215,6 +253,7 @@ impl<S: ProcessStdio> Container<S> {
                 exporter.as_ref(),
                 &mut record,
                 &state,
+                true,
             )
             .await?;
             if hv.exists(&domain).await? {
@@ -265,6 +304,8 @@ impl<S: ProcessStdio> Container<S> {
             };
             let vm = VmSpec {
                 rootfs_disk: exported.disk.clone(),
+                rootfs_writable: exported.disk_writable,
+                upper_disk: exported.upper_disk.clone(),
                 vif: attachment.as_ref().map(|a| Vif {
                     link: VifLink::Bridge(a.bridge.clone()),
                     mac: a.mac.clone(),

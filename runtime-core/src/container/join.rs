@@ -63,6 +63,8 @@ impl<S: ProcessStdio> Container<S> {
                 exporter.as_ref(),
                 &mut record,
                 &state,
+                // A pod's VM hot-plugs one disk per container.
+                false,
             )
             .await?;
             let vdev = pod

@@ -146,6 +146,58 @@ async fn a_container_lives_and_goes_leaving_nothing() {
     w.assert_clean();
 }
 
+/// A Layers rootfs whose mount records that it ran.
+fn layers_source(w: &World, mounted: Arc<Mutex<bool>>) -> RootfsSource {
+    let lower = w.dir.path().join("layer");
+    std::fs::create_dir_all(&lower).unwrap();
+    RootfsSource::Layers {
+        layers: crate::layers::Layers {
+            lower: vec![lower],
+            upper: None,
+        },
+        mount: Box::new(move |_| {
+            *mounted.lock().unwrap() = true;
+            Ok(())
+        }),
+    }
+}
+
+async fn create_from(
+    w: &World,
+    export: Arc<FakeExport>,
+    rootfs: RootfsSource,
+) -> Result<Arc<Container<NoStdio>>> {
+    let req = CreateRequest {
+        name: w.name(),
+        bundle: w.dir.path().join("bundle"),
+        rootfs,
+        network: None,
+        stdio: NoStdio,
+    };
+    Container::create(req, &w.cfg, w.hv.clone(), export, w.events.clone()).await
+}
+
+#[tokio::test]
+async fn layers_are_exported_as_they_are_where_the_exporter_can_and_mounted_elsewhere() {
+    for layered in [true, false] {
+        let w = world();
+        let mounted = Arc::new(Mutex::new(false));
+        let export = Arc::new(FakeExport {
+            layered,
+            ..Default::default()
+        });
+        let c = create_from(&w, export, layers_source(&w, mounted.clone()))
+            .await
+            .unwrap();
+        assert_eq!(*mounted.lock().unwrap(), !layered);
+        c.kill(&ExecId::Init, 9, false).await.unwrap();
+        wait_for_exit(&c).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.delete().await.unwrap();
+        w.assert_clean();
+    }
+}
+
 #[tokio::test]
 async fn every_failing_create_phase_leaves_nothing_and_says_why() {
     for (fault, kind) in [

@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 use vxn_wire::boot::AgentChannel;
 
+use crate::disks::XenDisks;
+use crate::layers::cache::ImageCache;
 use crate::rootfs::{Directory, Ext4Image, RootfsExport};
 use crate::xen::{config::ConfigError, Xl, XlError};
 
@@ -49,6 +51,10 @@ pub struct VmSpec {
     pub max_vcpus: u32,
     /// The container's rootfs disk, seen as `/dev/xvdb` in the guest.
     pub rootfs_disk: Option<PathBuf>,
+    /// Whether the guest may write to the rootfs disk.
+    pub rootfs_writable: bool,
+    /// A layered rootfs's writable layer, seen as `/dev/xvdc`.
+    pub upper_disk: Option<PathBuf>,
     /// A network interface on a dom0 bridge, or for a pod's netns.
     pub vif: Option<Vif>,
     /// 9p shares: (tag, dom0 directory).
@@ -228,10 +234,13 @@ impl Backend {
 
     /// How this backend's VMs get their rootfs: an ext4 image for a DomU, the
     /// directory itself for an agent on the host.
-    pub fn exporter(&self, image_extra_mib: u64) -> Arc<dyn RootfsExport> {
+    pub fn exporter(&self, image_extra_mib: u64, cache: ImageCache) -> Arc<dyn RootfsExport> {
         match self {
-            Self::Xen { .. } => Arc::new(Ext4Image {
-                extra_mib: image_extra_mib,
+            Self::Xen { .. } => Arc::new(XenDisks {
+                ext4: Ext4Image {
+                    extra_mib: image_extra_mib,
+                },
+                cache,
             }),
             Self::Process { .. } => Arc::new(Directory),
         }

@@ -46,8 +46,13 @@ impl XenHypervisor {
                 .map(|d| Disk {
                     vdev: boot::ROOTFS_VDEV.into(),
                     target: d.clone(),
-                    writable: true,
+                    writable: spec.rootfs_writable,
                 })
+                .chain(spec.upper_disk.iter().map(|d| Disk {
+                    vdev: boot::UPPER_VDEV.into(),
+                    target: d.clone(),
+                    writable: true,
+                }))
                 .collect(),
             shares: spec.shares.clone(),
             vif: spec.vif.clone(),
@@ -189,8 +194,9 @@ impl Hypervisor for XenHypervisor {
             )));
         }
         let spec = format!(
-            "format=raw,vdev={},access={access},target={target}",
-            disk.vdev
+            "format=raw,vdev={},access={access},{}target={target}",
+            disk.vdev,
+            crate::xen::config::backend_of(&disk.target)
         );
         Ok(self.xl.block_attach(name, &spec).await?)
     }
@@ -231,6 +237,37 @@ impl Hypervisor for XenHypervisor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_layered_rootfs_is_a_read_only_xvdb_and_a_writable_xvdc() {
+        let spec = super::VmSpec {
+            name: "vxn-t".into(),
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            cmdline_extra: String::new(),
+            agent_log: "info".into(),
+            memory_mib: 128,
+            max_memory_mib: 256,
+            vcpus: 1,
+            max_vcpus: 1,
+            rootfs_disk: Some("/dev/loop1".into()),
+            rootfs_writable: false,
+            upper_disk: Some("/dev/loop2".into()),
+            vif: None,
+            shares: vec![],
+            state_dir: "/run/vxn/t".into(),
+        };
+        let hv = super::XenHypervisor::new(super::Xl::default(), super::AgentChannel::Vchan);
+        let disks = hv.domain_config(&spec).disks;
+        let got: Vec<_> = disks
+            .iter()
+            .map(|d| (d.vdev.as_str(), d.target.to_str().unwrap(), d.writable))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("xvdb", "/dev/loop1", false), ("xvdc", "/dev/loop2", true)]
+        );
+    }
+
     #[test]
     fn vdev_numbers_are_xens() {
         assert_eq!(super::vdev_number("xvdb"), Some(51728));

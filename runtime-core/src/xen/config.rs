@@ -90,6 +90,16 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
     Ok(s)
 }
 
+/// A dom0 block device (a loop device over the image) is served by the
+/// kernel's blkback, said explicitly so libxl never starts a QEMU for it; a
+/// file is left to libxl (a qdisk: QEMU).
+pub(crate) fn backend_of(target: &Path) -> &'static str {
+    match target.starts_with("/dev") {
+        true => "backendtype=phy,",
+        false => "",
+    }
+}
+
 impl DomainConfig {
     /// Render the xl config text.
     pub fn render(&self) -> Result<String, ConfigError> {
@@ -150,8 +160,9 @@ impl DomainConfig {
                 check("disk vdev", &d.vdev)?;
                 let access = if d.writable { "rw" } else { "ro" };
                 Ok(format!(
-                    "\"format=raw,vdev={},access={access},target={}\"",
+                    "\"format=raw,vdev={},access={access},{}target={}\"",
                     d.vdev,
+                    backend_of(&d.target),
                     check_path("disk image path", &d.target)?
                 ))
             })
@@ -257,6 +268,38 @@ mod tests {
         assert!(s.contains(
             "p9 = [ \"tag=vxn-pod,security_model=none,path=/var/lib/vxn/pods/p/share\" ]"
         ));
+    }
+
+    #[test]
+    fn a_block_device_is_blkbacks_and_read_only_when_asked() {
+        let mut c = cfg();
+        c.disks = vec![
+            Disk {
+                vdev: "xvdb".into(),
+                target: "/dev/loop3".into(),
+                writable: false,
+            },
+            Disk {
+                vdev: "xvdc".into(),
+                target: "/dev/loop4".into(),
+                writable: true,
+            },
+        ];
+        let s = c.render().unwrap();
+        assert!(
+            s.contains(
+                "disk = [ \"format=raw,vdev=xvdb,access=ro,backendtype=phy,target=/dev/loop3\", \
+                 \"format=raw,vdev=xvdc,access=rw,backendtype=phy,target=/dev/loop4\" ]"
+            ),
+            "{s}"
+        );
+        // A file stays libxl's choice (qdisk).
+        assert!(cfg()
+            .render()
+            .unwrap()
+            .contains("access=rw,target=/var/lib"));
+        c.disks[1].target = "/dev/loop4,script=x".into();
+        assert!(c.render().is_err());
     }
 
     #[test]

@@ -137,6 +137,16 @@ pub enum RootfsSource {
     Directory { path: String },
     /// A 9p share exported to the domain (`p9=` in the xl config).
     Share { tag: String },
+    /// An overlay of a read-only image (`lower`, mounted read-only) and a
+    /// writable filesystem (`upper`) holding `upper/` and `work/`.
+    Overlay { lower: BlockFs, upper: BlockFs },
+}
+
+/// A filesystem on a block device of the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockFs {
+    pub device: String,
+    pub fstype: String,
 }
 
 /// A mount inside the container. Host bind mounts never reach the agent:
@@ -428,5 +438,32 @@ impl MountSpec {
             ),
             Self::kernel("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_rootfs_names_both_layers_on_the_wire() {
+        let fs = |device: &str, fstype: &str| BlockFs {
+            device: device.into(),
+            fstype: fstype.into(),
+        };
+        let r = RootfsSource::Overlay {
+            lower: fs("/dev/xvdb", "erofs"),
+            upper: fs("/dev/xvdc", "ext4"),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "type": "overlay",
+                "lower": {"device": "/dev/xvdb", "fstype": "erofs"},
+                "upper": {"device": "/dev/xvdc", "fstype": "ext4"},
+            })
+        );
+        assert_eq!(serde_json::from_value::<RootfsSource>(json).unwrap(), r);
     }
 }
