@@ -92,6 +92,37 @@ pub(crate) fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
+/// `mkfs.ext4 -d CONTENT IMAGE SIZE`: a sparse ext4 image holding a copy of
+/// `content`, owned by root, no reserved blocks. A failed run leaves no image.
+pub async fn mkfs_ext4(
+    content: &Path,
+    image: &Path,
+    size_mib: u64,
+) -> Result<(), command::CommandError> {
+    let mut args: Vec<std::ffi::OsString> = [
+        "-q",
+        "-F",
+        "-b",
+        "4096",
+        "-m",
+        "0",
+        "-E",
+        "root_owner=0:0",
+        "-d",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(content.into());
+    args.push(image.into());
+    args.push(format!("{size_mib}M").into());
+    let made = command::run("mkfs.ext4", &args, MKFS_TIMEOUT).await;
+    if made.is_err() {
+        let _ = std::fs::remove_file(image);
+    }
+    made.map(drop)
+}
+
 #[async_trait]
 impl RootfsExport for Ext4Image {
     async fn export(&self, rootfs: &Path, work_dir: &Path) -> Result<ExportedRootfs, ExportError> {
@@ -115,25 +146,7 @@ impl RootfsExport for Ext4Image {
         // ext4 metadata (~5%) plus the requested headroom, in whole MiB.
         let size_mib = (content + content / 20).div_ceil(1 << 20) + self.extra_mib.max(16);
         let image = work_dir.join(IMAGE_NAME);
-        let mut args: Vec<std::ffi::OsString> = [
-            "-q",
-            "-F",
-            "-b",
-            "4096",
-            "-m",
-            "0",
-            "-E",
-            "root_owner=0:0",
-            "-d",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
-        args.push(rootfs.into());
-        args.push(image.clone().into());
-        args.push(format!("{size_mib}M").into());
-        if let Err(e) = command::run("mkfs.ext4", &args, MKFS_TIMEOUT).await {
-            let _ = std::fs::remove_file(&image);
+        if let Err(e) = mkfs_ext4(rootfs, &image, size_mib).await {
             return Err(ExportError::Failed {
                 what: format!("mkfs.ext4 -d {}", rootfs.display()),
                 detail: e.to_string(),

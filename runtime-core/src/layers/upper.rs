@@ -4,7 +4,6 @@
 //! it as it is.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::command;
 use crate::persist::unmount_all;
@@ -12,9 +11,6 @@ use crate::persist::unmount_all;
 pub const UPPER_IMAGE: &str = "upper.ext4";
 /// Staging directory in the container's image directory (`upper/`, `work/`).
 pub const STAGING: &str = "upper-src";
-
-/// Small, but the snapshot's content is copied: allow a slow disk.
-const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpperError {
@@ -104,28 +100,8 @@ pub async fn build(
     }
     let size_mib = (content + content / 20).div_ceil(1 << 20) + extra_mib.max(16);
     let image = work_dir.join(UPPER_IMAGE);
-    let mut args: Vec<std::ffi::OsString> = [
-        "-q",
-        "-F",
-        "-b",
-        "4096",
-        "-m",
-        "0",
-        "-E",
-        "root_owner=0:0",
-        "-d",
-    ]
-    .iter()
-    .map(Into::into)
-    .collect();
-    args.push(staging.dir.clone().into());
-    args.push(image.clone().into());
-    args.push(format!("{size_mib}M").into());
-    let made = command::run("mkfs.ext4", &args, MKFS_TIMEOUT).await;
+    let made = crate::rootfs::mkfs_ext4(&staging.dir, &image, size_mib).await;
     drop(staging);
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&image);
-        return Err(e.into());
-    }
+    made?;
     Ok((image, size_mib << 20))
 }

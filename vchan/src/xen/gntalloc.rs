@@ -10,7 +10,6 @@
 //! pages until the peer unmaps) and `IOCTL_GNTALLOC_DEALLOC_GREF`.
 
 use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::ioctl::{
@@ -18,10 +17,10 @@ use super::ioctl::{
     IOCTL_GNTALLOC_ALLOC_GREF, IOCTL_GNTALLOC_DEALLOC_GREF, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
     UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
 };
-use super::sys::{grant_err, ioctl, mmap, munmap, open_dev};
+use super::sys::{grant_err, ioctl, mmap, open_dev, GrantRegion};
 use crate::error::{Result, VchanError};
 use crate::layout::{offset, PAGE_SIZE};
-use crate::shm::{GrantShare, Purpose, SharedMemory};
+use crate::shm::{GrantShare, Purpose};
 
 /// Shares pages with one peer domain.
 pub struct GntAlloc {
@@ -43,38 +42,12 @@ impl GntAlloc {
 }
 
 /// Pages we granted, mapped in our address space.
-pub struct GntAllocRegion {
-    fd: Arc<OwnedFd>,
-    ptr: NonNull<u8>,
-    pages: usize,
-    index: u64,
-}
+pub type GntAllocRegion = GrantRegion;
 
-// SAFETY: a MAP_SHARED read/write mapping of `pages` pages, page aligned,
-// alive until drop; accessed only through raw pointers and atomics.
-unsafe impl SharedMemory for GntAllocRegion {
-    fn as_ptr(&self) -> NonNull<u8> {
-        self.ptr
-    }
-    fn len(&self) -> usize {
-        self.pages * PAGE_SIZE
-    }
-}
-// SAFETY: see above.
-unsafe impl Send for GntAllocRegion {}
-unsafe impl Sync for GntAllocRegion {}
-
-impl Drop for GntAllocRegion {
-    fn drop(&mut self) {
-        // SAFETY: our mapping; the endpoint that used it is gone.
-        unsafe { munmap(self.ptr, self.pages * PAGE_SIZE) };
-        let mut req = GntallocDeallocGref {
-            index: self.index,
-            count: self.pages as u32,
-        };
-        // SAFETY: the request matches IOCTL_GNTALLOC_DEALLOC_GREF.
-        let _ = unsafe { ioctl(&self.fd, IOCTL_GNTALLOC_DEALLOC_GREF, &mut req) };
-    }
+fn dealloc(fd: &OwnedFd, index: u64, count: u32) {
+    let mut req = GntallocDeallocGref { index, count };
+    // SAFETY: the request matches IOCTL_GNTALLOC_DEALLOC_GREF.
+    let _ = unsafe { ioctl(fd, IOCTL_GNTALLOC_DEALLOC_GREF, &mut req) };
 }
 
 impl GrantShare for GntAlloc {
@@ -107,23 +80,19 @@ impl GrantShare for GntAlloc {
                 (0..pages).map(|i| refs.add(i).read()).collect::<Vec<u32>>(),
             )
         };
-        let dealloc = |fd: &OwnedFd| {
-            let mut d = GntallocDeallocGref { index, count };
-            // SAFETY: the request matches IOCTL_GNTALLOC_DEALLOC_GREF.
-            let _ = unsafe { ioctl(fd, IOCTL_GNTALLOC_DEALLOC_GREF, &mut d) };
-        };
         let ptr = match mmap(&self.fd, pages * PAGE_SIZE, true, index) {
             Ok(p) => p,
             Err(e) => {
-                dealloc(&self.fd);
+                dealloc(&self.fd, index, count);
                 return Err(e);
             }
         };
-        let region = GntAllocRegion {
+        let region = GrantRegion {
             fd: self.fd.clone(),
             ptr,
             pages,
             index,
+            release: dealloc,
         };
         if purpose == Purpose::Control {
             let mut n = UnmapNotify {

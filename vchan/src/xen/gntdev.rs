@@ -8,7 +8,6 @@
 //! SEND_EVENT, port}`. Drop: `munmap` and `IOCTL_GNTDEV_UNMAP_GRANT_REF`.
 
 use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::ioctl::{
@@ -16,10 +15,10 @@ use super::ioctl::{
     IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, IOCTL_GNTDEV_UNMAP_GRANT_REF,
     UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
 };
-use super::sys::{grant_err, ioctl, mmap, munmap, open_dev};
+use super::sys::{grant_err, ioctl, mmap, open_dev, GrantRegion};
 use crate::error::{Result, VchanError};
 use crate::layout::{offset, PAGE_SIZE};
-use crate::shm::{Access, GrantMap, Purpose, SharedMemory};
+use crate::shm::{Access, GrantMap, Purpose};
 
 /// Maps pages granted by one peer domain.
 pub struct GntDev {
@@ -41,26 +40,7 @@ impl GntDev {
 }
 
 /// The peer's pages, mapped in our address space.
-pub struct GntDevRegion {
-    fd: Arc<OwnedFd>,
-    ptr: NonNull<u8>,
-    pages: usize,
-    index: u64,
-}
-
-// SAFETY: a MAP_SHARED mapping of `pages` pages, page aligned, alive until
-// drop (read-only if mapped so: the core never writes a read-only ring).
-unsafe impl SharedMemory for GntDevRegion {
-    fn as_ptr(&self) -> NonNull<u8> {
-        self.ptr
-    }
-    fn len(&self) -> usize {
-        self.pages * PAGE_SIZE
-    }
-}
-// SAFETY: see above.
-unsafe impl Send for GntDevRegion {}
-unsafe impl Sync for GntDevRegion {}
+pub type GntDevRegion = GrantRegion;
 
 fn unmap_grants(fd: &OwnedFd, index: u64, count: u32) {
     let mut req = GntdevUnmapGrantRef {
@@ -70,14 +50,6 @@ fn unmap_grants(fd: &OwnedFd, index: u64, count: u32) {
     };
     // SAFETY: the request matches IOCTL_GNTDEV_UNMAP_GRANT_REF.
     let _ = unsafe { ioctl(fd, IOCTL_GNTDEV_UNMAP_GRANT_REF, &mut req) };
-}
-
-impl Drop for GntDevRegion {
-    fn drop(&mut self) {
-        // SAFETY: our mapping; the endpoint that used it is gone.
-        unsafe { munmap(self.ptr, self.pages * PAGE_SIZE) };
-        unmap_grants(&self.fd, self.index, self.pages as u32);
-    }
 }
 
 impl GrantMap for GntDev {
@@ -116,11 +88,12 @@ impl GrantMap for GntDev {
                 return Err(e);
             }
         };
-        let region = GntDevRegion {
+        let region = GrantRegion {
             fd: self.fd.clone(),
             ptr,
             pages,
             index,
+            release: unmap_grants,
         };
         if purpose == Purpose::Control {
             let mut n = UnmapNotify {

@@ -73,3 +73,37 @@ pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
 pub(crate) fn grant_err(what: &str, e: io::Error) -> VchanError {
     VchanError::Grant(format!("{what}: {e}"))
 }
+
+/// Pages of a grant device (gntalloc or gntdev) mapped in our address
+/// space; on drop, unmapped and then handed back with `release` (the
+/// device's dealloc / unmap ioctl for `index`, `pages`).
+pub struct GrantRegion {
+    pub(crate) fd: std::sync::Arc<OwnedFd>,
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) pages: usize,
+    pub(crate) index: u64,
+    pub(crate) release: fn(&OwnedFd, u64, u32),
+}
+
+// SAFETY: a MAP_SHARED mapping of `pages` pages, page aligned, alive until
+// drop (read-only if mapped so: the core never writes a read-only ring);
+// accessed only through raw pointers and atomics.
+unsafe impl crate::shm::SharedMemory for GrantRegion {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.pages * crate::layout::PAGE_SIZE
+    }
+}
+// SAFETY: see above.
+unsafe impl Send for GrantRegion {}
+unsafe impl Sync for GrantRegion {}
+
+impl Drop for GrantRegion {
+    fn drop(&mut self) {
+        // SAFETY: our mapping; the endpoint that used it is gone.
+        unsafe { munmap(self.ptr, self.pages * crate::layout::PAGE_SIZE) };
+        (self.release)(&self.fd, self.index, self.pages as u32);
+    }
+}
