@@ -299,11 +299,16 @@ done
 sleep 1
 journalctl -u containerd --since "$start" --no-pager -o cat > "$WORK/journal" 2> /dev/null
 # phase KEYPATTERN MESSAGE: median took_ms (s) of the shim's MESSAGE lines of the measured runs.
+# MESSAGE is an extended regex.
 phase() {
-  grep -E "$1" "$WORK/journal" | grep -F -- "$2" | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p' |
+  grep -E "$1" "$WORK/journal" | grep -E -- "$2" | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p' |
     awk '{printf "%.3f\n", $1 / 1000}' | median
 }
-size_mib() { grep -E "$1" "$WORK/journal" | grep -F 'rootfs image built' | sed -n 's/.*size_mib=\([0-9]*\).*/\1/p' | median; }
+# The rootfs: copied into an ext4 image, or the cached read-only image + a writable layer.
+ROOTFS_MSG='rootfs image built|timing: layered rootfs ready'
+size_mib() { grep -E "$1" "$WORK/journal" | grep -E "$ROOTFS_MSG" | sed -n 's/.*\(size\|image\)_mib=\([0-9]*\).*/\2/p' | median; }
+# first_build KEYPATTERN: the layered rootfs's time when the read-only image was built (not cached).
+first_build() { phase "$1" 'timing: layered rootfs ready.* cached=false|cached=false.*timing: layered rootfs ready'; }
 
 row() { printf '  %-44s %10s %10s %10s\n' "$@"; }
 echo "vxn vs its floors, interleaved, median of $RUNS (s)"
@@ -323,15 +328,17 @@ echo "  runc/vxn (stream) $(ratio "$ov" "$orc"); runs: vxn $(wc -l < "$WORK/out-
 
 echo "create time vs image size (vxn, ctr run --rm /bin/true), median of $RUNS (s)"
 row "" "rootfs MiB" "ctr run" "rootfs img"
-row "IMG (busybox)" "$(size_mib 'floor-vxn-[1-9][0-9]*[ "]')" "$vxm" "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'rootfs image built')"
-s16=$(median < "$WORK/s16"); p16=$(phase 'floor-s16-[1-9][0-9]*[ "]' 'rootfs image built')
+row "IMG (busybox)" "$(size_mib 'floor-vxn-[1-9][0-9]*[ "]')" "$vxm" "$(phase 'floor-vxn-[1-9][0-9]*[ "]' "$ROOTFS_MSG")"
+s16=$(median < "$WORK/s16"); p16=$(phase 'floor-s16-[1-9][0-9]*[ "]' "$ROOTFS_MSG")
 row "IMG + 16 MiB layer" "$(size_mib 'floor-s16-[1-9][0-9]*[ "]')" "$s16" "$p16"
 if [ $big = 1 ]; then
-  sb=$(median < "$WORK/sbig"); pb=$(phase 'floor-sbig-[1-9][0-9]*[ "]' 'rootfs image built')
+  sb=$(median < "$WORK/sbig"); pb=$(phase 'floor-sbig-[1-9][0-9]*[ "]' "$ROOTFS_MSG")
   row "IMG + $BIG_MIB MiB layer" "$(size_mib 'floor-sbig-[1-9][0-9]*[ "]')" "$sb" "$pb"
   echo "  big/16MiB: ctr run $(ratio "$s16" "$sb"), rootfs image $(ratio "$p16" "$pb")"
   echo "  vxn phases (s)           IMG      +16MiB   +${BIG_MIB}MiB"
-  for ph in 'xl create -p' 'agent ready' 'container prepared' 'process started' 'deleted'; do
+  printf '  %-22s %8s %8s %8s\n' "read-only image build" "$(first_build 'floor-vxn-[0-9]+[ "]')" \
+    "$(first_build 'floor-s16-[0-9]+[ "]')" "$(first_build 'floor-sbig-[0-9]+[ "]')"
+  for ph in 'create paused' 'agent ready' 'container prepared' 'process started' 'deleted'; do
     printf '  %-22s %8s %8s %8s\n' "$ph" "$(phase 'floor-vxn-[1-9][0-9]*[ "]' "timing: $ph")" \
       "$(phase 'floor-s16-[1-9][0-9]*[ "]' "timing: $ph")" "$(phase 'floor-sbig-[1-9][0-9]*[ "]' "timing: $ph")"
   done
