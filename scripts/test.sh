@@ -24,6 +24,8 @@ phase() {
 }
 
 phase deps scripts/install-deps.sh
+# The lab needs ~12 GB (targets, guest kernel, dom0 tree and image): say what there is.
+df -h --output=avail,target . /var/tmp 2>/dev/null | sed 's/^/test: disk: /' || true
 phase fmt cargo fmt --all --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase scripts tests/engine-scripts-test.sh

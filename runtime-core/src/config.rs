@@ -135,10 +135,18 @@ impl Config {
         Backend::from_config(&self.hypervisor, &self.agent_channel, &self.process_agent)
     }
 
+    /// Where vxn's hotplug scripts for libxl live: /run is noexec on most
+    /// hosts, the image directory is on a disk.
+    pub fn hotplug_dir(&self) -> PathBuf {
+        self.image_dir.join(".hotplug")
+    }
+
     /// That backend, built, and how its VMs get their rootfs.
     pub fn platform(&self) -> Result<Platform, String> {
         let backend = self.backend()?;
-        let hv = backend.build().map_err(|e| e.to_string())?;
+        let hv = backend
+            .build(&self.hotplug_dir())
+            .map_err(|e| e.to_string())?;
         let cache = ImageCache::new(self.image_cache_dir.clone(), self.image_cache_max_mib);
         Ok((hv, backend.exporter(self.rootfs_extra_mib, cache)))
     }

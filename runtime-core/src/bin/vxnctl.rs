@@ -121,7 +121,8 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&run.log))
         .with_writer(std::io::stderr)
         .init();
-    let hv = XenHypervisor::new(Xl::default(), run.channel);
+    // Its disk is a file (a qdisk), so no hotplug script of vxn's is needed.
+    let hv = XenHypervisor::new(Xl::default(), run.channel, None);
     let dir = PathBuf::from("/run/vxn/vxnctl").join(&run.name);
     let result = tokio::select! {
         r = xen_run(&hv, &dir, &run) => r,

@@ -201,34 +201,6 @@ impl PodNetns {
     }
 }
 
-/// libxl's hotplug script for a pod VM's vif: it only tells netback the
-/// device is ready (`hotplug-status`), joining no bridge; [`PodNetns::join`]
-/// does the rest. Written by vxn itself, so nothing needs installing in
-/// /etc/xen/scripts.
-const HOTPLUG_SCRIPT: &str = "#!/bin/sh\n\
-# vxn: a pod VM's vif. Report it ready; the vxn shim moves it into the pod's netns.\n\
-case \"$1\" in\n\
-online|add) exec xenstore-write \"$XENBUS_PATH/hotplug-status\" connected ;;\n\
-esac\n\
-exit 0\n";
-
-/// The hotplug script under `dir` (on a filesystem that allows exec), (re)written if it is
-/// not as expected.
-pub fn hotplug_script(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("vif-unplugged");
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(HOTPLUG_SCRIPT) {
-        return Ok(path);
-    }
-    let io = |e: std::io::Error| Error::Internal(format!("write {}: {e}", path.display()));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(".vif-unplugged.{}", std::process::id()));
-    std::fs::write(&tmp, HOTPLUG_SCRIPT).map_err(io)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(path)
-}
-
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Internal(format!("parse `ip -j` output: {e}")))
 }

@@ -14,13 +14,14 @@ use crate::container::create::{boot_recorded, vm_spec};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::names::ContainerName;
-use crate::network::pod_netns::{self, PodNetns};
+use crate::network::pod_netns::PodNetns;
 use crate::network::Mode;
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::rootfs::RootfsExport;
 use crate::sandbox::Sizing;
 use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
+use crate::xen::hotplug::Script;
 
 pub struct PodRequest {
     pub name: ContainerName,
@@ -88,8 +89,9 @@ impl Pod {
                 // The veth's MAC: what CNI (and its ARP and anti-spoofing) knows holds.
                 Some(nic) => Some(Vif {
                     link: VifLink::Unplugged {
-                        // /run is noexec on most hosts: the image directory is on a disk.
-                        script: pod_netns::hotplug_script(&cfg.image_dir.join(".hotplug"))?,
+                        script: Script::VifUnplugged
+                            .install(&cfg.hotplug_dir())
+                            .map_err(|e| Error::Internal(e.to_string()))?,
                     },
                     mac: nic.mac.clone(),
                 }),

@@ -225,9 +225,15 @@ impl Backend {
         }
     }
 
-    pub fn build(&self) -> Result<Arc<dyn Hypervisor>, VmError> {
+    /// `hotplug_dir`: where the Xen backend writes its hotplug scripts (on a
+    /// filesystem that allows exec).
+    pub fn build(&self, hotplug_dir: &std::path::Path) -> Result<Arc<dyn Hypervisor>, VmError> {
         Ok(match self {
-            Self::Xen { channel } => Arc::new(XenHypervisor::new(Xl::default(), *channel)),
+            Self::Xen { channel } => Arc::new(XenHypervisor::new(
+                Xl::default(),
+                *channel,
+                Some(hotplug_dir.to_path_buf()),
+            )),
             Self::Process { agent } => Arc::new(ProcessHypervisor::new(agent.clone())?),
         })
     }

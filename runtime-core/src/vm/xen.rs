@@ -13,20 +13,55 @@ use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 pub struct XenHypervisor {
     xl: Xl,
     channel: AgentChannel,
+    /// Where vxn's own hotplug scripts go (an exec-able filesystem); `None`
+    /// leaves block devices to Xen's `block` script.
+    hotplug_dir: Option<PathBuf>,
 }
 
 impl XenHypervisor {
-    pub fn new(xl: Xl, channel: AgentChannel) -> Self {
-        Self { xl, channel }
+    pub fn new(xl: Xl, channel: AgentChannel, hotplug_dir: Option<PathBuf>) -> Self {
+        Self {
+            xl,
+            channel,
+            hotplug_dir,
+        }
+    }
+
+    /// A disk for this target: a block device (a loop device vxn made for
+    /// this domain) gets vxn's block script, which only reports it.
+    fn disk(&self, vdev: &str, target: &Path, writable: bool) -> Result<Disk, VmError> {
+        let script = match &self.hotplug_dir {
+            Some(dir) if target.starts_with("/dev") => Some(
+                xen::hotplug::Script::Block
+                    .install(dir)
+                    .map_err(io("the block hotplug script"))?,
+            ),
+            _ => None,
+        };
+        Ok(Disk {
+            vdev: vdev.into(),
+            target: target.into(),
+            writable,
+            script,
+        })
     }
 
     pub fn xl(&self) -> &Xl {
         &self.xl
     }
 
-    fn domain_config(&self, spec: &VmSpec) -> DomainConfig {
+    fn domain_config(&self, spec: &VmSpec) -> Result<DomainConfig, VmError> {
         let cmdline = boot::kernel_cmdline(self.channel, &spec.agent_log, &spec.cmdline_extra);
-        DomainConfig {
+        let rootfs = spec
+            .rootfs_disk
+            .iter()
+            .map(|d| (boot::ROOTFS_VDEV, d, spec.rootfs_writable));
+        let upper = spec.upper_disk.iter().map(|d| (boot::UPPER_VDEV, d, true));
+        let disks = rootfs
+            .chain(upper)
+            .map(|(vdev, target, writable)| self.disk(vdev, target, writable))
+            .collect::<Result<_, _>>()?;
+        Ok(DomainConfig {
             name: spec.name.clone(),
             guest_type: GuestType::for_host(),
             kernel: spec.kernel.clone(),
@@ -40,23 +75,10 @@ impl XenHypervisor {
                 AgentChannel::Console => Some(socket_path(&spec.state_dir)),
                 AgentChannel::Vchan => None,
             },
-            disks: spec
-                .rootfs_disk
-                .iter()
-                .map(|d| Disk {
-                    vdev: boot::ROOTFS_VDEV.into(),
-                    target: d.clone(),
-                    writable: spec.rootfs_writable,
-                })
-                .chain(spec.upper_disk.iter().map(|d| Disk {
-                    vdev: boot::UPPER_VDEV.into(),
-                    target: d.clone(),
-                    writable: true,
-                }))
-                .collect(),
+            disks,
             shares: spec.shares.clone(),
             vif: spec.vif.clone(),
-        }
+        })
     }
 }
 
@@ -96,7 +118,7 @@ impl Hypervisor for XenHypervisor {
                 )));
             }
         }
-        let text = self.domain_config(spec).render()?;
+        let text = self.domain_config(spec)?.render()?;
         std::fs::create_dir_all(&spec.state_dir)
             .map_err(io(format!("mkdir {}", spec.state_dir.display())))?;
         let cfg = spec.state_dir.join("domain.cfg");
@@ -185,19 +207,14 @@ impl Hypervisor for XenHypervisor {
     }
 
     async fn attach_disk(&self, name: &str, disk: &HotDisk) -> Result<(), VmError> {
-        let access = if disk.writable { "rw" } else { "ro" };
-        let target = disk.target.to_string_lossy();
-        if vdev_number(&disk.vdev).is_none() || target.contains(',') {
+        if vdev_number(&disk.vdev).is_none() {
             return Err(VmError::Missing(format!(
-                "cannot attach {target} as {}",
+                "cannot attach {} as {}",
+                disk.target.display(),
                 disk.vdev
             )));
         }
-        let spec = format!(
-            "format=raw,vdev={},access={access},{}target={target}",
-            disk.vdev,
-            crate::xen::config::backend_of(&disk.target)
-        );
+        let spec = self.disk(&disk.vdev, &disk.target, disk.writable)?.spec()?;
         Ok(self.xl.block_attach(name, &spec).await?)
     }
 
@@ -256,8 +273,14 @@ mod tests {
             shares: vec![],
             state_dir: "/run/vxn/t".into(),
         };
-        let hv = super::XenHypervisor::new(super::Xl::default(), super::AgentChannel::Vchan);
-        let disks = hv.domain_config(&spec).disks;
+        let dir = tempfile::tempdir().unwrap();
+        let hotplug = dir.path().join(".hotplug");
+        let hv = super::XenHypervisor::new(
+            super::Xl::default(),
+            super::AgentChannel::Vchan,
+            Some(hotplug.clone()),
+        );
+        let disks = hv.domain_config(&spec).unwrap().disks;
         let got: Vec<_> = disks
             .iter()
             .map(|d| (d.vdev.as_str(), d.target.to_str().unwrap(), d.writable))
@@ -266,6 +289,10 @@ mod tests {
             got,
             vec![("xvdb", "/dev/loop1", false), ("xvdc", "/dev/loop2", true)]
         );
+        // Both loop devices are reported by vxn's own block script, written on first use.
+        let block = hotplug.join("block");
+        assert!(disks.iter().all(|d| d.script.as_ref() == Some(&block)));
+        assert!(block.is_file());
     }
 
     #[test]

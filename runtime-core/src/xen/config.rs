@@ -43,6 +43,8 @@ pub struct Disk {
     pub vdev: String,
     pub target: PathBuf,
     pub writable: bool,
+    /// The hotplug script for a block device target; `None`: Xen's `block`.
+    pub script: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,13 +92,22 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
     Ok(s)
 }
 
-/// A dom0 block device (a loop device over the image) is served by the
-/// kernel's blkback, said explicitly so libxl never starts a QEMU for it; a
-/// file is left to libxl (a qdisk: QEMU).
-pub(crate) fn backend_of(target: &Path) -> &'static str {
-    match target.starts_with("/dev") {
-        true => "backendtype=phy,",
-        false => "",
+impl Disk {
+    /// The xl disk spec (without quotes). A dom0 block device (a loop device
+    /// over the image) is served by the kernel's blkback, said explicitly so
+    /// libxl never starts a QEMU for it; a file is left to libxl (a qdisk: QEMU).
+    pub fn spec(&self) -> Result<String, ConfigError> {
+        check("disk vdev", &self.vdev)?;
+        let access = if self.writable { "rw" } else { "ro" };
+        let mut s = format!("format=raw,vdev={},access={access},", self.vdev);
+        if self.target.starts_with("/dev") {
+            s.push_str("backendtype=phy,");
+            if let Some(script) = &self.script {
+                let _ = write!(s, "script={},", check_path("disk hotplug script", script)?);
+            }
+        }
+        let _ = write!(s, "target={}", check_path("disk image path", &self.target)?);
+        Ok(s)
     }
 }
 
@@ -156,16 +167,7 @@ impl DomainConfig {
         let disks: Vec<String> = self
             .disks
             .iter()
-            .map(|d| {
-                check("disk vdev", &d.vdev)?;
-                let access = if d.writable { "rw" } else { "ro" };
-                Ok(format!(
-                    "\"format=raw,vdev={},access={access},{}target={}\"",
-                    d.vdev,
-                    backend_of(&d.target),
-                    check_path("disk image path", &d.target)?
-                ))
-            })
+            .map(|d| Ok(format!("\"{}\"", d.spec()?)))
             .collect::<Result<_, ConfigError>>()?;
         if !disks.is_empty() {
             let _ = writeln!(s, "disk = [ {} ]", disks.join(", "));
@@ -224,6 +226,7 @@ mod tests {
                 vdev: "xvdb".into(),
                 target: "/var/lib/vxn/t1/rootfs.img".into(),
                 writable: true,
+                script: Some("/var/lib/vxn/.hotplug/block".into()),
             }],
             shares: vec![],
             vif: None,
@@ -278,27 +281,32 @@ mod tests {
                 vdev: "xvdb".into(),
                 target: "/dev/loop3".into(),
                 writable: false,
+                script: None,
             },
             Disk {
                 vdev: "xvdc".into(),
                 target: "/dev/loop4".into(),
                 writable: true,
+                script: Some("/var/lib/vxn/.hotplug/block".into()),
             },
         ];
         let s = c.render().unwrap();
         assert!(
             s.contains(
                 "disk = [ \"format=raw,vdev=xvdb,access=ro,backendtype=phy,target=/dev/loop3\", \
-                 \"format=raw,vdev=xvdc,access=rw,backendtype=phy,target=/dev/loop4\" ]"
+                 \"format=raw,vdev=xvdc,access=rw,backendtype=phy,script=/var/lib/vxn/.hotplug/block,target=/dev/loop4\" ]"
             ),
             "{s}"
         );
-        // A file stays libxl's choice (qdisk).
+        // A file stays libxl's choice (qdisk), with no script of vxn's.
         assert!(cfg()
             .render()
             .unwrap()
             .contains("access=rw,target=/var/lib"));
         c.disks[1].target = "/dev/loop4,script=x".into();
+        assert!(c.render().is_err());
+        c.disks[1].target = "/dev/loop4".into();
+        c.disks[1].script = Some("/tmp/a,b".into());
         assert!(c.render().is_err());
     }
 

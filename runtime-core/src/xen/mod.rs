@@ -2,6 +2,7 @@
 //! of a domain: through its vchan ([`vchan`]) or its console channel socket.
 
 pub mod config;
+pub mod hotplug;
 pub mod vchan;
 pub mod xl;
 

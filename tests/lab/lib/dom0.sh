@@ -22,8 +22,12 @@ dom0_kver() {
 }
 
 # debootstrap_rootfs: (re)create $ROOTFS unless it exists with the same package set.
+# Two stages, so that the small initrd's config is in place before the kernel's postinst
+# makes the first initrd (Debian's default is a 36 MB MODULES=most one, made twice).
+# One retry from the cached .debs: a configure step that failed once (a mirror hiccup, a
+# loaded machine) is not worth a failed CI run; what failed is printed either way.
 debootstrap_rootfs() {
-  local want mirror t0
+  local want mirror t0 try
   want=$(hash_of "$DOM0_SUITE" "$DOM0_PKGS")
   if [ -x "$ROOTFS/usr/sbin/xl" ] && [ "$(cat "$ROOTFS_STAMP" 2>/dev/null)" = "$want" ]; then
     log "build: rootfs up to date, skipping debootstrap"
@@ -33,14 +37,47 @@ debootstrap_rootfs() {
   [ -n "$mirror" ] || die "no Debian mirror in the host apt config (set VXN_LAB_MIRROR)"
   log "build: debootstrap $DOM0_SUITE from $mirror (~2 min cold)"
   t0=$(now)
-  rm -rf "$ROOTFS" "$ROOTFS_STAMP" "$IMG_STAMP"
+  rm -f "$ROOTFS_STAMP" "$IMG_STAMP"
   mkdir -p "$WORK/debs"
-  debootstrap --variant=minbase --cache-dir="$WORK/debs" --include="$DOM0_PKGS" \
-    "$DOM0_SUITE" "$ROOTFS" "$mirror" > "$WORK/debootstrap.log" 2>&1 ||
-    { tail -30 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
+  for try in 1 2; do
+    debootstrap_once "$mirror" && break
+    debootstrap_failed
+    [ "$try" = 2 ] && die "debootstrap failed twice (log: $WORK/debootstrap.log)"
+    log "build: debootstrap failed; once more from the cached packages"
+  done
   rm -f "$ROOTFS"/var/cache/apt/archives/*.deb   # debootstrap leaves ~166 MB of .debs behind
   echo "$want" > "$ROOTFS_STAMP"
   echo "lab: build.debootstrap $(elapsed "$t0")s"
+}
+
+# debootstrap_once MIRROR: a fresh $ROOTFS, both stages.
+debootstrap_once() {
+  remove_rootfs
+  debootstrap --foreign --variant=minbase --cache-dir="$WORK/debs" --include="$DOM0_PKGS" \
+    "$DOM0_SUITE" "$ROOTFS" "$1" > "$WORK/debootstrap.log" 2>&1 || return 1
+  small_initrd_config
+  chroot "$ROOTFS" /debootstrap/debootstrap --second-stage >> "$WORK/debootstrap.log" 2>&1
+}
+
+# debootstrap_failed: what went wrong, from both logs, and the space left.
+debootstrap_failed() {
+  tail -15 "$WORK/debootstrap.log" >&2
+  if [ -f "$ROOTFS/debootstrap/debootstrap.log" ]; then
+    echo "lab: the failing step, from $ROOTFS/debootstrap/debootstrap.log:" >&2
+    grep -n -B3 -A12 -iE 'error|fail|no space' "$ROOTFS/debootstrap/debootstrap.log" | tail -60 >&2 ||
+      tail -40 "$ROOTFS/debootstrap/debootstrap.log" >&2
+  fi
+  df -h "$WORK" >&2 || true
+}
+
+# remove_rootfs: $ROOTFS gone, with whatever a failed second stage left mounted in it.
+remove_rootfs() {
+  local m
+  [ -e "$ROOTFS" ] || return 0
+  findmnt -rn -o TARGET | grep -F "$ROOTFS/" | sort -r | while read -r m; do
+    umount -l "$m" || true
+  done
+  rm -rf --one-file-system "$ROOTFS"
 }
 
 # write_unit PATH: stdin -> PATH (creating its directory).
@@ -119,16 +156,23 @@ EOS
     podman-auto-update.timer > /dev/null 2>&1 || true
 }
 
-# small_dom0_initrd: Debian's default MODULES=most initrd is 36 MB and costs ~10 s per boot
-# under TCG (unpack + udev). The dom0 only needs virtio disk + ext4 to mount its root.
-small_dom0_initrd() {
-  local r=$ROOTFS conf=$ROOTFS/etc/initramfs-tools/conf.d/vxn-lab.conf
-  local want='MODULES=list
+# small_initrd_config: Debian's default MODULES=most initrd is 36 MB and costs ~10 s per
+# boot under TCG (unpack + udev). The dom0 only needs virtio disk + ext4 to mount its root.
+SMALL_INITRD_CONF='MODULES=list
 COMPRESS=gzip'
-  [ "$(cat "$conf" 2>/dev/null)" = "$want" ] && return 0
-  echo "$want" > "$conf"
-  printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic > "$r/etc/initramfs-tools/modules"
-  chroot "$r" update-initramfs -u -k "$(dom0_kver)" > /dev/null 2>&1 ||
+small_initrd_config() {
+  write_file "$ROOTFS/etc/initramfs-tools/conf.d/vxn-lab.conf" <<< "$SMALL_INITRD_CONF"
+  printf '%s\n' virtio_pci virtio_blk ext4 crc32c_generic |
+    write_file "$ROOTFS/usr/share/initramfs-tools/modules.d/vxn-lab"
+}
+
+# small_dom0_initrd: the small initrd in a rootfs debootstrapped before small_initrd_config
+# ran ahead of the kernel's postinst; a no-op otherwise.
+small_dom0_initrd() {
+  local conf=$ROOTFS/etc/initramfs-tools/conf.d/vxn-lab.conf
+  [ "$(cat "$conf" 2>/dev/null)" = "$SMALL_INITRD_CONF" ] && return 0
+  small_initrd_config
+  chroot "$ROOTFS" update-initramfs -u -k "$(dom0_kver)" > /dev/null 2>&1 ||
     { rm -f "$conf"; die "update-initramfs in the dom0 rootfs failed"; }
 }
 
