@@ -1,4 +1,4 @@
-//! [`EventChannel`] over `/dev/xen/evtchn`. **UNTESTED on Xen.**
+//! [`EventChannel`] over `/dev/xen/evtchn`.
 //!
 //! One device handle per vchan, bound to one port, so every event read from
 //! the fd is ours. Reading a pending port masks it; writing it back unmasks

@@ -1,5 +1,5 @@
 //! [`GrantShare`] over `/dev/xen/gntalloc` (the vchan server: the guest
-//! agent in vxn). **UNTESTED on Xen.**
+//! agent in vxn).
 //!
 //! Sequence per share (as `xengntshr_share_pages` / `_share_page_notify`):
 //! `IOCTL_GNTALLOC_ALLOC_GREF{domid, WRITABLE, count}` → `index` + refs;
@@ -13,13 +13,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::ioctl::{
-    GntallocAllocGref, GntallocDeallocGref, UnmapNotify, GNTALLOC_FLAG_WRITABLE,
-    IOCTL_GNTALLOC_ALLOC_GREF, IOCTL_GNTALLOC_DEALLOC_GREF, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
-    UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
+    GntallocAllocGref, GntallocDeallocGref, GNTALLOC_FLAG_WRITABLE, IOCTL_GNTALLOC_ALLOC_GREF,
+    IOCTL_GNTALLOC_DEALLOC_GREF, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
 };
-use super::sys::{grant_err, ioctl, mmap, open_dev, GrantRegion};
+use super::sys::{grant_err, ioctl, open_dev, request_buf, GrantRegion};
 use crate::error::{Result, VchanError};
-use crate::layout::{offset, PAGE_SIZE};
+use crate::layout::offset;
 use crate::shm::{GrantShare, Purpose};
 
 /// Shares pages with one peer domain.
@@ -60,9 +59,8 @@ impl GrantShare for GntAlloc {
             .ok_or_else(|| VchanError::Grant(format!("cannot share {pages} pages")))?;
         // The header then `count` refs, in a u64 buffer for alignment.
         let header = std::mem::offset_of!(GntallocAllocGref, gref_ids);
-        let bytes = (header + 4 * pages).max(std::mem::size_of::<GntallocAllocGref>());
-        let words = bytes.div_ceil(8);
-        let mut buf = vec![0u64; words];
+        let min = std::mem::size_of::<GntallocAllocGref>();
+        let mut buf = request_buf(header, 4, pages, min);
         let req = buf.as_mut_ptr().cast::<GntallocAllocGref>();
         // SAFETY: `buf` holds the header plus `count` refs and is 8-aligned.
         unsafe {
@@ -80,29 +78,14 @@ impl GrantShare for GntAlloc {
                 (0..pages).map(|i| refs.add(i).read()).collect::<Vec<u32>>(),
             )
         };
-        let ptr = match mmap(&self.fd, pages * PAGE_SIZE, true, index) {
-            Ok(p) => p,
-            Err(e) => {
-                dealloc(&self.fd, index, count);
-                return Err(e);
-            }
-        };
-        let region = GrantRegion {
-            fd: self.fd.clone(),
-            ptr,
-            pages,
-            index,
-            release: dealloc,
-        };
+        let region = GrantRegion::map(&self.fd, pages, true, index, dealloc)?;
         if purpose == Purpose::Control {
-            let mut n = UnmapNotify {
-                index: index + offset::SRV_LIVE as u64,
-                action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
-                event_channel_port: self.event_port,
-            };
-            // SAFETY: the request matches IOCTL_GNTALLOC_SET_UNMAP_NOTIFY.
-            unsafe { ioctl(&self.fd, IOCTL_GNTALLOC_SET_UNMAP_NOTIFY, &mut n) }
-                .map_err(|e| grant_err("gntalloc unmap notify", e))?;
+            region.notify_on_unmap(
+                IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
+                offset::SRV_LIVE,
+                self.event_port,
+                "gntalloc unmap notify",
+            )?;
         }
         Ok((region, grefs))
     }

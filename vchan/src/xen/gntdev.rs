@@ -1,5 +1,5 @@
 //! [`GrantMap`] over `/dev/xen/gntdev` (the vchan client: dom0's shim in
-//! vxn). **UNTESTED on Xen.**
+//! vxn).
 //!
 //! Sequence per mapping (as `xengnttab_map_domain_grant_refs` /
 //! `_map_grant_ref_notify`): `IOCTL_GNTDEV_MAP_GRANT_REF{count, refs[]}` →
@@ -11,13 +11,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::ioctl::{
-    GntdevGrantRef, GntdevMapGrantRef, GntdevUnmapGrantRef, UnmapNotify,
-    IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, IOCTL_GNTDEV_UNMAP_GRANT_REF,
-    UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT,
+    GntdevGrantRef, GntdevMapGrantRef, GntdevUnmapGrantRef, IOCTL_GNTDEV_MAP_GRANT_REF,
+    IOCTL_GNTDEV_SET_UNMAP_NOTIFY, IOCTL_GNTDEV_UNMAP_GRANT_REF,
 };
-use super::sys::{grant_err, ioctl, mmap, open_dev, GrantRegion};
+use super::sys::{grant_err, ioctl, open_dev, request_buf, GrantRegion};
 use crate::error::{Result, VchanError};
-use crate::layout::{offset, PAGE_SIZE};
+use crate::layout::offset;
 use crate::shm::{Access, GrantMap, Purpose};
 
 /// Maps pages granted by one peer domain.
@@ -62,9 +61,8 @@ impl GrantMap for GntDev {
             .filter(|&c| c > 0)
             .ok_or_else(|| VchanError::Grant(format!("cannot map {pages} grants")))?;
         let header = std::mem::offset_of!(GntdevMapGrantRef, refs);
-        let bytes = (header + 8 * pages).max(std::mem::size_of::<GntdevMapGrantRef>());
-        let words = bytes.div_ceil(8);
-        let mut buf = vec![0u64; words];
+        let min = std::mem::size_of::<GntdevMapGrantRef>();
+        let mut buf = request_buf(header, 8, pages, min);
         let req = buf.as_mut_ptr().cast::<GntdevMapGrantRef>();
         // SAFETY: `buf` holds the header plus `count` refs and is 8-aligned.
         let index = unsafe {
@@ -81,29 +79,14 @@ impl GrantMap for GntDev {
             (*req).index
         };
         let writable = access == Access::ReadWrite;
-        let ptr = match mmap(&self.fd, pages * PAGE_SIZE, writable, index) {
-            Ok(p) => p,
-            Err(e) => {
-                unmap_grants(&self.fd, index, count);
-                return Err(e);
-            }
-        };
-        let region = GrantRegion {
-            fd: self.fd.clone(),
-            ptr,
-            pages,
-            index,
-            release: unmap_grants,
-        };
+        let region = GrantRegion::map(&self.fd, pages, writable, index, unmap_grants)?;
         if purpose == Purpose::Control {
-            let mut n = UnmapNotify {
-                index: index + offset::CLI_LIVE as u64,
-                action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
-                event_channel_port: self.event_port,
-            };
-            // SAFETY: the request matches IOCTL_GNTDEV_SET_UNMAP_NOTIFY.
-            unsafe { ioctl(&self.fd, IOCTL_GNTDEV_SET_UNMAP_NOTIFY, &mut n) }
-                .map_err(|e| grant_err("gntdev unmap notify", e))?;
+            region.notify_on_unmap(
+                IOCTL_GNTDEV_SET_UNMAP_NOTIFY,
+                offset::CLI_LIVE,
+                self.event_port,
+                "gntdev unmap notify",
+            )?;
         }
         Ok(region)
     }

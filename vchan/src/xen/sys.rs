@@ -1,4 +1,5 @@
-//! Small libc helpers shared by the device backends. UNTESTED on Xen.
+//! Small libc helpers shared by the device backends, and the grant mapping
+//! both grant devices (gntalloc, gntdev) hand out.
 
 use std::ffi::CStr;
 use std::io;
@@ -70,6 +71,12 @@ pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
     libc::munmap(ptr.as_ptr().cast(), len);
 }
 
+/// A zeroed, 8-aligned buffer for a grant ioctl's request: a header of
+/// `header` bytes (at least `min` in all), then `n` entries of `entry` bytes.
+pub(crate) fn request_buf(header: usize, entry: usize, n: usize, min: usize) -> Vec<u64> {
+    vec![0u64; (header + entry * n).max(min).div_ceil(8)]
+}
+
 pub(crate) fn grant_err(what: &str, e: io::Error) -> VchanError {
     VchanError::Grant(format!("{what}: {e}"))
 }
@@ -99,6 +106,54 @@ unsafe impl crate::shm::SharedMemory for GrantRegion {
 // SAFETY: see above.
 unsafe impl Send for GrantRegion {}
 unsafe impl Sync for GrantRegion {}
+
+impl GrantRegion {
+    /// Map the `pages` pages the device holds at `index` (its allocation or
+    /// mapping); if that fails they are handed back with `release` at once.
+    pub(crate) fn map(
+        fd: &std::sync::Arc<OwnedFd>,
+        pages: usize,
+        writable: bool,
+        index: u64,
+        release: fn(&OwnedFd, u64, u32),
+    ) -> Result<Self> {
+        match mmap(fd, pages * crate::layout::PAGE_SIZE, writable, index) {
+            Ok(ptr) => Ok(GrantRegion {
+                fd: fd.clone(),
+                ptr,
+                pages,
+                index,
+                release,
+            }),
+            Err(e) => {
+                release(fd, index, pages as u32);
+                Err(e)
+            }
+        }
+    }
+
+    /// Have the kernel clear the byte at `byte` in this region and kick
+    /// `port` when the mapping goes, even by our death: the peer's view of
+    /// our liveness. `request` is the device's SET_UNMAP_NOTIFY.
+    pub(crate) fn notify_on_unmap(
+        &self,
+        request: u32,
+        byte: usize,
+        port: u32,
+        what: &str,
+    ) -> Result<()> {
+        use super::ioctl::{UnmapNotify, UNMAP_NOTIFY_CLEAR_BYTE, UNMAP_NOTIFY_SEND_EVENT};
+        let mut n = UnmapNotify {
+            index: self.index + byte as u64,
+            action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
+            event_channel_port: port,
+        };
+        // SAFETY: both devices' SET_UNMAP_NOTIFY take this request.
+        unsafe { ioctl(&self.fd, request, &mut n) }
+            .map(drop)
+            .map_err(|e| grant_err(what, e))
+    }
+}
 
 impl Drop for GrantRegion {
     fn drop(&mut self) {
