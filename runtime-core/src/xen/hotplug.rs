@@ -66,6 +66,7 @@ impl Script {
     /// noexec on most hosts), (re)written atomically if it is not as expected.
     pub fn install(self, dir: &Path) -> std::io::Result<PathBuf> {
         let path = dir.join(self.file_name());
+        self.remove_dead_writers_files(dir);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(self.text()) {
             return Ok(path);
         }
@@ -82,6 +83,24 @@ impl Script {
             return Err(with_path(e));
         }
         Ok(path)
+    }
+
+    /// The temporary files of writers SIGKILLed before their rename
+    /// (`.<name>.<pid>` whose process is gone).
+    fn remove_dead_writers_files(self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!(".{}.", self.file_name());
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix(&prefix));
+            if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+                if !Path::new("/proc").join(pid.to_string()).exists() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
 
@@ -105,6 +124,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&block).unwrap(), BLOCK);
         let vif = Script::VifUnplugged.install(&hotplug).unwrap();
         assert_ne!(vif, block);
+        assert_eq!(std::fs::read_dir(&hotplug).unwrap().count(), 2);
+        // A writer SIGKILLed before its rename leaves its file to the next one.
+        let dead = hotplug.join(".block.4294967295");
+        std::fs::write(&dead, "#!/bin/sh\n").unwrap();
+        Script::Block.install(&hotplug).unwrap();
+        assert!(!dead.exists());
         assert_eq!(std::fs::read_dir(&hotplug).unwrap().count(), 2);
     }
 
