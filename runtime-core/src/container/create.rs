@@ -127,28 +127,32 @@ pub(super) async fn export_rootfs(
     layered: bool,
 ) -> Result<ExportedRootfs> {
     let image_dir = name.dir_under(&cfg.image_dir);
+    record.image_dir = Some(image_dir.clone());
+    state.save(record)?;
+    // A leftover of this same (namespace, id) is ours to replace: no live
+    // task of this name exists, it would own the state directory.
+    exporter.cleanup(&image_dir).await;
+    let _ = std::fs::remove_dir_all(&image_dir);
     let mount = match rootfs {
         RootfsSource::Bundle => None,
         RootfsSource::Mount(mount) => Some(mount),
         RootfsSource::Layers { layers, mount } => {
-            if layered {
-                record.image_dir = Some(image_dir.clone());
-                state.save(record)?;
-                // A leftover of this same (namespace, id) is ours to replace (see below).
-                exporter.cleanup(&image_dir).await;
-                let _ = std::fs::remove_dir_all(&image_dir);
-                if let Some(r) = exporter
-                    .export_layers(&layers, &image_dir, state.path())
-                    .await
-                {
-                    let exported = r?;
-                    tracing::info!(
-                        size_mib = exported.size_bytes >> 20,
-                        took_ms = exported.took.as_millis() as u64,
-                        "rootfs layers exported"
-                    );
-                    return Ok(exported);
+            let exported = match layered {
+                true => {
+                    exporter
+                        .export_layers(&layers, &image_dir, state.path())
+                        .await
                 }
+                false => None,
+            };
+            if let Some(r) = exported {
+                let exported = r?;
+                tracing::info!(
+                    size_mib = exported.size_bytes >> 20,
+                    took_ms = exported.took.as_millis() as u64,
+                    "rootfs layers exported"
+                );
+                return Ok(exported);
             }
             Some(mount)
         }
@@ -160,12 +164,6 @@ pub(super) async fn export_rootfs(
         state.save(record)?;
         mount(&rootfs_dir)?;
     }
-    record.image_dir = Some(image_dir.clone());
-    state.save(record)?;
-    // A leftover of this same (namespace, id) is ours to replace: no live
-    // task of this name exists, it would own the state directory.
-    exporter.cleanup(&image_dir).await;
-    let _ = std::fs::remove_dir_all(&image_dir);
     let exported = exporter.export(&rootfs_dir, &image_dir).await?;
     tracing::info!(
         size_mib = exported.size_bytes >> 20,
