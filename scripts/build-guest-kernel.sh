@@ -24,6 +24,9 @@ cache=${VXN_KERNEL_CACHE:-/var/cache/vxn/kernel}
 out=
 jobs=${VXN_KERNEL_JOBS:-$(nproc)}
 
+# shellcheck source=lib/cache.sh
+. "$REPO_DIR/scripts/lib/cache.sh"
+
 log() { echo "build-guest-kernel: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -121,10 +124,9 @@ else
 fi
 # The cache keeps this result and the two newest others (switching a fragment back and
 # forth stays instant), and the trees of this source version only.
-# shellcheck disable=SC2010,SC2012 # names are ours: ARCH-HEX
-ls -1dt "$cache/$arch"-* 2> /dev/null | grep -vx "$result" | tail -n +3 | xargs -r rm -rf
+cache_prune "$cache" "$arch-*" "$result" 2
 for old in "$cache"/src-* "$cache"/obj-*-*; do
-  case $old in *"-$srcver") ;; *) [ -e "$old" ] && rm -rf "$old" ;; esac
+  case $old in *"-$srcver") ;; *) rm -rf -- "$old" ;; esac
 done
 if [ -n "$out" ]; then
   mkdir -p "$(dirname "$out")"
