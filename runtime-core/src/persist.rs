@@ -41,6 +41,11 @@ pub struct Record {
     /// Set before host directories are bound there for the VM's share.
     #[serde(default)]
     pub share_dir: Option<PathBuf>,
+    /// A pod's container: its pod's sandbox id, in the first record. A lost
+    /// pod shim's teardown finds its containers by it (containerd 2.x runs no
+    /// `delete` action of their own for a shim that reports version 3).
+    #[serde(default)]
+    pub pod: Option<String>,
 }
 
 /// A disk of a pod's container in the pod's VM.
@@ -143,6 +148,14 @@ impl StateDir {
     pub fn load(&self) -> Option<Record> {
         serde_json::from_slice(&std::fs::read(self.path.join(STATE_FILE)).ok()?).ok()
     }
+
+    /// Take this directory's turn (an exclusive flock on it, released on
+    /// drop): two reapers of one container (its own `delete` action and its
+    /// pod's) never tear it down at once. None when the directory is gone.
+    pub fn lock(&self) -> Option<nix::fcntl::Flock<std::fs::File>> {
+        let dir = std::fs::File::open(&self.path).ok()?;
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive).ok()
+    }
 }
 
 /// Undo everything `r` names, each step even if an earlier one failed. Ok
@@ -211,6 +224,8 @@ pub async fn teardown(
 /// Tear down (namespace, id) when its owner is gone (a SIGKILLed shim, an
 /// exited runc keeper): what its record names and, where the record is lost,
 /// what its name implies. Ok once nothing is left.
+/// A pod's containers are torn down with it (each as by its own `delete`
+/// action: the reapers of one name take turns, `StateDir::lock`).
 pub async fn teardown_by_name(
     cfg: &crate::config::Config,
     name: &ContainerName,
@@ -218,12 +233,51 @@ pub async fn teardown_by_name(
 ) -> Result<()> {
     let (hv, exporter) = cfg.platform().map_err(Error::InvalidArgument)?;
     let dir = StateDir::of(&cfg.state_dir, name);
-    let record = dir
-        .load()
-        .unwrap_or_default()
-        .or_by_name(name, bundle, &cfg.image_dir, &cfg.share_dir)
-        .or_lease_of(&dir, &cfg.network.lease_dir);
-    teardown(&record, &dir, hv.as_ref(), exporter.as_ref()).await
+    let own = {
+        let _turn = dir.lock();
+        let record = dir
+            .load()
+            .unwrap_or_default()
+            .or_by_name(name, bundle, &cfg.image_dir, &cfg.share_dir)
+            .or_lease_of(&dir, &cfg.network.lease_dir);
+        teardown(&record, &dir, hv.as_ref(), exporter.as_ref()).await
+    };
+    let mut left = own.err().map(|e| e.to_string()).into_iter().collect::<Vec<_>>();
+    for member in members_of(&cfg.state_dir, name) {
+        let dir = StateDir::of(&cfg.state_dir, &member);
+        let _turn = dir.lock();
+        let Some(record) = dir.load() else { continue };
+        let record = record
+            .or_by_name(&member, None, &cfg.image_dir, &cfg.share_dir)
+            .or_lease_of(&dir, &cfg.network.lease_dir);
+        if let Err(e) = teardown(&record, &dir, hv.as_ref(), exporter.as_ref()).await {
+            left.push(format!("container {}: {e}", member.id()));
+        }
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Internal(left.join("; ")))
+    }
+}
+
+/// The containers whose records name `pod` as their pod, in its namespace.
+/// Bounded: a namespace's directory holds what its tasks made, nothing else.
+pub fn members_of(state_root: &Path, pod: &ContainerName) -> Vec<ContainerName> {
+    const MAX_SCAN: usize = 65536;
+    let Ok(entries) = std::fs::read_dir(state_root.join(pod.namespace())) else {
+        return Vec::new();
+    };
+    entries
+        .take(MAX_SCAN)
+        .flatten()
+        .filter_map(|e| {
+            let id = e.file_name().into_string().ok()?;
+            let name = ContainerName::new(pod.namespace(), &id).ok()?;
+            let record = StateDir::of(state_root, &name).load()?;
+            (record.pod.as_deref() == Some(pod.id())).then_some(name)
+        })
+        .collect()
 }
 
 /// After a failed create: tear down what `r` names; what is left is logged
@@ -348,6 +402,50 @@ mod tests {
             .await
             .unwrap();
         assert!(!dir.path().exists());
+    }
+
+    #[tokio::test]
+    async fn a_lost_pods_teardown_takes_its_containers_and_no_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let cfg = crate::config::Config::parse(&format!(
+            "hypervisor = \"process\"\nstate_dir = \"{0}/state\"\nimage_dir = \"{0}/img\"\n\
+             share_dir = \"{0}/share\"\n[network]\nlease_dir = \"{0}/leases\"\n",
+            root.display()
+        ))
+        .unwrap();
+        let pod = ContainerName::new("k8s.io", "pod1").unwrap();
+        // The pod, two of its containers (each with an image directory), and a
+        // container of another pod.
+        let make = |id: &str, of: Option<&str>| {
+            let name = ContainerName::new("k8s.io", id).unwrap();
+            let dir = StateDir::create(&cfg.state_dir, &name).unwrap();
+            let image_dir = name.dir_under(&cfg.image_dir);
+            std::fs::create_dir_all(&image_dir).unwrap();
+            dir.save(&Record {
+                backend: "process".into(),
+                image_dir: Some(image_dir.clone()),
+                pod: of.map(String::from),
+                ..Default::default()
+            })
+            .unwrap();
+            (dir, image_dir)
+        };
+        let (pod_dir, _) = make("pod1", None);
+        let (a, a_img) = make("a", Some("pod1"));
+        let (b, b_img) = make("b", Some("pod1"));
+        let (other, other_img) = make("c", Some("pod2"));
+        assert_eq!(members_of(&cfg.state_dir, &pod).len(), 2);
+        teardown_by_name(&cfg, &pod, None).await.unwrap();
+        for gone in [pod_dir.path(), a.path(), b.path(), &a_img, &b_img] {
+            assert!(!gone.exists(), "{} is left", gone.display());
+        }
+        assert!(other.path().exists() && other_img.exists());
+        // Again (containerd retries; a member's own delete action may run too): nothing to do.
+        teardown_by_name(&cfg, &pod, None).await.unwrap();
+        teardown_by_name(&cfg, &ContainerName::new("k8s.io", "a").unwrap(), None)
+            .await
+            .unwrap();
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl<S: ProcessStdio> Container<S> {
         let state = StateDir::create(&cfg.state_dir, &req.name)?;
         let mut record = Record {
             backend: hv.kind().into(),
+            pod: Some(pod.id().into()),
             ..Default::default()
         };
         let mut joined = false;
