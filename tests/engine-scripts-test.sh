@@ -1,11 +1,15 @@
 #!/bin/bash
-# Host-only checks of scripts/vctr and scripts/install-engine-config.sh (no VM, no root,
-# no Docker or Podman needed: a fake ctr and files in a temporary directory).
+# Host-only checks of scripts/vctr, scripts/install-engine-config.sh and
+# scripts/install-containerd-config.sh (no VM, no root, no Docker, Podman or containerd
+# needed: fakes and files in a temporary directory).
 #  - vctr puts --runtime io.containerd.vxn.v2 right after `run` / `containers create`,
 #    past ctr's global flags, not when the user gave --runtime, and nothing elsewhere;
 #  - install-engine-config.sh merges daemon.json (python3, and jq when present) keeping
 #    every other setting, is idempotent, handles --default both ways, refuses a broken file,
-#    and writes the Podman drop-in only.
+#    and writes the Podman drop-in only;
+#  - install-containerd-config.sh writes the vxn handler into a version 2 and a version 3
+#    config (a new file in the installed containerd's format), keeps the rest, is
+#    idempotent, refuses version 1; containerd 2.3.4 (scripts/lib/tools.sh) reads both.
 # Prints PASS/FAIL per check and "N passed, N failed"; exits non-zero on a failure.
 set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
@@ -79,5 +83,44 @@ if command -v jq > /dev/null; then
 fi
 
 check podman-only-dropin 50-vxn.conf "$(ls -A "$CONTAINERS_CONF_D")"
+
+# install-containerd-config.sh: the vxn handler in either config format, the rest kept
+CC=$REPO/scripts/install-containerd-config.sh
+printf '#!/bin/sh\necho "containerd github.com/containerd/containerd/v2 v2.3.4 db88095"\n' > "$T/containerd2"
+printf '#!/bin/sh\necho "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1"\n' > "$T/containerd1"
+chmod +x "$T/containerd1" "$T/containerd2"
+cc() { CONTAINERD_CONFIG=$T/ctd/$1 VXN_ETC=$T/etc CONTAINERD=$T/$2 "$CC" > /dev/null 2>&1; }
+tables() { grep -o '^\[[^]]*\]' "$T/ctd/$1" | paste -sd' '; }
+V2T='plugins."io.containerd.grpc.v1.cri".containerd.runtimes'
+V3T='plugins."io.containerd.cri.v1.runtime".containerd.runtimes'
+cc new2.toml containerd2
+check containerd-new-v2x "version = 3|[$V3T.vxn]" "$(head -1 "$T/ctd/new2.toml")|$(tables new2.toml)"
+cc new1.toml containerd1
+check containerd-new-v1x "version = 2|[$V2T.vxn] [$V2T.runc]" "$(head -1 "$T/ctd/new1.toml")|$(tables new1.toml)"
+check containerd-vxn-config-installed yes "$([ -f "$T/etc/config.toml" ] && echo yes)"
+printf 'version = 3\n[plugins."io.containerd.cri.v1.images".pinned_images]\n  sandbox = "p:1"\n' > "$T/ctd/v3.toml"
+cc v3.toml containerd2
+cp "$T/ctd/v3.toml" "$T/before"
+cc v3.toml containerd2
+check containerd-v3-kept-idempotent "[plugins.\"io.containerd.cri.v1.images\".pinned_images] [$V3T.vxn]|same" \
+  "$(tables v3.toml)|$(cmp -s "$T/before" "$T/ctd/v3.toml" && echo same)"
+printf 'version = 2\n[%s.runc]\n  runtime_type = "io.containerd.runc.v2"\n' "$V2T" > "$T/ctd/v2.toml"
+cc v2.toml containerd1
+check containerd-v2-own-runc "[$V2T.runc] [$V2T.vxn]" "$(tables v2.toml)"
+printf 'root = "/x"\n' > "$T/ctd/v1.toml"
+if cc v1.toml containerd1; then out=accepted; else out=refused; fi
+check containerd-v1-refused "refused, untouched" "$out, $([ "$(cat "$T/ctd/v1.toml")" = 'root = "/x"' ] && echo untouched || echo changed)"
+# what containerd 2.3.4 itself makes of both (when the test tools are there)
+# shellcheck source=../scripts/lib/tools.sh
+. "$REPO/scripts/lib/tools.sh"
+if tools_available containerd && bin=$(tools_unpack containerd 2> /dev/null); then
+  for f in v3.toml new1.toml; do
+    out=$("$bin/containerd" --config "$T/ctd/$f" config dump 2> /dev/null |
+      awk '/runtimes.vxn\]/ {s=1; next} s && /runtime_type/ {print $3; exit}')
+    check "containerd-2.3.4-reads-$f" "'io.containerd.vxn.v2'" "$out"
+  done
+else
+  echo "SKIP containerd-2.3.4-reads: no containerd 2.x in $VXN_TOOLS_DIR"
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -39,6 +39,17 @@ domain_count() {
   esac
 }
 containerd_pid() { pgrep -o -x containerd; }
+# containerd_major: 1 or 2, the running containerd's (the one ctr talks to).
+containerd_major() { "${CTR[@]}" version 2>/dev/null | awk '/^Server:/ {s=1} s && $1 == "Version:" {sub(/^v/, "", $2); split($2, v, "."); print v[1]; exit}'; }
+# containerd_log_since EPOCH: containerd's log lines since then (its journal in dom0, the
+# private containerd's file in the VM-less tier).
+containerd_log_since() {
+  if [ -n "${VXN_CONTAINERD_LOG:-}" ]; then
+    cat "$VXN_CONTAINERD_LOG"
+  else
+    journalctl --no-pager -q -o cat --since "@$1" -u containerd 2>/dev/null
+  fi
+}
 # shim_pid ID: the serving shim of container ID.
 shim_pid() { pgrep -f "containerd-shim-vxn-v2 .*-id $1( |$)" | head -1; }
 # status_of ID: RUNNING, STOPPED, PAUSED ... as ctr task ls says.

@@ -38,6 +38,29 @@ test_echo() {
   no_leftovers e2e-echo
 }
 
+# a2. The shim speaks the containerd it runs under: `-info` answers RuntimeInfo (containerd
+# 2.x asks at every Create); under 2.x the start is the bootstrap protocol (version 3, task
+# API v3), under 1.6 a plain address (v2).
+test_shim_protocol() {
+  local t0 info major log ok=0
+  t0=$(date +%s)
+  info=$(containerd-shim-vxn-v2 -info < /dev/null | tr -c '[:print:]' ' ') ||
+    { log "-info failed"; ok=1; }
+  case $info in *io.containerd.vxn.v2*runtime-spec/1/features/Features*) ;;
+    *) log "-info answered [$info]"; ok=1 ;; esac
+  "${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-proto /bin/true || { log "ctr run failed"; ok=1; }
+  major=$(containerd_major)
+  log "containerd $major.x"
+  if [ "$major" = 2 ]; then
+    log=$(containerd_log_since "$t0")
+    grep -q 'connecting to shim e2e-proto.*protocol=ttrpc version=3' <<< "$log" ||
+      { log "containerd did not connect over the bootstrap protocol, version 3"; ok=1; }
+    if grep -q 'failed to load runtime info' <<< "$log"; then log "containerd could not load the runtime info"; ok=1; fi
+  fi
+  no_leftovers e2e-proto || ok=1
+  return $ok
+}
+
 # b. the exit code reaches ctr
 test_exit_code() {
   "${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-exit sh -c 'exit 7'
@@ -589,15 +612,15 @@ test_layered_disks() {
 # Every test, per backend; `ci`: the lab's chosen set, every Xen mapping at least once
 # (create -p/unpause/destroy, channel stdio and tty, signals, exec, pause, xl list cpu,
 # mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
-ALL_XEN=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
+ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run
   layered_disks)
-ALL_PROCESS=(echo exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
+ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
-CI_XEN=(echo layered_disks tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
+CI_XEN=(echo shim_protocol layered_disks tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
   net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)

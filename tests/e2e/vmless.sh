@@ -9,7 +9,9 @@
 #   3. tests/e2e/hostile-e2e.sh with vxn-hostile-agent, a guest that lies, floods and stalls.
 # Usage: tests/e2e/vmless.sh [shim|oci|hostile] [TEST...]   (default: all suites, every test)
 # Env: VXN_BIN (dir of the built binaries, default target/debug), VXN_VMLESS_RUN
-# (/run/vxn-vmless), VXN_VMLESS_DATA (/var/lib/vxn-vmless). Needs root, containerd, ctr.
+# (/run/vxn-vmless), VXN_VMLESS_DATA (/var/lib/vxn-vmless), VXN_CONTAINERD=1 (the host's
+# containerd 1.6, default) or 2 (containerd 2.3.4 with its ctr and runc shim, from
+# scripts/lib/tools.sh: the bootstrap protocol and task API v3). Needs root, containerd, ctr.
 set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
 BIN=${VXN_BIN:-$REPO/target/debug}
@@ -25,7 +27,19 @@ die() { log "error: $*"; exit 1; }
 for b in containerd-shim-vxn-v2 vxn-agent vxnctl vxn-hostile-agent vxn-oci-runtime; do
   [ -x "$BIN/$b" ] || die "$BIN/$b is not built (cargo build --workspace)"
 done
+case ${VXN_CONTAINERD:-1} in
+  1) ;;
+  2)
+    # shellcheck source=../../scripts/lib/tools.sh
+    . "$REPO/scripts/lib/tools.sh"
+    tools=$(tools_unpack "${CONTAINERD2_TOOLS[@]}") || die "containerd 2.x is not available"
+    # ctr 2.x prints the server's deprecations (cgroup v1 on a hybrid host) on every call,
+    # into the very stderr the tests compare
+    export PATH=$tools:$PATH CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1 ;;
+  *) die "VXN_CONTAINERD=${VXN_CONTAINERD}: 1 or 2" ;;
+esac
 command -v containerd >/dev/null && command -v ctr >/dev/null || die "containerd and ctr are needed (scripts/install-deps.sh)"
+log "containerd $(containerd --version | awk '{print $3}')"
 
 CGROUP2=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
 [ -n "$CGROUP2" ] || die "no cgroup2 mount: the process backend needs one"

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # `lab deps`: host packages for the lab. Idempotent: apt only runs when something is missing.
 
-HOST_PKGS=(qemu-system-x86 debootstrap cpio e2fsprogs busybox-static openssh-client gzip zstd xz-utils)
+# protobuf-compiler: host-bins builds the CRI test client (k8s-cri runs protoc)
+HOST_PKGS=(qemu-system-x86 debootstrap cpio e2fsprogs busybox-static openssh-client gzip zstd xz-utils protobuf-compiler)
+# the guest kernel (scripts/build-guest-kernel.sh) and the static agent
+HOST_PKGS+=(linux-source-6.1 make gcc bc flex bison libelf-dev libc6-dev)
 BACKPORTS_LIST=/etc/apt/sources.list.d/vxn-lab-backports.sources
 
 pkg_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
