@@ -5,6 +5,8 @@
 #
 # usage: scripts/build-guest-kernel.sh [--arch x86_64] [--cache DIR] [--out FILE] [--jobs N]
 #   Prints the path of the kernel image on stdout (with --out: copies it there too).
+#   --key: print the cache entry's name (ARCH-HEX) for this source, fragments, compiler
+#   and script, and exit (what a prepared cache must hold: tests/cache-test.sh).
 #   Cached by the hash of the source package version, the fragments, the compiler and this
 #   script: a second run with nothing changed returns at once. Sources are unpacked once
 #   per source version and the object tree is reused, so a changed fragment rebuilds
@@ -23,6 +25,7 @@ arch=x86_64
 cache=${VXN_KERNEL_CACHE:-/var/cache/vxn/kernel}
 out=
 jobs=${VXN_KERNEL_JOBS:-$(nproc)}
+print_key=0
 
 # shellcheck source=lib/cache.sh
 . "$REPO_DIR/scripts/lib/cache.sh"
@@ -54,7 +57,8 @@ while [ $# -gt 0 ]; do
     --cache) cache=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --key) print_key=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -88,7 +92,9 @@ install_build_deps() {
 
 install_build_deps
 srcver=$(dpkg-query -W -f='${Version}' "$SRC_PKG")
-key=$( { echo "$srcver $arch"; "${cross}gcc" --version | head -1; cat "${fragments[@]}" "$0"; } | sha256sum | cut -c1-16)
+# (sed, not head: head's early exit could SIGPIPE gcc, and pipefail would fail the key)
+key=$( { echo "$srcver $arch"; "${cross}gcc" --version | sed -n 1p; cat "${fragments[@]}" "$0"; } | sha256sum | cut -c1-16)
+if [ "$print_key" = 1 ]; then echo "$arch-$key"; exit 0; fi
 result=$cache/$arch-$key
 mkdir -p "$cache"
 exec 9> "$cache/.lock"

@@ -3,13 +3,17 @@
 #   deps     host packages (scripts/install-deps.sh)
 #   fmt, clippy
 #   scripts  vctr's arguments, install-engine-config.sh's merges (tests/engine-scripts-test.sh): 1 s
+#   caches   every cache and work-directory routine with nothing, one entry and many
+#            (tests/cache-test.sh): seconds
 #   kernel-config  the guest kernel fragments and the check a kernel build makes of them
 #            (tests/kernel-config-test.sh): 1 s
 #   unit     cargo test: unit and integration tests (the agent's need root)
 #   vmless   the shim's end-to-end suites through a private containerd on the test-only
-#            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM
+#            process backend, and a hostile agent (tests/e2e/vmless.sh): minutes, no VM;
+#            under Debian's containerd 1.6, then 2.3.4 (vmless-containerd2)
 #   fuzz     every fuzz target, VXN_FUZZ_SECS each (default 60)
-#   lab      real Xen 4.17 in QEMU: the chosen e2e set (tests/lab/lab ci); VXN_LAB=0 skips.
+#   lab      real Xen 4.17 in QEMU: the chosen e2e set under containerd 1.6 and a set under
+#            2.3.4 (tests/lab/lab ci); VXN_LAB=0 skips.
 #            Its guest kernel (scripts/build-guest-kernel.sh) starts building in the
 #            background after the unit tests.
 # VXN_VMLESS=0 and VXN_FUZZ=0 skip those phases.
@@ -29,6 +33,7 @@ df -h --output=avail,target . /var/tmp 2>/dev/null | sed 's/^/test: disk: /' || 
 phase fmt cargo fmt --all --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase scripts tests/engine-scripts-test.sh
+phase caches tests/cache-test.sh
 phase kernel-config tests/kernel-config-test.sh
 if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
@@ -46,6 +51,13 @@ fi
 if [ "${VXN_VMLESS:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
   phase build cargo build --workspace --locked
   phase vmless tests/e2e/vmless.sh
+  # the same suites under containerd 2.3.4 (bootstrap protocol, task API v3), from the
+  # pinned test tools (scripts/lib/tools.sh)
+  if (. scripts/lib/tools.sh && tools_available "${CONTAINERD2_TOOLS[@]}"); then
+    phase vmless-containerd2 env VXN_CONTAINERD=2 tests/e2e/vmless.sh
+  else
+    echo "test: vmless-containerd2 SKIPPED: containerd 2.x test tools not found (VXN_TOOLS_DIR)"
+  fi
 fi
 if [ "${VXN_FUZZ:-1}" != 0 ]; then
   phase fuzz scripts/fuzz.sh "${VXN_FUZZ_SECS:-60}"

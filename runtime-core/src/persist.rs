@@ -242,7 +242,11 @@ pub async fn teardown_by_name(
             .or_lease_of(&dir, &cfg.network.lease_dir);
         teardown(&record, &dir, hv.as_ref(), exporter.as_ref()).await
     };
-    let mut left = own.err().map(|e| e.to_string()).into_iter().collect::<Vec<_>>();
+    let mut left = own
+        .err()
+        .map(|e| e.to_string())
+        .into_iter()
+        .collect::<Vec<_>>();
     for member in members_of(&cfg.state_dir, name) {
         let dir = StateDir::of(&cfg.state_dir, &member);
         let _turn = dir.lock();

@@ -315,7 +315,10 @@ mod tests {
             }
         );
         assert_eq!(got.shim_cgroup().as_deref(), Some("/shim"));
-        assert_eq!(got.answer("unix:///run/containerd/s/ab"), b"unix:///run/containerd/s/ab");
+        assert_eq!(
+            got.answer("unix:///run/containerd/s/ab"),
+            b"unix:///run/containerd/s/ab"
+        );
         // ctr without options: nothing on stdin.
         assert_eq!(
             StartInput::decode(b"", "c1", "default").unwrap(),

@@ -12,7 +12,8 @@ use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use crate::bootstrap::MAX_INPUT;
 
 /// The type containerd unmarshals `RuntimeInfo.features` as.
-pub const FEATURES_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
+pub const FEATURES_TYPE: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InfoError {
@@ -63,8 +64,7 @@ pub fn info(options: &[u8]) -> Result<RuntimeInfo, InfoError> {
             Any::parse_from_bytes(options).map_err(|e| InfoError::Options(e.to_string()))?,
         )
     };
-    let features =
-        serde_json::to_vec(&features()).map_err(|e| InfoError::Encode(e.to_string()))?;
+    let features = serde_json::to_vec(&features()).map_err(|e| InfoError::Encode(e.to_string()))?;
     Ok(RuntimeInfo {
         name: crate::RUNTIME_ID.into(),
         version: MessageField::some(RuntimeVersion {

@@ -55,8 +55,7 @@ pub async fn run(flags: &Flags) -> Result<(), ServeError> {
     if flags.socket.is_empty() {
         return Err(ServeError::NoSocket);
     }
-    let ttrpc_address =
-        std::env::var(TTRPC_ADDRESS_ENV).map_err(|_| ServeError::NoTtrpcAddress)?;
+    let ttrpc_address = std::env::var(TTRPC_ADDRESS_ENV).map_err(|_| ServeError::NoTtrpcAddress)?;
     ignore_termination_signals();
     let Some(listener) = listen(&flags.socket)? else {
         // Another shim of this group listens already (a race of two starts).
@@ -79,7 +78,8 @@ pub async fn run(flags: &Flags) -> Result<(), ServeError> {
         Events::start(publisher, flags.namespace.clone()),
         exit.clone(),
     );
-    let listener = Listener::try_from(listener).map_err(|e| failed("ttrpc listener")(e.to_string()))?;
+    let listener =
+        Listener::try_from(listener).map_err(|e| failed("ttrpc listener")(e.to_string()))?;
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(task_services(Arc::new(task)));
@@ -102,9 +102,8 @@ pub async fn run(flags: &Flags) -> Result<(), ServeError> {
 /// Bind the shim socket; None when a live shim holds it already. A socket
 /// file nobody answers on is a dead shim's: removed and bound again.
 fn listen(address: &str) -> Result<Option<std::os::unix::net::UnixListener>, ServeError> {
-    let path = socket_file(address).ok_or_else(|| {
-        failed("socket")(format!("{address:?} is not a unix:// path"))
-    })?;
+    let path = socket_file(address)
+        .ok_or_else(|| failed("socket")(format!("{address:?} is not a unix:// path")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| failed("socket directory")(e.to_string()))?;
     }

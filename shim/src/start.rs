@@ -32,7 +32,9 @@ pub enum StartError {
     InputTooLarge,
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
-    #[error("start: no containerd ttrpc address (neither BootstrapParams nor ${TTRPC_ADDRESS_ENV})")]
+    #[error(
+        "start: no containerd ttrpc address (neither BootstrapParams nor ${TTRPC_ADDRESS_ENV})"
+    )]
     NoTtrpcAddress,
     #[error("start: -namespace and -id are required")]
     NoName,

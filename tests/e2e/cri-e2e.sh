@@ -39,7 +39,8 @@ EOC
   fi
   "${CRI[@]}" version >/dev/null || { log "CRI does not answer"; return 1; }
   ctr -n $CRI_NS images ls -q | grep -qx "$IMG" || ctr -n $CRI_NS images import /root/vxn-test.tar >/dev/null
-  sandbox_image=$(containerd config dump 2>/dev/null | awk -F'"' '/sandbox_image/ {print $2; exit}')
+  # 1.x: sandbox_image = "..."; 2.x: pinned_images' sandbox = '...'
+  sandbox_image=$(containerd config dump 2>/dev/null | awk -F"[\"']" '/^ *(sandbox_image|sandbox) *=/ {print $2; exit}')
   [ -n "$sandbox_image" ] || { log "no sandbox_image in containerd's config"; return 1; }
   # the test image's pause variant: a real pause process for runc pods (the bench's yardstick)
   ctr -n $CRI_NS images ls -q | grep -qx "$sandbox_image" ||

@@ -624,10 +624,18 @@ CI_XEN=(echo shim_protocol layered_disks tty signals exec pause_resume metrics u
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
   net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
+# Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
+# exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);
+# `all-containerd2` the whole shim and CRI suites (the engines run on 1.6 only).
+CI_CONTAINERD2=(shim_protocol exit_code tty exec signals cri_pod cri_shim_killed)
+ALL_CONTAINERD2=()
+for t in "${ALL_XEN[@]}"; do case $t in docker_* | podman_*) ;; *) ALL_CONTAINERD2+=("$t") ;; esac; done
 if [ "$BACKEND" = process ]; then ALL=("${ALL_PROCESS[@]}"); else ALL=("${ALL_XEN[@]}"); fi
 TESTS=("$@")
 case "${TESTS[*]:-all}" in
   all) TESTS=("${ALL[@]}") ;;
+  all-containerd2) TESTS=("${ALL_CONTAINERD2[@]}") ;;
+  ci-containerd2) TESTS=("${CI_CONTAINERD2[@]}"); export VXN_E2E_CYCLES=${VXN_E2E_CYCLES:-3} ;;
   ci) TESTS=("${CI_XEN[@]}"); export VXN_E2E_CYCLES=${VXN_E2E_CYCLES:-3} VXN_E2E_CRASH_DELAYS=${VXN_E2E_CRASH_DELAYS:-9} VXN_E2E_NET_N=${VXN_E2E_NET_N:-6} ;;
 esac
 "${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }

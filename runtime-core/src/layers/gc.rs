@@ -176,6 +176,69 @@ mod tests {
     }
 
     #[test]
+    fn no_entry_one_entry_and_many_are_each_collected_right() {
+        assert!(choose(&[], 0).is_empty());
+        assert!(choose(&[e("only", 10, 5, false, true)], 20 << 20).is_empty());
+        assert_eq!(
+            choose(&[e("only", 10, 5, false, true)], 5 << 20),
+            vec!["only"]
+        );
+        assert!(choose(&[e("only", 10, 5, true, false)], 0).is_empty());
+    }
+
+    /// An entry on disk: `mib` of image, taken `age` seconds ago, its layers there or not.
+    fn on_disk(
+        cache: &ImageCache,
+        layers: &Path,
+        n: u8,
+        mib: usize,
+        age: u64,
+        layers_exist: bool,
+    ) -> String {
+        let key = format!("{:064x}", n);
+        let entry = cache.entry(&key);
+        std::fs::write(&entry, vec![1u8; mib << 20]).unwrap();
+        let f = std::fs::File::options().write(true).open(&entry).unwrap();
+        f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age))
+            .unwrap();
+        let lower = layers.join(format!("layer{n}"));
+        if layers_exist {
+            std::fs::create_dir_all(&lower).unwrap();
+        }
+        let list = serde_json::to_vec(&[lower.to_string_lossy()]).unwrap();
+        std::fs::write(cache.lowers_path(&key), list).unwrap();
+        key
+    }
+
+    #[test]
+    fn collecting_a_missing_an_empty_a_one_entry_and_a_full_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let layers = d.path().join("layers");
+        // A fresh machine: no cache directory yet.
+        let cache = ImageCache::new(d.path().join("cache"), 2);
+        collect(&cache);
+        assert!(!cache.dir.exists());
+        // Empty.
+        std::fs::create_dir(&cache.dir).unwrap();
+        collect(&cache);
+        // One entry, within budget: kept; its layers gone: removed.
+        let one = on_disk(&cache, &layers, 1, 1, 10, true);
+        collect(&cache);
+        assert!(cache.entry(&one).exists());
+        std::fs::remove_dir_all(layers.join("layer1")).unwrap();
+        collect(&cache);
+        assert!(!cache.entry(&one).exists() && !cache.lowers_path(&one).exists());
+        // Many, 3 MiB over a 2 MiB budget: the least recently taken goes.
+        let keys: Vec<String> = [(2, 30), (3, 20), (4, 10)]
+            .iter()
+            .map(|&(n, age)| on_disk(&cache, &layers, n, 1, age, true))
+            .collect();
+        collect(&cache);
+        let left: Vec<bool> = keys.iter().map(|k| cache.entry(k).exists()).collect();
+        assert_eq!(left, [false, true, true]);
+    }
+
+    #[test]
     fn a_reference_lives_only_with_its_owner_and_its_link() {
         let d = tempfile::tempdir().unwrap();
         let entry = d.path().join("k.erofs");

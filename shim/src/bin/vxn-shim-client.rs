@@ -5,7 +5,9 @@
 //!   vxn-shim-client update --bundle DIR --id ID [--memory-limit BYTES]
 //!                          [--cpu-quota N --cpu-period N]
 //!
-//! The shim's address is read from the bundle's `address` file (containerd's
+//! The shim's address is read from the bundle's `address` file, or for a pod's
+//! container under containerd 2.x (which runs no `start` for it) from the
+//! `bootstrap.json` containerd wrote there (containerd's
 //! bundle is /run/containerd/io.containerd.runtime.v2.task/<ns>/<id>).
 #![forbid(unsafe_code)]
 
@@ -80,9 +82,7 @@ fn resources_json(a: &UpdateArgs) -> serde_json::Value {
 }
 
 async fn update(a: UpdateArgs) -> Result<(), String> {
-    let address_file = a.bundle.join("address");
-    let address = std::fs::read_to_string(&address_file)
-        .map_err(|e| format!("{}: {e}", address_file.display()))?;
+    let address = shim_address(&a.bundle)?;
     let client = Client::connect(address.trim())
         .await
         .map_err(|e| format!("connect {}: {e}", address.trim()))?;
@@ -121,4 +121,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The shim serving the task of this bundle: `address` (written by the shim's
+/// `start`), else containerd 2.x's `bootstrap.json` (`{"address": ...}`).
+fn shim_address(bundle: &std::path::Path) -> Result<String, String> {
+    let file = bundle.join("address");
+    if let Ok(a) = std::fs::read_to_string(&file) {
+        return Ok(a.trim().to_string());
+    }
+    let json = bundle.join("bootstrap.json");
+    let text = std::fs::read(&json)
+        .map_err(|e| format!("{} (nor {}): {e}", file.display(), json.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    v.get("address")
+        .and_then(|a| a.as_str())
+        .map(String::from)
+        .ok_or_else(|| format!("{}: no address", json.display()))
 }

@@ -16,7 +16,7 @@ IMG_STAMP=$WORK/stamp.dom0img
 # dom0_kver: the (only) kernel version installed in the dom0 tree.
 dom0_kver() {
   local k
-  k=$(find "$ROOTFS/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -1)
+  k=$({ find "$ROOTFS/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null || true; } | sort -V | sed -n '$p')
   [ -n "$k" ] || die "no kernel in $ROOTFS (run: lab build)"
   echo "$k"
 }
@@ -74,7 +74,8 @@ debootstrap_failed() {
 remove_rootfs() {
   local m
   [ -e "$ROOTFS" ] || return 0
-  findmnt -rn -o TARGET | grep -F "$ROOTFS/" | sort -r | while read -r m; do
+  # (no mount left is the usual case: grep's "no match" must not fail the pipeline)
+  { findmnt -rn -o TARGET | grep -F "$ROOTFS/" || true; } | sort -r | while read -r m; do
     umount -l "$m" || true
   done
   rm -rf --one-file-system "$ROOTFS"
@@ -182,7 +183,7 @@ extract_boot_files() {
   local kver xengz
   kver=$(dom0_kver)
   mkdir -p "$BOOT"
-  xengz=$(find "$ROOTFS/boot" -maxdepth 1 -name 'xen-4.17*-amd64.gz' | sort | head -1)
+  xengz=$(find "$ROOTFS/boot" -maxdepth 1 -name 'xen-4.17*-amd64.gz' | sort | sed -n 1p)
   [ -n "$xengz" ] || die "no /boot/xen-4.17*-amd64.gz in the dom0 rootfs"
   zcat "$xengz" > "$BOOT/xen"
   cp "$ROOTFS/boot/vmlinuz-$kver" "$BOOT/vmlinuz"

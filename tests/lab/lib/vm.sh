@@ -156,6 +156,7 @@ cmd_push() {
   fi
   [ ${#put[@]} = 0 ] && { log "push: nothing to push"; return 0; }
   dom0_put "${put[@]}"
+  containerd_apply
   if [ $with_guest = 1 ]; then log "push: guest image -> $DOM0_GUEST_DIR"; fi
   for f in "${files[@]}"; do log "push: $f -> /usr/local/bin/$(basename "$f")"; done
   dom0 'install-engine-config.sh > /dev/null' < /dev/null || die "push: install-engine-config.sh failed in dom0"
@@ -201,8 +202,30 @@ cmd_probe() {
 # e2e [TEST...|all|ci]: the shim's end-to-end suite (tests/e2e/shim-e2e.sh) in dom0, through
 # real containerd and ctr (default: all; `ci`: the chosen set CI runs). Pushes the shim,
 # vxnctl, the guest image, the test image and the suite first.
+# `all` and `ci` run under both containerd versions unless VXN_LAB_CONTAINERD names one:
+# everything under Debian's 1.6, then under 2.3.4 the shim and CRI suites (`all`) or
+# CI's containerd 2 set (`ci`); without the test tools the 2.3.4 part is skipped, said so.
 # Its status is kept in E2E_RC (ci tears the lab down either way).
 E2E_RC=0  # read by lab (ci, e2e)
+cmd_e2e_versions() {
+  local set=${1:-all}
+  if [ $# -gt 1 ] || { [ "$set" != all ] && [ "$set" != ci ]; } || [ -n "${VXN_LAB_CONTAINERD:-}" ]; then
+    cmd_e2e "$@"
+    return
+  fi
+  local t0
+  t0=$(now)
+  LAB_CONTAINERD=1 cmd_e2e "$set"
+  echo "lab: e2e.containerd1 $(elapsed "$t0")s"
+  if tools_available "${CONTAINERD2_TOOLS[@]}"; then
+    log "e2e: now under containerd 2.3.4: $set-containerd2"
+    t0=$(now)
+    LAB_CONTAINERD=2 cmd_e2e "$set-containerd2"
+    echo "lab: e2e.containerd2 $(elapsed "$t0")s"
+  else
+    log "e2e: SKIPPED under containerd 2.x: no test tools in $VXN_TOOLS_DIR"
+  fi
+}
 cmd_e2e() {
   local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2 b
   local extra=()
