@@ -13,14 +13,8 @@
 # Prints PASS/FAIL/SKIP per check and "N passed, N failed"; exits non-zero on a failure.
 set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-check() {  # check NAME WANT GOT
-  if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1"
-  else fail=$((fail + 1)); echo "FAIL $1"; echo "  want: $2"; echo "  got:  $3"; fi
-}
+# shellcheck source=lib/check.sh
+. "$REPO/tests/lib/check.sh"
 # shellcheck source=../scripts/lib/cache.sh
 . "$REPO/scripts/lib/cache.sh"
 
@@ -106,5 +100,4 @@ else
   echo "SKIP lab-guest-image-*: needs linux-source-6.1 and busybox-static"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+checks_done

@@ -15,14 +15,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 VCTR=$REPO/scripts/vctr
 INSTALL=$REPO/scripts/install-engine-config.sh
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-check() {  # check NAME WANT GOT
-  if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1"
-  else fail=$((fail + 1)); echo "FAIL $1"; echo "  want: $2"; echo "  got:  $3"; fi
-}
+# shellcheck source=lib/check.sh
+. "$REPO/tests/lib/check.sh"
 
 # shellcheck disable=SC2016 # the fake ctr's own $a
 printf '#!/bin/sh\nfor a do printf "[%%s]" "$a"; done\n' > "$T/ctr"
@@ -122,5 +116,4 @@ if tools_available containerd && bin=$(tools_unpack containerd 2> /dev/null); th
 else
   echo "SKIP containerd-2.3.4-reads: no containerd 2.x in $VXN_TOOLS_DIR"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+checks_done

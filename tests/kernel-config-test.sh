@@ -10,14 +10,8 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 BUILD=$REPO/scripts/build-guest-kernel.sh
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-check() {  # check NAME WANT GOT
-  if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "PASS $1"
-  else fail=$((fail + 1)); echo "FAIL $1"; echo "  want: $2"; echo "  got:  $3"; fi
-}
+# shellcheck source=lib/check.sh
+. "$REPO/tests/lib/check.sh"
 
 printf '# a comment\nCONFIG_A=y\nCONFIG_B=n\nCONFIG_S="vxn"\n' > "$T/a.config"
 printf 'CONFIG_C=y\n' > "$T/b.config"
@@ -43,5 +37,4 @@ check fragments-x86_64-consistent "" "$(conflicts x86_64)"
 check fragments-arm64-consistent "" "$(conflicts arm64)"
 check fragments-no-modules "CONFIG_MODULES=n" "$(grep -h '^CONFIG_MODULES=' "$REPO/kernel/vxn.config")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+checks_done
