@@ -196,6 +196,25 @@ pub fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<O
     Ok((msg.bytes, fds))
 }
 
+/// Whether the peer of `stream` may be the keeper of container `id`: root
+/// or our own user, and the recorded keeper when there is a record.
+pub fn check_keeper(stream: &UnixStream, keeper_pid: Option<u32>, id: &str) -> Result<()> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| Error::io(format!("the keeper of {id}: peer credentials"))(e.into()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let uid_ok = cred.uid() == 0 || cred.uid() == me;
+    let pid_ok = keeper_pid.map_or(true, |p| cred.pid() == p as i32);
+    if uid_ok && pid_ok {
+        return Ok(());
+    }
+    Err(Error::Keeper(format!(
+        "the control socket of {id} is held by pid {} (uid {}), not its keeper{}: refusing to talk to it",
+        cred.pid(),
+        cred.uid(),
+        keeper_pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )))
+}
+
 /// A connection to a container's keeper.
 pub struct Client {
     stream: UnixStream,
@@ -203,9 +222,16 @@ pub struct Client {
 
 impl Client {
     /// Connect, or None when no keeper serves this container (it exited).
+    /// The name is abstract: anyone may bind it once the keeper is gone, so
+    /// the peer must be root or this user, and once the container is saved,
+    /// the keeper whose pid state.json records.
     pub fn connect(c: &ContainerDir) -> Result<Option<Self>> {
         match UnixStream::connect_addr(&c.socket()?) {
-            Ok(stream) => Ok(Some(Self { stream })),
+            Ok(stream) => {
+                let saved = c.load().ok().map(|s| s.pid);
+                check_keeper(&stream, saved, c.id())?;
+                Ok(Some(Self { stream }))
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -271,6 +297,17 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_recorded_keeper_is_trusted() {
+        // The peer of a pair is this process: our uid and pid.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let me = std::process::id();
+        check_keeper(&a, None, "c").unwrap();
+        check_keeper(&a, Some(me), "c").unwrap();
+        let e = check_keeper(&a, Some(me + 1), "c").unwrap_err();
+        assert!(e.to_string().contains("not its keeper"), "{e}");
+    }
 
     #[test]
     fn errors_keep_their_kind_across_the_socket() {

@@ -125,10 +125,19 @@ impl ContainerDir {
 }
 
 /// Write a pid file as runc does: no newline, renamed into place whole.
+/// Never through a symlink: the aside file is made anew (O_EXCL, O_NOFOLLOW)
+/// and renamed over the path (rename replaces a link, never follows it).
 pub fn write_pid_file(path: &Path, pid: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("vxn-tmp");
-    let mut f =
-        std::fs::File::create(&tmp).map_err(Error::io(format!("pid file {}", tmp.display())))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(Error::io(format!("pid file {}", tmp.display())))?;
     write!(f, "{pid}").map_err(Error::io(format!("pid file {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("pid file {}", path.display())))
 }
@@ -159,6 +168,23 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pid_file_never_writes_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let path = d.path().join("pid");
+        // Planted at the aside name and at the pid file itself.
+        std::os::unix::fs::symlink(&victim, path.with_extension("vxn-tmp")).unwrap();
+        super::write_pid_file(&path, 42).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "42");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        super::write_pid_file(&path, 43).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -344,10 +344,13 @@ impl AgentClient {
     }
 
     /// Every process of the container, page by page: a guest with any number
-    /// of processes answers in bounded frames. A guest that keeps saying "more"
-    /// is stopped at [`MAX_PIDS`].
+    /// of processes answers in bounded frames. What is kept is bounded in
+    /// bytes, not only in entries: each command and exec id is cut to what an
+    /// honest agent sends, and a guest that keeps saying "more" is stopped at
+    /// [`MAX_PIDS`] entries or [`MAX_PIDS_BYTES`], whichever comes first.
     pub async fn list_pids(&self, container_id: &str) -> Result<Vec<ProcessInfo>, ClientError> {
         let mut all: Vec<ProcessInfo> = Vec::new();
+        let mut bytes = 0usize;
         let mut after = None;
         loop {
             let req = Request::ListPids {
@@ -367,11 +370,26 @@ impl AgentClient {
             let last = page.last().map(|p| p.pid);
             let progressed = matches!((last, after), (Some(l), Some(a)) if l > a)
                 || (last.is_some() && after.is_none());
-            all.extend(page);
+            for mut p in page {
+                cut(&mut p.command, MAX_COMMAND);
+                if let Some(e) = &mut p.exec_id {
+                    cut(e, MAX_EXEC_ID);
+                }
+                bytes += std::mem::size_of::<ProcessInfo>()
+                    + p.command.len()
+                    + p.exec_id.as_ref().map_or(0, String::len);
+                all.push(p);
+            }
             if all.len() > MAX_PIDS {
                 return Err(ClientError::TooMany {
                     what: "processes",
                     max: MAX_PIDS,
+                });
+            }
+            if bytes > MAX_PIDS_BYTES {
+                return Err(ClientError::TooMany {
+                    what: "bytes of process list",
+                    max: MAX_PIDS_BYTES,
                 });
             }
             if !more || !progressed {
@@ -398,6 +416,25 @@ impl AgentClient {
 
 /// Linux's PID_MAX_LIMIT: no guest has more processes than this.
 pub const MAX_PIDS: usize = 1 << 22;
+/// What one process list may take in the host's memory (entries, commands
+/// and exec ids): ~60000 processes with full command lines.
+pub const MAX_PIDS_BYTES: usize = 32 << 20;
+/// A command line as the agent reports it (it cuts at 256 bytes).
+pub const MAX_COMMAND: usize = 256;
+/// An exec id: ids are checked on the host at Exec, at most this long.
+pub const MAX_EXEC_ID: usize = 256;
+
+/// At most `max` bytes of `s`, cut on a char boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.shrink_to_fit();
+    }
+}
 
 /// Default time to wait for an agent hello once its domain runs.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(60);

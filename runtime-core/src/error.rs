@@ -67,6 +67,8 @@ impl From<ClientError> for Error {
             (_, Some(ErrorKind::Internal)) => Self::Internal(msg),
             (ClientError::Timeout { .. }, None) => Self::DeadlineExceeded(msg),
             (ClientError::Connection(MuxError::TooLarge { .. }), None) => Self::Internal(msg),
+            // The guest answered, with more than the host keeps.
+            (ClientError::TooMany { .. }, None) => Self::ResourceExhausted(msg),
             (_, None) => Self::Unavailable(format!("guest agent unreachable: {msg}")),
         }
     }

@@ -278,6 +278,13 @@ impl FakeHypervisor {
         self.lock().get(domain).cloned()
     }
 
+    /// The VM dies behind our back (a guest crash, `xl destroy` by hand).
+    pub fn crash(&self, domain: &str) {
+        if let Some(agent) = self.lock().remove(domain) {
+            agent.die();
+        }
+    }
+
     /// A domain that exists without us having made it (another tenant's).
     pub fn add_foreign(&self, domain: &str) {
         self.lock().insert(domain.into(), Arc::default());

@@ -125,7 +125,7 @@ async fn builds_one_erofs_of_two_layers_with_a_whiteout_and_shares_it() {
     assert_eq!(ino(&link1), ino(&link2));
 
     // Budget 0: kept while a container uses it, even a dead shim's one...
-    let entry = cache.entry(&layers.key());
+    let entry = cache.entry(&layers.key().unwrap());
     std::fs::remove_dir(c1.join("state")).unwrap(); // c1's shim died; c2 lives
     gc::collect(&cache);
     assert!(entry.exists());

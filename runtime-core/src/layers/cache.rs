@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::{Layers, MAX_MOUNT_DATA};
+use super::{LayerId, Layers, MAX_MOUNT_DATA};
 use crate::command::{self, CommandError};
 use crate::persist::unmount_all;
 
@@ -34,7 +34,7 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("layer {0} does not exist")]
+    #[error("layer {0} does not exist (or was made anew since it was read)")]
     MissingLayer(PathBuf),
     #[error("the layers' paths are too long for one overlay mount ({0} bytes)")]
     TooLong(usize),
@@ -85,24 +85,58 @@ impl KeyLock {
         unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
     }
 
+    /// Whether `fd` is still the file at `path`: the collector removes the
+    /// lock file of a key with no entry (under the lock), so a lock taken on
+    /// a file that is gone meanwhile is no lock; the taker opens anew.
+    fn current(fd: &OwnedFd, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dup) = fd.try_clone() else {
+            return false;
+        };
+        let held = std::fs::File::from(dup).metadata();
+        matches!((held, std::fs::metadata(path)), (Ok(h), Ok(p)) if h.dev() == p.dev() && h.ino() == p.ino())
+    }
+
     /// Take the lock now or not at all.
     pub fn try_lock(path: &Path) -> Result<Option<Self>, CacheError> {
         let fd = Self::open(path)?;
-        Ok(Self::try_take(&fd).then_some(Self { _fd: fd }))
+        Ok((Self::try_take(&fd) && Self::current(&fd, path)).then_some(Self { _fd: fd }))
     }
 
     /// Wait for the lock (polling: a cancelled create stops waiting).
     pub async fn lock(path: &Path, key: &str) -> Result<Self, CacheError> {
-        let fd = Self::open(path)?;
         let t0 = Instant::now();
-        while !Self::try_take(&fd) {
-            if t0.elapsed() > LOCK_WAIT {
-                return Err(CacheError::LockTimeout(key.into()));
+        loop {
+            let fd = Self::open(path)?;
+            while !Self::try_take(&fd) {
+                if t0.elapsed() > LOCK_WAIT {
+                    return Err(CacheError::LockTimeout(key.into()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if Self::current(&fd, path) {
+                return Ok(Self { _fd: fd });
+            }
         }
-        Ok(Self { _fd: fd })
     }
+
+    /// Remove the lock file while holding it (the collector, for a key with
+    /// no entry); whoever waits on the old file opens anew (`current`).
+    pub fn remove(self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The first layer that is not (or no longer) the directory it was.
+fn missing(layers: &Layers) -> CacheError {
+    let gone = layers
+        .lower
+        .iter()
+        .find(|p| LayerId::of(p).is_err())
+        .or(layers.lower.first())
+        .cloned()
+        .unwrap_or_default();
+    CacheError::MissingLayer(gone)
 }
 
 /// A reference's file name: a digest of the link it stands for.
@@ -163,12 +197,16 @@ impl ImageCache {
         owner: &Path,
     ) -> Result<Taken, CacheError> {
         std::fs::create_dir_all(&self.dir).map_err(io("mkdir", &self.dir))?;
-        let key = layers.key();
+        let ids = layers.identities().map_err(|_| missing(layers))?;
+        let key = Layers::key_of(&ids);
         let _lock = KeyLock::lock(&self.lock_path(&key), &key).await?;
         let entry = self.entry(&key);
-        let built = !entry.is_file();
+        // Given out only while the layers it was built from are still there.
+        let built = !(entry.is_file() && self.recorded(&key).is_some_and(|r| r == ids));
         if built {
-            self.build(layers, &key).await?;
+            self.build(layers, &key, &ids).await?;
+        } else if !ids.iter().all(LayerId::holds) {
+            return Err(missing(layers));
         }
         let refs = self.refs_dir(&key);
         std::fs::create_dir_all(&refs).map_err(io("mkdir", &refs))?;
@@ -194,8 +232,14 @@ impl ImageCache {
         Ok(Taken { bytes, built })
     }
 
+    /// The layer identities an entry was built from (its `.lowers`).
+    pub fn recorded(&self, key: &str) -> Option<Vec<LayerId>> {
+        let text = std::fs::read(self.lowers_path(key)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
     /// Build `<key>.erofs` (under the key's lock).
-    async fn build(&self, layers: &Layers, key: &str) -> Result<(), CacheError> {
+    async fn build(&self, layers: &Layers, key: &str, ids: &[LayerId]) -> Result<(), CacheError> {
         let t0 = Instant::now();
         for l in &layers.lower {
             if !l.is_dir() {
@@ -237,13 +281,13 @@ impl ImageCache {
                 });
             }
         }
+        // The layers must not have changed under the build.
+        if !ids.iter().all(LayerId::holds) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(missing(layers));
+        }
         let lowers = self.lowers_path(key);
-        let list: Vec<String> = layers
-            .lower
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let json = serde_json::to_vec(&list).unwrap_or_default();
+        let json = serde_json::to_vec(ids).unwrap_or_default();
         let written = std::fs::write(&lowers, json)
             .map_err(io("write", &lowers))
             .and_then(|()| std::fs::rename(&tmp, self.entry(key)).map_err(io("rename", &tmp)));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::cache::{ImageCache, KeyLock};
-use super::is_key;
+use super::{is_key, LayerId};
 use crate::persist::unmount_all;
 
 /// What the collector knows of an entry.
@@ -76,14 +76,12 @@ fn prune_refs(cache: &ImageCache, key: &str, dev: u64, ino: u64) -> bool {
     live
 }
 
+/// Whether the very layer directories the entry was built from are still
+/// there (a path made anew is another layer: its image can never be asked for).
 fn layers_exist(cache: &ImageCache, key: &str) -> bool {
-    let Ok(text) = std::fs::read(cache.lowers_path(key)) else {
-        return false;
-    };
-    let Ok(list) = serde_json::from_slice::<Vec<String>>(&text) else {
-        return false;
-    };
-    !list.is_empty() && list.iter().all(|l| Path::new(l).is_dir())
+    cache
+        .recorded(key)
+        .is_some_and(|ids| !ids.is_empty() && ids.iter().all(LayerId::holds))
 }
 
 fn remove_entry(cache: &ImageCache, key: &str) {
@@ -101,23 +99,44 @@ fn remove_leftovers(cache: &ImageCache, key: &str) {
     }
 }
 
-/// One collection run (blocking: call it off the runtime).
+/// The key a cache file belongs to (`<key>.erofs`, `.erofs.tmp`, `.merge`,
+/// `.lock`, `.lowers`, `.refs`), if it is one of ours.
+fn key_of(name: &str) -> Option<&str> {
+    let (key, rest) = name.split_at_checked(64)?;
+    let ours = [
+        ".erofs",
+        ".erofs.tmp",
+        ".merge",
+        ".lock",
+        ".lowers",
+        ".refs",
+    ]
+    .contains(&rest);
+    (ours && is_key(key)).then_some(key)
+}
+
+/// One collection run (blocking: call it off the runtime). Keys whose lock is
+/// held (a build or a take in progress) are left for the next run; a key with
+/// no image is what a build killed midway left: all of it goes.
 pub fn collect(cache: &ImageCache) {
     let Ok(rd) = std::fs::read_dir(&cache.dir) else {
         return;
     };
+    let keys: std::collections::BTreeSet<String> = rd
+        .flatten()
+        .filter_map(|f| key_of(&f.file_name().to_string_lossy()).map(String::from))
+        .collect();
     let mut held = Vec::new();
     let mut entries = Vec::new();
-    for f in rd.flatten() {
-        let name = f.file_name().to_string_lossy().into_owned();
-        let Some(key) = name.strip_suffix(".erofs").filter(|k| is_key(k)) else {
-            continue;
-        };
+    for key in &keys {
+        let key = key.as_str();
         let Ok(Some(lock)) = KeyLock::try_lock(&cache.lock_path(key)) else {
             continue; // busy: next time
         };
         remove_leftovers(cache, key);
-        let Ok(m) = std::fs::metadata(f.path()) else {
+        let Ok(m) = std::fs::metadata(cache.entry(key)) else {
+            remove_entry(cache, key);
+            lock.remove(&cache.lock_path(key));
             continue;
         };
         entries.push(Entry {
@@ -202,12 +221,45 @@ mod tests {
         f.set_modified(SystemTime::now() - std::time::Duration::from_secs(age))
             .unwrap();
         let lower = layers.join(format!("layer{n}"));
-        if layers_exist {
-            std::fs::create_dir_all(&lower).unwrap();
+        std::fs::create_dir_all(&lower).unwrap();
+        let id = LayerId::of(&lower).unwrap();
+        if !layers_exist {
+            std::fs::remove_dir(&lower).unwrap();
         }
-        let list = serde_json::to_vec(&[lower.to_string_lossy()]).unwrap();
-        std::fs::write(cache.lowers_path(&key), list).unwrap();
+        std::fs::write(cache.lowers_path(&key), serde_json::to_vec(&[id]).unwrap()).unwrap();
         key
+    }
+
+    #[test]
+    fn a_build_killed_midway_leaves_nothing_after_a_collection() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(d.path().to_path_buf(), 100);
+        let key = format!("{:064x}", 7);
+        // What a shim SIGKILLed during a build leaves: the lock file, the
+        // unfinished image and the (here unmounted) merge directory.
+        std::fs::write(cache.lock_path(&key), "").unwrap();
+        std::fs::write(d.path().join(format!("{key}.erofs.tmp")), "half").unwrap();
+        std::fs::create_dir(d.path().join(format!("{key}.merge"))).unwrap();
+        std::fs::write(d.path().join("unrelated"), "").unwrap();
+        // A build in progress (its lock held) is left alone.
+        let busy = format!("{:064x}", 8);
+        let held = KeyLock::try_lock(&cache.lock_path(&busy)).unwrap().unwrap();
+        std::fs::write(d.path().join(format!("{busy}.erofs.tmp")), "building").unwrap();
+        collect(&cache);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("{busy}.erofs.tmp"),
+                format!("{busy}.lock"),
+                "unrelated".into()
+            ]
+        );
+        drop(held);
     }
 
     #[test]

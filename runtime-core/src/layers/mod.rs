@@ -13,7 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the image a key names would be built differently.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: keys name each layer directory's identity, not only its path.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The most layers a chain may have (overlayfs allows 500).
 pub const MAX_LAYERS: usize = 500;
@@ -98,19 +99,79 @@ impl Layers {
         len + "lowerdir=".len() <= MAX_MOUNT_DATA
     }
 
-    /// The image's cache key: the format and the layer chain, each path
-    /// length-prefixed (no two chains encode alike).
-    pub fn key(&self) -> String {
+    /// What the layers are now: each directory's identity, in chain order.
+    pub fn identities(&self) -> std::io::Result<Vec<LayerId>> {
+        self.lower.iter().map(|p| LayerId::of(p)).collect()
+    }
+
+    /// The image's cache key: the format and the layer chain, each layer by
+    /// its path and its directory's identity (device, inode, birth). A
+    /// committed snapshot never changes, and a snapshot made anew under a
+    /// reused path (containerd's state reset, numbers counted again) is a new
+    /// directory: it never gets the tree cached for the old one.
+    pub fn key(&self) -> std::io::Result<String> {
+        Ok(Self::key_of(&self.identities()?))
+    }
+
+    /// The key of a chain of identities (each field length-prefixed or fixed:
+    /// no two chains encode alike).
+    pub fn key_of(ids: &[LayerId]) -> String {
         let mut h = Sha256::new();
         h.update(b"vxn-layers\0");
         h.update(FORMAT_VERSION.to_be_bytes());
-        h.update((self.lower.len() as u64).to_be_bytes());
-        for p in &self.lower {
-            let b = p.as_os_str().as_encoded_bytes();
+        h.update((ids.len() as u64).to_be_bytes());
+        for id in ids {
+            let b = id.path.as_bytes();
             h.update((b.len() as u64).to_be_bytes());
             h.update(b);
+            h.update(id.dev.to_be_bytes());
+            h.update(id.ino.to_be_bytes());
+            h.update(id.born_ns.to_be_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// One layer directory as it is: recorded with a cached image, compared
+/// again before the image is given out and at each collection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerId {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Birth time in ns (statx), or the change time where the filesystem
+    /// keeps no birth time.
+    pub born_ns: u128,
+}
+
+impl LayerId {
+    pub fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        if !m.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("layer {} is not a directory", path.display()),
+            ));
+        }
+        let born_ns = match m.created() {
+            Ok(t) => t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            Err(_) => (m.ctime() as u128) * 1_000_000_000 + m.ctime_nsec() as u128,
+        };
+        Ok(Self {
+            path: path.to_string_lossy().into_owned(),
+            dev: m.dev(),
+            ino: m.ino(),
+            born_ns,
+        })
+    }
+
+    /// Whether the directory at its path is still this one.
+    pub fn holds(&self) -> bool {
+        Self::of(Path::new(&self.path)).is_ok_and(|now| now == *self)
     }
 }
 
@@ -185,14 +246,47 @@ mod tests {
 
     #[test]
     fn the_key_names_the_chain_in_order_and_nothing_else() {
-        let a = Layers::from_overlay_options(&opts(&["lowerdir=/a:/b", "upperdir=/u1"])).unwrap();
-        let b = Layers::from_overlay_options(&opts(&["lowerdir=/a:/b", "upperdir=/u2"])).unwrap();
-        let c = Layers::from_overlay_options(&opts(&["lowerdir=/b:/a"])).unwrap();
-        let d = Layers::from_overlay_options(&opts(&["lowerdir=/a"])).unwrap();
-        assert_eq!(a.key(), b.key());
-        assert_ne!(a.key(), c.key());
-        assert_ne!(a.key(), d.key());
-        assert!(is_key(&a.key()));
-        assert!(!is_key("../x") && !is_key(&a.key().to_uppercase()));
+        let t = tempfile::tempdir().unwrap();
+        let (pa, pb) = (t.path().join("a"), t.path().join("b"));
+        std::fs::create_dir(&pa).unwrap();
+        std::fs::create_dir(&pb).unwrap();
+        let layers = |lower: &str, upper: Option<&str>| {
+            let mut o = vec![format!("lowerdir={lower}")];
+            o.extend(upper.map(|u| format!("upperdir={u}")));
+            Layers::from_overlay_options(&o).unwrap().key().unwrap()
+        };
+        let (a, b) = (pa.display().to_string(), pb.display().to_string());
+        let ab = layers(&format!("{a}:{b}"), Some("/u1"));
+        assert_eq!(ab, layers(&format!("{a}:{b}"), Some("/u2")));
+        assert_ne!(ab, layers(&format!("{b}:{a}"), None));
+        assert_ne!(ab, layers(&a, None));
+        assert!(is_key(&ab));
+        assert!(!is_key("../x") && !is_key(&ab.to_uppercase()));
+        // A layer gone: no key. A layer made anew at the same path (containerd
+        // reset, snapshot numbers reused): another key.
+        std::fs::remove_dir(&pb).unwrap();
+        let gone = Layers::from_overlay_options(&[format!("lowerdir={a}:{b}")]).unwrap();
+        assert!(gone.key().is_err());
+        // (another inode: a placeholder holds the old one's number)
+        let _keep = tempfile::tempfile_in(t.path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir(&pb).unwrap();
+        assert_ne!(ab, layers(&format!("{a}:{b}"), None));
+    }
+
+    #[test]
+    fn an_identity_holds_only_for_the_same_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("l");
+        std::fs::create_dir(&p).unwrap();
+        let id = LayerId::of(&p).unwrap();
+        assert!(id.holds());
+        std::fs::remove_dir(&p).unwrap();
+        assert!(!id.holds());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir(&p).unwrap();
+        assert!(!id.holds());
+        std::fs::write(t.path().join("f"), "").unwrap();
+        assert!(LayerId::of(&t.path().join("f")).is_err());
     }
 }

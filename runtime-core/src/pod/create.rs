@@ -146,6 +146,7 @@ impl Pod {
             members: Mutex::new(Membership::new(sizing)),
         });
         pod.events.publish(TaskEvent::Created);
+        pod.watch_vm();
         Ok(pod)
     }
 

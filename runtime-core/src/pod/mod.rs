@@ -236,6 +236,43 @@ impl Pod {
         Ok(())
     }
 
+    /// The VM's death however it comes (a guest crash or poweroff, `xl
+    /// destroy` behind our back): the agent's connection ends, and a running
+    /// sandbox task ends as a killed pause process would, once, so CRI marks
+    /// the pod NOTREADY and kubelet makes it anew. Our own kills and deletes
+    /// stop the phase first and are not reported twice.
+    fn watch_vm(self: &Arc<Self>) {
+        let pod = Arc::downgrade(self);
+        let sandbox = self.sandbox.clone();
+        tokio::spawn(async move {
+            let why = sandbox.agent().closed().await;
+            // A kill's destroy reports its own exit first.
+            sandbox.settled().await;
+            if let Some(pod) = pod.upgrade() {
+                pod.vm_gone(&why);
+            }
+        });
+    }
+
+    fn vm_gone(&self, why: &str) {
+        let exit = Exit::vm_gone();
+        let mut ended = false;
+        self.phase.send_if_modified(|p| {
+            ended = *p == Phase::Running;
+            if ended {
+                *p = Phase::Stopped(exit);
+            }
+            ended
+        });
+        if ended {
+            tracing::warn!(why, "the pod's VM is gone: the sandbox task ends");
+            self.events.publish(TaskEvent::Exited {
+                exec: ExecId::Init,
+                exit,
+            });
+        }
+    }
+
     pub async fn wait(&self) -> Exit {
         let mut rx = self.phase.subscribe();
         loop {

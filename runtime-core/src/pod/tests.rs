@@ -207,6 +207,55 @@ async fn a_member_that_cannot_attach_leaves_nothing_and_the_pod_lives() {
 }
 
 #[tokio::test]
+async fn a_pod_vm_that_dies_ends_the_sandbox_task_and_its_containers() {
+    let w = world();
+    let events: Arc<Recorder> = Arc::default();
+    let pod = w.pod_with(events.clone()).await.unwrap();
+    pod.start(&ExecId::Init).unwrap();
+    let a = w.member(&pod, "a").await.unwrap();
+    a.start(&ExecId::Init).await.unwrap();
+    w.hv.crash(pod.domain());
+    let limit = std::time::Duration::from_secs(5);
+    let exit = tokio::time::timeout(limit, pod.wait())
+        .await
+        .expect("the sandbox ends");
+    assert_eq!(exit.code, crate::process::VM_GONE_CODE);
+    assert_eq!(pod.status(), Status::Stopped);
+    tokio::time::timeout(limit, a.init().wait())
+        .await
+        .expect("its container ends");
+    let exited = |evs: &[TaskEvent]| {
+        evs.iter()
+            .filter(|e| matches!(e, TaskEvent::Exited { .. }))
+            .count()
+    };
+    assert_eq!(exited(&events.0.lock().unwrap()), 1, "told once");
+    // Deleting afterwards leaves nothing.
+    a.delete().await.unwrap();
+    pod.delete().await.unwrap();
+    assert!(w.state_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_stopped_by_kill_is_told_once() {
+    let w = world();
+    let events: Arc<Recorder> = Arc::default();
+    let pod = w.pod_with(events.clone()).await.unwrap();
+    pod.start(&ExecId::Init).unwrap();
+    pod.kill(&ExecId::Init, libc::SIGTERM as u32).await.unwrap();
+    assert_eq!(pod.wait().await.code, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let evs = events.0.lock().unwrap().clone();
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, TaskEvent::Exited { .. }))
+            .count(),
+        1,
+        "{evs:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_sandbox_has_no_processes_of_its_own() {
     let w = world();
     let pod = w.pod().await.unwrap();

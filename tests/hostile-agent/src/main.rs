@@ -11,6 +11,7 @@
 //! | `oom-flood`   | after Start sends OOM events as fast as it can                  |
 //! | `big-answer`  | answers Stats, and the first ListPids, with a 4 MiB message    |
 //! | `many-pids`   | has 100000 processes (answered in pages)                        |
+//! | `fat-pids`    | endless pages of processes with 1000-byte command lines         |
 //! | `forge`       | fails Exec with a message that forges log lines, 100 KiB long   |
 //!
 //! Anything else behaves: a process that exits 128+signal when signalled.
@@ -44,6 +45,7 @@ enum Mode {
     OomFlood,
     BigAnswer,
     ManyPids,
+    FatPids,
     Forge,
 }
 
@@ -56,6 +58,7 @@ impl Mode {
             ("oom-flood", Self::OomFlood),
             ("big-answer", Self::BigAnswer),
             ("many-pids", Self::ManyPids),
+            ("fat-pids", Self::FatPids),
             ("forge", Self::Forge),
         ]
         .into_iter()
@@ -174,6 +177,21 @@ impl Guest {
                 pids: 1,
                 ..Default::default()
             })),
+            Request::ListPids { after, .. } if mode == Mode::FatPids => {
+                // ~1 MiB a page, and always more: only the host's byte bound ends it.
+                let first = after.map(|a| a + 1).unwrap_or(1);
+                let processes: Vec<ProcessInfo> = (first..first + 900)
+                    .map(|pid| ProcessInfo {
+                        pid,
+                        exec_id: Some("e".repeat(100)),
+                        command: "c".repeat(1000),
+                    })
+                    .collect();
+                Ok(Response::Pids {
+                    processes,
+                    more: true,
+                })
+            }
             Request::ListPids { after, .. } => {
                 let total = if mode == Mode::ManyPids { TOTAL_PIDS } else { 1 };
                 let first = after.map(|a| a + 1).unwrap_or(1);
