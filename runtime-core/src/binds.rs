@@ -9,6 +9,12 @@
 //!
 //! Every target is recorded before it is mounted; removal never crosses a
 //! mount point, so a host directory still bound is never deleted from.
+//!
+//! The guest is not trusted with the host's directories: each bind is
+//! nosuid and nodev (read-only when asked) down to its last submount, QEMU
+//! keeps the guest's owners, modes and device nodes in xattrs
+//! (`security_model=mapped-xattr`) instead of making them on the host, and
+//! the share roots are root's alone (0700).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +60,66 @@ fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> std::io::Result<()>
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// nosuid, nodev (and read-only) on `target` and every mount below it: a
+/// plain remount changes only the top one, and a hostPath with submounts
+/// would stay writable and setuid-capable below them.
+fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = libc::MOUNT_ATTR_NOSUID
+        | libc::MOUNT_ATTR_NODEV
+        | if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both
+    // alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `dir`'s filesystem stores `user.*` xattrs (QEMU's mapped-xattr
+/// model needs them for anything the guest creates).
+fn keeps_user_xattrs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and name; a zero-size query writes nothing.
+    let rc = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.vxn.probe".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EOPNOTSUPP)
+}
+
+/// The directory a VM's share is made in: `top` (every share's parent) and
+/// the share itself are root's alone, so no dom0 user walks into a pod's
+/// secrets.
+pub fn make_share_dir(top: &Path, share: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true).mode(0o700);
+    b.create(top).map_err(|e| io_err("mkdir", top, e))?;
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err("chmod", top, e))?;
+    b.create(share).map_err(|e| io_err("mkdir", share, e))
 }
 
 /// A spec mount as vxn will make it.
@@ -110,19 +176,21 @@ pub fn expose(
                 b.destination
             )));
         }
+        if !b.readonly && !keeps_user_xattrs(&b.source) {
+            return Err(Error::InvalidArgument(format!(
+                "bind mount of {} at {}: its filesystem keeps no user xattrs (tmpfs before Linux 6.6), \
+                 where vxn keeps what the guest sets of owners, modes and device nodes; bind it \
+                 read-only, or use a directory on a disk filesystem",
+                b.source.display(),
+                b.destination
+            )));
+        }
         let rel = format!("{owner}/{n}");
         let target = share.join(&rel);
         std::fs::create_dir_all(&target).map_err(|e| io_err("mkdir", &target, e))?;
         mount(&b.source, &target, libc::MS_BIND | libc::MS_REC)
             .map_err(|e| io_err("bind", &b.source, e))?;
-        if b.readonly {
-            mount(
-                Path::new("none"),
-                &target,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-            )
-            .map_err(|e| io_err("make read-only", &target, e))?;
-        }
+        lock_down(&target, b.readonly).map_err(|e| io_err("restrict the bind", &target, e))?;
         let mut options: Vec<String> = b
             .options
             .iter()
@@ -233,6 +301,89 @@ mod tests {
         assert!(matches!(e, Error::Unimplemented(_)), "{e}");
         assert!(!share.exists());
         remove(&share).unwrap();
+    }
+
+    /// A read-only bind is read-only, nosuid and nodev down to its submounts
+    /// (needs root for the mounts: skipped otherwise).
+    #[test]
+    fn binds_are_locked_down_below_their_submounts() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        let sub = std::ffi::CString::new(src.join("sub").to_str().unwrap()).unwrap();
+        // SAFETY: NUL-terminated strings alive for the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                sub.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            eprintln!("cannot mount here (not root?): not checked");
+            return;
+        }
+        let share = d.path().join("share");
+        make_share_dir(&d.path().join("top"), &share).unwrap();
+        let plan = |readonly| {
+            vec![Planned::HostDir(HostBind {
+                source: src.clone(),
+                destination: "/data".into(),
+                readonly,
+                options: vec![],
+            })]
+        };
+        let ro = expose(Some(&share), "c1", plan(true), |_| Ok(())).unwrap();
+        assert!(ro[0].options.contains(&"ro".to_string()));
+        let err = std::fs::write(share.join("c1/0/sub/planted"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        expose(Some(&share), "c2", plan(false), |_| Ok(())).unwrap();
+        std::fs::write(share.join("c2/0/sub/ok"), b"x").unwrap();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for sub in ["c1/0/sub", "c2/0/sub", "c2/0"] {
+            let at = share.join(sub);
+            let line = info
+                .lines()
+                .find(|l| l.split(' ').nth(4).map(unescape).as_deref() == Some(at.as_path()))
+                .unwrap_or_else(|| panic!("{} is not a mount", at.display()));
+            let opts = line.split(' ').nth(5).unwrap();
+            assert!(opts.contains("nosuid") && opts.contains("nodev"), "{sub}: {opts}");
+        }
+        remove(&share).unwrap();
+        assert!(!share.exists());
+        let _ = crate::persist::unmount_all(&src.join("sub"));
+    }
+
+    #[test]
+    fn share_dirs_are_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("shares");
+        std::fs::create_dir(&top).unwrap();
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_share_dir(&top, &top.join("k8s.io/pod1")).unwrap();
+        for p in [top.clone(), top.join("k8s.io"), top.join("k8s.io/pod1")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn a_writable_bind_needs_user_xattrs() {
+        // procfs keeps no xattrs at all.
+        assert!(!keeps_user_xattrs(Path::new("/proc")));
+        let d = tempfile::tempdir().unwrap();
+        let plan = vec![Planned::HostDir(HostBind {
+            source: "/proc".into(),
+            destination: "/data".into(),
+            readonly: false,
+            options: vec![],
+        })];
+        let e = expose(Some(&d.path().join("s")), "c1", plan, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("no user xattrs"), "{e}");
+        assert!(!d.path().join("s/c1/0").exists());
     }
 
     #[test]

@@ -99,7 +99,10 @@ impl Default for Config {
             // A name no containerd namespace can have (they start alphanumeric).
             image_cache_dir: "/var/lib/vxn/.image-cache".into(),
             image_cache_max_mib: 10240,
-            share_dir: "/run/vxn-shares".into(),
+            // Off /run's tmpfs (a guest filling a share fills the host's disk
+            // quota, not the tmpfs containerd and xenstored write to), and on a
+            // filesystem with user xattrs (QEMU's mapped-xattr needs them).
+            share_dir: "/var/lib/vxn/.shares".into(),
             metrics: "auto".into(),
             hypervisor: "xen".into(),
             agent_channel: "vchan".into(),

@@ -231,7 +231,7 @@ test_cri_volumes() {
   pod_gone "$pod" || ok=1
   [ "$(cat "$vol/from-writer" 2>/dev/null)" = written-in-pod ] && [ "$(cat "$ro/setting")" = setting-1 ] ||
     { log "removing the pod touched the host directories"; ok=1; }
-  if [ -n "$(ls -A /run/vxn-shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /run/vxn-shares/$CRI_NS)"; ok=1; fi
+  if [ -n "$(ls -A /var/lib/vxn/.shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /var/lib/vxn/.shares/$CRI_NS)"; ok=1; fi
   return $ok
 }
 
@@ -277,6 +277,6 @@ test_cri_shim_killed() {
   for _ in $(seq 90); do pod_gone "$pod" 2>/dev/null && break; sleep 1; done
   pod_gone "$pod" || ok=1
   [ "$(cat "$vol/file" 2>/dev/null)" = keep-me ] || { log "the volume's file is gone"; ok=1; }
-  if [ -n "$(ls -A /run/vxn-shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /run/vxn-shares/$CRI_NS)"; ok=1; fi
+  if [ -n "$(ls -A /var/lib/vxn/.shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /var/lib/vxn/.shares/$CRI_NS)"; ok=1; fi
   return $ok
 }

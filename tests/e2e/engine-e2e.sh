@@ -18,7 +18,7 @@ ET=${VXN_E2E_ENGINE_TIMEOUT:-300}
 # where a container's state may be left: vxn's, the runtime's (docker gives it --root
 # /run/docker/runtime-NAME; podman none: the runtime's default), temporary files
 # (Docker 20.10 passes --root /run/docker/runtime-runc/moby to every runc-like runtime)
-ENGINE_DIRS=(/run/vxn /run/vxn-shares /var/lib/vxn /run/vxn-oci-runtime /run/docker/runtime-runc
+ENGINE_DIRS=(/run/vxn /var/lib/vxn/.shares /var/lib/vxn /run/vxn-oci-runtime /run/docker/runtime-runc
   "/run/docker/runtime-$ENGINE_RT" /tmp /var/tmp)
 # where paths named after a container's id may be left
 ENGINE_ID_DIRS=(/run /var/lib/vxn /var/lib/docker/containers /var/lib/containers/storage/overlay-containers /tmp /var/tmp)

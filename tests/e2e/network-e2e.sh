@@ -155,3 +155,47 @@ test_net_dhcp() {
   no_leftovers e2e-dhcp || ok=1
   return $ok
 }
+
+# n8. anti-spoofing (a privileged container stands in for a guest whose kernel is
+# hostile): it takes an address nobody leased, a second tenant's address, the gateway's,
+# and a MAC of its own choosing; none of it leaves its vif. dom0 still reaches the
+# victim, never the spoofed addresses, and xenbr0 never learns the forged MAC.
+test_net_antispoof() {
+  local vip vmac out ok=0 spoof=10.0.100.78 fake_mac=00:16:3e:de:ad:01
+  SRV_ID=e2e-victim run_server || { log "victim did not start"; return 1; }
+  vip=$(lease_of e2e-victim)
+  for _ in $(seq 30); do
+    out=$(timeout 5 busybox wget -q -O - "http://$vip/" 2>/dev/null) && break
+    sleep 2
+  done
+  [ "$out" = served-by-e2e-victim ] || { log "victim not reachable before the attack: [$out]"; ok=1; }
+  vmac=$(ip neigh show "$vip" dev xenbr0 | awk '{print $3}')
+  "${CTR[@]}" run -d --privileged --runtime "$RT" "$IMG" e2e-spoof sleep 900 >/dev/null ||
+    { log "spoofer did not start"; cleanup_id e2e-victim; return 1; }
+  wait_status e2e-spoof RUNNING 120 || ok=1
+  spx() { "${CTR[@]}" task exec --exec-id "s$RANDOM" e2e-spoof sh -c "$1" </dev/null 2>&1; }
+  # 1. an address nobody leased (the DHCP range): dom0 must not reach it.
+  spx "ip addr add $spoof/24 dev eth0 && ping -c 2 -W 2 -I $spoof $GW" >/dev/null
+  if ping -c 3 -W 2 "$spoof" >/dev/null 2>&1; then log "dom0 reaches the spoofed $spoof"; ok=1; fi
+  # 2. the victim's address and the gateway's, announced by gratuitous ARP.
+  spx "ip addr add $vip/32 dev eth0; arping -U -c 3 -s $vip -I eth0 $vip; arping -A -c 3 -s $GW -I eth0 $GW" >/dev/null
+  out=$(ip neigh show "$vip" dev xenbr0 | awk '{print $3}')
+  [ -z "$vmac" ] || [ -z "$out" ] || [ "$out" = "$vmac" ] ||
+    { log "dom0's ARP entry of $vip moved from $vmac to $out"; ok=1; }
+  out=""
+  for _ in $(seq 5); do
+    out=$(timeout 5 busybox wget -q -O - "http://$vip/" 2>/dev/null) && break
+    sleep 1
+  done
+  [ "$out" = served-by-e2e-victim ] || { log "victim unreachable after the ARP attack: [$out]"; ok=1; }
+  # 3. a forged MAC: nothing it sends reaches the bridge.
+  spx "ip link set eth0 down; ip link set eth0 address $fake_mac; ip link set eth0 up; ping -c 3 -W 2 $GW" >/dev/null
+  if bridge fdb show br xenbr0 2>/dev/null | grep -qi "^$fake_mac "; then
+    log "xenbr0 learned the forged MAC $fake_mac"; ok=1
+  fi
+  cleanup_id e2e-spoof
+  cleanup_id e2e-victim
+  no_leftovers e2e-spoof || ok=1
+  no_leftovers e2e-victim || ok=1
+  return $ok
+}

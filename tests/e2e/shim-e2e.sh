@@ -530,17 +530,30 @@ test_oom() {
 }
 
 # w. host directories bound into a container's own VM (over 9p): read, written through to
-# dom0, read-only refused in the guest; nothing of the share is left, the files stay.
+# dom0, read-only refused in the guest (below submounts too); a privileged guest's setuid
+# file and device nodes are plain files on dom0; the share root is root's alone; nothing
+# of the share is left, the files stay.
 test_binds() {
   local id=e2e-binds out ok=0 rw=$WORK/binds-rw ro=$WORK/binds-ro
-  mkdir -p "$rw" "$ro"; echo from-dom0 > "$ro/in"
-  out=$("${CTR[@]}" run --rm --runtime "$RT" \
+  mkdir -p "$rw" "$ro/sub"; echo from-dom0 > "$ro/in"
+  # a submount below the read-only bind: read-only too, not only the top
+  mount -t tmpfs -o size=1m vxn-e2e-sub "$ro/sub"
+  out=$("${CTR[@]}" run --rm --runtime "$RT" --privileged \
     --mount "type=bind,src=$rw,dst=/rw,options=rbind:rw" --mount "type=bind,src=$ro,dst=/ro,options=rbind:ro" \
-    "$IMG" $id sh -c 'cat /ro/in; echo from-guest > /rw/out; touch /ro/x 2>/dev/null && echo ro-broken || echo ro-ok')
-  [ "$out" = "$(printf 'from-dom0\nro-ok')" ] || { log "out=[$out]"; ok=1; }
+    "$IMG" $id sh -c 'cat /ro/in; echo from-guest > /rw/out; touch /ro/x 2>/dev/null && echo ro-broken || echo ro-ok
+      touch /ro/sub/x 2>/dev/null && echo ro-sub-broken || echo ro-sub-ok
+      cp /bin/busybox /rw/suid; chmod 4755 /rw/suid; mknod /rw/mem c 1 1; mknod /rw/sda b 8 0')
+  [ "$out" = "$(printf 'from-dom0\nro-ok\nro-sub-ok')" ] || { log "out=[$out]"; ok=1; }
   [ "$(cat "$rw/out" 2>/dev/null)" = from-guest ] || { log "dom0 does not see the guest's write"; ok=1; }
-  [ ! -e "$ro/x" ] && [ "$(cat "$ro/in")" = from-dom0 ] || { log "the read-only directory changed"; ok=1; }
-  [ ! -e "/run/vxn-shares/$NS/$id" ] || { log "share left: $(ls -R "/run/vxn-shares/$NS/$id")"; ok=1; }
+  [ ! -e "$ro/x" ] && [ ! -e "$ro/sub/x" ] && [ "$(cat "$ro/in")" = from-dom0 ] || { log "the read-only directory changed"; ok=1; }
+  # the guest's setuid bit and device nodes exist only in its own view (xattrs), never on dom0
+  [ -e "$rw/suid" ] || { log "the guest's copy did not reach dom0"; ok=1; }
+  [ ! -u "$rw/suid" ] && [ ! -g "$rw/suid" ] || { log "a guest made a setuid file on dom0: $(ls -l "$rw/suid")"; ok=1; }
+  [ ! -c "$rw/mem" ] && [ ! -b "$rw/sda" ] || { log "a guest made device nodes on dom0: $(ls -l "$rw")"; ok=1; }
+  out=$(stat -c %a /var/lib/vxn/.shares)
+  [ "$out" = 700 ] || { log "the share root is $out, not root's alone"; ok=1; }
+  umount "$ro/sub"
+  [ ! -e "/var/lib/vxn/.shares/$NS/$id" ] || { log "share left: $(ls -R "/var/lib/vxn/.shares/$NS/$id")"; ok=1; }
   no_leftovers $id || ok=1
   return $ok
 }
@@ -615,14 +628,14 @@ test_layered_disks() {
 ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run
   layered_disks)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo shim_protocol layered_disks tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
 # exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);

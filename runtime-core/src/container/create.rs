@@ -264,6 +264,7 @@ impl<S: ProcessStdio> Container<S> {
                     let dir = req.name.dir_under(&cfg.share_dir);
                     record.share_dir = Some(dir.clone());
                     state.save(&record)?;
+                    binds::make_share_dir(&cfg.share_dir, &dir)?;
                     Some(dir)
                 }
             };
@@ -307,6 +308,7 @@ impl<S: ProcessStdio> Container<S> {
                 vif: attachment.as_ref().map(|a| Vif {
                     link: VifLink::Bridge(a.bridge.clone()),
                     mac: a.mac.clone(),
+                    guard: a.guard(&cfg.network),
                 }),
                 shares: share
                     .iter()

@@ -3,6 +3,7 @@
 //! address from the [`lease`] pool, and the setup the guest agent is asked
 //! to apply. The dom0 side (bridge, NAT, DHCP server) is [`host`].
 
+pub mod guard;
 pub mod host;
 pub mod lease;
 pub mod pod_netns;
@@ -204,10 +205,14 @@ impl Request {
                     ))
                 })?;
                 let net = cfg.subnet().map_err(Error::Internal)?;
-                if !net.is_host(ip) || ip == cfg.gateway {
+                // Only the static pool's own addresses: never the gateway,
+                // the DHCP range or another host's address on the bridge.
+                let in_pool = (u32::from(cfg.range_start)..=u32::from(cfg.range_end))
+                    .contains(&u32::from(ip));
+                if !net.is_host(ip) || ip == cfg.gateway || !in_pool {
                     return Err(Error::InvalidArgument(format!(
-                        "annotation {ANNOTATION_IP}={ip}: not a free host address of {} (the gateway is {})",
-                        cfg.subnet, cfg.gateway
+                        "annotation {ANNOTATION_IP}={ip}: not an address of the static pool {}-{} of {}",
+                        cfg.range_start, cfg.range_end, cfg.subnet
                     )));
                 }
                 Some(ip)
@@ -245,6 +250,15 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// What the vif may send: its MAC with its address, or (DHCP) with an
+    /// address of the DHCP range.
+    pub fn guard(&self, cfg: &NetworkConfig) -> guard::VifGuard {
+        match self.address {
+            Some(a) => guard::VifGuard::single(&self.mac, a),
+            None => guard::VifGuard::dhcp(&self.mac, cfg.dhcp_start, cfg.dhcp_end),
+        }
+    }
+
     pub fn guest_setup(&self, cfg: &NetworkConfig) -> Result<NetworkSetup> {
         let net = cfg.subnet().map_err(Error::Internal)?;
         let (addresses, routes, dns) = match self.address {
@@ -333,7 +347,8 @@ mod tests {
         assert_eq!(r.mode, Mode::None);
         let r = Request::from_annotations(&c, &ann(&[(ANNOTATION_IP, "10.0.100.210")])).unwrap();
         assert_eq!(r.address, Some(Ipv4Addr::new(10, 0, 100, 210)));
-        for bad in ["10.0.100.1", "10.0.100.255", "192.168.1.2", "x"] {
+        // The gateway, broadcast, another subnet, the DHCP range, below the pool.
+        for bad in ["10.0.100.1", "10.0.100.255", "192.168.1.2", "x", "10.0.100.78", "10.0.100.2"] {
             let e = Request::from_annotations(&c, &ann(&[(ANNOTATION_IP, bad)])).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
         }

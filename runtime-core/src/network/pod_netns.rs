@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vxn_wire::protocol::{Dns, Interface, IpCidr, NetworkSetup, Route};
 
+use super::guard::{Allowed, VifGuard};
 use crate::command;
 use crate::error::{Error, Result};
 
@@ -152,9 +153,10 @@ impl PodNetns {
         })
     }
 
-    /// Move the VM's backend device into the namespace and redirect every
-    /// frame between it and the veth, both ways.
-    pub async fn join(&self, nic: &PodNic, vif: &str) -> Result<()> {
+    /// Move the VM's backend device into the namespace and redirect frames
+    /// between it and the veth: all of them towards the VM, what `guard`
+    /// allows from it.
+    pub async fn join(&self, nic: &PodNic, vif: &str, guard: &VifGuard) -> Result<()> {
         let n = self.name.as_str();
         ip(&["link", "set", "dev", vif, "netns", n]).await?;
         ip(&["-n", n, "link", "set", "dev", vif, "name", VIF_IN_NETNS]).await?;
@@ -171,14 +173,17 @@ impl PodNetns {
             "up",
         ])
         .await?;
-        for (from, to) in [(CNI_INTERFACE, VIF_IN_NETNS), (VIF_IN_NETNS, CNI_INTERFACE)] {
-            tc(&["-n", n, "qdisc", "replace", "dev", from, "ingress"]).await?;
-            tc(&[
-                "-n", n, "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
-                "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-            ])
+        // The guest's frames first: nothing it sends passes before its guard.
+        guard
+            .apply(VIF_IN_NETNS, Some(n), Allowed::RedirectTo(CNI_INTERFACE))
             .await?;
-        }
+        tc(&["-n", n, "qdisc", "replace", "dev", CNI_INTERFACE, "ingress"]).await?;
+        tc(&[
+            "-n", n, "filter", "add", "dev", CNI_INTERFACE, "parent", "ffff:", "protocol", "all",
+            "u32", "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+            VIF_IN_NETNS,
+        ])
+        .await?;
         Ok(())
     }
 
@@ -221,6 +226,11 @@ fn route_destination(dst: &str) -> Result<Option<IpCidr>> {
 }
 
 impl PodNic {
+    /// What the VM may send: the veth's MAC with CNI's addresses.
+    pub fn guard(&self) -> VifGuard {
+        VifGuard::for_addresses(&self.mac, &self.addresses)
+    }
+
     /// What the agent is asked to set up: the veth's MAC, MTU, addresses
     /// and routes on the VM's interface. DNS and /etc files come with the
     /// containers' mounts (CRI binds hosts, hostname and resolv.conf).

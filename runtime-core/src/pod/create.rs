@@ -80,8 +80,7 @@ impl Pod {
             // Every pod VM gets a share: its containers' volumes come later.
             record.share_dir = Some(share.clone());
             state.save(&record)?;
-            std::fs::create_dir_all(&share)
-                .map_err(|e| Error::Internal(format!("mkdir {}: {e}", share.display())))?;
+            binds::make_share_dir(&cfg.share_dir, &share)?;
             record.domain = Some(domain.clone());
             record.netns = netns.clone();
             state.save(&record)?;
@@ -94,6 +93,7 @@ impl Pod {
                             .map_err(|e| Error::Internal(e.to_string()))?,
                     },
                     mac: nic.mac.clone(),
+                    guard: nic.guard(),
                 }),
                 None => None,
             };
@@ -108,7 +108,7 @@ impl Pod {
             };
             let t = std::time::Instant::now();
             let vif = hv.vif_device(&domain).await?;
-            netns.join(nic, &vif).await?;
+            netns.join(nic, &vif, &nic.guard()).await?;
             let got = sandbox
                 .agent()
                 .setup_network(nic.guest_setup())

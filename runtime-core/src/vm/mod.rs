@@ -68,6 +68,10 @@ pub struct VmSpec {
 pub struct Vif {
     pub link: VifLink,
     pub mac: String,
+    /// What the guest may send through it (checked in dom0, see
+    /// [`crate::network::guard`]); a bridge vif gets it from the backend
+    /// before the VM runs, a pod's when it joins the namespace.
+    pub guard: crate::network::guard::VifGuard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

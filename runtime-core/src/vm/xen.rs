@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vxn_wire::boot::{self, AgentChannel};
 
-use super::{connected, AgentConnect, HotDisk, Hypervisor, Resize, VmError, VmSpec};
+use super::{connected, AgentConnect, HotDisk, Hypervisor, Resize, VifLink, VmError, VmSpec};
+use crate::network::guard::Allowed;
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,19 @@ impl XenHypervisor {
             writable,
             script,
         })
+    }
+
+    /// A bridge vif's anti-spoofing filters (a pod's vif gets them when it
+    /// joins the pod's namespace).
+    async fn guard_bridge_vif(&self, spec: &VmSpec) -> Result<(), VmError> {
+        let Some(vif) = spec.vif.as_ref().filter(|v| matches!(v.link, VifLink::Bridge(_))) else {
+            return Ok(());
+        };
+        let dev = self.vif_device(&spec.name).await?;
+        vif.guard
+            .apply(&dev, None, Allowed::Pass)
+            .await
+            .map_err(|e| VmError::HostNotReady(e.to_string()))
     }
 
     pub fn xl(&self) -> &Xl {
@@ -147,6 +161,11 @@ impl Hypervisor for XenHypervisor {
                 }
             }
             return Err(e.into());
+        }
+        // The guest runs only after unpause: its vif is guarded before it can send.
+        if let Err(e) = self.guard_bridge_vif(spec).await {
+            let _ = self.xl.destroy(&spec.name).await;
+            return Err(e);
         }
         let connecting = match self.channel {
             AgentChannel::Vchan => match self.xl.domid(&spec.name).await {

@@ -177,14 +177,20 @@ impl DomainConfig {
             .iter()
             .map(|(tag, path)| {
                 check("share tag", tag)?;
+                // The guest's owners, modes, setuid bits and device nodes live
+                // in xattrs on the host, never as such on the host's files.
                 Ok(format!(
-                    "\"tag={tag},security_model=none,path={}\"",
+                    "\"tag={tag},security_model=mapped-xattr,path={}\"",
                     check_path("share path", path)?
                 ))
             })
             .collect::<Result<_, ConfigError>>()?;
         if !shares.is_empty() {
             let _ = writeln!(s, "p9 = [ {} ]", shares.join(", "));
+            // The QEMU that serves them (as root: Xen's dm_restrict chroots it
+            // away from the shares) runs under its seccomp sandbox: no new
+            // privileges, no processes, no host resource control.
+            let _ = writeln!(s, "device_model_args = [ \"-sandbox\", \"{QEMU_SANDBOX}\" ]");
         }
         match &self.vif {
             Some(v) => {
@@ -206,9 +212,13 @@ impl DomainConfig {
     }
 }
 
+/// QEMU's `-sandbox` for a VM with 9p shares.
+const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::guard::VifGuard;
 
     fn cfg() -> DomainConfig {
         DomainConfig {
@@ -251,6 +261,7 @@ mod tests {
         c.vif = Some(crate::vm::Vif {
             link: VifLink::Bridge("xenbr0".into()),
             mac: "00:16:3e:01:02:03".into(),
+            guard: VifGuard::single("00:16:3e:01:02:03", "10.0.100.201".parse().unwrap()),
         });
         assert!(c
             .render()
@@ -261,6 +272,7 @@ mod tests {
                 script: "/run/vxn/vif-unplugged".into(),
             },
             mac: "0a:58:0a:58:00:05".into(),
+            guard: VifGuard::for_addresses("0a:58:0a:58:00:05", &[]),
         });
         c.shares = vec![("vxn-pod".into(), "/var/lib/vxn/pods/p/share".into())];
         let s = c.render().unwrap();
@@ -269,8 +281,9 @@ mod tests {
             "{s}"
         );
         assert!(s.contains(
-            "p9 = [ \"tag=vxn-pod,security_model=none,path=/var/lib/vxn/pods/p/share\" ]"
+            "p9 = [ \"tag=vxn-pod,security_model=mapped-xattr,path=/var/lib/vxn/pods/p/share\" ]"
         ));
+        assert!(s.contains("device_model_args = [ \"-sandbox\", \"on,obsolete=deny,"));
     }
 
     #[test]

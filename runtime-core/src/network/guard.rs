@@ -1,0 +1,297 @@
+//! Anti-spoofing on a VM's vif: what a guest may send, checked in dom0 on
+//! the vif backend's ingress (the frames the guest transmits), before the
+//! bridge or the pod's veth sees them.
+//!
+//! An allow-list of tc flower filters: frames from the vif's own MAC with
+//! its own addresses (ARP with its own sender, IPv4/IPv6 with its own
+//! source, DHCP client traffic in DHCP mode) are let through, DHCP server
+//! replies and IPv6 router advertisements and redirects are dropped first,
+//! and everything else is dropped last. The filters live on the vif device,
+//! so they are made with it and gone with it: no rule outlives its VM.
+//! (Xen's vif-bridge antispoof and Qubes' per-vif firewall follow the same
+//! idea with iptables; tc needs no global table a dying shim could leave.)
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use vxn_wire::protocol::IpCidr;
+
+use crate::command;
+use crate::error::{Error, Result};
+
+const TC_TIMEOUT: Duration = Duration::from_secs(20);
+/// Filter priorities: the drops of forbidden kinds, then the allowed, then
+/// the final drop of the rest.
+const PREF_FORBIDDEN: u32 = 10;
+const PREF_ALLOWED: u32 = 100;
+const PREF_REST: u32 = 60000;
+
+/// What one vif may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifGuard {
+    /// The vif's MAC: every frame's source and every ARP sender.
+    pub mac: String,
+    /// IPv4 sources (an address, or a prefix of a DHCP range).
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 sources besides link-local ones.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// DHCP client traffic from 0.0.0.0 (the guest asks a DHCP server).
+    pub dhcp_client: bool,
+}
+
+/// Where an allowed frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed<'a> {
+    /// On to the bridge the vif is a port of.
+    Pass,
+    /// Redirected to this device (a pod's veth).
+    RedirectTo(&'a str),
+}
+
+impl VifGuard {
+    /// A guard for one static address.
+    pub fn single(mac: &str, address: Ipv4Addr) -> Self {
+        Self {
+            mac: mac.into(),
+            ipv4: vec![(address, 32)],
+            ipv6: vec![],
+            dhcp_client: false,
+        }
+    }
+
+    /// A DHCP client whose address will be one of `start..=end`.
+    pub fn dhcp(mac: &str, start: Ipv4Addr, end: Ipv4Addr) -> Self {
+        Self {
+            mac: mac.into(),
+            ipv4: range_prefixes(start, end),
+            ipv6: vec![],
+            dhcp_client: true,
+        }
+    }
+
+    /// A pod's interface: the addresses CNI gave it.
+    pub fn for_addresses(mac: &str, addresses: &[IpCidr]) -> Self {
+        let mut g = Self {
+            mac: mac.into(),
+            ipv4: vec![],
+            ipv6: vec![],
+            dhcp_client: false,
+        };
+        for a in addresses {
+            match a.address {
+                std::net::IpAddr::V4(v4) => g.ipv4.push((v4, 32)),
+                std::net::IpAddr::V6(v6) => g.ipv6.push(v6),
+            }
+        }
+        g
+    }
+
+    /// The `tc filter add` argument lists for `dev`'s ingress, in order.
+    pub fn filters(&self, dev: &str, allowed: Allowed<'_>) -> Vec<Vec<String>> {
+        let mac = self.mac.as_str();
+        let allow: Vec<&str> = match allowed {
+            Allowed::Pass => vec!["action", "pass"],
+            Allowed::RedirectTo(to) => vec!["action", "mirred", "egress", "redirect", "dev", to],
+        };
+        let drop = vec!["action", "drop"];
+        let mut rules: Vec<(&str, Vec<String>, &Vec<&str>)> = Vec::new();
+        let own = |more: &[String]| {
+            let mut m = vec!["src_mac".to_string(), mac.to_string()];
+            m.extend_from_slice(more);
+            m
+        };
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Forbidden whatever the source: a DHCP server's replies, IPv6 router
+        // advertisements and redirects, a DHCPv6 server's replies.
+        rules.push(("ip", s(&["ip_proto", "udp", "src_port", "67"]), &drop));
+        for icmp_type in ["134", "137"] {
+            rules.push((
+                "ipv6",
+                s(&["ip_proto", "icmpv6", "type", icmp_type]),
+                &drop,
+            ));
+        }
+        rules.push(("ipv6", s(&["ip_proto", "udp", "src_port", "547"]), &drop));
+        let forbidden = rules.len();
+        // ARP only with its own sender MAC and address (0.0.0.0: a probe).
+        let mut arp_senders: Vec<String> = self
+            .ipv4
+            .iter()
+            .map(|(a, len)| format!("{a}/{len}"))
+            .collect();
+        arp_senders.push("0.0.0.0/32".into());
+        for sip in &arp_senders {
+            rules.push((
+                "arp",
+                own(&s(&["arp_sha", mac, "arp_sip", sip])),
+                &allow,
+            ));
+        }
+        for (a, len) in &self.ipv4 {
+            rules.push(("ip", own(&["src_ip".into(), format!("{a}/{len}")]), &allow));
+        }
+        if self.dhcp_client {
+            rules.push((
+                "ip",
+                own(&s(&[
+                    "src_ip", "0.0.0.0/32", "ip_proto", "udp", "src_port", "68", "dst_port", "67",
+                ])),
+                &allow,
+            ));
+        }
+        // IPv6 needs link-local (neighbour discovery) and :: (duplicate address
+        // detection) besides its own addresses.
+        let mut v6: Vec<String> = vec!["fe80::/10".into(), "::/128".into()];
+        v6.extend(self.ipv6.iter().map(|a| format!("{a}/128")));
+        for src in v6 {
+            rules.push(("ipv6", own(&["src_ip".into(), src]), &allow));
+        }
+        let mut out: Vec<Vec<String>> = rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, (proto, keys, action))| {
+                let pref = if i < forbidden {
+                    PREF_FORBIDDEN + i as u32
+                } else {
+                    PREF_ALLOWED + (i - forbidden) as u32
+                };
+                let mut a = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
+                a.push(pref.to_string());
+                a.extend(s(&["protocol", proto, "flower"]));
+                a.extend(keys);
+                a.extend(action.iter().map(|x| x.to_string()));
+                a
+            })
+            .collect();
+        let mut rest = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
+        rest.push(PREF_REST.to_string());
+        rest.extend(s(&["protocol", "all", "matchall", "action", "drop"]));
+        out.push(rest);
+        out
+    }
+
+    /// Put the filters on `dev`'s ingress (in network namespace `netns`, if
+    /// given), replacing whatever ingress filters it had.
+    pub async fn apply(&self, dev: &str, netns: Option<&str>, allowed: Allowed<'_>) -> Result<()> {
+        let ns: Vec<&str> = netns.map_or_else(Vec::new, |n| vec!["-n", n]);
+        let _ = tc(&ns, &["qdisc", "del", "dev", dev, "ingress"]).await;
+        tc(&ns, &["qdisc", "add", "dev", dev, "ingress"]).await?;
+        for args in self.filters(dev, allowed) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tc(&ns, &args).await.map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "anti-spoofing filter on {dev}: {e} (dom0 needs tc with the flower and matchall classifiers)"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+async fn tc(ns: &[&str], args: &[&str]) -> Result<()> {
+    let argv: Vec<&str> = ns.iter().chain(args).copied().collect();
+    command::run("tc", &argv, TC_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The fewest prefixes that cover exactly `start..=end`.
+pub fn range_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
+    let (mut lo, hi) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
+    let mut out = Vec::new();
+    while lo <= hi {
+        // The largest block aligned at `lo` that does not pass `hi`.
+        let mut size: u64 = if lo == 0 { 1 << 32 } else { 1 << lo.trailing_zeros().min(32) };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((Ipv4Addr::from(lo as u32), 32 - size.trailing_zeros() as u8));
+        lo += size;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(g: &VifGuard, allowed: Allowed<'_>) -> Vec<String> {
+        g.filters("vif7.0", allowed)
+            .into_iter()
+            .map(|a| a.join(" "))
+            .collect()
+    }
+
+    #[test]
+    fn a_static_vif_sends_only_its_own_mac_and_address() {
+        let g = VifGuard::single("00:16:3e:aa:bb:cc", "10.0.100.201".parse().unwrap());
+        let l = lines(&g, Allowed::Pass);
+        let m = "src_mac 00:16:3e:aa:bb:cc";
+        assert_eq!(
+            l[0],
+            "filter add dev vif7.0 parent ffff: pref 10 protocol ip flower ip_proto udp src_port 67 action drop"
+        );
+        assert!(l.iter().any(|x| x.ends_with("ip_proto icmpv6 type 134 action drop")));
+        assert!(l.contains(&format!(
+            "filter add dev vif7.0 parent ffff: pref 100 protocol arp flower {m} arp_sha 00:16:3e:aa:bb:cc arp_sip 10.0.100.201/32 action pass"
+        )));
+        assert!(l.contains(&format!(
+            "filter add dev vif7.0 parent ffff: pref 102 protocol ip flower {m} src_ip 10.0.100.201/32 action pass"
+        )));
+        // No DHCP client traffic and no other source.
+        assert!(!l.iter().any(|x| x.contains("src_ip 0.0.0.0")));
+        assert_eq!(
+            l.last().unwrap(),
+            "filter add dev vif7.0 parent ffff: pref 60000 protocol all matchall action drop"
+        );
+        // Every allow names the MAC; every drop comes before every allow.
+        let first_allow = l.iter().position(|x| x.ends_with("pass")).unwrap();
+        assert!(l[first_allow..l.len() - 1].iter().all(|x| x.contains(m)));
+        assert!(l[..first_allow].iter().all(|x| x.ends_with("drop")));
+    }
+
+    #[test]
+    fn a_dhcp_client_may_ask_and_use_the_dhcp_range_only() {
+        let g = VifGuard::dhcp(
+            "00:16:3e:00:00:01",
+            "10.0.100.50".parse().unwrap(),
+            "10.0.100.200".parse().unwrap(),
+        );
+        let l = lines(&g, Allowed::Pass).join("\n");
+        assert!(l.contains("src_ip 0.0.0.0/32 ip_proto udp src_port 68 dst_port 67 action pass"));
+        assert!(l.contains("src_ip 10.0.100.64/26 action pass"));
+        assert!(!l.contains("src_ip 10.0.100.201"));
+    }
+
+    #[test]
+    fn a_pods_vif_redirects_what_it_allows_to_the_veth() {
+        let g = VifGuard::for_addresses(
+            "0a:58:0a:58:00:05",
+            &["10.88.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()],
+        );
+        let l = lines(&g, Allowed::RedirectTo("eth0"));
+        assert!(l.contains(&"filter add dev vif7.0 parent ffff: pref 102 protocol ip flower src_mac 0a:58:0a:58:00:05 src_ip 10.88.0.5/32 action mirred egress redirect dev eth0".to_string()));
+        assert!(l.iter().any(|x| x.contains("src_ip fd00::5/128 action mirred")));
+        assert!(l.iter().any(|x| x.contains("src_ip fe80::/10 action mirred")));
+        assert!(!l.iter().any(|x| x.ends_with("pass")));
+    }
+
+    #[test]
+    fn ranges_become_exact_prefixes() {
+        let p = |a: &str, b: &str| {
+            range_prefixes(a.parse().unwrap(), b.parse().unwrap())
+                .into_iter()
+                .map(|(a, l)| format!("{a}/{l}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            p("10.0.100.50", "10.0.100.200"),
+            ["10.0.100.50/31", "10.0.100.52/30", "10.0.100.56/29", "10.0.100.64/26", "10.0.100.128/26", "10.0.100.192/29", "10.0.100.200/32"]
+        );
+        assert_eq!(p("10.0.0.0", "10.0.0.255"), ["10.0.0.0/24"]);
+        assert_eq!(p("10.0.0.7", "10.0.0.7"), ["10.0.0.7/32"]);
+        assert!(p("10.0.0.8", "10.0.0.7").is_empty());
+        assert_eq!(p("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
+    }
+}
