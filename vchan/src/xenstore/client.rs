@@ -31,11 +31,16 @@ use super::error::XsError;
 use super::perm::Perm;
 use super::wire::{split_strings, MsgType, Payload, WatchEvent};
 
-/// Watch events, in the order the server sent them.
-///
-/// The queue is unbounded so a caller awaiting a reply can never deadlock the
-/// reader; keep the number of watches reasonable and drain this receiver.
-pub struct WatchEvents(mpsc::UnboundedReceiver<WatchEvent>);
+/// How many watch events wait for the reader at most (each at most
+/// xenstore's 4 KiB payload): more are dropped, never queued without bound.
+pub const WATCH_QUEUE: usize = 64;
+
+/// Watch events, in the order the server sent them: hints that something
+/// changed, to be answered by reading it. Events past [`WATCH_QUEUE`]
+/// unread ones are dropped (the reader is never blocked, so a caller
+/// awaiting a reply cannot deadlock it, and a guest that rewrites a watched
+/// path in a loop cannot grow dom0's memory).
+pub struct WatchEvents(mpsc::Receiver<WatchEvent>);
 
 impl WatchEvents {
     /// The next event, or `None` once the connection is closed or broken.
@@ -90,7 +95,7 @@ impl Client {
         let (rd, wr) = tokio::io::split(stream);
         let pending: Shared = Arc::default();
         let (queue, queue_rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(WATCH_QUEUE);
         tokio::spawn(write_loop(wr, queue_rx, pending.clone()));
         let reader = tokio::spawn(read_loop(rd, events_tx, pending.clone()));
         let inner = Inner {

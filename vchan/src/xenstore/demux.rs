@@ -69,7 +69,7 @@ pub(super) async fn write_loop<W: AsyncWrite>(
 
 pub(super) async fn read_loop<R: AsyncRead>(
     rd: R,
-    events: mpsc::UnboundedSender<WatchEvent>,
+    events: mpsc::Sender<WatchEvent>,
     pending: Shared,
 ) {
     tokio::pin!(rd);
@@ -85,7 +85,7 @@ pub(super) async fn read_loop<R: AsyncRead>(
 /// Reads and dispatches one message; `Err` is why the connection is over.
 async fn read_one<R: AsyncRead + Unpin>(
     rd: &mut R,
-    events: &mpsc::UnboundedSender<WatchEvent>,
+    events: &mpsc::Sender<WatchEvent>,
     pending: &Shared,
 ) -> Result<(), String> {
     let mut hb = [0u8; HEADER_LEN];
@@ -103,8 +103,11 @@ async fn read_one<R: AsyncRead + Unpin>(
     let t = MsgType::from_u32(h.msg_type);
     if t == Some(MsgType::WatchEvent) {
         let ev = WatchEvent::decode(&payload).map_err(|e| e.to_string())?;
-        // Nobody listening is fine: the caller did not want events.
-        let _ = events.send(ev);
+        // Nobody listening is fine: the caller did not want events. A full
+        // queue drops the event: a guest that rewrites a watched path in a
+        // loop must not grow dom0's memory, and a full queue already wakes
+        // the reader, who re-reads what it watches (events are hints).
+        let _ = events.try_send(ev);
         return Ok(());
     }
     let slot = lock(pending).slots.remove(&h.req_id);

@@ -21,7 +21,7 @@ mod fake_tree;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Client, WatchEvents};
+pub use client::{Client, WatchEvents, WATCH_QUEUE};
 pub use error::{XsErrno, XsError};
 pub use perm::{Access, Perm};
 pub use wire::{WatchEvent, PAYLOAD_MAX};

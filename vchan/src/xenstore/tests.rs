@@ -178,6 +178,28 @@ async fn watch_event_interleaved_with_pending_reply() {
     c.write("/k", b"w").await.unwrap();
 }
 
+/// A guest rewriting a watched path in a loop: the reader keeps serving
+/// replies and keeps at most WATCH_QUEUE unread events, the rest dropped.
+#[tokio::test]
+async fn a_flood_of_watch_events_is_bounded() {
+    let flood = 10 * super::WATCH_QUEUE;
+    let (c, mut ev) = scripted(move |mut s| async move {
+        let (h, _) = read_request(&mut s).await;
+        for i in 0..flood {
+            let p = format!("/w/{i}\0tok\0");
+            send(&mut s, MsgType::WatchEvent as u32, 0, p.as_bytes()).await;
+        }
+        send(&mut s, MsgType::Read as u32, h.req_id, b"v").await;
+        std::future::pending::<()>().await;
+    });
+    assert_eq!(c.read("/k").await.unwrap(), b"v");
+    let mut got = 0;
+    while timeout(Duration::from_millis(50), ev.next()).await.is_ok_and(|e| e.is_some()) {
+        got += 1;
+    }
+    assert_eq!(got, super::WATCH_QUEUE, "unread events kept");
+}
+
 #[tokio::test]
 async fn cancelled_call_does_not_break_the_connection() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
