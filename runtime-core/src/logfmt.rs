@@ -30,6 +30,8 @@ where
         let mut fields = String::new();
         ctx.field_format()
             .format_fields(Writer::new(&mut fields), event)?;
+        // Fields may carry what a guest or an image said: one line, bounded.
+        let fields = one_bounded_line(&fields);
         let mut time = String::new();
         SystemTime.format_time(&mut Writer::new(&mut time))?;
         let level = event.metadata().level().as_str().to_lowercase();
@@ -43,5 +45,46 @@ where
         } else {
             writeln!(w, "time=\"{time}\" level={level} {} {fields}", self.tag)
         }
+    }
+}
+
+/// The most of one event's fields a log line keeps.
+const MAX_FIELDS_BYTES: usize = 8 * 1024;
+
+/// Control characters escaped (no forged lines, no terminal escapes) and
+/// the text cut at [`MAX_FIELDS_BYTES`], saying how much was cut.
+fn one_bounded_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_FIELDS_BYTES) + 32);
+    for (i, c) in s.char_indices() {
+        if out.len() >= MAX_FIELDS_BYTES {
+            out.push_str(&format!("...({} bytes cut)", s.len() - i));
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_stays_one_bounded_line() {
+        assert_eq!(
+            one_bounded_line("agent=\"x\ntime=forged\x1b[2J\""),
+            "agent=\"x\\ntime=forged\\u{1b}[2J\""
+        );
+        let long = "é".repeat(10_000);
+        let cut = one_bounded_line(&long);
+        assert!(cut.len() < MAX_FIELDS_BYTES + 40, "{}", cut.len());
+        assert!(cut.ends_with("bytes cut)"));
+        assert_eq!(one_bounded_line("plain text"), "plain text");
     }
 }
