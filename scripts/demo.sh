@@ -24,7 +24,7 @@ if grep -qs control_d /proc/xen/capabilities; then
   exec bash -c "$RUN"
 fi
 
-echo "demo: not a Xen dom0; using the lab (first run builds it: ~5 min)" >&2
+echo "demo: not a Xen dom0; using the lab (the first run builds it and the guest kernel: ~15 min on 2 cores)" >&2
 LAB=tests/lab/lab
 "$LAB" deps >&2
 "$LAB" build >&2
