@@ -100,6 +100,20 @@ impl Cgroup {
         }
     }
 
+    /// Every process in it, whatever namespaces it made for itself.
+    pub fn pids(&self) -> Vec<i32> {
+        read(&self.dir, "cgroup.procs")
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// SIGKILL to every process in it at once (`cgroup.kill`, Linux 5.14):
+    /// none can fork away meanwhile. False where the kernel lacks it.
+    pub fn kill(&self) -> bool {
+        std::fs::write(self.dir.join("cgroup.kill"), "1").is_ok()
+    }
+
     pub fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
     }

@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vxn_wire::protocol::{AgentError, CreateContainer, ErrorKind, MountKind, ProcessInfo};
+use std::os::fd::OwnedFd;
+
+use vxn_wire::protocol::{
+    AgentError, CreateContainer, ErrorKind, Isolation, MountKind, PidNamespace, ProcessInfo,
+};
 
 use crate::cgroup::{self, Cgroup};
 use crate::mounts;
-use crate::process::Process;
+use crate::process::{Joins, Process};
+use crate::spawn::InitSetup;
 use crate::procfs;
 use crate::rootfs_ns::{ContainerNs, Setup};
 
@@ -32,6 +37,10 @@ pub struct Container {
     cgroup: Option<Cgroup>,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Its PID namespace, masks and read-only paths (applied by its init).
+    isolation: Isolation,
+    /// Its own PID namespace once its init runs, for its later processes.
+    pid_ns: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
@@ -87,6 +96,9 @@ impl Container {
         init_stdio: crate::process::AgentStdio,
     ) -> Result<Arc<Self>, AgentError> {
         validate_id(&req.container_id)?;
+        req.isolation
+            .validate()
+            .map_err(|e| err(ErrorKind::InvalidArgument, e))?;
         let state_dir = state_root.join(&req.container_id);
         let result = async {
             let init = Process::new(None, req.process.clone(), init_stdio)?;
@@ -94,6 +106,7 @@ impl Container {
                 true => Some(Cgroup::create(&req.container_id, req.memory_limit_bytes)?),
                 false => None,
             };
+            apply_sysctls(&req.isolation)?;
             let files = state_dir.join("files");
             stage_files(&req, &files)?;
             mounts::wait_for_rootfs(&req.rootfs).await?;
@@ -106,6 +119,7 @@ impl Container {
                 shares,
                 mounts: req.mounts.clone(),
                 readonly: req.readonly_rootfs,
+                own_pid_ns: req.isolation.pid_namespace == PidNamespace::Own,
             })
             .await?;
             if let Some(h) = &req.hostname {
@@ -128,6 +142,8 @@ impl Container {
                 ns: Mutex::new(Some(Arc::new(ns))),
                 init,
                 execs: Mutex::default(),
+                isolation: req.isolation,
+                pid_ns: Mutex::default(),
             })),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&state_dir);
@@ -236,9 +252,46 @@ impl Container {
         (page, more)
     }
 
-    /// Its cgroup's `cgroup.procs`, for a new process to join.
-    pub fn cgroup_procs(&self) -> Option<std::os::fd::RawFd> {
-        self.cgroup.as_ref().map(Cgroup::procs_fd)
+    /// What its next process joins: its cgroup, and its PID namespace (or,
+    /// for the init, a new one and the setup of its paths).
+    pub fn joins(&self, ns: &ContainerNs, is_init: bool) -> Result<Joins, AgentError> {
+        let cstrings = |list: &[String]| {
+            list.iter()
+                .map(|p| {
+                    std::ffi::CString::new(p.as_str())
+                        .map_err(|_| err(ErrorKind::InvalidArgument, format!("path {p:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let init = match is_init {
+            false => None,
+            true => Some(InitSetup {
+                new_pid_ns: self.isolation.pid_namespace == PidNamespace::Own,
+                proc_mounts: cstrings(ns.proc_mounts())?,
+                masked: cstrings(&self.isolation.masked_paths)?,
+                readonly: cstrings(&self.isolation.readonly_paths)?,
+            }),
+        };
+        Ok(Joins {
+            cgroup_procs: self.cgroup.as_ref().map(Cgroup::procs_fd),
+            pid_ns: if is_init {
+                None
+            } else {
+                self.pid_ns.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            },
+            init,
+        })
+    }
+
+    /// After its init started: hold its own PID namespace for later processes.
+    pub fn init_started(&self, pid: u32) {
+        if self.isolation.pid_namespace != PidNamespace::Own {
+            return;
+        }
+        match std::fs::File::open(format!("/proc/{pid}/ns/pid")) {
+            Ok(f) => *self.pid_ns.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f.into())),
+            Err(e) => tracing::warn!(container = %self.id, error = %e, "cannot hold the container's PID namespace"),
+        }
     }
 
     /// True once per OOM kill among its processes (it has a cgroup).
@@ -254,9 +307,14 @@ impl Container {
         }
     }
 
-    /// The container's live processes (those in its mount namespace).
+    /// The container's live processes: its cgroup's (nothing it does with
+    /// namespaces takes a process out of it), else those in its mount
+    /// namespace (test mode: no cgroups).
     pub fn pids(&self) -> Vec<i32> {
-        procfs::pids_in(self.ns_inode)
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => procfs::pids_in(self.ns_inode),
+        }
     }
 
     /// Signal every process of the container but those in `spare`.
@@ -266,7 +324,9 @@ impl Container {
 
     /// Kill its processes, wait for init, release the namespace, forget the state.
     pub async fn destroy(&self) {
-        self.signal_all(libc::SIGKILL, &[]);
+        if !self.cgroup.as_ref().is_some_and(Cgroup::kill) {
+            self.signal_all(libc::SIGKILL, &[]);
+        }
         if self.init.pid().is_some() {
             let _ = tokio::time::timeout(KILL_WAIT, self.init.wait()).await;
         }
@@ -274,6 +334,33 @@ impl Container {
         let _ = std::fs::remove_dir_all(&self.state_dir);
         tracing::info!(container = %self.id, "container deleted");
     }
+}
+
+/// The spec's sysctls, into the VM's kernel (the pod's): only where the
+/// agent is the VM's init; in test mode they would be the host's.
+fn apply_sysctls(i: &Isolation) -> Result<(), AgentError> {
+    if i.sysctls.is_empty() {
+        return Ok(());
+    }
+    if std::process::id() != 1 {
+        return Err(err(
+            ErrorKind::Unsupported,
+            "sysctls need a VM (the agent in test mode would set the host's)",
+        ));
+    }
+    for (name, value) in &i.sysctls {
+        let rel = vxn_wire::protocol::isolation::sysctl_path(name)
+            .map_err(|e| err(ErrorKind::InvalidArgument, e))?;
+        let path = Path::new("/proc/sys").join(rel);
+        std::fs::write(&path, value).map_err(|e| {
+            err(
+                ErrorKind::InvalidArgument,
+                format!("sysctl {name}={value}: {e}"),
+            )
+        })?;
+        tracing::info!(sysctl = %name, value = %value, "sysctl set");
+    }
+    Ok(())
 }
 
 /// At most `max` bytes of `s`, cut on a char boundary.

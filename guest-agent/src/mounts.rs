@@ -147,15 +147,24 @@ pub async fn wait_for_rootfs(src: &RootfsSource) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// In a fresh mount namespace (the calling thread's): everything, then pivot_root.
-pub fn build(s: &Setup) -> Result<(), AgentError> {
+/// In a fresh mount namespace (the calling thread's): everything, then
+/// pivot_root. With a PID namespace of its own, procfs is left to the
+/// container's init (a procfs shows its mounter's PID namespace): the
+/// destinations it must mount are returned, made as directories.
+pub fn build(s: &Setup) -> Result<Vec<String>, AgentError> {
     make_root_private().map_err(|e| internal(format!("make / private: {e}")))?;
     mount_rootfs(&s.rootfs, &s.staging)?;
     let root: OwnedFd = std::fs::File::open(&s.staging)
         .map_err(|e| internal(format!("open {}: {e}", s.staging.display())))?
         .into();
     let root = root.as_fd();
+    let mut deferred_proc = Vec::new();
     for (i, m) in s.mounts.iter().enumerate() {
+        if s.own_pid_ns && matches!(&m.kind, MountKind::Kernel { fstype } if fstype == "proc") {
+            target_dir(root, &m.destination)?;
+            deferred_proc.push(m.destination.clone());
+            continue;
+        }
         apply(root, i, m, &s.files, &s.shares)?;
     }
     if !s.mounts.iter().any(|m| m.destination == "/dev") {
@@ -173,7 +182,8 @@ pub fn build(s: &Setup) -> Result<(), AgentError> {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV;
         do_mount(None, &s.staging, None, flags, None, "/ (read-only)")?;
     }
-    pivot_into(root)
+    pivot_into(root)?;
+    Ok(deferred_proc)
 }
 
 fn mount_rootfs(src: &RootfsSource, staging: &Path) -> Result<(), AgentError> {

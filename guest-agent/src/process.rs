@@ -16,7 +16,7 @@ pub use crate::process_io::AgentStdio;
 use crate::process_io::{drain, ChildIo};
 use crate::reaper::Reaper;
 use crate::rootfs_ns::ContainerNs;
-use crate::spawn::{self, SpawnError, SpawnPlan, Stage};
+use crate::spawn::{self, InitSetup, SpawnError, SpawnPlan, Stage};
 use crate::user::Credentials;
 use crate::{pty, safe_path, user};
 
@@ -31,6 +31,17 @@ enum State {
         pty: Option<OwnedFd>,
     },
     Exited,
+}
+
+/// What a new process of a container joins besides its mount namespace.
+#[derive(Default)]
+pub struct Joins {
+    /// Its cgroup's open `cgroup.procs`.
+    pub cgroup_procs: Option<RawFd>,
+    /// Its own PID namespace (held open for the spawn).
+    pub pid_ns: Option<Arc<OwnedFd>>,
+    /// The init's setup of the namespaces (the init only).
+    pub init: Option<InitSetup>,
 }
 
 pub struct Process {
@@ -73,14 +84,13 @@ impl Process {
         }
     }
 
-    /// Start the process in the container's mount namespace (and cgroup, an
-    /// open `cgroup.procs`, if it has one). `on_exit` runs after the exit,
-    /// before output is drained (the init process uses it to kill the rest of
-    /// the container).
+    /// Start the process in the container's mount namespace and what else
+    /// it `joins`. `on_exit` runs after the exit, before output is drained
+    /// (the init process uses it to kill the rest of the container).
     pub async fn start(
         self: &Arc<Self>,
         ns: &ContainerNs,
-        cgroup: Option<RawFd>,
+        joins: Joins,
         reaper: &Reaper,
         on_exit: impl FnOnce(i32) + Send + 'static,
     ) -> Result<u32, AgentError> {
@@ -99,7 +109,7 @@ impl Process {
                 ));
             }
         };
-        match self.spawn(ns, cgroup, reaper, spec, stdio, on_exit).await {
+        match self.spawn(ns, joins, reaper, spec, stdio, on_exit).await {
             Ok(pid) => Ok(pid as u32),
             Err(e) => {
                 // It never ran: report it exited like a shell would (127).
@@ -116,7 +126,7 @@ impl Process {
     async fn spawn(
         self: &Arc<Self>,
         ns: &ContainerNs,
-        cgroup: Option<RawFd>,
+        joins: Joins,
         reaper: &Reaper,
         spec: ProcessSpec,
         stdio: AgentStdio,
@@ -127,7 +137,9 @@ impl Process {
         let io = ChildIo::new(&spec, &stdio, prepared.pty)?;
         plan.stdio = io.child_fds();
         plan.tty = spec.terminal;
-        plan.cgroup_procs = cgroup;
+        plan.cgroup_procs = joins.cgroup_procs;
+        plan.pid_ns = joins.pid_ns.as_ref().map(|f| f.as_raw_fd());
+        plan.init = joins.init;
         let (pid, status_pipe, exit_rx) = reaper
             .spawn_registered(|| spawn::fork_exec(&plan))
             .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -409,6 +421,8 @@ fn build_plan(
         stdio: [0, 1, 2],
         tty: false,
         cgroup_procs: None,
+        pid_ns: None,
+        init: None,
     })
 }
 

@@ -19,6 +19,8 @@ use crate::mounts;
 
 pub struct ContainerNs {
     fd: OwnedFd,
+    /// Where the container's init mounts procfs (its own PID namespace).
+    proc_mounts: Vec<String>,
 }
 
 /// What goes into a new container namespace.
@@ -33,6 +35,8 @@ pub struct Setup {
     pub shares: PathBuf,
     pub mounts: Vec<MountSpec>,
     pub readonly: bool,
+    /// The container gets a PID namespace of its own (procfs is its init's).
+    pub own_pid_ns: bool,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> AgentError {
@@ -65,8 +69,8 @@ impl ContainerNs {
             let fd: OwnedFd = std::fs::File::open("/proc/thread-self/ns/mnt")
                 .map_err(|e| internal("open the new mount namespace", e))?
                 .into();
-            mounts::build(&setup)?;
-            Ok(Self { fd })
+            let proc_mounts = mounts::build(&setup)?;
+            Ok(Self { fd, proc_mounts })
         })
         .await
     }
@@ -75,6 +79,11 @@ impl ContainerNs {
     /// `/proc/PID/ns/mnt` is this one (a pod's VM holds several containers).
     pub fn inode(&self) -> u64 {
         nix::sys::stat::fstat(self.fd.as_raw_fd()).map_or(0, |st| st.st_ino)
+    }
+
+    /// Where its init mounts procfs (empty: the namespace has it already).
+    pub fn proc_mounts(&self) -> &[String] {
+        &self.proc_mounts
     }
 
     pub fn raw_fd(&self) -> i32 {

@@ -207,15 +207,19 @@ impl Agent {
                 }
                 let ns = c.ns()?;
                 let container = c.clone();
+                let joins = c.joins(&ns, is_init)?;
                 let pid = p
-                    .start(&ns, c.cgroup_procs(), &self.reaper, move |pid| {
-                        // Like a PID namespace: when init dies, the rest of
-                        // the container dies with it.
+                    .start(&ns, joins, &self.reaper, move |pid| {
+                        // As in a PID namespace of its own: when init dies,
+                        // the rest of the container dies with it.
                         if is_init {
                             container.signal_all(libc::SIGKILL, &[pid]);
                         }
                     })
                     .await?;
+                if is_init {
+                    c.init_started(pid);
+                }
                 Ok(Response::Started { pid })
             }
             Request::Exec {

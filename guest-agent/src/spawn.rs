@@ -31,6 +31,10 @@ pub enum Stage {
     Exec = 12,
     Caps = 13,
     Cgroup = 14,
+    PidNs = 15,
+    MountProc = 16,
+    MaskPath = 17,
+    ReadonlyPath = 18,
 }
 
 impl Stage {
@@ -38,7 +42,7 @@ impl Stage {
         use Stage::*;
         [
             Stdio, Session, Tty, OomScore, MountNs, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs,
-            Exec, Caps, Cgroup,
+            Exec, Caps, Cgroup, PidNs, MountProc, MaskPath, ReadonlyPath,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -53,6 +57,21 @@ pub enum SpawnError {
     Child { stage: Stage, errno: Errno },
     #[error("child reported a malformed status")]
     Garbled,
+}
+
+/// What a container's init sets up in its namespaces before it execs (and
+/// its later processes find made): like runc's init, from inside, because a
+/// procfs shows the PID namespace of the process that mounts it.
+#[derive(Debug, Default)]
+pub struct InitSetup {
+    /// Start in a new PID namespace, as its PID 1.
+    pub new_pid_ns: bool,
+    /// Where procfs is mounted (from inside the new PID namespace).
+    pub proc_mounts: Vec<CString>,
+    /// Files get /dev/null bound over them, directories an empty read-only tmpfs.
+    pub masked: Vec<CString>,
+    /// Bound over themselves read-only, submounts included.
+    pub readonly: Vec<CString>,
 }
 
 /// A fully prepared process start.
@@ -81,6 +100,10 @@ pub struct SpawnPlan {
     pub tty: bool,
     /// The container cgroup's `cgroup.procs`, joined first of all.
     pub cgroup_procs: Option<RawFd>,
+    /// The container's own PID namespace, for a process started in it later.
+    pub pid_ns: Option<RawFd>,
+    /// The container's init: the namespaces' setup before exec.
+    pub init: Option<InitSetup>,
 }
 
 struct CPtrs {
@@ -110,12 +133,7 @@ pub fn fork_exec(plan: &SpawnPlan) -> Result<(i32, OwnedFd), SpawnError> {
     }
     // SAFETY: pipe2 returned two new fds we now own.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child only calls async-signal-safe functions on data
-    // prepared above and ends in execve or _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(SpawnError::Fork(Errno::last()));
-    }
+    let pid = fork_into_pid_ns(plan)?;
     if pid == 0 {
         // SAFETY: in the forked child; `child` keeps to async-signal-safe calls.
         let (stage, errno) = unsafe { child(plan, &ptrs) };
@@ -130,6 +148,109 @@ pub fn fork_exec(plan: &SpawnPlan) -> Result<(i32, OwnedFd), SpawnError> {
     }
     drop(wr);
     Ok((pid, rd))
+}
+
+/// fork(2), the child in the plan's PID namespace: a new one (clone with
+/// CLONE_NEWPID, fork's semantics otherwise) or the container's (setns of
+/// this thread's namespace for children around the fork, then back).
+fn fork_into_pid_ns(plan: &SpawnPlan) -> Result<i32, SpawnError> {
+    let fail = |stage| SpawnError::Child {
+        stage,
+        errno: Errno::last(),
+    };
+    if plan.init.as_ref().is_some_and(|i| i.new_pid_ns) {
+        // SAFETY: clone without CLONE_VM and with no new stack is fork; the
+        // child keeps to async-signal-safe calls as after fork.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        return if pid < 0 {
+            Err(fail(Stage::PidNs))
+        } else {
+            Ok(pid as i32)
+        };
+    }
+    let Some(ns) = plan.pid_ns else {
+        // SAFETY: the child only calls async-signal-safe functions on data
+        // prepared before and ends in execve or _exit.
+        let pid = unsafe { libc::fork() };
+        return if pid < 0 { Err(SpawnError::Fork(Errno::last())) } else { Ok(pid) };
+    };
+    let own = std::fs::File::open("/proc/thread-self/ns/pid").map_err(|e| SpawnError::Child {
+        stage: Stage::PidNs,
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    // SAFETY: setns on fds we hold; it changes only this thread's namespace
+    // for children, put back before returning.
+    if unsafe { libc::setns(ns, libc::CLONE_NEWPID) } < 0 {
+        return Err(fail(Stage::PidNs));
+    }
+    // SAFETY: as for fork above.
+    let pid = unsafe { libc::fork() };
+    let forked = if pid < 0 { Err(SpawnError::Fork(Errno::last())) } else { Ok(pid) };
+    if pid != 0 {
+        // SAFETY: as above; our own namespace is always ours to return to.
+        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+    }
+    forked
+}
+
+/// In the child, in the container's mount namespace: procfs, masks,
+/// read-only paths. A path the image lacks is skipped, as runc does.
+unsafe fn setup_init(init: &InitSetup) -> Result<(), (Stage, i32)> {
+    let errno = || *libc::__errno_location();
+    for dest in &init.proc_mounts {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if libc::mount(c"proc".as_ptr(), dest.as_ptr(), c"proc".as_ptr(), flags, std::ptr::null()) < 0 {
+            return Err((Stage::MountProc, errno()));
+        }
+    }
+    for p in &init.masked {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::stat(p.as_ptr(), &mut st) < 0 {
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => continue,
+                e => return Err((Stage::MaskPath, e)),
+            }
+        }
+        let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            libc::mount(c"tmpfs".as_ptr(), p.as_ptr(), c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())
+        } else {
+            libc::mount(c"/dev/null".as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+        };
+        if rc < 0 {
+            return Err((Stage::MaskPath, errno()));
+        }
+    }
+    for p in &init.readonly {
+        if libc::mount(p.as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) < 0 {
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => continue,
+                e => return Err((Stage::ReadonlyPath, e)),
+            }
+        }
+        let mut attr: libc::mount_attr = std::mem::zeroed();
+        attr.attr_set = libc::MOUNT_ATTR_RDONLY;
+        let rc = libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        );
+        if rc < 0 {
+            return Err((Stage::ReadonlyPath, errno()));
+        }
+    }
+    Ok(())
 }
 
 /// Decode what the child wrote to the status pipe (empty = exec succeeded).
@@ -200,6 +321,11 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
     if let Some(ns) = plan.mount_ns {
         // Also moves root and cwd to the container's root.
         check!(Stage::MountNs, libc::setns(ns, libc::CLONE_NEWNS));
+    }
+    if let Some(init) = &plan.init {
+        if let Err(failed) = setup_init(init) {
+            return failed;
+        }
     }
     check!(Stage::Cwd, libc::chdir(plan.cwd.as_ptr()));
     for (res, lim) in &plan.rlimits {

@@ -100,6 +100,7 @@ async fn run_in(
             process: spec(&["/bin/sh", "-c", script]),
             stdio: ids,
             memory_limit_bytes: None,
+            isolation: Default::default(),
         })
         .await
         .expect("create");
@@ -184,6 +185,7 @@ async fn a_layer_device_that_is_not_a_plain_dev_path_is_refused() {
             process: spec(&["true"]),
             stdio: ids,
             memory_limit_bytes: None,
+            isolation: Default::default(),
         })
         .await
         .unwrap_err();

@@ -131,6 +131,7 @@ async fn static_address_route_and_container_files() {
             process: p,
             stdio: io.0,
             memory_limit_bytes: None,
+            isolation: Default::default(),
         })
         .await
         .expect("create");

@@ -215,6 +215,7 @@ async fn empty_argv_is_rejected() {
             process: spec(&[]),
             stdio: ids,
             memory_limit_bytes: None,
+            isolation: Default::default(),
         })
         .await
         .unwrap_err();

@@ -96,6 +96,11 @@ pub struct Root {
 pub struct Linux {
     pub resources: Option<Resources>,
     pub namespaces: Vec<Namespace>,
+    #[serde(rename = "maskedPaths")]
+    pub masked_paths: Vec<String>,
+    #[serde(rename = "readonlyPaths")]
+    pub readonly_paths: Vec<String>,
+    pub sysctl: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +146,32 @@ impl Spec {
 
     /// The container's root directory: `root.path`, relative to the bundle
     /// unless absolute (runc's rule), `rootfs` when the spec names none.
+    /// What keeps the container apart inside its VM. `in_pod`: the VM holds
+    /// other containers, so a PID namespace of its own is made where the
+    /// spec asks for a new one (a `pid` entry without a path; CRI's
+    /// NamespaceMode CONTAINER); a path (POD) or no entry (NODE) shares the
+    /// VM's. A standalone container's VM is its own: it shares the VM's.
+    pub fn isolation(&self, in_pod: bool) -> vxn_wire::protocol::Isolation {
+        use vxn_wire::protocol::{Isolation, PidNamespace};
+        let linux = self.linux.as_ref();
+        let own_pid = in_pod
+            && linux.is_some_and(|l| {
+                l.namespaces
+                    .iter()
+                    .any(|n| n.kind == "pid" && n.path.is_none())
+            });
+        Isolation {
+            pid_namespace: if own_pid {
+                PidNamespace::Own
+            } else {
+                PidNamespace::Vm
+            },
+            masked_paths: linux.map(|l| l.masked_paths.clone()).unwrap_or_default(),
+            readonly_paths: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
+            sysctls: linux.map(|l| l.sysctl.clone()).unwrap_or_default(),
+        }
+    }
+
     pub fn rootfs_dir(&self, bundle: &Path) -> PathBuf {
         match self.root.as_ref().map(|r| r.path.as_str()) {
             None | Some("") => bundle.join("rootfs"),

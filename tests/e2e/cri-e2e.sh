@@ -280,3 +280,26 @@ test_cri_shim_killed() {
   if [ -n "$(ls -A /var/lib/vxn/.shares/$CRI_NS 2>/dev/null)" ]; then log "shares left: $(ls /var/lib/vxn/.shares/$CRI_NS)"; ok=1; fi
   return $ok
 }
+
+# c8. Containers of one pod are apart as runc keeps them (the default NamespaceMode
+# CONTAINER, default capabilities, the default masked and read-only paths): a container
+# sees only its own processes, is its own PID 1, cannot reach another's files through
+# /proc/PID/root, cannot write /proc/sys or read /proc/kcore.
+test_cri_isolation() {
+  cri_setup || return 1
+  local pod a b out ok=0
+  pod=$(run_pod e2e-iso) || { log "runp failed"; return 1; }
+  b=$(start_in "$pod" holder 0 sh -c 'echo b-secret > /b-file; exec sleep 3000') || { log "holder did not start"; ok=1; }
+  a=$(start_in "$pod" spy 0 sh -c 'sleep 2
+    cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "slee[p] 3000" && echo SEES-B
+    for p in /proc/[0-9]*; do cat "$p/root/b-file" 2>/dev/null; done
+    v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-SYSCTL
+    [ "$(head -c 16 /proc/kcore 2>/dev/null | wc -c)" = 0 ] || echo READ-KCORE
+    echo "pid1=$(cat /proc/1/comm)"') || { log "spy did not start"; ok=1; }
+  [ $ok = 0 ] && wait_exited "$a" || ok=1
+  out=$("${CRI[@]}" logs "$a" 2>&1)
+  [ "$out" = "pid1=sh" ] || { log "the spy saw: [$out]"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  return $ok
+}

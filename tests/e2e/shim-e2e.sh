@@ -578,6 +578,17 @@ test_pod_ctr() {
   # the container's processes, not the pod's others
   out=$("${CTR[@]}" task ps e2e-pod-srv | tail -n +2 | wc -l)
   [ "$out" = 1 ] || { log "ps of the server: $("${CTR[@]}" task ps e2e-pod-srv)"; ok=1; }
+  # apart from each other: its own PID namespace (PID 1 is its own shell), the server
+  # invisible, /proc/sys read-only and /proc/timer_list masked (ctr's default spec)
+  out=$("${CTR[@]}" run --rm --runtime "$RT" "${member[@]}" "$IMG" e2e-pod-spy sh -c \
+    'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "http[d] -f -p 127.0.0.1:8081" && echo SEES-SRV
+     v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-SYSCTL
+     [ "$(head -c 16 /proc/timer_list 2>/dev/null | wc -c)" = 0 ] || echo READ-TIMER-LIST
+     echo "pid1=$(cat /proc/1/comm)"')
+  [ "$out" = "pid1=sh" ] || { log "a pod container saw: [$out]"; ok=1; }
+  out=$("${CTR[@]}" task exec --exec-id x0 e2e-pod-srv sh -c \
+    'cat /proc/1/comm; [ "$(readlink /proc/self/ns/pid)" = "$(readlink /proc/1/ns/pid)" ] && echo same-ns')
+  [ "$out" = "$(printf 'httpd\nsame-ns')" ] || { log "exec in the server's PID namespace: [$out]"; ok=1; }
   "${CTR[@]}" task exec --exec-id x1 e2e-pod-srv sh -c 'exit 5'
   [ $? = 5 ] || { log "exec in a pod container"; ok=1; }
   "${CTR[@]}" task pause e2e-pod-srv 2>"$WORK/err" && { log "paused one container of a pod"; ok=1; }
@@ -628,14 +639,14 @@ test_layered_disks() {
 ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run
   layered_disks)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 CI_XEN=(echo shim_protocol layered_disks tty signals exec pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   tenants create_crash guest_isolation cycles net_basics net_reach_container net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed binds
+  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs podman_echo podman_it vctr_run)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
 # exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);

@@ -158,6 +158,7 @@ impl TestAgent {
                 process,
                 stdio: ids,
                 memory_limit_bytes: None,
+                isolation: Default::default(),
             })
             .await?;
         Ok(io)

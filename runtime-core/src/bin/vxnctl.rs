@@ -219,6 +219,7 @@ async fn xen_run(
             },
             stdio: ids,
             memory_limit_bytes: None,
+            isolation: Default::default(),
         })
         .await
         .map_err(|e| format!("create: {e}"))?;

@@ -33,6 +33,8 @@ pub(super) struct InGuest {
     pub memory_limit_bytes: Option<u64>,
     pub mounts: Vec<vxn_wire::protocol::MountSpec>,
     pub rootfs: vxn_wire::protocol::RootfsSource,
+    /// The VM holds other containers (a pod's).
+    pub in_pod: bool,
 }
 
 /// Create the container in the guest (rootfs, mounts, its init prepared,
@@ -57,6 +59,7 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
             process: spec.init_process()?.to_agent(),
             stdio: ids,
             memory_limit_bytes: what.memory_limit_bytes,
+            isolation: spec.isolation(what.in_pod),
         })
         .await
         .map_err(|e| Error::from(e).context("create container in the guest"))?;
@@ -336,6 +339,7 @@ impl<S: ProcessStdio> Container<S> {
                 memory_limit_bytes: None,
                 mounts,
                 rootfs: exported.guest.clone(),
+                in_pod: false,
             };
             let relay = prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await?;
             // Nothing of the container runs before Start.

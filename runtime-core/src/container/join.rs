@@ -115,6 +115,7 @@ impl<S: ProcessStdio> Container<S> {
                 memory_limit_bytes: memory.map(|m| m << 20),
                 mounts,
                 rootfs: guest,
+                in_pod: true,
             };
             prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await
         }

@@ -191,6 +191,9 @@ pub struct CreateContainer {
     /// container: the VM is shared). None: the VM's memory is the limit.
     #[serde(default)]
     pub memory_limit_bytes: Option<u64>,
+    /// Its PID namespace, masked and read-only paths, sysctls.
+    #[serde(default)]
+    pub isolation: super::Isolation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,11 +3,13 @@
 //! See `docs/protocol.md` for the design and why it looks like this.
 
 pub mod frame;
+pub mod isolation;
 pub mod messages;
 pub mod network;
 pub mod text;
 
 pub use frame::{Decoded, Frame, FrameCodec, FrameError, FrameKind};
+pub use isolation::{Isolation, PidNamespace};
 pub use messages::*;
 pub use network::*;
 pub use text::guest_text;
@@ -24,7 +26,9 @@ pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// `CreateContainer`, `container_only` in `Stats`, a container's processes
 /// told apart (an agent without them would let a pod's containers kill and
 /// starve each other).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// v6: `isolation` in `CreateContainer` (an agent that ignored it would let
+/// a pod's containers see each other's processes and write /proc/sys).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
