@@ -15,9 +15,9 @@ use vxn_wire::protocol::{
 use crate::cgroup::{self, Cgroup};
 use crate::mounts;
 use crate::process::{Joins, Process};
-use crate::spawn::InitSetup;
 use crate::procfs;
 use crate::rootfs_ns::{ContainerNs, Setup};
+use crate::spawn::InitSetup;
 
 /// How long Delete waits for a SIGKILLed init to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -41,6 +41,8 @@ pub struct Container {
     isolation: Isolation,
     /// Its own PID namespace once its init runs, for its later processes.
     pid_ns: Mutex<Option<Arc<OwnedFd>>>,
+    /// Its seccomp profile, compiled once for all its processes.
+    seccomp: Option<Arc<Vec<libc::sock_filter>>>,
 }
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> AgentError {
@@ -99,6 +101,10 @@ impl Container {
         req.isolation
             .validate()
             .map_err(|e| err(ErrorKind::InvalidArgument, e))?;
+        let seccomp = match &req.isolation.seccomp {
+            Some(p) => Some(Arc::new(crate::seccomp::compile(p)?)),
+            None => None,
+        };
         let state_dir = state_root.join(&req.container_id);
         let result = async {
             let init = Process::new(None, req.process.clone(), init_stdio)?;
@@ -142,8 +148,9 @@ impl Container {
                 ns: Mutex::new(Some(Arc::new(ns))),
                 init,
                 execs: Mutex::default(),
-                isolation: req.isolation,
+                isolation: *req.isolation,
                 pid_ns: Mutex::default(),
+                seccomp,
             })),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&state_dir);
@@ -277,9 +284,13 @@ impl Container {
             pid_ns: if is_init {
                 None
             } else {
-                self.pid_ns.lock().unwrap_or_else(|p| p.into_inner()).clone()
+                self.pid_ns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
             },
             init,
+            seccomp: self.seccomp.clone(),
         })
     }
 
@@ -289,8 +300,12 @@ impl Container {
             return;
         }
         match std::fs::File::open(format!("/proc/{pid}/ns/pid")) {
-            Ok(f) => *self.pid_ns.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f.into())),
-            Err(e) => tracing::warn!(container = %self.id, error = %e, "cannot hold the container's PID namespace"),
+            Ok(f) => {
+                *self.pid_ns.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f.into()))
+            }
+            Err(e) => {
+                tracing::warn!(container = %self.id, error = %e, "cannot hold the container's PID namespace")
+            }
         }
     }
 

@@ -19,6 +19,7 @@ mod pty;
 mod reaper;
 mod rootfs_ns;
 mod safe_path;
+mod seccomp;
 mod server;
 mod spawn;
 mod user;

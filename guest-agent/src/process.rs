@@ -42,6 +42,8 @@ pub struct Joins {
     pub pid_ns: Option<Arc<OwnedFd>>,
     /// The init's setup of the namespaces (the init only).
     pub init: Option<InitSetup>,
+    /// The container's seccomp filter.
+    pub seccomp: Option<Arc<Vec<libc::sock_filter>>>,
 }
 
 pub struct Process {
@@ -140,6 +142,7 @@ impl Process {
         plan.cgroup_procs = joins.cgroup_procs;
         plan.pid_ns = joins.pid_ns.as_ref().map(|f| f.as_raw_fd());
         plan.init = joins.init;
+        plan.seccomp = joins.seccomp;
         let (pid, status_pipe, exit_rx) = reaper
             .spawn_registered(|| spawn::fork_exec(&plan))
             .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -423,6 +426,7 @@ fn build_plan(
         cgroup_procs: None,
         pid_ns: None,
         init: None,
+        seccomp: None,
     })
 }
 
@@ -466,6 +470,13 @@ async fn read_spawn_status(pipe: OwnedFd, arg0: &str) -> Result<(), AgentError> 
         }) => Err(err(
             ErrorKind::InvalidArgument,
             format!("apply capabilities: {errno}"),
+        )),
+        Err(SpawnError::Child {
+            stage: Stage::Seccomp,
+            errno,
+        }) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("load the seccomp profile: {errno}"),
         )),
         Err(e) => Err(err(
             ErrorKind::Internal,

@@ -35,14 +35,32 @@ pub enum Stage {
     MountProc = 16,
     MaskPath = 17,
     ReadonlyPath = 18,
+    Seccomp = 19,
 }
 
 impl Stage {
     fn from_u32(v: u32) -> Option<Self> {
         use Stage::*;
         [
-            Stdio, Session, Tty, OomScore, MountNs, Cwd, Rlimit, Groups, Gid, Uid, NoNewPrivs,
-            Exec, Caps, Cgroup, PidNs, MountProc, MaskPath, ReadonlyPath,
+            Stdio,
+            Session,
+            Tty,
+            OomScore,
+            MountNs,
+            Cwd,
+            Rlimit,
+            Groups,
+            Gid,
+            Uid,
+            NoNewPrivs,
+            Exec,
+            Caps,
+            Cgroup,
+            PidNs,
+            MountProc,
+            MaskPath,
+            ReadonlyPath,
+            Seccomp,
         ]
         .into_iter()
         .find(|s| *s as u32 == v)
@@ -104,6 +122,9 @@ pub struct SpawnPlan {
     pub pid_ns: Option<RawFd>,
     /// The container's init: the namespaces' setup before exec.
     pub init: Option<InitSetup>,
+    /// The container's seccomp filter, loaded last before exec (or, without
+    /// no_new_privs, while the child still has CAP_SYS_ADMIN to load it).
+    pub seccomp: Option<std::sync::Arc<Vec<libc::sock_filter>>>,
 }
 
 struct CPtrs {
@@ -181,7 +202,11 @@ fn fork_into_pid_ns(plan: &SpawnPlan) -> Result<i32, SpawnError> {
         // SAFETY: the child only calls async-signal-safe functions on data
         // prepared before and ends in execve or _exit.
         let pid = unsafe { libc::fork() };
-        return if pid < 0 { Err(SpawnError::Fork(Errno::last())) } else { Ok(pid) };
+        return if pid < 0 {
+            Err(SpawnError::Fork(Errno::last()))
+        } else {
+            Ok(pid)
+        };
     };
     let own = std::fs::File::open("/proc/thread-self/ns/pid").map_err(|e| SpawnError::Child {
         stage: Stage::PidNs,
@@ -194,7 +219,11 @@ fn fork_into_pid_ns(plan: &SpawnPlan) -> Result<i32, SpawnError> {
     }
     // SAFETY: as for fork above.
     let pid = unsafe { libc::fork() };
-    let forked = if pid < 0 { Err(SpawnError::Fork(Errno::last())) } else { Ok(pid) };
+    let forked = if pid < 0 {
+        Err(SpawnError::Fork(Errno::last()))
+    } else {
+        Ok(pid)
+    };
     if pid != 0 {
         // SAFETY: as above; our own namespace is always ours to return to.
         unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
@@ -208,7 +237,14 @@ unsafe fn setup_init(init: &InitSetup) -> Result<(), (Stage, i32)> {
     let errno = || *libc::__errno_location();
     for dest in &init.proc_mounts {
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(c"proc".as_ptr(), dest.as_ptr(), c"proc".as_ptr(), flags, std::ptr::null()) < 0 {
+        if libc::mount(
+            c"proc".as_ptr(),
+            dest.as_ptr(),
+            c"proc".as_ptr(),
+            flags,
+            std::ptr::null(),
+        ) < 0
+        {
             return Err((Stage::MountProc, errno()));
         }
     }
@@ -221,16 +257,35 @@ unsafe fn setup_init(init: &InitSetup) -> Result<(), (Stage, i32)> {
             }
         }
         let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            libc::mount(c"tmpfs".as_ptr(), p.as_ptr(), c"tmpfs".as_ptr(), libc::MS_RDONLY, std::ptr::null())
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                p.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY,
+                std::ptr::null(),
+            )
         } else {
-            libc::mount(c"/dev/null".as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+            libc::mount(
+                c"/dev/null".as_ptr(),
+                p.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
         };
         if rc < 0 {
             return Err((Stage::MaskPath, errno()));
         }
     }
     for p in &init.readonly {
-        if libc::mount(p.as_ptr(), p.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) < 0 {
+        if libc::mount(
+            p.as_ptr(),
+            p.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) < 0
+        {
             match errno() {
                 libc::ENOENT | libc::ENOTDIR => continue,
                 e => return Err((Stage::ReadonlyPath, e)),
@@ -336,6 +391,11 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
         check!(Stage::Caps, caps::drop_bounding(c));
         check!(Stage::Caps, libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0));
     }
+    if let (Some(filter), false) = (&plan.seccomp, plan.no_new_privs) {
+        // Without no_new_privs only CAP_SYS_ADMIN may load it: now, before the
+        // ids and capabilities change (the profile must allow those calls).
+        check!(Stage::Seccomp, crate::seccomp::load(filter));
+    }
     check!(
         Stage::Groups,
         libc::setgroups(plan.groups.len(), plan.groups.as_ptr())
@@ -354,6 +414,9 @@ unsafe fn child(plan: &SpawnPlan, ptrs: &CPtrs) -> (Stage, i32) {
     }
     if let Some(mask) = plan.umask {
         libc::umask(mask);
+    }
+    if let (Some(filter), true) = (&plan.seccomp, plan.no_new_privs) {
+        check!(Stage::Seccomp, crate::seccomp::load(filter));
     }
     // Like execvp: ENOENT/ENOTDIR mean "try the next", EACCES is remembered.
     let mut err = libc::ENOENT;

@@ -67,7 +67,8 @@ fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> std::io::Result<()>
 /// would stay writable and setuid-capable below them.
 fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let path =
+        std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
     attr.attr_set = libc::MOUNT_ATTR_NOSUID
         | libc::MOUNT_ATTR_NODEV
@@ -349,7 +350,10 @@ mod tests {
                 .find(|l| l.split(' ').nth(4).map(unescape).as_deref() == Some(at.as_path()))
                 .unwrap_or_else(|| panic!("{} is not a mount", at.display()));
             let opts = line.split(' ').nth(5).unwrap();
-            assert!(opts.contains("nosuid") && opts.contains("nodev"), "{sub}: {opts}");
+            assert!(
+                opts.contains("nosuid") && opts.contains("nodev"),
+                "{sub}: {opts}"
+            );
         }
         remove(&share).unwrap();
         assert!(!share.exists());

@@ -101,6 +101,7 @@ pub struct Linux {
     #[serde(rename = "readonlyPaths")]
     pub readonly_paths: Vec<String>,
     pub sysctl: std::collections::BTreeMap<String, String>,
+    pub seccomp: Option<vxn_wire::protocol::Seccomp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +170,7 @@ impl Spec {
             masked_paths: linux.map(|l| l.masked_paths.clone()).unwrap_or_default(),
             readonly_paths: linux.map(|l| l.readonly_paths.clone()).unwrap_or_default(),
             sysctls: linux.map(|l| l.sysctl.clone()).unwrap_or_default(),
+            seccomp: linux.and_then(|l| l.seccomp.clone()),
         }
     }
 

@@ -62,7 +62,8 @@ EOP
 }
 
 # ctr_json NAME ATTEMPT IMAGE CMD...: a container config running CMD, with the mounts of
-# $CRI_MOUNTS (a JSON list, default none) and a memory limit of $CRI_MEMORY (64 MiB).
+# $CRI_MOUNTS (a JSON list, default none), a memory limit of $CRI_MEMORY (64 MiB) and the
+# security context $CRI_SECURITY (a JSON object, default none).
 ctr_json() {
   local name=$1 attempt=$2 image=$3 args
   shift 3
@@ -70,7 +71,7 @@ ctr_json() {
   cat > "$CRI_WORK/$name.json" <<EOC
 {"metadata": {"name": "$name", "attempt": $attempt}, "image": {"image": "$image"},
  "command": $args, "log_path": "$name-$attempt.log", "mounts": ${CRI_MOUNTS:-[]},
- "linux": {"resources": {"memory_limit_in_bytes": ${CRI_MEMORY:-67108864}}}}
+ "linux": {"resources": {"memory_limit_in_bytes": ${CRI_MEMORY:-67108864}}${CRI_SECURITY:+, \"security_context\": $CRI_SECURITY}}}
 EOC
   echo "$CRI_WORK/$name.json"
 }
@@ -284,7 +285,8 @@ test_cri_shim_killed() {
 # c8. Containers of one pod are apart as runc keeps them (the default NamespaceMode
 # CONTAINER, default capabilities, the default masked and read-only paths): a container
 # sees only its own processes, is its own PID 1, cannot reach another's files through
-# /proc/PID/root, cannot write /proc/sys or read /proc/kcore.
+# /proc/PID/root, cannot write /proc/sys or read /proc/kcore; seccomp profiles hold (the
+# runtime's default, and a node's own that denies mkdir).
 test_cri_isolation() {
   cri_setup || return 1
   local pod a b out ok=0
@@ -299,6 +301,18 @@ test_cri_isolation() {
   [ $ok = 0 ] && wait_exited "$a" || ok=1
   out=$("${CRI[@]}" logs "$a" 2>&1)
   [ "$out" = "pid1=sh" ] || { log "the spy saw: [$out]"; ok=1; }
+  # seccomp: the runtime's default profile is loaded, a node's own profile is enforced
+  a=$(CRI_SECURITY='{"seccomp": {"profile_type": 0}}' start_in "$pod" sc-default 0 \
+    sh -c 'grep "^Seccomp:" /proc/self/status') || { log "sc-default did not start"; ok=1; }
+  printf '%s' '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}' \
+    > "$CRI_WORK/no-mkdir.json"
+  b=$(CRI_SECURITY="{\"seccomp\": {\"profile_type\": 2, \"localhost_ref\": \"$CRI_WORK/no-mkdir.json\"}}" \
+    start_in "$pod" sc-local 0 sh -c 'mkdir /x 2>/dev/null && echo MADE || echo denied') || { log "sc-local did not start"; ok=1; }
+  wait_exited "$a" && wait_exited "$b" || ok=1
+  out=$("${CRI[@]}" logs "$a" 2>&1)
+  [ "$(echo "$out" | tr -d '[:space:]')" = "Seccomp:2" ] || { log "RuntimeDefault: [$out]"; ok=1; }
+  out=$("${CRI[@]}" logs "$b" 2>&1)
+  [ "$out" = denied ] || { log "a Localhost profile denying mkdir: [$out]"; ok=1; }
   cri_cleanup
   pod_gone "$pod" || ok=1
   return $ok

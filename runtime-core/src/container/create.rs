@@ -59,7 +59,7 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
             process: spec.init_process()?.to_agent(),
             stdio: ids,
             memory_limit_bytes: what.memory_limit_bytes,
-            isolation: spec.isolation(what.in_pod),
+            isolation: Box::new(spec.isolation(what.in_pod)),
         })
         .await
         .map_err(|e| Error::from(e).context("create container in the guest"))?;

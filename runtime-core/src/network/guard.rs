@@ -105,11 +105,7 @@ impl VifGuard {
         // advertisements and redirects, a DHCPv6 server's replies.
         rules.push(("ip", s(&["ip_proto", "udp", "src_port", "67"]), &drop));
         for icmp_type in ["134", "137"] {
-            rules.push((
-                "ipv6",
-                s(&["ip_proto", "icmpv6", "type", icmp_type]),
-                &drop,
-            ));
+            rules.push(("ipv6", s(&["ip_proto", "icmpv6", "type", icmp_type]), &drop));
         }
         rules.push(("ipv6", s(&["ip_proto", "udp", "src_port", "547"]), &drop));
         let forbidden = rules.len();
@@ -121,11 +117,7 @@ impl VifGuard {
             .collect();
         arp_senders.push("0.0.0.0/32".into());
         for sip in &arp_senders {
-            rules.push((
-                "arp",
-                own(&s(&["arp_sha", mac, "arp_sip", sip])),
-                &allow,
-            ));
+            rules.push(("arp", own(&s(&["arp_sha", mac, "arp_sip", sip])), &allow));
         }
         for (a, len) in &self.ipv4 {
             rules.push(("ip", own(&["src_ip".into(), format!("{a}/{len}")]), &allow));
@@ -134,7 +126,14 @@ impl VifGuard {
             rules.push((
                 "ip",
                 own(&s(&[
-                    "src_ip", "0.0.0.0/32", "ip_proto", "udp", "src_port", "68", "dst_port", "67",
+                    "src_ip",
+                    "0.0.0.0/32",
+                    "ip_proto",
+                    "udp",
+                    "src_port",
+                    "68",
+                    "dst_port",
+                    "67",
                 ])),
                 &allow,
             ));
@@ -202,7 +201,11 @@ pub fn range_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
     let mut out = Vec::new();
     while lo <= hi {
         // The largest block aligned at `lo` that does not pass `hi`.
-        let mut size: u64 = if lo == 0 { 1 << 32 } else { 1 << lo.trailing_zeros().min(32) };
+        let mut size: u64 = if lo == 0 {
+            1 << 32
+        } else {
+            1 << lo.trailing_zeros().min(32)
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -232,7 +235,9 @@ mod tests {
             l[0],
             "filter add dev vif7.0 parent ffff: pref 10 protocol ip flower ip_proto udp src_port 67 action drop"
         );
-        assert!(l.iter().any(|x| x.ends_with("ip_proto icmpv6 type 134 action drop")));
+        assert!(l
+            .iter()
+            .any(|x| x.ends_with("ip_proto icmpv6 type 134 action drop")));
         assert!(l.contains(&format!(
             "filter add dev vif7.0 parent ffff: pref 100 protocol arp flower {m} arp_sha 00:16:3e:aa:bb:cc arp_sip 10.0.100.201/32 action pass"
         )));
@@ -268,12 +273,19 @@ mod tests {
     fn a_pods_vif_redirects_what_it_allows_to_the_veth() {
         let g = VifGuard::for_addresses(
             "0a:58:0a:58:00:05",
-            &["10.88.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()],
+            &[
+                "10.88.0.5/16".parse().unwrap(),
+                "fd00::5/64".parse().unwrap(),
+            ],
         );
         let l = lines(&g, Allowed::RedirectTo("eth0"));
         assert!(l.contains(&"filter add dev vif7.0 parent ffff: pref 102 protocol ip flower src_mac 0a:58:0a:58:00:05 src_ip 10.88.0.5/32 action mirred egress redirect dev eth0".to_string()));
-        assert!(l.iter().any(|x| x.contains("src_ip fd00::5/128 action mirred")));
-        assert!(l.iter().any(|x| x.contains("src_ip fe80::/10 action mirred")));
+        assert!(l
+            .iter()
+            .any(|x| x.contains("src_ip fd00::5/128 action mirred")));
+        assert!(l
+            .iter()
+            .any(|x| x.contains("src_ip fe80::/10 action mirred")));
         assert!(!l.iter().any(|x| x.ends_with("pass")));
     }
 
@@ -287,7 +299,15 @@ mod tests {
         };
         assert_eq!(
             p("10.0.100.50", "10.0.100.200"),
-            ["10.0.100.50/31", "10.0.100.52/30", "10.0.100.56/29", "10.0.100.64/26", "10.0.100.128/26", "10.0.100.192/29", "10.0.100.200/32"]
+            [
+                "10.0.100.50/31",
+                "10.0.100.52/30",
+                "10.0.100.56/29",
+                "10.0.100.64/26",
+                "10.0.100.128/26",
+                "10.0.100.192/29",
+                "10.0.100.200/32"
+            ]
         );
         assert_eq!(p("10.0.0.0", "10.0.0.255"), ["10.0.0.0/24"]);
         assert_eq!(p("10.0.0.7", "10.0.0.7"), ["10.0.0.7/32"]);

@@ -348,7 +348,14 @@ mod tests {
         let r = Request::from_annotations(&c, &ann(&[(ANNOTATION_IP, "10.0.100.210")])).unwrap();
         assert_eq!(r.address, Some(Ipv4Addr::new(10, 0, 100, 210)));
         // The gateway, broadcast, another subnet, the DHCP range, below the pool.
-        for bad in ["10.0.100.1", "10.0.100.255", "192.168.1.2", "x", "10.0.100.78", "10.0.100.2"] {
+        for bad in [
+            "10.0.100.1",
+            "10.0.100.255",
+            "192.168.1.2",
+            "x",
+            "10.0.100.78",
+            "10.0.100.2",
+        ] {
             let e = Request::from_annotations(&c, &ann(&[(ANNOTATION_IP, bad)])).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
         }

@@ -179,8 +179,26 @@ impl PodNetns {
             .await?;
         tc(&["-n", n, "qdisc", "replace", "dev", CNI_INTERFACE, "ingress"]).await?;
         tc(&[
-            "-n", n, "filter", "add", "dev", CNI_INTERFACE, "parent", "ffff:", "protocol", "all",
-            "u32", "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+            "-n",
+            n,
+            "filter",
+            "add",
+            "dev",
+            CNI_INTERFACE,
+            "parent",
+            "ffff:",
+            "protocol",
+            "all",
+            "u32",
+            "match",
+            "u8",
+            "0",
+            "0",
+            "action",
+            "mirred",
+            "egress",
+            "redirect",
+            "dev",
             VIF_IN_NETNS,
         ])
         .await?;

@@ -50,7 +50,11 @@ impl XenHypervisor {
     /// A bridge vif's anti-spoofing filters (a pod's vif gets them when it
     /// joins the pod's namespace).
     async fn guard_bridge_vif(&self, spec: &VmSpec) -> Result<(), VmError> {
-        let Some(vif) = spec.vif.as_ref().filter(|v| matches!(v.link, VifLink::Bridge(_))) else {
+        let Some(vif) = spec
+            .vif
+            .as_ref()
+            .filter(|v| matches!(v.link, VifLink::Bridge(_)))
+        else {
             return Ok(());
         };
         let dev = self.vif_device(&spec.name).await?;

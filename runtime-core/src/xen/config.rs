@@ -190,7 +190,10 @@ impl DomainConfig {
             // The QEMU that serves them (as root: Xen's dm_restrict chroots it
             // away from the shares) runs under its seccomp sandbox: no new
             // privileges, no processes, no host resource control.
-            let _ = writeln!(s, "device_model_args = [ \"-sandbox\", \"{QEMU_SANDBOX}\" ]");
+            let _ = writeln!(
+                s,
+                "device_model_args = [ \"-sandbox\", \"{QEMU_SANDBOX}\" ]"
+            );
         }
         match &self.vif {
             Some(v) => {
@@ -213,7 +216,8 @@ impl DomainConfig {
 }
 
 /// QEMU's `-sandbox` for a VM with 9p shares.
-const QEMU_SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+const QEMU_SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 #[cfg(test)]
 mod tests {

@@ -368,6 +368,8 @@ fn linux_container(l: Obj) -> Result<cri::LinuxContainerConfig> {
             "capabilities",
             "run_as_user",
             "readonly_rootfs",
+            "no_new_privs",
+            "seccomp",
         ],
     )? {
         None => None,
@@ -390,6 +392,16 @@ fn linux_container(l: Obj) -> Result<cri::LinuxContainerConfig> {
                 }),
             },
             readonly_rootfs: sc.bool("readonly_rootfs")?,
+            no_new_privs: sc.bool("no_new_privs")?,
+            // profile_type: 0 RuntimeDefault, 1 Unconfined, 2 Localhost (localhost_ref: a path)
+            seccomp: match sc.obj("seccomp", &["profile_type", "localhost_ref"])? {
+                None => None,
+                Some(p) => Some(cri::SecurityProfile {
+                    profile_type: i32::try_from(p.i64("profile_type")?)
+                        .map_err(|_| anyhow::anyhow!("seccomp.profile_type is out of range"))?,
+                    localhost_ref: p.str("localhost_ref")?,
+                }),
+            },
             ..Default::default()
         }),
     };

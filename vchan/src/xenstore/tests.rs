@@ -194,7 +194,10 @@ async fn a_flood_of_watch_events_is_bounded() {
     });
     assert_eq!(c.read("/k").await.unwrap(), b"v");
     let mut got = 0;
-    while timeout(Duration::from_millis(50), ev.next()).await.is_ok_and(|e| e.is_some()) {
+    while timeout(Duration::from_millis(50), ev.next())
+        .await
+        .is_ok_and(|e| e.is_some())
+    {
         got += 1;
     }
     assert_eq!(got, super::WATCH_QUEUE, "unread events kept");

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Entries in each list (runc's default spec has 10 masked, 5 read-only).
 pub const MAX_PATHS: usize = 64;
 pub const MAX_SYSCTLS: usize = 64;
+/// Rules and names in a seccomp profile (Docker's default: ~60 rules, ~370 names).
+pub const MAX_SECCOMP_RULES: usize = 1024;
+pub const MAX_SECCOMP_NAMES: usize = 4096;
 const MAX_PATH_LEN: usize = 1024;
 const MAX_SYSCTL_VALUE: usize = 1024;
 
@@ -41,6 +44,46 @@ pub struct Isolation {
     /// the VM's kernel is the pod's, so they hold for the whole pod.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// The spec's seccomp profile (`linux.seccomp`), loaded by each process
+    /// of the container before it execs.
+    #[serde(default)]
+    pub seccomp: Option<Seccomp>,
+}
+
+/// An OCI seccomp profile, as the runtime spec writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: String,
+    #[serde(default)]
+    pub default_errno_ret: Option<u32>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub syscalls: Vec<SeccompRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompRule {
+    pub names: Vec<String>,
+    pub action: String,
+    #[serde(default)]
+    pub errno_ret: Option<u32>,
+    #[serde(default)]
+    pub args: Vec<SeccompArg>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompArg {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: String,
 }
 
 impl Isolation {
@@ -60,6 +103,17 @@ impl Isolation {
                 if !ok {
                     return Err(format!("{what} {p:?}: must be absolute, without '..'"));
                 }
+            }
+        }
+        if let Some(sc) = &self.seccomp {
+            let names: usize = sc.syscalls.iter().map(|r| r.names.len()).sum();
+            if sc.syscalls.len() > MAX_SECCOMP_RULES || names > MAX_SECCOMP_NAMES {
+                return Err(format!(
+                    "seccomp profile: more than {MAX_SECCOMP_RULES} rules or {MAX_SECCOMP_NAMES} names"
+                ));
+            }
+            if sc.syscalls.iter().any(|r| r.args.len() > 6) {
+                return Err("seccomp profile: a rule with more than 6 arguments".into());
             }
         }
         if self.sysctls.len() > MAX_SYSCTLS {
@@ -102,7 +156,8 @@ mod tests {
             readonly_paths: vec!["/proc/sys".into()],
             ..Default::default()
         };
-        i.sysctls.insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
+        i.sysctls
+            .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
         i.validate().unwrap();
         assert_eq!(
             sysctl_path("kernel.shm_rmid_forced").unwrap(),

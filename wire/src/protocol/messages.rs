@@ -193,7 +193,7 @@ pub struct CreateContainer {
     pub memory_limit_bytes: Option<u64>,
     /// Its PID namespace, masked and read-only paths, sysctls.
     #[serde(default)]
-    pub isolation: super::Isolation,
+    pub isolation: Box<super::Isolation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ pub mod network;
 pub mod text;
 
 pub use frame::{Decoded, Frame, FrameCodec, FrameError, FrameKind};
-pub use isolation::{Isolation, PidNamespace};
+pub use isolation::{Isolation, PidNamespace, Seccomp, SeccompArg, SeccompRule};
 pub use messages::*;
 pub use network::*;
 pub use text::guest_text;
