@@ -64,7 +64,7 @@ fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> std::io::Result<()>
 
 /// nosuid, nodev (and read-only) on `target` and every mount below it: a
 /// plain remount changes only the top one, and a hostPath with submounts
-/// would stay writable and setuid-capable below them.
+/// would stay writable and setuid-capable below them. And slave propagation.
 fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let path =
@@ -73,6 +73,9 @@ fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
     attr.attr_set = libc::MOUNT_ATTR_NOSUID
         | libc::MOUNT_ATTR_NODEV
         | if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    // A follower of the host's mounts, never a peer: unmounting the copy's
+    // submounts at teardown must not unmount the host's own.
+    attr.propagation = libc::MS_SLAVE;
     // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both
     // alive for the call.
     let rc = unsafe {
@@ -311,16 +314,30 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::create_dir_all(src.join("sub")).unwrap();
-        let sub = std::ffi::CString::new(src.join("sub").to_str().unwrap()).unwrap();
-        // SAFETY: NUL-terminated strings alive for the call.
+        // The source a shared mount (as / is on systemd hosts), with a submount.
+        let c = |p: &Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        let (src_c, sub_c) = (c(&src), c(&src.join("sub")));
+        // SAFETY: NUL-terminated strings alive for the calls.
         let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                sub.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
+            let tmpfs = |at: &std::ffi::CString| {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    at.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            let mut rc = tmpfs(&src_c);
+            rc |= libc::mount(
                 std::ptr::null(),
-            )
+                src_c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_SHARED,
+                std::ptr::null(),
+            );
+            std::fs::create_dir_all(src.join("sub")).unwrap();
+            rc | tmpfs(&sub_c)
         };
         if rc != 0 {
             eprintln!("cannot mount here (not root?): not checked");
@@ -357,7 +374,14 @@ mod tests {
         }
         remove(&share).unwrap();
         assert!(!share.exists());
+        // Unmounting the share's copies never reaches the host's own mounts.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let still = info.lines().any(|l| {
+            l.split(' ').nth(4).map(unescape).as_deref() == Some(src.join("sub").as_path())
+        });
         let _ = crate::persist::unmount_all(&src.join("sub"));
+        let _ = crate::persist::unmount_all(&src);
+        assert!(still, "removing the share unmounted the source's submount");
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl XenHypervisor {
         &self.xl
     }
 
-    fn domain_config(&self, spec: &VmSpec) -> Result<DomainConfig, VmError> {
+    async fn domain_config(&self, spec: &VmSpec) -> Result<DomainConfig, VmError> {
         let cmdline = boot::kernel_cmdline(self.channel, &spec.agent_log, &spec.cmdline_extra);
         let rootfs = spec
             .rootfs_disk
@@ -96,6 +96,7 @@ impl XenHypervisor {
             disks,
             shares: spec.shares.clone(),
             vif: spec.vif.clone(),
+            qemu_sandbox: !spec.shares.is_empty() && xen::qemu::sandbox_supported().await,
         })
     }
 }
@@ -136,7 +137,7 @@ impl Hypervisor for XenHypervisor {
                 )));
             }
         }
-        let text = self.domain_config(spec)?.render()?;
+        let text = self.domain_config(spec).await?.render()?;
         std::fs::create_dir_all(&spec.state_dir)
             .map_err(io(format!("mkdir {}", spec.state_dir.display())))?;
         let cfg = spec.state_dir.join("domain.cfg");
@@ -277,8 +278,8 @@ impl Hypervisor for XenHypervisor {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_layered_rootfs_is_a_read_only_xvdb_and_a_writable_xvdc() {
+    #[tokio::test]
+    async fn a_layered_rootfs_is_a_read_only_xvdb_and_a_writable_xvdc() {
         let spec = super::VmSpec {
             name: "vxn-t".into(),
             kernel: "/k".into(),
@@ -303,7 +304,7 @@ mod tests {
             super::AgentChannel::Vchan,
             Some(hotplug.clone()),
         );
-        let disks = hv.domain_config(&spec).unwrap().disks;
+        let disks = hv.domain_config(&spec).await.unwrap().disks;
         let got: Vec<_> = disks
             .iter()
             .map(|d| (d.vdev.as_str(), d.target.to_str().unwrap(), d.writable))

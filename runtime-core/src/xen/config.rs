@@ -67,6 +67,8 @@ pub struct DomainConfig {
     pub shares: Vec<(String, PathBuf)>,
     /// A vif on a bridge, if networking is wanted.
     pub vif: Option<crate::vm::Vif>,
+    /// The device model takes `-sandbox` (see [`super::qemu`]).
+    pub qemu_sandbox: bool,
 }
 
 /// Name of the agent's channel; the guest finds it as the second console.
@@ -188,12 +190,14 @@ impl DomainConfig {
         if !shares.is_empty() {
             let _ = writeln!(s, "p9 = [ {} ]", shares.join(", "));
             // The QEMU that serves them (as root: Xen's dm_restrict chroots it
-            // away from the shares) runs under its seccomp sandbox: no new
-            // privileges, no processes, no host resource control.
-            let _ = writeln!(
-                s,
-                "device_model_args = [ \"-sandbox\", \"{QEMU_SANDBOX}\" ]"
-            );
+            // away from the shares) runs under its seccomp sandbox where it
+            // has one: no new privileges, no processes, no resource control.
+            if self.qemu_sandbox {
+                let _ = writeln!(
+                    s,
+                    "device_model_args = [ \"-sandbox\", \"{QEMU_SANDBOX}\" ]"
+                );
+            }
         }
         match &self.vif {
             Some(v) => {
@@ -244,6 +248,7 @@ mod tests {
             }],
             shares: vec![],
             vif: None,
+            qemu_sandbox: true,
         }
     }
 
@@ -288,6 +293,9 @@ mod tests {
             "p9 = [ \"tag=vxn-pod,security_model=mapped-xattr,path=/var/lib/vxn/pods/p/share\" ]"
         ));
         assert!(s.contains("device_model_args = [ \"-sandbox\", \"on,obsolete=deny,"));
+        // A QEMU without seccomp gets no -sandbox (it would not start).
+        c.qemu_sandbox = false;
+        assert!(!c.render().unwrap().contains("-sandbox"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod hotplug;
+pub mod qemu;
 pub mod vchan;
 pub mod xl;
 
