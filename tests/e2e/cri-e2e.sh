@@ -317,3 +317,26 @@ test_cri_isolation() {
   pod_gone "$pod" || ok=1
   return $ok
 }
+
+# c9. A pod's VM that dies behind the runtime's back (`xl destroy`): within 10 s CRI
+# reports the pod NOTREADY and its container EXITED (kubelet then recreates the pod);
+# removing the pod leaves nothing.
+test_cri_vm_destroyed() {
+  cri_setup || return 1
+  local pod a d i state="" ok=0
+  pod=$(run_pod e2e-vmgone) || { log "runp failed"; return 1; }
+  a=$(start_in "$pod" sleeper 0 sleep 3000) || { log "sleeper did not start"; ok=1; }
+  d=$(domain "$pod" $CRI_NS)
+  xl destroy "$d" || { log "xl destroy $d failed"; ok=1; }
+  for ((i = 0; i < 10; i++)); do
+    state=$("${CRI[@]}" inspectp "$pod" | json_field state)
+    [ "$state" = SANDBOX_NOTREADY ] && break
+    sleep 1
+  done
+  [ "$state" = SANDBOX_NOTREADY ] || { log "the pod is $state 10 s after its VM died"; ok=1; }
+  [ "$("${CRI[@]}" inspect "$a" | json_field state)" = CONTAINER_EXITED ] ||
+    { log "its container: $("${CRI[@]}" inspect "$a" | json_field state)"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  return $ok
+}
