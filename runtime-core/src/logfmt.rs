@@ -52,23 +52,9 @@ where
 const MAX_FIELDS_BYTES: usize = 8 * 1024;
 
 /// Control characters escaped (no forged lines, no terminal escapes) and
-/// the text cut at [`MAX_FIELDS_BYTES`], saying how much was cut.
+/// the text cut after [`MAX_FIELDS_BYTES`] characters, saying how much was cut.
 fn one_bounded_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_FIELDS_BYTES) + 32);
-    for (i, c) in s.char_indices() {
-        if out.len() >= MAX_FIELDS_BYTES {
-            out.push_str(&format!("...({} bytes cut)", s.len() - i));
-            break;
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    vxn_wire::protocol::text::escape_controls(s, MAX_FIELDS_BYTES, false)
 }
 
 #[cfg(test)]
@@ -83,8 +69,8 @@ mod tests {
         );
         let long = "é".repeat(10_000);
         let cut = one_bounded_line(&long);
-        assert!(cut.len() < MAX_FIELDS_BYTES + 40, "{}", cut.len());
-        assert!(cut.ends_with("bytes cut)"));
+        assert!(cut.chars().count() < MAX_FIELDS_BYTES + 40, "{}", cut.len());
+        assert!(cut.ends_with("bytes)"));
         assert_eq!(one_bounded_line("plain text"), "plain text");
     }
 }

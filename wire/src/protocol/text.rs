@@ -8,9 +8,17 @@ pub const MAX_GUEST_TEXT: usize = 512;
 
 /// Escape and cap `s`.
 pub fn guest_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_GUEST_TEXT + 16));
+    escape_controls(s, MAX_GUEST_TEXT, true)
+}
+
+/// `s` on one line: control characters (and the bidi controls that reorder
+/// what a reader sees) escaped, backslashes too if `backslashes` (so an
+/// escape in `s` cannot pass for one of ours), cut after `max_chars`
+/// characters with the count of bytes cut.
+pub fn escape_controls(s: &str, max_chars: usize, backslashes: bool) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars + 16));
     for (shown, (i, c)) in s.char_indices().enumerate() {
-        if shown == MAX_GUEST_TEXT {
+        if shown == max_chars {
             out.push_str(&format!("…(+{} bytes)", s.len() - i));
             break;
         }
@@ -18,8 +26,7 @@ pub fn guest_text(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '\\' => out.push_str("\\\\"),
-            // C0/C1 controls, DEL, and the bidi controls that reorder what a reader sees.
+            '\\' if backslashes => out.push_str("\\\\"),
             c if c.is_control()
                 || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
             {
