@@ -282,7 +282,16 @@ test_cri_shim_killed() {
   return $ok
 }
 
-# c8. Containers of one pod are apart as runc keeps them (the default NamespaceMode
+# What kubelet puts in every container's security context unless the pod says otherwise
+# (its own PID namespace, the default masked and read-only paths); CRI's defaults for an
+# unset context are the pod's PID namespace and no paths.
+KUBELET_SC='{"namespace_options": {"pid": "CONTAINER"},
+ "masked_paths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+   "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+   "/sys/devices/virtual/powercap"],
+ "readonly_paths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]}'
+
+# c8. Containers of one pod are apart as runc keeps them (kubelet's defaults: NamespaceMode
 # CONTAINER, default capabilities, the default masked and read-only paths): a container
 # sees only its own processes, is its own PID 1, cannot reach another's files through
 # /proc/PID/root, cannot write /proc/sys or read /proc/kcore; seccomp profiles hold (the
@@ -291,8 +300,9 @@ test_cri_isolation() {
   cri_setup || return 1
   local pod a b out ok=0
   pod=$(run_pod e2e-iso) || { log "runp failed"; return 1; }
-  b=$(start_in "$pod" holder 0 sh -c 'echo b-secret > /b-file; exec sleep 3000') || { log "holder did not start"; ok=1; }
-  a=$(start_in "$pod" spy 0 sh -c 'sleep 2
+  b=$(CRI_SECURITY=$KUBELET_SC start_in "$pod" holder 0 sh -c 'echo b-secret > /b-file; exec sleep 3000') ||
+    { log "holder did not start"; ok=1; }
+  a=$(CRI_SECURITY=$KUBELET_SC start_in "$pod" spy 0 sh -c 'sleep 2
     cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "slee[p] 3000" && echo SEES-B
     for p in /proc/[0-9]*; do cat "$p/root/b-file" 2>/dev/null; done
     v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-SYSCTL

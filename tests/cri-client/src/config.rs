@@ -155,6 +155,21 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// `namespace_options` of a pod's or a container's security context.
+fn namespace_options(sc: &Obj) -> Result<Option<cri::NamespaceOption>> {
+    Ok(
+        match sc.obj("namespace_options", &["network", "pid", "ipc"])? {
+            None => None,
+            Some(ns) => Some(cri::NamespaceOption {
+                network: namespace_mode(&ns, "network")?,
+                pid: namespace_mode(&ns, "pid")?,
+                ipc: namespace_mode(&ns, "ipc")?,
+                ..Default::default()
+            }),
+        },
+    )
+}
+
 fn namespace_mode(o: &Obj, key: &str) -> Result<i32> {
     o.enumeration(
         key,
@@ -221,17 +236,7 @@ pub fn pod_config(v: &Value) -> Result<cri::PodSandboxConfig> {
             security_context: match l.obj("security_context", &["namespace_options"])? {
                 None => None,
                 Some(sc) => Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: match sc
-                        .obj("namespace_options", &["network", "pid", "ipc"])?
-                    {
-                        None => None,
-                        Some(ns) => Some(cri::NamespaceOption {
-                            network: namespace_mode(&ns, "network")?,
-                            pid: namespace_mode(&ns, "pid")?,
-                            ipc: namespace_mode(&ns, "ipc")?,
-                            ..Default::default()
-                        }),
-                    },
+                    namespace_options: namespace_options(&sc)?,
                     ..Default::default()
                 }),
             },
@@ -370,6 +375,9 @@ fn linux_container(l: Obj) -> Result<cri::LinuxContainerConfig> {
             "readonly_rootfs",
             "no_new_privs",
             "seccomp",
+            "namespace_options",
+            "masked_paths",
+            "readonly_paths",
         ],
     )? {
         None => None,
@@ -393,6 +401,11 @@ fn linux_container(l: Obj) -> Result<cri::LinuxContainerConfig> {
             },
             readonly_rootfs: sc.bool("readonly_rootfs")?,
             no_new_privs: sc.bool("no_new_privs")?,
+            // kubelet always sends these (CONTAINER and its default paths);
+            // unset, CRI's defaults are POD and no paths at all.
+            namespace_options: namespace_options(&sc)?,
+            masked_paths: sc.strings("masked_paths")?,
+            readonly_paths: sc.strings("readonly_paths")?,
             // profile_type: 0 RuntimeDefault, 1 Unconfined, 2 Localhost (localhost_ref: a path)
             seccomp: match sc.obj("seccomp", &["profile_type", "localhost_ref"])? {
                 None => None,

@@ -198,6 +198,25 @@ fn parses_a_full_container_config() {
 }
 
 #[test]
+fn a_containers_security_context_as_kubelet_sends_it() {
+    let c = container_config(&json!({"metadata": {"name": "c"}, "image": {"image": "i"},
+        "linux": {"security_context": {"namespace_options": {"pid": "CONTAINER"},
+            "masked_paths": ["/proc/kcore"], "readonly_paths": ["/proc/sys"], "no_new_privs": true,
+            "seccomp": {"profile_type": 2, "localhost_ref": "/p.json"}}}}))
+    .unwrap();
+    let sc = c.linux.unwrap().security_context.unwrap();
+    assert_eq!(
+        sc.namespace_options.unwrap().pid,
+        cri::NamespaceMode::Container as i32
+    );
+    assert_eq!(sc.masked_paths, ["/proc/kcore"]);
+    assert_eq!(sc.readonly_paths, ["/proc/sys"]);
+    assert!(sc.no_new_privs);
+    let p = sc.seccomp.unwrap();
+    assert_eq!((p.profile_type, p.localhost_ref.as_str()), (2, "/p.json"));
+}
+
+#[test]
 fn minimal_container_config_and_errors() {
     let c = container_config(&json!({"metadata": {"name": "c"}, "image": {"image": "i"}})).unwrap();
     assert!(c.linux.is_none() && c.mounts.is_empty() && !c.tty);
