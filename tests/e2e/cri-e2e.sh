@@ -305,7 +305,7 @@ test_cri_isolation() {
   a=$(CRI_SECURITY=$KUBELET_SC start_in "$pod" spy 0 sh -c 'sleep 2
     cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "slee[p] 3000" && echo SEES-B
     for p in /proc/[0-9]*; do cat "$p/root/b-file" 2>/dev/null; done
-    v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-SYSCTL
+    v=$(cat /proc/sys/kernel/core_pattern); { echo "$v" > /proc/sys/kernel/core_pattern; } 2>/dev/null && echo WROTE-SYSCTL
     [ "$(head -c 16 /proc/kcore 2>/dev/null | wc -c)" = 0 ] || echo READ-KCORE
     echo "pid1=$(cat /proc/1/comm)"') || { log "spy did not start"; ok=1; }
   [ $ok = 0 ] && wait_exited "$a" || ok=1

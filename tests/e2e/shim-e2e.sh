@@ -588,7 +588,7 @@ test_pod_ctr() {
   # invisible, /proc/sys read-only and /proc/timer_list masked (ctr's default spec)
   out=$("${CTR[@]}" run --rm --runtime "$RT" "${member[@]}" "$IMG" e2e-pod-spy sh -c \
     'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "http[d] -f -p 127.0.0.1:8081" && echo SEES-SRV
-     v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern 2>/dev/null && echo WROTE-SYSCTL
+     v=$(cat /proc/sys/kernel/core_pattern); { echo "$v" > /proc/sys/kernel/core_pattern; } 2>/dev/null && echo WROTE-SYSCTL
      [ "$(head -c 16 /proc/timer_list 2>/dev/null | wc -c)" = 0 ] || echo READ-TIMER-LIST
      echo "pid1=$(cat /proc/1/comm)"')
   [ "$out" = "pid1=sh" ] || { log "a pod container saw: [$out]"; ok=1; }
