@@ -256,7 +256,7 @@ test_create_crash() {
   # Points of Create: the process backend is done in ~0.1 s; on Xen (TCG) the image is
   # built in the first second, xl create takes ~10 s, the agent handshake ~7 s more.
   local default="0.05 0.15 0.3 0.6 1.2"
-  [ "$BACKEND" = xen ] && default="0.3 4 9 16"
+  [ "$BACKEND" = xen ] && default="0.3 2 4 9 16"
   # shellcheck disable=SC2206 # a list of numbers
   local delays=(${VXN_E2E_CRASH_DELAYS:-$default})
   for delay in "${delays[@]}"; do
