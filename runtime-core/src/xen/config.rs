@@ -139,6 +139,7 @@ impl DomainConfig {
             GuestType::Pvh => "pvh",
         };
         let _ = writeln!(s, "name = \"{}\"", self.name);
+        let _ = writeln!(s, "uuid = \"{}\"", uuid_for(&self.name));
         let _ = writeln!(s, "type = \"{ty}\"");
         let _ = writeln!(
             s,
@@ -219,6 +220,26 @@ impl DomainConfig {
     }
 }
 
+/// The UUID of the domain named `name`: derived from the name, so a domain
+/// an interrupted `xl create` left without its name is still found.
+pub fn uuid_for(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut d: [u8; 16] = Sha256::digest(format!("vxn-domain-uuid\0{name}").as_bytes())[..16]
+        .try_into()
+        .unwrap_or([0; 16]);
+    d[6] = (d[6] & 0x0f) | 0x40; // version 4 layout
+    d[8] = (d[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// QEMU's `-sandbox` for a VM with 9p shares.
 const QEMU_SANDBOX: &str =
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
@@ -293,6 +314,12 @@ mod tests {
             "p9 = [ \"tag=vxn-pod,security_model=mapped-xattr,path=/var/lib/vxn/pods/p/share\" ]"
         ));
         assert!(s.contains("device_model_args = [ \"-sandbox\", \"on,obsolete=deny,"));
+        // A UUID of the name's own, the same every time.
+        let uuid = uuid_for(&c.name);
+        assert!(s.contains(&format!("uuid = \"{uuid}\"")), "{s}");
+        assert_eq!(uuid, uuid_for("vxn-default-t1"));
+        assert_ne!(uuid, uuid_for("vxn-default-t2"));
+        assert_eq!((uuid.len(), &uuid[14..15]), (36, "4"));
         // A QEMU without seccomp gets no -sandbox (it would not start).
         c.qemu_sandbox = false;
         assert!(!c.render().unwrap().contains("-sandbox"));

@@ -144,6 +144,7 @@ impl Xl {
     /// Destroy `name` and make sure it is gone: retried, then reported. A
     /// domain that is already gone is not an error.
     pub async fn destroy(&self, name: &str) -> Result<(), XlError> {
+        self.destroy_unnamed(name).await;
         let mut last = String::new();
         for attempt in 1..=DESTROY_ATTEMPTS {
             match self.run(&["destroy", name]).await {
@@ -164,6 +165,24 @@ impl Xl {
             attempts: DESTROY_ATTEMPTS,
             last,
         })
+    }
+
+    /// An `xl create` killed between making the domain and naming it leaves
+    /// a nameless "(null)" domain that no destroy by name finds; vxn gives
+    /// each domain a UUID derived from its name, so it is found by that.
+    async fn destroy_unnamed(&self, name: &str) {
+        let uuid = super::config::uuid_for(name);
+        let Ok(out) = self.run(&["list", "-v"]).await else {
+            return;
+        };
+        for domid in unnamed_with_uuid(&out.stdout, &uuid) {
+            tracing::warn!(
+                domain = name,
+                domid,
+                "destroying the nameless domain a killed create left"
+            );
+            let _ = self.run(&["destroy", &domid.to_string()]).await;
+        }
     }
 
     pub async fn domid(&self, name: &str) -> Result<Option<u32>, XlError> {
@@ -200,6 +219,20 @@ impl Xl {
     }
 }
 
+/// From `xl list -v` (Name ID Mem VCPUs State Time UUID ...): the ids of
+/// the nameless domains carrying `uuid`.
+fn unnamed_with_uuid(list: &str, uuid: &str) -> Vec<u32> {
+    list.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 7 && f[0] == "(null)" && f.contains(&uuid))
+                .then(|| f[1].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// From `xl list` output (Name ID Mem VCPUs State Time): whether the row of
 /// `domid` is there and its state has none of s(hutdown), c(rashed), d(ying).
 fn parse_running(list: &str, domid: u32) -> bool {
@@ -222,6 +255,20 @@ pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_nameless_domain_is_found_by_its_uuid() {
+        let list = "Name ID Mem VCPUs State Time(s) UUID Reason-Code Security Label\n\
+            Domain-0 0 2048 2 r----- 10.0 00000000-0000-0000-0000-000000000000 - -\n\
+            (null) 166 0 0 --p--- 0.0 fbccf356-3bd5-42a1-a038-9beb449d946d - -\n\
+            vxn-a 170 128 1 -b---- 1.0 fbccf356-3bd5-42a1-a038-9beb449d946d - -\n\
+            (null) 171 0 0 --p--- 0.0 11111111-3bd5-42a1-a038-9beb449d946d - -\n";
+        assert_eq!(
+            super::unnamed_with_uuid(list, "fbccf356-3bd5-42a1-a038-9beb449d946d"),
+            vec![166]
+        );
+        assert!(super::unnamed_with_uuid(list, "nope").is_empty());
+    }
+
     use super::*;
 
     #[test]
