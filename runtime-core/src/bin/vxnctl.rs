@@ -279,7 +279,14 @@ async fn network(args: &[String]) -> ExitCode {
         Some("leases") if flags.is_empty() => lease::list(&cfg.lease_dir).await.map(|v| {
             v.into_iter()
                 .map(|(a, l)| match l {
-                    Some(l) => format!("{a}\t{}\t{}/{}\t{}", l.mac, l.namespace, l.id, l.domain),
+                    Some(l) => format!(
+                        "{a}\t{}\t{}/{}\t{}{}",
+                        l.mac,
+                        l.namespace,
+                        l.id,
+                        l.domain,
+                        if l.dhcp.is_some() { "\tdhcp" } else { "" }
+                    ),
                     None => format!("{a}\t(unreadable)"),
                 })
                 .collect()

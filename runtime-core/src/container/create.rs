@@ -277,30 +277,25 @@ impl<S: ProcessStdio> Container<S> {
             let attachment = match net.mode {
                 Mode::None => None,
                 mode => {
-                    let held = if mode == Mode::Static {
-                        let want = lease::Want {
-                            name: &req.name,
-                            domain: &domain,
-                            state: &state,
-                            address: net.address,
-                        };
-                        lease::acquire(&cfg.network, want, hv.as_ref(), |l| {
-                            record.lease = Some(l.clone());
-                            state.save(&record)
-                        })
-                        .await?
-                    } else {
-                        None
+                    let want = lease::Want {
+                        name: &req.name,
+                        domain: &domain,
+                        state: &state,
+                        address: net.address,
+                        dhcp: mode == Mode::Dhcp,
                     };
+                    let held = lease::acquire(&cfg.network, want, hv.as_ref(), |l| {
+                        record.lease = Some(l.clone());
+                        state.save(&record)
+                    })
+                    .await?;
                     let a = Attachment {
                         bridge: cfg.network.bridge.clone(),
-                        mac: held.as_ref().map_or_else(
-                            || network::mac_for(&req.name, 0),
-                            |h| h.record.mac.clone(),
-                        ),
-                        address: held.as_ref().map(|h| h.record.address),
+                        mac: held.record.mac.clone(),
+                        address: held.record.address,
+                        dhcp: held.record.dhcp,
                     };
-                    lease = held;
+                    lease = Some(held);
                     Some(a)
                 }
             };
@@ -311,7 +306,7 @@ impl<S: ProcessStdio> Container<S> {
                 vif: attachment.as_ref().map(|a| Vif {
                     link: VifLink::Bridge(a.bridge.clone()),
                     mac: a.mac.clone(),
-                    guard: a.guard(&cfg.network),
+                    guard: a.guard(),
                 }),
                 shares: share
                     .iter()

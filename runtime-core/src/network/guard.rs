@@ -31,7 +31,7 @@ const PREF_REST: u32 = 60000;
 pub struct VifGuard {
     /// The vif's MAC: every frame's source and every ARP sender.
     pub mac: String,
-    /// IPv4 sources (an address, or a prefix of a DHCP range).
+    /// IPv4 sources (addresses, or prefixes).
     pub ipv4: Vec<(Ipv4Addr, u8)>,
     /// IPv6 sources besides link-local ones.
     pub ipv6: Vec<Ipv6Addr>,
@@ -56,16 +56,6 @@ impl VifGuard {
             ipv4: vec![(address, 32)],
             ipv6: vec![],
             dhcp_client: false,
-        }
-    }
-
-    /// A DHCP client whose address will be one of `start..=end`.
-    pub fn dhcp(mac: &str, start: Ipv4Addr, end: Ipv4Addr) -> Self {
-        Self {
-            mac: mac.into(),
-            ipv4: range_prefixes(start, end),
-            ipv6: vec![],
-            dhcp_client: true,
         }
     }
 
@@ -195,26 +185,6 @@ async fn tc(ns: &[&str], args: &[&str]) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// The fewest prefixes that cover exactly `start..=end`.
-pub fn range_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<(Ipv4Addr, u8)> {
-    let (mut lo, hi) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
-    let mut out = Vec::new();
-    while lo <= hi {
-        // The largest block aligned at `lo` that does not pass `hi`.
-        let mut size: u64 = if lo == 0 {
-            1 << 32
-        } else {
-            1 << lo.trailing_zeros().min(32)
-        };
-        while lo + size - 1 > hi {
-            size >>= 1;
-        }
-        out.push((Ipv4Addr::from(lo as u32), 32 - size.trailing_zeros() as u8));
-        lo += size;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,16 +227,13 @@ mod tests {
     }
 
     #[test]
-    fn a_dhcp_client_may_ask_and_use_the_dhcp_range_only() {
-        let g = VifGuard::dhcp(
-            "00:16:3e:00:00:01",
-            "10.0.100.50".parse().unwrap(),
-            "10.0.100.200".parse().unwrap(),
-        );
+    fn a_dhcp_client_may_ask_and_use_its_one_address_only() {
+        let mut g = VifGuard::single("00:16:3e:00:00:01", "10.0.100.60".parse().unwrap());
+        g.dhcp_client = true;
         let l = lines(&g, Allowed::Pass).join("\n");
         assert!(l.contains("src_ip 0.0.0.0/32 ip_proto udp src_port 68 dst_port 67 action pass"));
-        assert!(l.contains("src_ip 10.0.100.64/26 action pass"));
-        assert!(!l.contains("src_ip 10.0.100.201"));
+        assert!(l.contains("src_ip 10.0.100.60/32 action pass"));
+        assert_eq!(l.matches("src_ip 10.0.100.").count(), 1, "{l}");
     }
 
     #[test]
@@ -287,31 +254,5 @@ mod tests {
             .iter()
             .any(|x| x.contains("src_ip fe80::/10 action mirred")));
         assert!(!l.iter().any(|x| x.ends_with("pass")));
-    }
-
-    #[test]
-    fn ranges_become_exact_prefixes() {
-        let p = |a: &str, b: &str| {
-            range_prefixes(a.parse().unwrap(), b.parse().unwrap())
-                .into_iter()
-                .map(|(a, l)| format!("{a}/{l}"))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            p("10.0.100.50", "10.0.100.200"),
-            [
-                "10.0.100.50/31",
-                "10.0.100.52/30",
-                "10.0.100.56/29",
-                "10.0.100.64/26",
-                "10.0.100.128/26",
-                "10.0.100.192/29",
-                "10.0.100.200/32"
-            ]
-        );
-        assert_eq!(p("10.0.0.0", "10.0.0.255"), ["10.0.0.0/24"]);
-        assert_eq!(p("10.0.0.7", "10.0.0.7"), ["10.0.0.7/32"]);
-        assert!(p("10.0.0.8", "10.0.0.7").is_empty());
-        assert_eq!(p("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
     }
 }

@@ -76,7 +76,7 @@ fn nft_script(cfg: &NetworkConfig) -> Result<String> {
     Ok(s)
 }
 
-async fn dnsmasq_running(bridge: &str) -> Option<u32> {
+fn dnsmasq_pid(bridge: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_file(bridge))
         .ok()?
         .trim()
@@ -84,6 +84,21 @@ async fn dnsmasq_running(bridge: &str) -> Option<u32> {
         .ok()?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "dnsmasq").then_some(pid)
+}
+
+async fn dnsmasq_running(bridge: &str) -> Option<u32> {
+    dnsmasq_pid(bridge)
+}
+
+/// Have the bridge's dnsmasq re-read its DHCP host files (SIGHUP): it picks
+/// up new ones by itself, but forgets a removed one only when told.
+pub fn reload_dnsmasq(bridge: &str) {
+    if let Some(pid) = dnsmasq_pid(bridge) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        );
+    }
 }
 
 async fn stop_dnsmasq(bridge: &str) {
@@ -147,18 +162,7 @@ pub async fn up(cfg: &NetworkConfig, opts: &UpOptions) -> Result<Vec<String>> {
             "--conf-file=/dev/null".into(),
         ];
         if opts.dhcp {
-            args.push(format!(
-                "--dhcp-range={},{},{},1h",
-                cfg.dhcp_start,
-                cfg.dhcp_end,
-                std::net::Ipv4Addr::from(
-                    u32::MAX
-                        .checked_shl(32 - u32::from(net.prefix_len))
-                        .unwrap_or(0)
-                )
-            ));
-            args.push(format!("--dhcp-option=option:router,{}", cfg.gateway));
-            args.push(format!("--dhcp-leasefile={RUN_DIR}/dnsmasq-{br}.leases"));
+            args.extend(dhcp_args(cfg, net.prefix_len)?);
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         run("dnsmasq", &argv).await.map_err(|e| {
@@ -179,6 +183,26 @@ pub async fn up(cfg: &NetworkConfig, opts: &UpOptions) -> Result<Vec<String>> {
         ));
     }
     Ok(done)
+}
+
+/// dnsmasq's DHCP options: the range served `static`, to the MACs vxn bound
+/// to an address of it (a host file each, see `dhcp_binding`) and no others.
+fn dhcp_args(cfg: &NetworkConfig, prefix_len: u8) -> Result<Vec<String>> {
+    let dir = &cfg.dhcp_hosts_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Internal(format!("mkdir {}: {e}", dir.display())))?;
+    let mask = std::net::Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0),
+    );
+    let br = &cfg.bridge;
+    Ok(vec![
+        format!("--dhcp-range={},static,{mask},1h", cfg.dhcp_start),
+        format!("--dhcp-hostsdir={}", dir.display()),
+        format!("--dhcp-option=option:router,{}", cfg.gateway),
+        format!("--dhcp-leasefile={RUN_DIR}/dnsmasq-{br}.leases"),
+    ])
 }
 
 /// Remove what `up` made. Refused while containers are attached, unless forced.
@@ -234,6 +258,22 @@ pub async fn status(cfg: &NetworkConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dhcp_is_served_only_to_the_macs_vxn_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = NetworkConfig {
+            dhcp_hosts_dir: d.path().join("hosts"),
+            ..NetworkConfig::default()
+        };
+        let a = dhcp_args(&cfg, 24).unwrap();
+        assert_eq!(a[0], "--dhcp-range=10.0.100.50,static,255.255.255.0,1h");
+        assert_eq!(
+            a[1],
+            format!("--dhcp-hostsdir={}", d.path().join("hosts").display())
+        );
+        assert!(d.path().join("hosts").is_dir());
+    }
 
     #[test]
     fn nat_table_is_ours_and_replaced_whole() {

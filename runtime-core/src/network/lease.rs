@@ -1,5 +1,7 @@
-//! The static address pool: one file per leased address in `lease_dir`,
-//! named by the address and holding its owner.
+//! The address pool: one file per leased address in `lease_dir`, named by
+//! the address and holding its owner. Static containers lease from the
+//! static range, DHCP ones from the DHCP range; a DHCP lease is also bound
+//! to its MAC in dnsmasq (`dhcp_binding`) for as long as it lives.
 //!
 //! Atomic: every change happens under an exclusive flock of `lease_dir/.lock`;
 //! a lease file appears whole (written aside, then hard-linked into place,
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use super::dhcp_binding::Binding;
 use super::{mac_for, NetworkConfig};
 use crate::error::{Error, Result};
 use crate::names::ContainerName;
@@ -37,6 +40,9 @@ pub struct LeaseRecord {
     pub dir: PathBuf,
     pub address: Ipv4Addr,
     pub mac: String,
+    /// The guest gets the address by DHCP (from the DHCP range).
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 /// The contents of a lease file.
@@ -48,6 +54,20 @@ pub struct LeaseFile {
     pub mac: String,
     /// The owner's state directory: where its record says it holds this lease.
     pub state_dir: PathBuf,
+    /// Its binding in dnsmasq (a DHCP lease), undone when the lease is freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<Binding>,
+}
+
+/// Remove a lease file and undo what it bound.
+fn free(path: &Path, a: Ipv4Addr, lease: Option<&LeaseFile>) -> std::io::Result<()> {
+    let removed = std::fs::remove_file(path);
+    if let Some(l) = lease {
+        if let Some(b) = &l.dhcp {
+            b.unbind(&l.mac, a);
+        }
+    }
+    removed
 }
 
 /// A lease its container holds: the shared flock says "alive" to reapers.
@@ -148,7 +168,7 @@ impl Locked {
         for (a, lease) in self.leases()? {
             if self.stale(a, &lease, hv).await {
                 tracing::info!(address = %a, owner = ?lease.as_ref().map(|l| (&l.namespace, &l.id)), "reaping a stale lease");
-                let _ = std::fs::remove_file(self.path(a));
+                let _ = free(&self.path(a), a, lease.as_ref());
             } else if let Some(l) = lease {
                 live.push((a, l));
             }
@@ -180,22 +200,30 @@ pub struct Want<'a> {
     pub domain: &'a str,
     pub state: &'a StateDir,
     pub address: Option<Ipv4Addr>,
+    /// From the DHCP range (the container's network mode is DHCP).
+    pub dhcp: bool,
 }
 
-/// Lease an address (the requested one, or the first free one of the
-/// range) and a MAC no other lease uses. `record` saves the container's
-/// state naming the lease; it runs before the lease file exists. `Ok(None)`:
-/// the pool is exhausted and the config says to fall back to DHCP.
+/// Lease an address (the requested one, or the first free one of its range)
+/// and a MAC no other lease uses; bind a DHCP one in dnsmasq. `record` saves
+/// the container's state naming the lease; it runs before the lease file
+/// exists. An exhausted static range falls back to the DHCP range if the
+/// config says so.
 pub async fn acquire(
     cfg: &NetworkConfig,
     want: Want<'_>,
     hv: &dyn Hypervisor,
     record: impl FnOnce(&LeaseRecord) -> Result<()>,
-) -> Result<Option<HeldLease>> {
+) -> Result<HeldLease> {
     let locked = lock(&cfg.lease_dir).await?;
     let live = locked.reap(hv).await?;
     let taken = |a: Ipv4Addr| live.iter().any(|(l, _)| *l == a);
-    let address = match want.address {
+    let first_free = |start: Ipv4Addr, end: Ipv4Addr| {
+        (u32::from(start)..=u32::from(end))
+            .map(Ipv4Addr::from)
+            .find(|a| !taken(*a) && a != &cfg.gateway)
+    };
+    let (address, dhcp) = match want.address {
         Some(a) if taken(a) || locked.path(a).exists() => {
             let owner = live
                 .iter()
@@ -207,21 +235,31 @@ pub async fn acquire(
                 super::ANNOTATION_IP
             )));
         }
-        Some(a) => a,
+        Some(a) => (a, false),
         None => {
-            let (start, end) = (u32::from(cfg.range_start), u32::from(cfg.range_end));
-            match (start..=end).map(Ipv4Addr::from).find(|a| !taken(*a) && a != &cfg.gateway) {
-                Some(a) => a,
-                None if cfg.dhcp_when_exhausted => return Ok(None),
-                None => {
+            let from_static = match want.dhcp {
+                true => None,
+                false => first_free(cfg.range_start, cfg.range_end),
+            };
+            let from_dhcp = || match want.dhcp || cfg.dhcp_when_exhausted {
+                true => first_free(cfg.dhcp_start, cfg.dhcp_end),
+                false => None,
+            };
+            match (from_static, from_dhcp()) {
+                (Some(a), _) => (a, false),
+                (None, Some(a)) => (a, true),
+                (None, None) => {
+                    let (what, start, end) = match want.dhcp {
+                        true => ("DHCP range", cfg.dhcp_start, cfg.dhcp_end),
+                        false => ("pool", cfg.range_start, cfg.range_end),
+                    };
                     return Err(Error::ResourceExhausted(format!(
-                        "no free address in the pool {}-{} ({} leases in {}); free one by deleting a \
-                         container, widen range_start/range_end, or set dhcp_when_exhausted in [network]",
-                        cfg.range_start,
-                        cfg.range_end,
+                        "no free address in the {what} {start}-{end} ({} leases in {}); free one by \
+                         deleting a container, widen range_start/range_end or dhcp_start/dhcp_end, \
+                         or set dhcp_when_exhausted in [network]",
                         live.len(),
                         cfg.lease_dir.display()
-                    )))
+                    )));
                 }
             }
         }
@@ -234,25 +272,31 @@ pub async fn acquire(
         dir: cfg.lease_dir.clone(),
         address,
         mac: mac.clone(),
+        dhcp,
     };
     record(&lease_record)?;
-    let file = locked.create(
-        address,
-        &LeaseFile {
-            namespace: want.name.namespace().into(),
-            id: want.name.id().into(),
-            domain: want.domain.into(),
-            mac,
-            state_dir: want.state.path().to_path_buf(),
-        },
-    )?;
+    let lease = LeaseFile {
+        namespace: want.name.namespace().into(),
+        id: want.name.id().into(),
+        domain: want.domain.into(),
+        dhcp: dhcp.then(|| Binding::for_mac(cfg, &mac)),
+        mac,
+        state_dir: want.state.path().to_path_buf(),
+    };
+    let file = locked.create(address, &lease)?;
+    if let Some(b) = &lease.dhcp {
+        if let Err(e) = b.bind(&lease.mac, address) {
+            let _ = free(&locked.path(address), address, Some(&lease));
+            return Err(e);
+        }
+    }
     let alive = Flock::lock(file, FlockArg::LockSharedNonblock)
         .map_err(|(_, e)| Error::Internal(format!("lock the lease of {address}: {e}")))?;
-    tracing::info!(address = %address, mac = %lease_record.mac, "address leased");
-    Ok(Some(HeldLease {
+    tracing::info!(address = %address, mac = %lease_record.mac, dhcp, "address leased");
+    Ok(HeldLease {
         record: lease_record,
         _alive: alive,
-    }))
+    })
 }
 
 /// Free a lease, if it is still the one `state` owns (a reaper may have
@@ -261,7 +305,8 @@ pub async fn release(r: &LeaseRecord, state: &Path) -> Result<()> {
     let locked = lock(&r.dir).await?;
     let path = locked.path(r.address);
     match read_lease(&path) {
-        Some(l) if l.state_dir == state && l.mac == r.mac => match std::fs::remove_file(&path) {
+        Some(l) if l.state_dir == state && l.mac == r.mac => match free(&path, r.address, Some(&l))
+        {
             Ok(()) => {
                 tracing::info!(address = %r.address, "lease released");
                 Ok(())
@@ -281,6 +326,7 @@ pub fn owned_by(dir: &Path, state: &Path) -> Option<LeaseRecord> {
         Some(LeaseRecord {
             dir: dir.to_path_buf(),
             address,
+            dhcp: l.dhcp.is_some(),
             mac: l.mac,
         })
     })

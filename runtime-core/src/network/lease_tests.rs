@@ -17,6 +17,9 @@ fn pool(start: u8, end: u8) -> Pool {
             range_start: Ipv4Addr::new(10, 0, 100, start),
             range_end: Ipv4Addr::new(10, 0, 100, end),
             lease_dir: leases.path().join("leases"),
+            dhcp_hosts_dir: leases.path().join("dhcp-hosts"),
+            // no such bridge and no dnsmasq: binding touches files only
+            bridge: "vxn-test-nobr".into(),
             ..NetworkConfig::default()
         },
         states: tempfile::tempdir().unwrap(),
@@ -32,6 +35,15 @@ impl Pool {
         id: &str,
         address: Option<Ipv4Addr>,
     ) -> Result<Option<(HeldLease, StateDir)>> {
+        self.take_mode(id, address, false).await.map(Some)
+    }
+
+    async fn take_mode(
+        &self,
+        id: &str,
+        address: Option<Ipv4Addr>,
+        dhcp: bool,
+    ) -> Result<(HeldLease, StateDir)> {
         let name = ContainerName::new("default", id).unwrap();
         let state = StateDir::create(self.states.path(), &name).unwrap();
         let domain = name.domain();
@@ -42,6 +54,7 @@ impl Pool {
                 domain: &domain,
                 state: &state,
                 address,
+                dhcp,
             },
             &self.hv,
             |l| {
@@ -54,13 +67,25 @@ impl Pool {
         )
         .await;
         match got {
-            Ok(Some(l)) => Ok(Some((l, state))),
-            Ok(None) => Ok(None),
+            Ok(l) => Ok((l, state)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(state.path());
                 Err(e)
             }
         }
+    }
+
+    /// The dnsmasq host lines vxn has written.
+    fn dhcp_hosts(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.cfg.dhcp_hosts_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 }
 
@@ -106,8 +131,52 @@ async fn an_exhausted_pool_is_a_clear_error_or_dhcp() {
     let e = p.take("c", None).await.err().unwrap();
     assert!(matches!(e, Error::ResourceExhausted(_)), "{e}");
     assert!(e.to_string().contains("10.0.100.201-10.0.100.202"), "{e}");
+    // The fallback leases from the DHCP range, bound in dnsmasq like any DHCP lease.
     p.cfg.dhcp_when_exhausted = true;
-    assert!(p.take("d", None).await.unwrap().is_none());
+    let (d, _s) = p.take("d", None).await.unwrap().unwrap();
+    assert_eq!((d.record.address, d.record.dhcp), (ip(50), true));
+    assert_eq!(p.dhcp_hosts(), [format!("{},10.0.100.50\n", d.record.mac)]);
+}
+
+#[tokio::test]
+async fn a_dhcp_lease_is_one_address_of_the_dhcp_range_bound_to_its_mac() {
+    let mut p = pool(201, 254);
+    p.cfg.dhcp_start = ip(50);
+    p.cfg.dhcp_end = ip(51);
+    let (a, sa) = p.take_mode("a", None, true).await.unwrap();
+    let (b, _sb) = p.take_mode("b", None, true).await.unwrap();
+    assert_eq!((a.record.address, b.record.address), (ip(50), ip(51)));
+    assert!(a.record.dhcp && b.record.dhcp);
+    let mut want = vec![
+        format!("{},10.0.100.50\n", a.record.mac),
+        format!("{},10.0.100.51\n", b.record.mac),
+    ];
+    want.sort();
+    assert_eq!(p.dhcp_hosts(), want);
+    // The DHCP range is exhausted on its own, whatever the static pool holds.
+    let e = p.take_mode("c", None, true).await.err().unwrap();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e}");
+    assert!(
+        e.to_string().contains("DHCP range 10.0.100.50-10.0.100.51"),
+        "{e}"
+    );
+    // Released: the address and its binding go together.
+    let rec = a.abandon();
+    release(&rec, sa.path()).await.unwrap();
+    assert_eq!(p.dhcp_hosts(), [format!("{},10.0.100.51\n", b.record.mac)]);
+    // A reaped one too (its shim and its domain gone).
+    let rec = b.abandon();
+    let (c, _sc) = p.take_mode("c", None, true).await.unwrap();
+    assert_eq!(c.record.address, ip(50));
+    assert_ne!(rec.address, c.record.address);
+    let (d, _sd) = p.take_mode("d", None, true).await.unwrap();
+    assert_eq!(d.record.address, ip(51));
+    let mut want = vec![
+        format!("{},10.0.100.50\n", c.record.mac),
+        format!("{},10.0.100.51\n", d.record.mac),
+    ];
+    want.sort();
+    assert_eq!(p.dhcp_hosts(), want);
 }
 
 #[tokio::test]

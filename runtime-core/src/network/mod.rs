@@ -3,6 +3,7 @@
 //! address from the [`lease`] pool, and the setup the guest agent is asked
 //! to apply. The dom0 side (bridge, NAT, DHCP server) is [`host`].
 
+pub mod dhcp_binding;
 pub mod guard;
 pub mod host;
 pub mod lease;
@@ -66,13 +67,16 @@ pub struct NetworkConfig {
     /// First and last address the static pool hands out.
     pub range_start: Ipv4Addr,
     pub range_end: Ipv4Addr,
-    /// The range `vxnctl network up --dhcp` serves (outside the static range).
+    /// The range `vxnctl network up --dhcp` serves (outside the static range):
+    /// vxn leases its addresses too, and dnsmasq gives each MAC only its own.
     pub dhcp_start: Ipv4Addr,
     pub dhcp_end: Ipv4Addr,
+    /// dnsmasq's `dhcp-hostsdir`: one `MAC,ADDRESS` file per DHCP lease.
+    pub dhcp_hosts_dir: PathBuf,
     pub mtu: u32,
     /// Where leases live: one file per address.
     pub lease_dir: PathBuf,
-    /// With the pool exhausted, give the container DHCP instead of an error.
+    /// With the static pool exhausted, lease from the DHCP range instead of an error.
     pub dhcp_when_exhausted: bool,
 }
 
@@ -89,6 +93,7 @@ impl Default for NetworkConfig {
             range_end: Ipv4Addr::new(10, 0, 100, 254),
             dhcp_start: Ipv4Addr::new(10, 0, 100, 50),
             dhcp_end: Ipv4Addr::new(10, 0, 100, 200),
+            dhcp_hosts_dir: "/run/vxn-network/dhcp-hosts".into(),
             mtu: 1500,
             lease_dir: "/var/lib/vxn-network/leases".into(),
             dhcp_when_exhausted: false,
@@ -168,6 +173,9 @@ impl NetworkConfig {
         if u32::from(self.range_start) > u32::from(self.range_end) {
             return Err("[network] range_start is after range_end".into());
         }
+        if u32::from(self.dhcp_start) > u32::from(self.dhcp_end) {
+            return Err("[network] dhcp_start is after dhcp_end".into());
+        }
         if !(68..=65535).contains(&self.mtu) {
             return Err(format!("[network] mtu {} is out of range", self.mtu));
         }
@@ -245,24 +253,25 @@ pub fn mac_for(name: &ContainerName, salt: u32) -> String {
 pub struct Attachment {
     pub bridge: String,
     pub mac: String,
-    /// The static address; None: DHCP.
-    pub address: Option<Ipv4Addr>,
+    /// The address leased to it.
+    pub address: Ipv4Addr,
+    /// The guest asks for it by DHCP (dnsmasq is bound to give this one).
+    pub dhcp: bool,
 }
 
 impl Attachment {
-    /// What the vif may send: its MAC with its address, or (DHCP) with an
-    /// address of the DHCP range.
-    pub fn guard(&self, cfg: &NetworkConfig) -> guard::VifGuard {
-        match self.address {
-            Some(a) => guard::VifGuard::single(&self.mac, a),
-            None => guard::VifGuard::dhcp(&self.mac, cfg.dhcp_start, cfg.dhcp_end),
-        }
+    /// What the vif may send: its MAC with its address, and (DHCP) its
+    /// requests before it has the address.
+    pub fn guard(&self) -> guard::VifGuard {
+        let mut g = guard::VifGuard::single(&self.mac, self.address);
+        g.dhcp_client = self.dhcp;
+        g
     }
 
     pub fn guest_setup(&self, cfg: &NetworkConfig) -> Result<NetworkSetup> {
         let net = cfg.subnet().map_err(Error::Internal)?;
-        let (addresses, routes, dns) = match self.address {
-            Some(a) => (
+        let (addresses, routes, dns) = match (self.dhcp, self.address) {
+            (false, a) => (
                 vec![IpCidr::new(IpAddr::V4(a), net.prefix_len).map_err(Error::Internal)?],
                 vec![Route {
                     destination: None,
@@ -276,7 +285,7 @@ impl Attachment {
                 },
             ),
             // The server gives address, router and DNS.
-            None => (vec![], vec![], Dns::default()),
+            (true, _) => (vec![], vec![], Dns::default()),
         };
         let setup = NetworkSetup {
             interfaces: vec![Interface {
@@ -284,7 +293,7 @@ impl Attachment {
                 name: GUEST_INTERFACE.into(),
                 mtu: Some(cfg.mtu),
                 addresses,
-                dhcp: self.address.is_none(),
+                dhcp: self.dhcp,
             }],
             routes,
             dns,
@@ -378,13 +387,20 @@ mod tests {
         let a = Attachment {
             bridge: "xenbr0".into(),
             mac: "00:16:3e:00:00:01".into(),
-            address: Some(Ipv4Addr::new(10, 0, 100, 201)),
+            address: Ipv4Addr::new(10, 0, 100, 201),
+            dhcp: false,
         };
         let s = a.guest_setup(&c).unwrap();
         assert_eq!(s.interfaces[0].addresses[0].to_string(), "10.0.100.201/24");
         assert_eq!(s.routes[0].gateway, Some("10.0.100.1".parse().unwrap()));
         assert!(!s.interfaces[0].dhcp);
-        let d = Attachment { address: None, ..a }.guest_setup(&c).unwrap();
+        let d = Attachment {
+            dhcp: true,
+            ..a.clone()
+        };
+        assert!(d.guard().dhcp_client && !a.guard().dhcp_client);
+        assert_eq!(d.guard().ipv4, vec![(Ipv4Addr::new(10, 0, 100, 201), 32)]);
+        let d = d.guest_setup(&c).unwrap();
         assert!(d.interfaces[0].dhcp && d.routes.is_empty());
     }
 }
