@@ -226,8 +226,16 @@ cmd_e2e_versions() {
     log "e2e: SKIPPED under containerd 2.x: no test tools in $VXN_TOOLS_DIR"
   fi
 }
+# push_suite [FILE...]: what the suites run in dom0 (the shim and its tools, the test
+# image, the suites' scripts) and FILEs, to /usr/local/bin.
+push_suite() {
+  cmd_push --test-image "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxn-shim-client" \
+    "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
+    "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
+    "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "$@"
+}
 cmd_e2e() {
-  local shim=$REPO_DIR/target/release/containerd-shim-vxn-v2 b
+  local b
   local extra=()
   for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl vxn-crictl; do
     [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
@@ -235,10 +243,7 @@ cmd_e2e() {
   # the engine tests (docker_*, podman_*) need it; without it they fail and say so
   if [ -f "$REPO_DIR/target/release/vxn-oci-runtime" ]; then extra+=("$REPO_DIR/target/release/vxn-oci-runtime")
   else log "e2e: target/release/vxn-oci-runtime not built: the docker_*/podman_* tests will fail"; fi
-  cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-shim-client" "$REPO_DIR/target/release/vxnctl" \
-    "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
-    "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
-    "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "${extra[@]}"
+  push_suite "${extra[@]}"
   local q=() a env=()
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   # the suite's knobs (VXN_E2E_CYCLES, VXN_E2E_NET_N, ...) reach dom0

@@ -1,0 +1,61 @@
+# shellcheck shell=bash
+# critest [vxn|runc|both] [CRITEST-ARG...]: cri-tools' validation suite (critest 1.36.0,
+# scripts/lib/tools.sh) in dom0 against containerd's CRI, per runtime handler, then the
+# two side by side (tests/critest/compare.py): passed/failed/skipped each and every spec
+# whose result differs. The images critest names are built here (tests/critest/images,
+# cached on their inputs), the skips are tests/critest/skip.txt (each says why).
+# VXN_CRITEST_FOCUS picks specs (e.g. Conformance). Reports: $WORK/critest/HANDLER.{log,xml}.
+# Its status is kept in CRITEST_RC.
+
+CRITEST_DIR=$WORK/critest
+CRITEST_RC=0  # read by lab (critest)
+
+# critest_images: $CRITEST_DIR/images.tar, rebuilt when its inputs change. The busybox is
+# Debian's dynamic one (its shell is not standalone, as upstream's; busybox-static's is),
+# fetched with apt-get download (a .deb, never installed: it conflicts with busybox-static).
+critest_images() {
+  local src=$REPO_DIR/tests/critest/images deb want
+  mkdir -p "$CRITEST_DIR/busybox"
+  deb=$(find "$CRITEST_DIR/busybox" -maxdepth 1 -name 'busybox_*.deb' | head -1)
+  if [ -z "$deb" ]; then
+    (cd "$CRITEST_DIR/busybox" && apt-get download busybox >/dev/null 2>&1) ||
+      die "critest: apt-get download busybox failed"
+    deb=$(find "$CRITEST_DIR/busybox" -maxdepth 1 -name 'busybox_*.deb' | head -1)
+  fi
+  want=$(hash_of "$deb" "$src"/*)
+  [ -f "$CRITEST_DIR/images.tar" ] && [ "$(cat "$CRITEST_DIR/images.stamp" 2>/dev/null)" = "$want" ] && return 0
+  rm -rf "$CRITEST_DIR/busybox/root"
+  dpkg-deb -x "$deb" "$CRITEST_DIR/busybox/root"
+  python3 "$src/build.py" "$CRITEST_DIR/images.tar" --busybox "$CRITEST_DIR/busybox/root/bin/busybox" >&2 ||
+    die "critest: building the images failed"
+  echo "$want" > "$CRITEST_DIR/images.stamp"
+}
+
+cmd_critest() {
+  local which=${1:-both} h bin hs=()
+  case $which in
+    vxn | runc) hs=("$which") ;;
+    both) hs=(vxn runc) ;;
+    *) die "critest: vxn, runc or both, not $which" ;;
+  esac
+  [ $# -gt 0 ] && shift
+  tools_available critest || die "critest: no critest in $VXN_TOOLS_DIR (see scripts/lib/tools.sh)"
+  bin=$(tools_unpack critest) || die "critest: unpacking critest failed"
+  critest_images
+  push_suite "$REPO_DIR/tests/critest/critest.sh" "$bin/critest"
+  dom0_put "$CRITEST_DIR/images.tar" /root/critest-images.tar 0644 \
+    "$REPO_DIR/tests/critest/skip.txt" /usr/local/share/vxn/critest-skip.txt 0644
+  local q=() a
+  for a in "$@"; do q+=("$(printf '%q' "$a")"); done
+  for h in "${hs[@]}"; do
+    log "critest: handler $h (log: $CRITEST_DIR/$h.log)"
+    dom0 "VXN_CRITEST_FOCUS=$(printf '%q' "${VXN_CRITEST_FOCUS:-}") critest.sh $h ${q[*]}" < /dev/null \
+      > "$CRITEST_DIR/$h.log" 2>&1 || CRITEST_RC=1
+    grep '^critest: ' "$CRITEST_DIR/$h.log" || true
+    dom0 "cat /root/critest-$h.xml" < /dev/null > "$CRITEST_DIR/$h.xml" 2>/dev/null || rm -f "$CRITEST_DIR/$h.xml"
+  done
+  if [ "$which" = both ] && [ -f "$CRITEST_DIR/vxn.xml" ] && [ -f "$CRITEST_DIR/runc.xml" ]; then
+    python3 "$REPO_DIR/tests/critest/compare.py" "$CRITEST_DIR/vxn.xml" "$CRITEST_DIR/runc.xml" \
+      "$REPO_DIR/tests/critest/skip.txt" || CRITEST_RC=1
+  fi
+}
