@@ -131,10 +131,11 @@ cri_cleanup() {
 
 # c1. A pod of two containers: one serves on localhost, the other fetches it; the
 # fetcher's stdout is in its CRI log; exec-sync gives output and exit code; stats; the
-# pod IP (CNI's) is reachable from dom0; removing the pod leaves nothing.
+# pod IP (CNI's) is reachable from dom0, and so is the server from the pod namespace's
+# localhost (as CRI's PortForward reaches it); removing the pod leaves nothing.
 test_cri_pod() {
   cri_setup || return 1
-  local pod srv cli out ip rc ok=0 t0=$SECONDS
+  local pod srv cli out ip ns rc ok=0 t0=$SECONDS
   pod=$(run_pod e2e-pod) || { log "runp failed"; return 1; }
   srv=$(start_in "$pod" srv 0 sh -c 'mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www') ||
     { log "server did not start"; cri_cleanup; return 1; }
@@ -159,6 +160,10 @@ test_cri_pod() {
   [ "$out" = hello-from-pod ] || { log "dom0 -> pod $ip: [$out]"; ok=1; }
   out=$("${CRI[@]}" exec-sync "$srv" sh -c 'ip -o -4 addr show eth0')
   echo "$out" | grep -q "inet $ip/24" || { log "guest eth0: [$out]"; ok=1; }
+  # CRI's PortForward dials localhost:PORT in the pod's namespace (kubectl port-forward)
+  ns=$(ip netns list | awk '/^cni-/ {print $1; exit}')
+  out=$(timeout 20 ip netns exec "$ns" busybox wget -q -O - "http://127.0.0.1:8080/" 2>&1)
+  [ "$out" = hello-from-pod ] || { log "the pod namespace's localhost:8080 ($ns): [$out]"; ok=1; }
   "${CRI[@]}" stopp "$pod" >/dev/null || { log "stopp failed"; ok=1; }
   "${CRI[@]}" rmp "$pod" >/dev/null || { log "rmp failed"; ok=1; }
   pod_gone "$pod" || ok=1

@@ -7,6 +7,7 @@ pub mod dhcp_binding;
 pub mod guard;
 pub mod host;
 pub mod lease;
+pub mod pod_localhost;
 pub mod pod_netns;
 
 use std::collections::HashMap;

@@ -177,6 +177,7 @@ impl PodNetns {
         guard
             .apply(VIF_IN_NETNS, Some(n), Allowed::RedirectTo(CNI_INTERFACE))
             .await?;
+        super::pod_localhost::join(n, &guard.mac).await?;
         tc(&["-n", n, "qdisc", "replace", "dev", CNI_INTERFACE, "ingress"]).await?;
         tc(&[
             "-n",
@@ -250,10 +251,11 @@ impl PodNic {
     }
 
     /// What the agent is asked to set up: the veth's MAC, MTU, addresses
-    /// and routes on the VM's interface. DNS and /etc files come with the
-    /// containers' mounts (CRI binds hosts, hostname and resolv.conf).
-    pub fn guest_setup(&self) -> NetworkSetup {
-        NetworkSetup {
+    /// and routes on the VM's interface, and its end of the namespace's
+    /// localhost link. DNS and /etc files come with the containers' mounts
+    /// (CRI binds hosts, hostname and resolv.conf).
+    pub fn guest_setup(&self) -> Result<NetworkSetup> {
+        let mut setup = NetworkSetup {
             interfaces: vec![Interface {
                 mac: self.mac.clone(),
                 name: CNI_INTERFACE.into(),
@@ -263,7 +265,9 @@ impl PodNic {
             }],
             routes: self.routes.clone(),
             dns: Dns::default(),
-        }
+        };
+        super::pod_localhost::guest_setup(&mut setup, CNI_INTERFACE)?;
+        Ok(setup)
     }
 }
 

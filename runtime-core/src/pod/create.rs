@@ -111,7 +111,7 @@ impl Pod {
             netns.join(nic, &vif, &nic.guard()).await?;
             let got = sandbox
                 .agent()
-                .setup_network(nic.guest_setup())
+                .setup_network(nic.guest_setup()?)
                 .await
                 .map_err(|e| Error::from(e).context("set up the pod's network in the guest"))?;
             tracing::info!(
