@@ -77,9 +77,9 @@ fn nft_script() -> String {
     format!(
         "add table ip {NFT_TABLE}; delete table ip {NFT_TABLE}; table ip {NFT_TABLE} {{ \
          chain output {{ type nat hook output priority -100; policy accept; \
-         ip daddr 127.0.0.1 meta l4proto tcp dnat to {VM_SIDE}; }} \
+         ip daddr 127.0.0.1 meta l4proto tcp dnat to {VM_SIDE}; }}; \
          chain postrouting {{ type nat hook postrouting priority 100; policy accept; \
-         oifname \"{VIF_IN_NETNS}\" ip saddr 127.0.0.0/8 snat to {NETNS_SIDE}; }} }}"
+         oifname \"{VIF_IN_NETNS}\" ip saddr 127.0.0.0/8 snat to {NETNS_SIDE}; }}; }}"
     )
 }
 
