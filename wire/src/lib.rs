@@ -6,9 +6,12 @@
 //! * [`mux`]: the multiplexer both ends run over any ordered byte stream,
 //!   with the handshake that starts it;
 //! * [`boot`]: the kernel command-line keys and device names the host sets
-//!   when it builds a VM and the agent reads when it boots.
+//!   when it builds a VM and the agent reads when it boots;
+//! * [`dhcp`]: the DHCPv4 client message (the agent asks for its lease, the
+//!   host releases one it bound).
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod dhcp;
 pub mod mux;
 pub mod protocol;

@@ -15,24 +15,8 @@ use tokio::net::UdpSocket;
 
 use vxn_wire::protocol::{parse_mac, IpCidr};
 
-const CLIENT_PORT: u16 = 68;
-const SERVER_PORT: u16 = 67;
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
-const DISCOVER: u8 = 1;
-const OFFER: u8 = 2;
-const REQUEST: u8 = 3;
-const ACK: u8 = 5;
-const NAK: u8 = 6;
-const OPT_SUBNET: u8 = 1;
-const OPT_ROUTER: u8 = 3;
-const OPT_DNS: u8 = 6;
-const OPT_REQUESTED_IP: u8 = 50;
-const OPT_LEASE_TIME: u8 = 51;
-const OPT_MSG_TYPE: u8 = 53;
-const OPT_SERVER_ID: u8 = 54;
-const OPT_PARAMS: u8 = 55;
-const OPT_RENEWAL: u8 = 58;
-const OPT_END: u8 = 255;
+use vxn_wire::dhcp::*;
+
 /// Tries per step and how long each waits for an answer.
 const TRIES: u32 = 5;
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
@@ -79,33 +63,12 @@ fn client_socket(ifname: &str) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(std::net::UdpSocket::from(fd))
 }
 
-fn message(kind: u8, xid: u32, mac: &[u8; 6], ciaddr: Ipv4Addr, opts: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let mut b = vec![0u8; 236];
-    b[0] = 1; // BOOTREQUEST
-    b[1] = 1; // Ethernet
-    b[2] = 6;
-    b[4..8].copy_from_slice(&xid.to_be_bytes());
-    b[10..12].copy_from_slice(&0x8000u16.to_be_bytes()); // broadcast replies
-    b[12..16].copy_from_slice(&ciaddr.octets());
-    b[28..34].copy_from_slice(mac);
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&[OPT_MSG_TYPE, 1, kind]);
-    b.extend_from_slice(&[
-        OPT_PARAMS,
-        5,
-        OPT_SUBNET,
-        OPT_ROUTER,
-        OPT_DNS,
-        OPT_LEASE_TIME,
-        OPT_RENEWAL,
-    ]);
-    for (code, value) in opts {
-        b.push(*code);
-        b.push(value.len() as u8);
-        b.extend_from_slice(value);
-    }
-    b.push(OPT_END);
-    b
+/// A client message asking for the options the lease needs.
+fn message(kind: u8, xid: u32, mac: &[u8; 6], ciaddr: Ipv4Addr, opts: &[(u8, &[u8])]) -> Vec<u8> {
+    let params = [OPT_SUBNET, OPT_ROUTER, OPT_DNS, OPT_LEASE_TIME, OPT_RENEWAL];
+    let mut all: Vec<(u8, &[u8])> = vec![(OPT_PARAMS, &params)];
+    all.extend_from_slice(opts);
+    client_message(kind, xid, mac, ciaddr, true, &all)
 }
 
 fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {
@@ -206,8 +169,8 @@ pub async fn obtain(ifname: &str, mac: &str) -> Result<Lease, String> {
         &mac,
         Ipv4Addr::UNSPECIFIED,
         &[
-            (OPT_REQUESTED_IP, addr.octets().to_vec()),
-            (OPT_SERVER_ID, server.octets().to_vec()),
+            (OPT_REQUESTED_IP, &addr.octets()),
+            (OPT_SERVER_ID, &server.octets()),
         ],
     );
     let ack = exchange(&sock, &request, Ipv4Addr::BROADCAST, xid, &mac, &[ACK, NAK]).await?;

@@ -20,12 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::NetworkConfig;
 use crate::error::{Error, Result};
 
-const SERVER_PORT: u16 = 67;
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
-const OPT_MSG_TYPE: u8 = 53;
-const OPT_SERVER_ID: u8 = 54;
-const OPT_END: u8 = 255;
-const DHCPRELEASE: u8 = 7;
+use vxn_wire::dhcp::{client_message, OPT_SERVER_ID, RELEASE, SERVER_PORT};
 
 /// Where a lease's binding lives and whom to tell: kept in the lease file,
 /// so whoever frees the lease (its Delete or a reaper) undoes it.
@@ -107,24 +102,21 @@ fn entry(mac: &str, address: Ipv4Addr) -> String {
     format!("{mac},{address}\n")
 }
 
-/// A BOOTREQUEST carrying DHCPRELEASE of `address` by `mac` to `server`.
+/// A DHCPRELEASE of `address` by `mac`, to `server`.
 fn release_packet(
     mac: &str,
     address: Ipv4Addr,
     server: Ipv4Addr,
 ) -> std::result::Result<Vec<u8>, String> {
     let mac = vxn_wire::protocol::parse_mac(mac)?;
-    let mut b = vec![0u8; 236];
-    b[0] = 1; // BOOTREQUEST
-    b[1] = 1; // Ethernet
-    b[2] = 6;
-    b[12..16].copy_from_slice(&address.octets()); // ciaddr
-    b[28..34].copy_from_slice(&mac);
-    b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&[OPT_MSG_TYPE, 1, DHCPRELEASE, OPT_SERVER_ID, 4]);
-    b.extend_from_slice(&server.octets());
-    b.push(OPT_END);
-    Ok(b)
+    Ok(client_message(
+        RELEASE,
+        0,
+        &mac,
+        address,
+        false,
+        &[(OPT_SERVER_ID, &server.octets())],
+    ))
 }
 
 #[cfg(test)]
@@ -176,7 +168,7 @@ mod tests {
         assert_eq!(&p[..4], &[1, 1, 6, 0]);
         assert_eq!(&p[12..16], &[10, 0, 100, 60]);
         assert_eq!(&p[28..34], &[0x00, 0x16, 0x3e, 0x0a, 0x0b, 0x0c]);
-        assert_eq!(&p[236..240], &MAGIC);
+        assert_eq!(&p[236..240], &vxn_wire::dhcp::MAGIC);
         assert_eq!(&p[240..], &[53, 1, 7, 54, 4, 10, 0, 100, 1, 255]);
         assert!(release_packet(
             "not-a-mac",
