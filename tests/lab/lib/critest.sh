@@ -47,15 +47,21 @@ cmd_critest() {
     "$REPO_DIR/tests/critest/skip.txt" /usr/local/share/vxn/critest-skip.txt 0644
   local q=() a
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
+  # One handler: critest's own verdict. Both: the comparison's (runc fails some specs
+  # itself, e.g. execSync with timeout under containerd 1.6; vxn must not fail more).
   for h in "${hs[@]}"; do
     log "critest: handler $h (log: $CRITEST_DIR/$h.log)"
     dom0 "VXN_CRITEST_FOCUS=$(printf '%q' "${VXN_CRITEST_FOCUS:-}") critest.sh $h ${q[*]}" < /dev/null \
-      > "$CRITEST_DIR/$h.log" 2>&1 || CRITEST_RC=1
+      > "$CRITEST_DIR/$h.log" 2>&1 || { [ "$which" = both ] || CRITEST_RC=1; }
     grep '^critest: ' "$CRITEST_DIR/$h.log" || true
     dom0 "cat /root/critest-$h.xml" < /dev/null > "$CRITEST_DIR/$h.xml" 2>/dev/null || rm -f "$CRITEST_DIR/$h.xml"
   done
-  if [ "$which" = both ] && [ -f "$CRITEST_DIR/vxn.xml" ] && [ -f "$CRITEST_DIR/runc.xml" ]; then
-    python3 "$REPO_DIR/tests/critest/compare.py" "$CRITEST_DIR/vxn.xml" "$CRITEST_DIR/runc.xml" \
-      "$REPO_DIR/tests/critest/skip.txt" || CRITEST_RC=1
+  if [ "$which" = both ]; then
+    if [ -f "$CRITEST_DIR/vxn.xml" ] && [ -f "$CRITEST_DIR/runc.xml" ]; then
+      python3 "$REPO_DIR/tests/critest/compare.py" "$CRITEST_DIR/vxn.xml" "$CRITEST_DIR/runc.xml" \
+        "$REPO_DIR/tests/critest/skip.txt" || CRITEST_RC=1
+    else
+      log "critest: a handler left no report"; CRITEST_RC=1
+    fi
   fi
 }
