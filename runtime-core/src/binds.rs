@@ -10,8 +10,12 @@
 //! Every target is recorded before it is mounted; removal never crosses a
 //! mount point, so a host directory still bound is never deleted from.
 //!
+//! Read-only is runc's: `ro` the bind's top mount only (its submounts stay as
+//! they are), `rro` every mount down to the last. Bidirectional propagation
+//! is refused (`oci::mounts`): a mount made in the VM cannot reach dom0.
+//!
 //! The guest is not trusted with the host's directories: each bind is
-//! nosuid and nodev (read-only when asked) down to its last submount, QEMU
+//! nosuid and nodev down to its last submount, QEMU
 //! keeps the guest's owners, modes and device nodes in xattrs
 //! (`security_model=mapped-xattr`) instead of making them on the host, and
 //! the share roots are root's alone (0700).
@@ -27,12 +31,35 @@ use crate::persist::unmount_all;
 /// The 9p tag of a VM's share (`p9=` in the xl config).
 pub const SHARE_TAG: &str = "vxn-share";
 
+/// How much of a bind is read-only. runc's `ro` makes the bind's top mount
+/// read-only and leaves its submounts as they are (Kubernetes' readOnly
+/// volume); `rro` (containerd 2.x's recursive read-only) makes every one so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    No,
+    Top,
+    Recursive,
+}
+
+impl ReadOnly {
+    /// From a spec mount's options.
+    pub fn of(options: &[String]) -> Self {
+        if options.iter().any(|o| o == "rro") {
+            ReadOnly::Recursive
+        } else if options.iter().any(|o| o == "ro") {
+            ReadOnly::Top
+        } else {
+            ReadOnly::No
+        }
+    }
+}
+
 /// A bind of a host directory, as the spec asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostBind {
     pub source: PathBuf,
     pub destination: String,
-    pub readonly: bool,
+    pub readonly: ReadOnly,
     /// The spec's options (propagation and the like), passed on to the guest.
     pub options: Vec<String>,
 }
@@ -62,20 +89,39 @@ fn mount(src: &Path, target: &Path, flags: libc::c_ulong) -> std::io::Result<()>
     Ok(())
 }
 
-/// nosuid, nodev (and read-only) on `target` and every mount below it: a
-/// plain remount changes only the top one, and a hostPath with submounts
-/// would stay writable and setuid-capable below them. And slave propagation.
-fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path =
-        std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+/// nosuid and nodev on `target` and every mount below it (a plain remount
+/// changes only the top one, and a hostPath with submounts would stay
+/// setuid-capable below them), read-only as asked, and slave propagation.
+fn lock_down(target: &Path, readonly: ReadOnly) -> std::io::Result<()> {
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
     attr.attr_set = libc::MOUNT_ATTR_NOSUID
         | libc::MOUNT_ATTR_NODEV
-        | if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+        | if readonly == ReadOnly::Recursive {
+            libc::MOUNT_ATTR_RDONLY
+        } else {
+            0
+        };
     // A follower of the host's mounts, never a peer: unmounting the copy's
     // submounts at teardown must not unmount the host's own.
     attr.propagation = libc::MS_SLAVE;
+    set_mount_attr(target, &attr, libc::AT_RECURSIVE)?;
+    if readonly == ReadOnly::Top {
+        // SAFETY: a plain-old-data struct, all zeroes meaning "change nothing".
+        let mut top: libc::mount_attr = unsafe { std::mem::zeroed() };
+        top.attr_set = libc::MOUNT_ATTR_RDONLY;
+        set_mount_attr(target, &top, 0)?;
+    }
+    Ok(())
+}
+
+fn set_mount_attr(
+    target: &Path,
+    attr: &libc::mount_attr,
+    flags: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path =
+        std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both
     // alive for the call.
     let rc = unsafe {
@@ -83,8 +129,8 @@ fn lock_down(target: &Path, readonly: bool) -> std::io::Result<()> {
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             path.as_ptr(),
-            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
-            &attr as *const libc::mount_attr,
+            flags | libc::AT_SYMLINK_NOFOLLOW,
+            attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };
@@ -180,7 +226,7 @@ pub fn expose(
                 b.destination
             )));
         }
-        if !b.readonly && !keeps_user_xattrs(&b.source) {
+        if b.readonly == ReadOnly::No && !keeps_user_xattrs(&b.source) {
             return Err(Error::InvalidArgument(format!(
                 "bind mount of {} at {}: its filesystem keeps no user xattrs (tmpfs before Linux 6.6), \
                  where vxn keeps what the guest sets of owners, modes and device nodes; bind it \
@@ -198,10 +244,18 @@ pub fn expose(
         let mut options: Vec<String> = b
             .options
             .iter()
-            .filter(|o| !matches!(o.as_str(), "bind" | "rbind" | "ro" | "rw"))
+            .filter(|o| !matches!(o.as_str(), "bind" | "rbind" | "ro" | "rro" | "rw"))
             .cloned()
             .collect();
-        options.push(if b.readonly { "ro" } else { "rw" }.into());
+        // The guest sees the whole bind as one 9p mount: read-only there would
+        // take the submounts a top-only `ro` leaves writable. dom0 refuses
+        // writes to the top mount itself then.
+        let guest_ro = match b.readonly {
+            ReadOnly::No => false,
+            ReadOnly::Recursive => true,
+            ReadOnly::Top => !has_submounts(&target),
+        };
+        options.push(if guest_ro { "ro" } else { "rw" }.into());
         out.push(MountSpec {
             destination: b.destination.clone(),
             kind: MountKind::Share {
@@ -214,16 +268,25 @@ pub fn expose(
     Ok(out)
 }
 
-/// Unmount every bind under `dir` (deepest first) and remove what vxn made
-/// there. Ok once nothing is left; never deletes through a mount point.
-pub fn remove(dir: &Path) -> Result<()> {
+/// The mount points at or below `dir`, from this process's mountinfo.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut under: Vec<PathBuf> = mounts
+    mounts
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(unescape)
         .filter(|p| p.starts_with(dir))
-        .collect();
+        .collect()
+}
+
+fn has_submounts(target: &Path) -> bool {
+    mounts_under(target).iter().any(|p| p != target)
+}
+
+/// Unmount every bind under `dir` (deepest first) and remove what vxn made
+/// there. Ok once nothing is left; never deletes through a mount point.
+pub fn remove(dir: &Path) -> Result<()> {
+    let mut under = mounts_under(dir);
     under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for p in under {
         unmount_all(&p).map_err(|e| io_err("unmount", &p, e))?;
@@ -298,7 +361,7 @@ mod tests {
         let plan = vec![Planned::HostDir(HostBind {
             source: f,
             destination: "/data".into(),
-            readonly: false,
+            readonly: ReadOnly::No,
             options: vec![],
         })];
         let e = expose(Some(&share), "c1", plan, |_| Ok(())).unwrap_err();
@@ -307,8 +370,9 @@ mod tests {
         remove(&share).unwrap();
     }
 
-    /// A read-only bind is read-only, nosuid and nodev down to its submounts
-    /// (needs root for the mounts: skipped otherwise).
+    /// Every bind is nosuid and nodev down to its submounts; `rro` read-only
+    /// down to them too, `ro` at its top only (needs root for the mounts:
+    /// skipped otherwise).
     #[test]
     fn binds_are_locked_down_below_their_submounts() {
         let d = tempfile::tempdir().unwrap();
@@ -353,14 +417,21 @@ mod tests {
                 options: vec![],
             })]
         };
-        let ro = expose(Some(&share), "c1", plan(true), |_| Ok(())).unwrap();
+        let ro = expose(Some(&share), "c1", plan(ReadOnly::Recursive), |_| Ok(())).unwrap();
         assert!(ro[0].options.contains(&"ro".to_string()));
         let err = std::fs::write(share.join("c1/0/sub/planted"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-        expose(Some(&share), "c2", plan(false), |_| Ok(())).unwrap();
+        expose(Some(&share), "c2", plan(ReadOnly::No), |_| Ok(())).unwrap();
         std::fs::write(share.join("c2/0/sub/ok"), b"x").unwrap();
+        // runc's ro: the top is read-only, the submount below stays writable,
+        // so the guest's one 9p mount must not be read-only.
+        let top = expose(Some(&share), "c3", plan(ReadOnly::Top), |_| Ok(())).unwrap();
+        assert!(top[0].options.contains(&"rw".to_string()), "{:?}", top[0]);
+        let err = std::fs::write(share.join("c3/0/planted"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        std::fs::write(share.join("c3/0/sub/ok3"), b"x").unwrap();
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        for sub in ["c1/0/sub", "c2/0/sub", "c2/0"] {
+        for sub in ["c1/0/sub", "c2/0/sub", "c2/0", "c3/0", "c3/0/sub"] {
             let at = share.join(sub);
             let line = info
                 .lines()
@@ -406,7 +477,7 @@ mod tests {
         let plan = vec![Planned::HostDir(HostBind {
             source: "/proc".into(),
             destination: "/data".into(),
-            readonly: false,
+            readonly: ReadOnly::No,
             options: vec![],
         })];
         let e = expose(Some(&d.path().join("s")), "c1", plan, |_| Ok(())).unwrap_err();

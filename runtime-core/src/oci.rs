@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
 
-use crate::binds::{HostBind, Planned};
+use crate::binds::{HostBind, Planned, ReadOnly};
 use crate::config::Config;
 use crate::error::{Error, Result};
 pub use crate::sandbox::Sizing;
@@ -145,8 +145,19 @@ impl Spec {
             .filter(|p| !p.as_os_str().is_empty())
     }
 
-    /// The container's root directory: `root.path`, relative to the bundle
-    /// unless absolute (runc's rule), `rootfs` when the spec names none.
+    /// The host namespaces a pod sandbox's spec would share: CRI leaves the
+    /// `pid` or `ipc` entry out for NamespaceMode NODE (hostPID, hostIPC).
+    /// A pod is a VM, so dom0's processes and IPC objects cannot be in it.
+    pub fn host_namespaces(&self) -> Vec<&'static str> {
+        let Some(linux) = self.linux.as_ref() else {
+            return Vec::new();
+        };
+        ["pid", "ipc"]
+            .into_iter()
+            .filter(|kind| !linux.namespaces.iter().any(|n| n.kind == *kind))
+            .collect()
+    }
+
     /// What keeps the container apart inside its VM. `in_pod`: the VM holds
     /// other containers, so a PID namespace of its own is made where the
     /// spec asks for a new one (a `pid` entry without a path; CRI's
@@ -174,6 +185,8 @@ impl Spec {
         }
     }
 
+    /// The container's root directory: `root.path`, relative to the bundle
+    /// unless absolute (runc's rule), `rootfs` when the spec names none.
     pub fn rootfs_dir(&self, bundle: &Path) -> PathBuf {
         match self.root.as_ref().map(|r| r.path.as_str()) {
             None | Some("") => bundle.join("rootfs"),
@@ -313,10 +326,21 @@ pub fn mounts(spec: &Spec) -> Result<Vec<Planned>> {
                 ],
             }));
         } else {
+            // Bidirectional propagation (Kubernetes' for CSI plugins and the
+            // like) exists so the container's mounts reach the host; one made
+            // in the VM never can.
+            if m.options.iter().any(|o| o == "rshared" || o == "shared") {
+                return Err(Error::Unimplemented(format!(
+                    "bind mount of {source} at {}: shared (bidirectional) propagation is not \
+                     supported by vxn: a mount made in the VM cannot appear on the host \
+                     (rslave, host to container, is)",
+                    m.destination
+                )));
+            }
             out.push(Planned::HostDir(HostBind {
                 source: source.into(),
                 destination: m.destination.clone(),
-                readonly: m.options.iter().any(|o| o == "ro"),
+                readonly: ReadOnly::of(&m.options),
                 options: m.options.clone(),
             }));
         }
@@ -445,8 +469,28 @@ mod tests {
         ));
         let m = mounts(&s).unwrap();
         assert!(
-            matches!(&m[0], Planned::HostDir(HostBind { destination, readonly: false, .. }) if destination == "/data")
+            matches!(&m[0], Planned::HostDir(HostBind { destination, readonly: ReadOnly::No, .. }) if destination == "/data")
         );
+        // runc's ro is the top mount's; rro (containerd 2.x) every one's.
+        let bind = |opts: &str| {
+            spec(&format!(
+                r#"{{"mounts":[{{"destination":"/data","type":"bind","source":"{}","options":[{opts}]}}]}}"#,
+                dir.path().display()
+            ))
+        };
+        let read_only = |opts| match mounts(&bind(opts)).unwrap().remove(0) {
+            Planned::HostDir(b) => b.readonly,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(read_only(r#""rbind","rprivate","ro""#), ReadOnly::Top);
+        assert_eq!(read_only(r#""rbind","ro","rro""#), ReadOnly::Recursive);
+        assert_eq!(read_only(r#""rbind","rslave""#), ReadOnly::No);
+        // Bidirectional propagation cannot leave the VM: refused, not pretended.
+        for p in ["rshared", "shared"] {
+            let e = mounts(&bind(&format!(r#""rbind","{p}""#))).unwrap_err();
+            assert!(matches!(e, Error::Unimplemented(_)), "{e}");
+            assert!(e.to_string().contains("cannot appear on the host"), "{e}");
+        }
         let s = spec(r#"{"mounts":[{"destination":"/x","type":"nfs","source":"h:/x"}]}"#);
         let e = mounts(&s).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("nfs"));

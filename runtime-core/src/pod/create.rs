@@ -48,6 +48,14 @@ impl Pod {
         events: Arc<dyn EventSink>,
     ) -> Result<Arc<Self>> {
         let spec = oci::load(&req.bundle)?;
+        let shared = spec.host_namespaces();
+        if !shared.is_empty() {
+            return Err(Error::Unimplemented(format!(
+                "pods in the host's {} namespace (hostPID/hostIPC) are not supported by vxn: \
+                 a pod is a VM, and dom0's processes and IPC objects are not in it",
+                shared.join(" and ")
+            )));
+        }
         // CRI made the namespace and ran CNI in it; without one (a host-network
         // pod) the VM could only have lo, which is right only where vxn's
         // network is off.

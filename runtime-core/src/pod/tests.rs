@@ -28,14 +28,31 @@ struct World {
     export: Arc<FakeExport>,
 }
 
+/// CRI's namespaces for a pod of its own (NamespaceMode POD); network mode
+/// none here, so no network namespace.
+const POD_NAMESPACES: &[&str] = &["pid", "ipc", "uts", "mount"];
+
 fn bundle(dir: &std::path::Path, name: &str, annotations: &HashMap<&str, &str>) -> PathBuf {
+    bundle_in(dir, name, annotations, POD_NAMESPACES)
+}
+
+fn bundle_in(
+    dir: &std::path::Path,
+    name: &str,
+    annotations: &HashMap<&str, &str>,
+    namespaces: &[&str],
+) -> PathBuf {
     let b = dir.join(name);
     std::fs::create_dir_all(b.join("rootfs")).unwrap();
+    let namespaces: Vec<_> = namespaces
+        .iter()
+        .map(|n| serde_json::json!({ "type": n }))
+        .collect();
     let spec = serde_json::json!({
         "process": {"args": ["sleep", "100"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
         "root": {"path": "rootfs"},
         "annotations": annotations,
-        "linux": {"resources": {"memory": {"limit": 128 << 20}}},
+        "linux": {"resources": {"memory": {"limit": 128 << 20}}, "namespaces": namespaces},
     });
     std::fs::write(b.join("config.json"), spec.to_string()).unwrap();
     b
@@ -179,6 +196,42 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
     assert!(
         !w.cfg.share_dir.join("k8s.io/pod1").exists(),
         "share dir left"
+    );
+}
+
+#[tokio::test]
+async fn host_pid_and_ipc_pods_are_refused_and_leave_nothing() {
+    let w = world();
+    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
+    // hostPID: CRI leaves out the pid entry; hostIPC the ipc one.
+    for (name, namespaces, says) in [
+        ("hostpid", &["ipc", "uts", "mount"][..], "pid"),
+        ("hostipc", &["pid", "uts", "mount"][..], "ipc"),
+        ("both", &["uts", "mount"][..], "pid and ipc"),
+    ] {
+        let req = PodRequest {
+            name: ContainerName::new("k8s.io", name).unwrap(),
+            bundle: bundle_in(w.dir.path(), name, &annotations, namespaces),
+        };
+        let events: Arc<Recorder> = Arc::default();
+        let e = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(e, Error::Unimplemented(_)), "{name}: {e:?}");
+        assert!(
+            e.to_string().contains(&format!("host's {says} namespace")),
+            "{e}"
+        );
+    }
+    assert!(w.hv.domains().is_empty());
+    assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
+    assert!(
+        !w.cfg.share_dir.join("k8s.io").exists()
+            || std::fs::read_dir(w.cfg.share_dir.join("k8s.io"))
+                .unwrap()
+                .next()
+                .is_none()
     );
 }
 
