@@ -4,7 +4,9 @@
 # two side by side (tests/critest/compare.py): passed/failed/skipped each and every spec
 # whose result differs. The images critest names are built here (tests/critest/images,
 # cached on their inputs), the skips are tests/critest/skip.txt (each says why).
-# VXN_CRITEST_FOCUS picks specs (e.g. Conformance). Reports: $WORK/critest/HANDLER.{log,xml}.
+# VXN_CRITEST_FOCUS picks specs (e.g. Conformance), VXN_CRITEST_PARALLEL runs that many at
+# a time (ginkgo nodes), VXN_CRITEST_REGISTRY=0 goes without the local registry (and the
+# specs that pull). Reports: $WORK/critest/containerdN/HANDLER.{log,xml}.
 # Its status is kept in CRITEST_RC.
 
 CRITEST_DIR=$WORK/critest
@@ -31,8 +33,26 @@ critest_images() {
   echo "$want" > "$CRITEST_DIR/images.stamp"
 }
 
+# critest_registry_bin: Debian's docker-registry (the binary of its .deb, which is not
+# installed in dom0), for the local registry the pulling specs use (critest.sh).
+critest_registry_bin() {
+  local dir=$CRITEST_DIR/registry deb
+  mkdir -p "$dir"
+  deb=$(find "$dir" -maxdepth 1 -name 'docker-registry_*.deb' | head -1)
+  if [ -z "$deb" ]; then
+    (cd "$dir" && apt-get download docker-registry >/dev/null 2>&1) ||
+      die "critest: apt-get download docker-registry failed"
+    deb=$(find "$dir" -maxdepth 1 -name 'docker-registry_*.deb' | head -1)
+  fi
+  if [ ! -x "$dir/root/usr/bin/docker-registry" ]; then
+    rm -rf "$dir/root"
+    dpkg-deb -x "$deb" "$dir/root"
+  fi
+  echo "$dir/root/usr/bin/docker-registry"
+}
+
 cmd_critest() {
-  local which=${1:-both} h bin hs=()
+  local which=${1:-both} h bin gbin reg hs=()
   case $which in
     vxn | runc) hs=("$which") ;;
     both) hs=(vxn runc) ;;
@@ -41,24 +61,32 @@ cmd_critest() {
   [ $# -gt 0 ] && shift
   tools_available critest || die "critest: no critest in $VXN_TOOLS_DIR (see scripts/lib/tools.sh)"
   bin=$(tools_unpack critest) || die "critest: unpacking critest failed"
+  gbin=$(tools_unpack ginkgo) || die "critest: unpacking ginkgo failed"
   critest_images
-  push_suite "$REPO_DIR/tests/critest/critest.sh" "$bin/critest"
+  reg=$(critest_registry_bin)
+  push_suite "$REPO_DIR/tests/critest/critest.sh" "$bin/critest" "$gbin/ginkgo" "$reg"
   dom0_put "$CRITEST_DIR/images.tar" /root/critest-images.tar 0644 \
     "$REPO_DIR/tests/critest/skip.txt" /usr/local/share/vxn/critest-skip.txt 0644
   local q=() a
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   # One handler: critest's own verdict. Both: the comparison's (runc fails some specs
   # itself, e.g. execSync with timeout under containerd 1.6; vxn must not fail more).
+  # Per containerd: `lab e2e all` runs it under both.
+  local out=$CRITEST_DIR/containerd$LAB_CONTAINERD
+  mkdir -p "$out"
   for h in "${hs[@]}"; do
-    log "critest: handler $h (log: $CRITEST_DIR/$h.log)"
-    dom0 "VXN_CRITEST_FOCUS=$(printf '%q' "${VXN_CRITEST_FOCUS:-}") critest.sh $h ${q[*]}" < /dev/null \
-      > "$CRITEST_DIR/$h.log" 2>&1 || { [ "$which" = both ] || CRITEST_RC=1; }
-    grep '^critest: ' "$CRITEST_DIR/$h.log" || true
-    dom0 "cat /root/critest-$h.xml" < /dev/null > "$CRITEST_DIR/$h.xml" 2>/dev/null || rm -f "$CRITEST_DIR/$h.xml"
+    log "critest: handler $h (log: $out/$h.log)"
+    rm -f "$out/$h.xml"
+    dom0 "VXN_CRITEST_FOCUS=$(printf '%q' "${VXN_CRITEST_FOCUS:-}") VXN_CRITEST_PARALLEL=$(printf '%q' "${VXN_CRITEST_PARALLEL:-1}") VXN_CRITEST_REGISTRY=$(printf '%q' "${VXN_CRITEST_REGISTRY:-1}") critest.sh $h ${q[*]}" < /dev/null \
+      > "$out/$h.log" 2>&1 || { [ "$which" = both ] || CRITEST_RC=1; }
+    grep '^critest: ' "$out/$h.log" || true
+    # whatever the verdict on the specs, a pod VM left behind fails the run
+    if grep -q '^critest: domains left' "$out/$h.log"; then CRITEST_RC=1; fi
+    dom0 "cat /root/critest-$h.xml" < /dev/null > "$out/$h.xml" 2>/dev/null || rm -f "$out/$h.xml"
   done
   if [ "$which" = both ]; then
-    if [ -f "$CRITEST_DIR/vxn.xml" ] && [ -f "$CRITEST_DIR/runc.xml" ]; then
-      python3 "$REPO_DIR/tests/critest/compare.py" "$CRITEST_DIR/vxn.xml" "$CRITEST_DIR/runc.xml" \
+    if [ -f "$out/vxn.xml" ] && [ -f "$out/runc.xml" ]; then
+      python3 "$REPO_DIR/tests/critest/compare.py" "$out/vxn.xml" "$out/runc.xml" \
         "$REPO_DIR/tests/critest/skip.txt" || CRITEST_RC=1
     else
       log "critest: a handler left no report"; CRITEST_RC=1

@@ -205,6 +205,7 @@ cmd_probe() {
 # `all` and `ci` run under both containerd versions unless VXN_LAB_CONTAINERD names one:
 # everything under Debian's 1.6, then under 2.3.4 the shim and CRI suites (`all`) or
 # CI's containerd 2 set (`ci`); without the test tools the 2.3.4 part is skipped, said so.
+# `all` also runs critest's whole suite for both handlers under each (lab critest both).
 # Its status is kept in E2E_RC (ci tears the lab down either way).
 E2E_RC=0  # read by lab (ci, e2e)
 cmd_e2e_versions() {
@@ -217,14 +218,29 @@ cmd_e2e_versions() {
   t0=$(now)
   LAB_CONTAINERD=1 cmd_e2e "$set"
   echo "lab: e2e.containerd1 $(elapsed "$t0")s"
+  if [ "$set" = all ]; then LAB_CONTAINERD=1 e2e_critest; fi
   if tools_available "${CONTAINERD2_TOOLS[@]}"; then
     log "e2e: now under containerd 2.3.4: $set-containerd2"
     t0=$(now)
     LAB_CONTAINERD=2 cmd_e2e "$set-containerd2"
     echo "lab: e2e.containerd2 $(elapsed "$t0")s"
+    if [ "$set" = all ]; then LAB_CONTAINERD=2 e2e_critest; fi
   else
     log "e2e: SKIPPED under containerd 2.x: no test tools in $VXN_TOOLS_DIR"
   fi
+}
+# e2e_critest: critest's whole suite, both handlers side by side, into E2E_RC.
+e2e_critest() {
+  local t0
+  t0=$(now)
+  if ! tools_available critest ginkgo; then
+    log "e2e: critest SKIPPED: no critest in $VXN_TOOLS_DIR"
+    return 0
+  fi
+  CRITEST_RC=0
+  cmd_critest both
+  echo "lab: e2e.critest.containerd$LAB_CONTAINERD $(elapsed "$t0")s"
+  [ "$CRITEST_RC" = 0 ] || E2E_RC=1
 }
 # push_suite [FILE...]: what the suites run in dom0 (the shim and its tools, the test
 # image, the suites' scripts) and FILEs, to /usr/local/bin.
