@@ -56,6 +56,8 @@ struct FakeProcess {
 pub struct FakeAgent {
     processes: Mutex<HashMap<(String, Option<String>), FakeProcess>>,
     mux: Mutex<Option<Mux>>,
+    /// What each container was created with, apart from its process.
+    isolations: Mutex<HashMap<String, vxn_wire::protocol::Isolation>>,
 }
 
 type Key = (String, Option<String>);
@@ -83,6 +85,12 @@ impl FakeAgent {
         if let Some(p) = self.procs().get(&key) {
             p.exit.send_replace(Some(exit_status(code, signal)));
         }
+    }
+
+    /// The isolation a container was created with.
+    pub fn isolation(&self, container: &str) -> Option<vxn_wire::protocol::Isolation> {
+        let isolations = self.isolations.lock().unwrap_or_else(|p| p.into_inner());
+        isolations.get(container).cloned()
     }
 
     /// Send an event as the guest would.
@@ -125,7 +133,11 @@ impl FakeAgent {
                         "mount failed in the guest",
                     ));
                 }
-                self.add((c.container_id, None))?;
+                self.add((c.container_id.clone(), None))?;
+                self.isolations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(c.container_id, *c.isolation);
                 Ok(Response::Ok)
             }
             Request::Exec {

@@ -35,6 +35,8 @@ pub(super) struct InGuest {
     pub rootfs: vxn_wire::protocol::RootfsSource,
     /// The VM holds other containers (a pod's).
     pub in_pod: bool,
+    /// The pod's sysctls, set with the container's own (which win).
+    pub pod_sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// Create the container in the guest (rootfs, mounts, its init prepared,
@@ -49,6 +51,10 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     let t = std::time::Instant::now();
     let agent = sandbox.agent();
     let (ids, host) = agent.open_stdio(stdio.request())?;
+    let mut isolation = spec.isolation(what.in_pod);
+    for (k, v) in what.pod_sysctls {
+        isolation.sysctls.entry(k).or_insert(v);
+    }
     agent
         .create_container(CreateContainer {
             container_id: name.id().to_string(),
@@ -59,7 +65,7 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
             process: spec.init_process()?.to_agent(),
             stdio: ids,
             memory_limit_bytes: what.memory_limit_bytes,
-            isolation: Box::new(spec.isolation(what.in_pod)),
+            isolation: Box::new(isolation),
         })
         .await
         .map_err(|e| Error::from(e).context("create container in the guest"))?;
@@ -335,6 +341,7 @@ impl<S: ProcessStdio> Container<S> {
                 mounts,
                 rootfs: exported.guest.clone(),
                 in_pod: false,
+                pod_sysctls: Default::default(),
             };
             let relay = prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await?;
             // Nothing of the container runs before Start.

@@ -116,6 +116,7 @@ impl<S: ProcessStdio> Container<S> {
                 mounts,
                 rootfs: guest,
                 in_pod: true,
+                pod_sysctls: pod.sysctls.clone(),
             };
             prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await
         }

@@ -48,6 +48,17 @@ impl Pod {
         events: Arc<dyn EventSink>,
     ) -> Result<Arc<Self>> {
         let spec = oci::load(&req.bundle)?;
+        let sysctls = spec
+            .linux
+            .as_ref()
+            .map(|l| l.sysctl.clone())
+            .unwrap_or_default();
+        vxn_wire::protocol::Isolation {
+            sysctls: sysctls.clone(),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::InvalidArgument(format!("the pod's sysctls: {e}")))?;
         let shared = spec.host_namespaces();
         if !shared.is_empty() {
             return Err(Error::Unimplemented(format!(
@@ -143,6 +154,7 @@ impl Pod {
             name: req.name,
             bundle: req.bundle,
             hostname: spec.hostname.clone(),
+            sysctls,
             share,
             sandbox: Arc::new(sandbox),
             exporter,

@@ -87,6 +87,10 @@ pub struct Pod {
     pub bundle: PathBuf,
     /// The pod's hostname (the sandbox spec's), which its containers share.
     pub hostname: Option<String>,
+    /// The pod's sysctls (the sandbox spec's `linux.sysctl`: CRI puts them
+    /// there only). They are the VM's, which its containers share; the
+    /// agent sets them as each container is created.
+    pub sysctls: std::collections::BTreeMap<String, String>,
     /// The dom0 directory shared with the VM (9p): containers' host binds go under it.
     share: PathBuf,
     sandbox: Arc<Sandbox>,

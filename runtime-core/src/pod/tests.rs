@@ -235,6 +235,75 @@ async fn host_pid_and_ipc_pods_are_refused_and_leave_nothing() {
     );
 }
 
+/// Rewrite a bundle's config.json through `f`.
+fn edit_spec(bundle: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    f(&mut spec);
+    std::fs::write(&path, spec.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn the_pods_sysctls_are_set_with_each_member() {
+    let w = world();
+    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
+    let b = bundle(w.dir.path(), "pod1", &annotations);
+    // CRI puts a pod's sysctls in the sandbox's spec only.
+    edit_spec(
+        &b,
+        |s| {
+            s["linux"]["sysctl"] =
+                serde_json::json!({"fs.mqueue.msg_max": "100", "kernel.shm_rmid_forced": "1"})
+        },
+    );
+    let req = PodRequest {
+        name: ContainerName::new("k8s.io", "pod1").unwrap(),
+        bundle: b,
+    };
+    let events: Arc<Recorder> = Arc::default();
+    let pod = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
+        .await
+        .unwrap();
+    pod.start(&ExecId::Init).unwrap();
+    let a = w.member(&pod, "a").await.unwrap();
+    let agent = w.hv.agent(pod.domain()).unwrap();
+    let got = agent.isolation("a").unwrap().sysctls;
+    assert_eq!(
+        got.get("fs.mqueue.msg_max").map(String::as_str),
+        Some("100")
+    );
+    assert_eq!(
+        got.get("kernel.shm_rmid_forced").map(String::as_str),
+        Some("1")
+    );
+    a.delete().await.unwrap();
+    pod.kill(&ExecId::Init, libc::SIGKILL as u32).await.unwrap();
+    pod.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_with_a_bad_sysctl_is_refused_before_its_vm() {
+    let w = world();
+    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
+    let b = bundle(w.dir.path(), "pod1", &annotations);
+    edit_spec(&b, |s| {
+        s["linux"]["sysctl"] = serde_json::json!({"../../etc/x": "1"})
+    });
+    let req = PodRequest {
+        name: ContainerName::new("k8s.io", "pod1").unwrap(),
+        bundle: b,
+    };
+    let events: Arc<Recorder> = Arc::default();
+    let e = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert!(w.hv.domains().is_empty());
+    assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
+}
+
 #[tokio::test]
 async fn a_member_that_cannot_attach_leaves_nothing_and_the_pod_lives() {
     let w = world();
