@@ -51,15 +51,10 @@ critest_registry_bin() {
   echo "$dir/root/usr/bin/docker-registry"
 }
 
-cmd_critest() {
-  local which=${1:-both} h bin gbin reg hs=()
-  case $which in
-    vxn | runc) hs=("$which") ;;
-    both) hs=(vxn runc) ;;
-    *) die "critest: vxn, runc or both, not $which" ;;
-  esac
-  [ $# -gt 0 ] && shift
-  tools_available critest || die "critest: no critest in $VXN_TOOLS_DIR (see scripts/lib/tools.sh)"
+# critest_push: critest, ginkgo, the registry, the images, the skips and the suite to dom0.
+critest_push() {
+  local bin gbin reg
+  tools_available critest ginkgo || die "critest: no critest in $VXN_TOOLS_DIR (see scripts/lib/tools.sh)"
   bin=$(tools_unpack critest) || die "critest: unpacking critest failed"
   gbin=$(tools_unpack ginkgo) || die "critest: unpacking ginkgo failed"
   critest_images
@@ -67,6 +62,44 @@ cmd_critest() {
   push_suite "$REPO_DIR/tests/critest/critest.sh" "$bin/critest" "$gbin/ginkgo" "$reg"
   dom0_put "$CRITEST_DIR/images.tar" /root/critest-images.tar 0644 \
     "$REPO_DIR/tests/critest/skip.txt" /usr/local/share/vxn/critest-skip.txt 0644
+}
+
+# critest_bench [N]: critest's benchmark mode for runc, then vxn: N pods (create, status,
+# stop, remove), N containers each in a pod of its own (create, start, status, stop,
+# remove), one at a time, and a pod with its container from scratch; side by side
+# (tests/critest/bench.py). Image benchmarks are left out: the image service is
+# containerd's whatever the handler. Output: $CRITEST_DIR/bench/HANDLER/.
+critest_bench() {
+  local n=${1:-5} h out f
+  case $n in '' | *[!0-9]*) die "bench critest: N is a number, not $n" ;; esac
+  critest_push
+  for h in runc vxn; do
+    out=$CRITEST_DIR/bench/$h
+    rm -rf "$out"
+    mkdir -p "$out"
+    log "bench critest: $h ($n samples each; log: $out/critest.log)"
+    # TCG is 20-50x slower than hardware: no timeout of critest's may judge it
+    dom0 "d=/root/critest-bench-$h; rm -rf \$d; mkdir -p \$d
+      printf '%s: %s\n' podsNumber $n containersNumber $n imagesNumber 0 podBenchmarkTimeoutSeconds 3600 \
+        containerBenchmarkTimeoutSeconds 3600 podContainerStartBenchmarkTimeoutSeconds 3600 > \$d.yaml
+      VXN_CRITEST_REGISTRY=0 critest.sh $h -benchmark -benchmarking-params-file \$d.yaml -benchmarking-output-dir \$d" \
+      < /dev/null > "$out/critest.log" 2>&1 || log "bench critest: $h: critest failed (see its log)"
+    for f in pod_benchmark_data.json container_benchmark_data.json; do
+      dom0 "cat /root/critest-bench-$h/$f" < /dev/null > "$out/$f" 2>/dev/null || rm -f "$out/$f"
+    done
+  done
+  python3 "$REPO_DIR/tests/critest/bench.py" "$CRITEST_DIR/bench/vxn" "$CRITEST_DIR/bench/runc"
+}
+
+cmd_critest() {
+  local which=${1:-both} h hs=()
+  case $which in
+    vxn | runc) hs=("$which") ;;
+    both) hs=(vxn runc) ;;
+    *) die "critest: vxn, runc or both, not $which" ;;
+  esac
+  [ $# -gt 0 ] && shift
+  critest_push
   local q=() a
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
   # One handler: critest's own verdict. Both: the comparison's (runc fails some specs

@@ -314,6 +314,11 @@ cmd_bench() {
     dom0 "floor-bench.sh $*" < /dev/null
     return
   fi
+  if [ "${1:-}" = critest ]; then
+    shift
+    critest_bench "$@"
+    return
+  fi
   if [ "${1:-}" = net ]; then
     shift
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/network-bench.sh"
