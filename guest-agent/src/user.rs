@@ -93,9 +93,12 @@ fn invalid(msg: String) -> AgentError {
 }
 
 /// Resolve `spec` like runc: numeric ids need no entry; names must exist.
-/// A user's primary group and home come from passwd; supplementary groups are
-/// the spec's plus, for a user with a passwd entry, its primary group and the
-/// groups that list it as a member.
+/// A user's primary group and home come from passwd. Supplementary groups:
+/// with a group given (an OCI spec always gives one) exactly the spec's, as
+/// runc sets them: the engine already chose them from the image's groups, or
+/// chose not to (CRI's SupplementalGroupsPolicy Strict). Without one (a user
+/// name alone), the spec's plus initgroups(3)'s: the primary group and the
+/// groups that list the user as a member.
 pub fn resolve(root: BorrowedFd, spec: &UserSpec) -> Result<Credentials, AgentError> {
     let passwd = parse_passwd(&read_db(root, "/etc/passwd")?);
     let groups = parse_group(&read_db(root, "/etc/group")?);
@@ -131,7 +134,8 @@ pub fn resolve(root: BorrowedFd, spec: &UserSpec) -> Result<Credentials, AgentEr
         (None, None) => entry.map(|e| e.gid).unwrap_or(0),
     };
     let mut all: Vec<u32> = spec.additional_gids.clone();
-    if let Some(e) = entry {
+    let group_given = spec.gid.is_some() || spec.group.is_some();
+    if let Some(e) = entry.filter(|_| !group_given) {
         // initgroups(3) semantics: the primary group is a supplementary one too.
         all.push(gid);
         all.extend(
@@ -215,6 +219,15 @@ mod tests {
         };
         let c = resolve(fd(&r).as_fd(), &ids(1000, 1000)).unwrap();
         assert_eq!((c.uid, c.gid, c.home.as_str()), (1000, 1000, "/home/user"));
+        // The spec's groups, exactly: not the image's 2000 that lists the user
+        // (CRI's SupplementalGroupsPolicy Strict; Merge puts it in the spec).
+        assert_eq!(c.groups, Vec::<u32>::new());
+        let strict = UserSpec {
+            additional_gids: vec![1234],
+            ..ids(1000, 1000)
+        };
+        let c = resolve(fd(&r).as_fd(), &strict).unwrap();
+        assert_eq!(c.groups, vec![1234]);
         let c = resolve(fd(&r).as_fd(), &ids(4242, 7)).unwrap();
         assert_eq!((c.uid, c.gid, c.home.as_str()), (4242, 7, "/"));
         let both = UserSpec {
