@@ -37,18 +37,30 @@ def lifecycle(d):
     return ops
 
 
-# gmeasure's table row: "create PodSandbox and container | 5 | 1.2s | ..." or its
-# single-sample form "create PodSandbox and container: 1.234s".
-SCRATCH = re.compile(r"create PodSandbox and container\D*?([0-9.]+)(ms|s|m)\b")
+# gmeasure's table row: "create PodSandbox and container [duration] | N | min | median |
+# mean | stddev | max", durations in Go's notation (9.07s, 1m2.5s, 850ms).
+SCRATCH = re.compile(r"create PodSandbox and container \[duration\]((?:\s*\|[^|\n]*)+)")
+GO_DURATION = re.compile(r"([0-9.]+)(h|ms|µs|us|ns|m|s)")
+UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
+
+
+def go_seconds(text):
+    parts = GO_DURATION.findall(text.strip())
+    return sum(float(v) * UNIT[u] for v, u in parts) if parts else None
 
 
 def scratch(d):
+    """The start-from-scratch benchmark's median, as a one-sample list."""
     p = os.path.join(d, "critest.log")
     if not os.path.exists(p):
         return []
-    unit = {"ms": 1e-3, "s": 1.0, "m": 60.0}
     with open(p, errors="replace") as fh:
-        return [float(m.group(1)) * unit[m.group(2)] for m in SCRATCH.finditer(fh.read())][:1]
+        m = SCRATCH.search(fh.read())
+    if not m:
+        return []
+    cells = [c.strip() for c in m.group(1).split("|") if c.strip()]
+    median = go_seconds(cells[2]) if len(cells) > 2 else None
+    return [median] if median is not None else []
 
 
 def main():
