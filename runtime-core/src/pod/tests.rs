@@ -88,11 +88,25 @@ impl World {
     }
 
     async fn pod_with(&self, events: Arc<Recorder>) -> Result<Arc<Pod>> {
+        let b = self.sandbox_bundle("pod1", POD_NAMESPACES);
+        self.pod_from("pod1", b, events).await
+    }
+
+    /// A sandbox's bundle with these namespaces, to edit before `pod_from`.
+    fn sandbox_bundle(&self, name: &str, namespaces: &[&str]) -> PathBuf {
         let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
-        let b = bundle(self.dir.path(), "pod1", &annotations);
+        bundle_in(self.dir.path(), name, &annotations, namespaces)
+    }
+
+    async fn pod_from(
+        &self,
+        name: &str,
+        bundle: PathBuf,
+        events: Arc<Recorder>,
+    ) -> Result<Arc<Pod>> {
         let req = PodRequest {
-            name: ContainerName::new("k8s.io", "pod1").unwrap(),
-            bundle: b,
+            name: ContainerName::new("k8s.io", name).unwrap(),
+            bundle,
         };
         Pod::create(req, &self.cfg, self.hv.clone(), self.export.clone(), events).await
     }
@@ -202,19 +216,15 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
 #[tokio::test]
 async fn host_pid_and_ipc_pods_are_refused_and_leave_nothing() {
     let w = world();
-    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
     // hostPID: CRI leaves out the pid entry; hostIPC the ipc one.
     for (name, namespaces, says) in [
         ("hostpid", &["ipc", "uts", "mount"][..], "pid"),
         ("hostipc", &["pid", "uts", "mount"][..], "ipc"),
         ("both", &["uts", "mount"][..], "pid and ipc"),
     ] {
-        let req = PodRequest {
-            name: ContainerName::new("k8s.io", name).unwrap(),
-            bundle: bundle_in(w.dir.path(), name, &annotations, namespaces),
-        };
-        let events: Arc<Recorder> = Arc::default();
-        let e = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
+        let b = w.sandbox_bundle(name, namespaces);
+        let e = w
+            .pod_from(name, b, Arc::default())
             .await
             .err()
             .expect("refused");
@@ -247,8 +257,7 @@ fn edit_spec(bundle: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
 #[tokio::test]
 async fn the_pods_sysctls_are_set_with_each_member() {
     let w = world();
-    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
-    let b = bundle(w.dir.path(), "pod1", &annotations);
+    let b = w.sandbox_bundle("pod1", POD_NAMESPACES);
     // CRI puts a pod's sysctls in the sandbox's spec only.
     edit_spec(
         &b,
@@ -257,14 +266,7 @@ async fn the_pods_sysctls_are_set_with_each_member() {
                 serde_json::json!({"fs.mqueue.msg_max": "100", "kernel.shm_rmid_forced": "1"})
         },
     );
-    let req = PodRequest {
-        name: ContainerName::new("k8s.io", "pod1").unwrap(),
-        bundle: b,
-    };
-    let events: Arc<Recorder> = Arc::default();
-    let pod = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
-        .await
-        .unwrap();
+    let pod = w.pod_from("pod1", b, Arc::default()).await.unwrap();
     pod.start(&ExecId::Init).unwrap();
     let a = w.member(&pod, "a").await.unwrap();
     let agent = w.hv.agent(pod.domain()).unwrap();
@@ -285,17 +287,12 @@ async fn the_pods_sysctls_are_set_with_each_member() {
 #[tokio::test]
 async fn a_pod_with_a_bad_sysctl_is_refused_before_its_vm() {
     let w = world();
-    let annotations = HashMap::from([(ANNOTATION_CONTAINER_TYPE, "sandbox")]);
-    let b = bundle(w.dir.path(), "pod1", &annotations);
+    let b = w.sandbox_bundle("pod1", POD_NAMESPACES);
     edit_spec(&b, |s| {
         s["linux"]["sysctl"] = serde_json::json!({"../../etc/x": "1"})
     });
-    let req = PodRequest {
-        name: ContainerName::new("k8s.io", "pod1").unwrap(),
-        bundle: b,
-    };
-    let events: Arc<Recorder> = Arc::default();
-    let e = Pod::create(req, &w.cfg, w.hv.clone(), w.export.clone(), events)
+    let e = w
+        .pod_from("pod1", b, Arc::default())
         .await
         .err()
         .expect("refused");
