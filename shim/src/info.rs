@@ -27,6 +27,12 @@ pub enum InfoError {
     Encode(String),
 }
 
+/// The guest runs the host's architecture.
+#[cfg(target_arch = "x86_64")]
+const GUEST_SECCOMP_ARCH: &str = "SCMP_ARCH_X86_64";
+#[cfg(target_arch = "aarch64")]
+const GUEST_SECCOMP_ARCH: &str = "SCMP_ARCH_AARCH64";
+
 /// What this runtime implements of the OCI runtime spec, in the spec's
 /// features.md format. What a VM cannot give (idmapped mounts, hooks run in
 /// the host, AppArmor/SELinux labels) is said to be absent, so containerd
@@ -36,15 +42,36 @@ pub fn features() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": [],
-        // The agent's mount flags (guest-agent/src/mounts.rs parse_options).
+        // The agent's mount flags (guest-agent/src/mounts.rs parse_options),
+        // and what runtime-core reads of a bind: `rro` (every submount
+        // read-only, runtime-core/src/binds.rs ReadOnly), host-to-container
+        // propagation. containerd's CRI offers Kubernetes' recursive read-only
+        // volumes only to a runtime that names `rro` here.
         "mountOptions": [
-            "ro", "rw", "defaults", "bind", "rbind", "private", "rprivate", "relatime",
-            "nosuid", "nodev", "noexec", "noatime", "strictatime", "sync"
+            "ro", "rro", "rw", "defaults", "bind", "rbind", "private", "rprivate",
+            "slave", "rslave", "relatime", "nosuid", "nodev", "noexec", "noatime",
+            "strictatime", "sync"
         ],
         "linux": {
             "namespaces": ["mount", "pid", "network", "ipc", "uts", "cgroup"],
             "cgroup": { "v1": false, "v2": false, "systemd": false, "systemdUser": false },
-            "seccomp": { "enabled": false },
+            // The agent compiles the profile itself (guest-agent/src/seccomp.rs):
+            // no user notification, no filter flags, the guest's own ABI only.
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_LOG",
+                    "SCMP_ACT_ALLOW"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_GT",
+                    "SCMP_CMP_GE", "SCMP_CMP_LT", "SCMP_CMP_LE"
+                ],
+                "archs": [GUEST_SECCOMP_ARCH],
+                "knownFlags": [],
+                "supportedFlags": []
+            },
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
@@ -121,6 +148,19 @@ mod tests {
         assert_eq!(got.features.type_url, FEATURES_TYPE);
         // containerd refuses idmapped mounts for a runtime without them.
         assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
+        // ... and offers recursive read-only volumes to one that names `rro`.
+        let options = f["mountOptions"].as_array().unwrap();
+        assert!(options.iter().any(|o| o == "rro"), "{options:?}");
+        assert!(
+            !options.iter().any(|o| o == "rshared"),
+            "refused: {options:?}"
+        );
+        assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+        assert!(!f["linux"]["seccomp"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "SCMP_ACT_NOTIFY"));
         // No options (containerd's own probe at start): none echoed.
         assert!(info(&[]).unwrap().options.is_none());
         assert!(matches!(info(&[0xff, 0xff]), Err(InfoError::Options(_))));
