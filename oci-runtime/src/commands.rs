@@ -12,6 +12,8 @@ use vxn_runtime_core::{oci, persist, Error as Core};
 use crate::cli::{Create, Delete, Kill, List, Ps, Run, Update};
 use crate::control::{Client, Reply, Request};
 use crate::error::{Error, Result};
+use crate::hooks::HookState;
+use crate::network::OwnNetns;
 use crate::spawn;
 use crate::state::{write_pid_file, ContainerDir, Saved};
 use crate::Globals;
@@ -130,7 +132,26 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
 
 pub fn start(g: &Globals, id: &str) -> Result<()> {
     running_keeper(g, id)?.call(&Request::Start, Some(CALL_WAIT))?;
+    // runc's poststart: after the process started; a failure is start's.
+    let dir = ContainerDir::new(&g.root, id)?;
+    let saved = dir.load()?;
+    let hooks = crate::hooks::of_saved(&saved);
+    if !hooks.poststart.is_empty() {
+        let state = hook_state(&saved, "running", saved.pid);
+        current_thread()?.block_on(crate::hooks::run_all("poststart", &hooks.poststart, &state))?;
+    }
     Ok(())
+}
+
+fn hook_state<'a>(saved: &'a Saved, status: &'static str, pid: u32) -> HookState<'a> {
+    HookState {
+        oci_version: crate::hooks::OCI_VERSION,
+        id: &saved.id,
+        status,
+        pid,
+        bundle: &saved.bundle,
+        annotations: &saved.annotations,
+    }
 }
 
 fn status_of(client: Option<Client>) -> Result<(String, u32)> {
@@ -145,7 +166,7 @@ fn status_of(client: Option<Client>) -> Result<(String, u32)> {
 
 fn state_json(saved: &Saved, status: &str, pid: u32) -> serde_json::Value {
     json!({
-        "ociVersion": "1.0.2",
+        "ociVersion": crate::hooks::OCI_VERSION,
         "id": saved.id,
         "pid": if status == "stopped" { 0 } else { pid },
         "status": status,
@@ -199,12 +220,23 @@ pub fn delete(g: &Globals, d: &Delete) -> Result<()> {
         (_, false, false) => return Err(Error::NoSuchContainer(d.id.clone())),
         _ => {}
     }
+    let saved = dir.load().ok();
     if let Some(mut c) = Client::connect(&dir)? {
         c.call(&Request::Delete { force: d.force }, Some(DELETE_WAIT))?;
     } else {
         // The keeper has exited (or was killed): what its record names goes.
         let cfg = config()?;
         current_thread()?.block_on(persist::teardown_by_name(&cfg, &dir.name, None))?;
+    }
+    let rt = current_thread()?;
+    rt.block_on(OwnNetns::remove(&dir.netns_name()))?;
+    // runc's poststop: after the container is gone; failures are logged only.
+    if let Some(saved) = &saved {
+        let hooks = crate::hooks::of_saved(saved);
+        let state = hook_state(saved, "stopped", 0);
+        if let Err(e) = rt.block_on(crate::hooks::run_all("poststop", &hooks.poststop, &state)) {
+            tracing::warn!(id = %saved.id, error = %e, "poststop");
+        }
     }
     dir.remove()
 }

@@ -24,6 +24,8 @@ use vxn_runtime_core::Error as Core;
 use crate::cli::Keep;
 use crate::control::Reply;
 use crate::error::{Error, Result};
+use crate::hooks::{self, HookState, Hooks, OCI_VERSION};
+use crate::network::OwnNetns;
 use crate::serve;
 use crate::spawn::ReadyPipe;
 use crate::state::{rfc3339, ContainerDir, Saved};
@@ -176,15 +178,25 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     let listener = serve::bind(&dir)?;
     tokio::spawn(serve::accept_loop(listener, keeper.clone()));
 
+    let hooks = Hooks::load(&bundle)?;
+    let own_netns = create_hooks(&dir, &spec, &bundle, &hooks).await?;
     let request = CreateRequest {
         name: dir.name.clone(),
         bundle: bundle.clone(),
         rootfs: RootfsSource::Bundle,
         stdio,
-        network: crate::network::engine_mode(&spec),
+        network: crate::network::engine_network(&spec, own_netns.as_ref()),
     };
     let events = Arc::new(LogEvents(args.id.clone()));
-    let c = Container::create(request, &keeper.cfg, hv, exporter, events).await?;
+    let c = match Container::create(request, &keeper.cfg, hv, exporter, events).await {
+        Ok(c) => c,
+        Err(e) => {
+            if own_netns.is_some() {
+                let _ = OwnNetns::remove(&dir.netns_name()).await;
+            }
+            return Err(e.into());
+        }
+    };
     let _ = keeper.container.set(c.clone());
     let saved = Saved {
         id: args.id.clone(),
@@ -223,6 +235,46 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     .await;
     tracing::info!(id = %args.id, code = exit.code, "init exited");
     Ok((exit.code & 0xff) as i32)
+}
+
+/// Run the hooks of create (prestart, createRuntime) as runc does, before
+/// the VM exists: a spec asking for a new network namespace gets one of the
+/// runtime's making for them to fill (Docker's `libnetwork-setkey` moves the
+/// container's veth into it). Without such hooks the namespace would stay
+/// empty, so none is made.
+async fn create_hooks(
+    dir: &ContainerDir,
+    spec: &oci::Spec,
+    bundle: &std::path::Path,
+    hooks: &Hooks,
+) -> Result<Option<OwnNetns>> {
+    if hooks.at_create().next().is_none() {
+        return Ok(None);
+    }
+    let own = match crate::network::wants_new_netns(spec) {
+        true => Some(OwnNetns::create(&dir.netns_name()).await?),
+        false => None,
+    };
+    let ran = async {
+        let holder = own.as_ref().map(OwnNetns::hold).transpose()?;
+        let state = HookState {
+            oci_version: OCI_VERSION,
+            id: dir.id(),
+            status: "creating",
+            pid: holder.as_ref().map_or(std::process::id(), |h| h.tid),
+            bundle,
+            annotations: &spec.annotations,
+        };
+        hooks::run_all("create", hooks.at_create(), &state).await
+    }
+    .await;
+    if let Err(e) = ran {
+        if own.is_some() {
+            let _ = OwnNetns::remove(&dir.netns_name()).await;
+        }
+        return Err(e);
+    }
+    Ok(own)
 }
 
 impl Keeper {

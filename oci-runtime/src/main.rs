@@ -17,6 +17,7 @@ mod commands;
 mod control;
 mod error;
 mod exec;
+mod hooks;
 mod keeper;
 mod log;
 mod network;

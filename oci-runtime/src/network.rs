@@ -1,40 +1,164 @@
 //! What network an engine gave a container, read from its spec. Docker and
-//! Podman set networking up themselves, in a netns: with `--network=none`
-//! that netns has only lo, or the spec asks for a new (empty) one; the VM
-//! then gets no vif either. Any other case (host network, an engine's
-//! bridge) gets vxn's own network from /etc/vxn/config.toml, since a VM
-//! cannot join a host netns.
+//! Podman set networking up themselves, in a netns:
+//! - Podman (netavark, CNI) names it in the spec (`/run/netns/NAME`) with
+//!   the container's `eth0` in it;
+//! - Docker asks for a new netns and fills it from a prestart hook
+//!   (`libnetwork-setkey`): the runtime makes that namespace ([`OwnNetns`]).
+//!
+//! A namespace with an `eth0` is joined by the VM as a pod's is (its vif
+//! takes the veth's MAC, frames redirected both ways); one with only lo
+//! (`--network=none`) gives no vif. A spec without a network namespace
+//! (host network) gets vxn's own network from /etc/vxn/config.toml, since a
+//! VM cannot share dom0's stack.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use vxn_runtime_core::network::Mode;
+use vxn_runtime_core::command;
+use vxn_runtime_core::container::EngineNetwork;
+use vxn_runtime_core::network::pod_netns::CNI_INTERFACE;
 use vxn_runtime_core::oci::Spec;
 
-/// The network mode the engine's spec implies; None: the config's.
-pub fn engine_mode(spec: &Spec) -> Option<Mode> {
+use crate::error::{Error, Result};
+
+const NETNS_DIR: &str = "/run/netns";
+const IP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The network the engine's spec implies; None: the config's (vxn's own).
+/// `own` is the namespace the runtime made for this container, if any.
+pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Option<EngineNetwork> {
     let ns = spec
         .linux
         .as_ref()?
         .namespaces
         .iter()
         .find(|n| n.kind == "network")?;
-    match ns.path.as_deref().filter(|p| !p.as_os_str().is_empty()) {
-        None => Some(Mode::None),
-        Some(path) => match interfaces(path) {
-            Ok(names) if names.iter().all(|n| n == "lo") => Some(Mode::None),
-            Ok(names) => {
-                tracing::warn!(
-                    netns = %path.display(),
-                    interfaces = ?names,
-                    "the engine's network interfaces are not carried into the VM; it gets vxn's network"
-                );
-                None
+    let path = match (
+        ns.path.as_deref().filter(|p| !p.as_os_str().is_empty()),
+        own,
+    ) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(own)) => own.path(),
+        (None, None) => return Some(EngineNetwork::None),
+    };
+    match interfaces(&path) {
+        Ok(names) if names.iter().all(|n| n == "lo") => Some(EngineNetwork::None),
+        Ok(names) if names.iter().any(|n| n == CNI_INTERFACE) && is_named(&path) => {
+            Some(EngineNetwork::Netns(path))
+        }
+        Ok(names) => {
+            tracing::warn!(
+                netns = %path.display(),
+                interfaces = ?names,
+                "the engine's namespace is not a named one with {CNI_INTERFACE}: the VM gets vxn's network"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(netns = %path.display(), error = %e, "cannot inspect the engine's netns");
+            None
+        }
+    }
+}
+
+/// Does the spec ask for a new, empty network namespace?
+pub fn wants_new_netns(spec: &Spec) -> bool {
+    spec.linux.as_ref().is_some_and(|l| {
+        l.namespaces.iter().any(|n| {
+            n.kind == "network" && !n.path.as_deref().is_some_and(|p| !p.as_os_str().is_empty())
+        })
+    })
+}
+
+/// `ip netns` names: only those can take a moved device by name.
+fn is_named(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|d| d == Path::new("/run/netns") || d == Path::new("/var/run/netns"))
+}
+
+/// The network namespace the runtime makes for a container whose spec asks
+/// for a new one and whose hooks fill it (runc makes it as the container's
+/// own). Named after the container's domain; removed by `delete`, also
+/// after a keeper that was killed.
+pub struct OwnNetns {
+    name: String,
+}
+
+async fn ip(args: &[&str]) -> Result<()> {
+    command::run("ip", args, IP_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| Error::Refused(format!("network namespace: {e}")))
+}
+
+impl OwnNetns {
+    pub fn path_of(name: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(name)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Self::path_of(&self.name)
+    }
+
+    /// A fresh namespace `name` (one a crashed create left goes first).
+    pub async fn create(name: &str) -> Result<Self> {
+        Self::remove(name).await?;
+        ip(&["netns", "add", name]).await?;
+        Ok(Self { name: name.into() })
+    }
+
+    /// Remove namespace `name` if it exists (the engine's own bind of it,
+    /// such as Docker's sandbox key, keeps it alive until the engine drops it).
+    pub async fn remove(name: &str) -> Result<()> {
+        if Self::path_of(name).exists() {
+            ip(&["netns", "delete", name]).await?;
+        }
+        Ok(())
+    }
+
+    /// A thread of this process inside the namespace, for as long as the
+    /// returned holder lives: hooks find the namespace as `/proc/TID/ns/net`
+    /// (the keeper itself stays in dom0's namespace, where `xl`, `ip` and
+    /// `tc` must run).
+    pub fn hold(&self) -> Result<NetnsHolder> {
+        let file = std::fs::File::open(self.path())
+            .map_err(Error::io(format!("open {}", self.path().display())))?;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let r = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map(|()| nix::unistd::gettid().as_raw() as u32);
+            let ok = r.is_ok();
+            let _ = tid_tx.send(r);
+            if ok {
+                // Until the holder is dropped (its sender with it).
+                let _ = done_rx.recv();
             }
-            Err(e) => {
-                tracing::warn!(netns = %path.display(), error = %e, "cannot inspect the engine's netns");
-                None
-            }
-        },
+        });
+        let tid = tid_rx
+            .recv()
+            .map_err(|_| Error::Keeper("netns holder thread died".into()))?
+            .map_err(|e| Error::io("setns into the container's netns")(e.into()))?;
+        Ok(NetnsHolder {
+            tid,
+            done: Some(done_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+pub struct NetnsHolder {
+    pub tid: u32,
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -67,11 +191,22 @@ mod tests {
     #[test]
     fn a_new_netns_is_no_network_and_host_network_is_vxns() {
         let none = spec(r#"{"linux":{"namespaces":[{"type":"pid"},{"type":"network"}]}}"#);
-        assert_eq!(engine_mode(&none), Some(Mode::None));
+        assert_eq!(engine_network(&none, None), Some(EngineNetwork::None));
+        assert!(wants_new_netns(&none));
         let host = spec(r#"{"linux":{"namespaces":[{"type":"pid"}]}}"#);
-        assert_eq!(engine_mode(&host), None);
+        assert_eq!(engine_network(&host, None), None);
+        assert!(!wants_new_netns(&host));
         let gone =
             spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
-        assert_eq!(engine_mode(&gone), None);
+        assert_eq!(engine_network(&gone, None), None);
+        assert!(!wants_new_netns(&gone));
+    }
+
+    #[test]
+    fn only_named_namespaces_can_be_joined() {
+        assert!(is_named(Path::new("/run/netns/netns-1234")));
+        assert!(is_named(Path::new("/var/run/netns/cni-1")));
+        assert!(!is_named(Path::new("/proc/42/ns/net")));
+        assert!(!is_named(Path::new("/var/run/docker/netns/abc")));
     }
 }

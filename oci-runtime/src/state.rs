@@ -115,6 +115,13 @@ impl ContainerDir {
         }
     }
 
+    /// The name of the network namespace the runtime makes for this
+    /// container (`network::OwnNetns`): its domain's, so `delete` finds it
+    /// without any record.
+    pub fn netns_name(&self) -> String {
+        self.name.domain()
+    }
+
     pub fn remove(&self) -> Result<()> {
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

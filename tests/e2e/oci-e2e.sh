@@ -226,7 +226,52 @@ test_oci_direct() {
   return $ok
 }
 
-ALL=(oci_echo oci_stdio oci_tty oci_signals oci_exec oci_keeper_killed oci_direct)
+# set_hooks CONFIG HOOK STAGE...: the spec's hooks, HOOK (JSON, STAGE in it replaced) at each stage
+set_hooks() {
+  python3 -c '
+import json, sys
+path, hook, stages = sys.argv[1], sys.argv[2], sys.argv[3:]
+spec = json.load(open(path))
+spec["hooks"] = {s: [json.loads(hook.replace("STAGE", s))] for s in stages}
+json.dump(spec, open(path, "w"))' "$@"
+}
+
+# h. the spec's hooks run in dom0 as runc runs them: prestart (Docker's network hook) with a
+# pid in a new network namespace of the runtime's making, poststart, poststop; that
+# namespace is gone after delete; hooks that would run inside the container are refused
+test_oci_hooks() {
+  local ok=0 b=$WORK/hooked R=("$RUNTIME" --root "$DIRECT") hook=$WORK/hook.sh netns_before h
+  printf '%s\n' '#!/bin/sh' 's=$(cat)' "echo \"\$s\" >\"$WORK/\$1.json\"" \
+    'pid=$(echo "$s" | sed -n "s/.*\"pid\":\([0-9]*\).*/\1/p")' \
+    "readlink \"/proc/\$pid/ns/net\" >\"$WORK/\$1.ns\"" 'exit 0' >"$hook"
+  chmod +x "$hook"
+  rm -f "$WORK"/prestart.* "$WORK"/poststart.* "$WORK"/poststop.*
+  make_bundle "$b" '["sh","-c","echo hooked"]'
+  h='{"path":"'$hook'","args":["hook.sh","STAGE"],"env":["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}'
+  set_hooks "$b/config.json" "$h" prestart poststart poststop
+  netns_before=$(ls /run/netns 2>/dev/null | grep -c '^vxn-' || true)
+  "${R[@]}" create --bundle "$b" h1 </dev/null >/dev/null 2>"$WORK/err" || { log "create: $(cat "$WORK/err")"; return 1; }
+  [ -s "$WORK/prestart.ns" ] || { log "prestart did not run"; ok=1; }
+  grep -q '"status":"creating"' "$WORK/prestart.json" || { log "prestart state: $(cat "$WORK/prestart.json")"; ok=1; }
+  [ "$(cat "$WORK/prestart.ns")" != "$(readlink /proc/self/ns/net)" ] || { log "prestart's pid is in dom0's network namespace"; ok=1; }
+  [ ! -e "$WORK/poststart.json" ] || { log "poststart ran before start"; ok=1; }
+  "${R[@]}" start h1 || ok=1
+  grep -q '"status":"running"' "$WORK/poststart.json" 2>/dev/null || { log "poststart: $(cat "$WORK/poststart.json" 2>&1)"; ok=1; }
+  for _ in $(seq 100); do "${R[@]}" state h1 | grep -q '"status": "stopped"' && break; sleep 0.2; done
+  "${R[@]}" delete h1 || ok=1
+  grep -q '"status":"stopped"' "$WORK/poststop.json" 2>/dev/null || { log "poststop: $(cat "$WORK/poststop.json" 2>&1)"; ok=1; }
+  [ "$(ls /run/netns 2>/dev/null | grep -c '^vxn-' || true)" = "$netns_before" ] || { log "netns left: $(ls /run/netns)"; ok=1; }
+  oci_clean h1 "$DIRECT" || ok=1
+  # a hook inside the container's namespaces: a clear refusal, nothing left
+  set_hooks "$b/config.json" "$h" createContainer
+  "${R[@]}" create --bundle "$b" h2 </dev/null >/dev/null 2>"$WORK/err" && { log "createContainer hook accepted"; ok=1; }
+  grep -q "createContainer hook" "$WORK/err" || { log "createContainer: $(cat "$WORK/err")"; ok=1; }
+  "${R[@]}" delete --force h2 2>/dev/null
+  oci_clean h2 "$DIRECT" || ok=1
+  return $ok
+}
+
+ALL=(oci_echo oci_stdio oci_tty oci_signals oci_exec oci_keeper_killed oci_direct oci_hooks)
 TESTS=("$@")
 [ "${TESTS[*]:-all}" = all ] && TESTS=("${ALL[@]}")
 "${CTR[@]}" images ls -q | grep -qx "$IMG" || { echo "test image $IMG is not imported"; exit 1; }

@@ -17,6 +17,7 @@ use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
 use crate::layers::Layers;
 use crate::names::ContainerName;
+use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
@@ -213,9 +214,20 @@ pub struct CreateRequest<S> {
     pub rootfs: RootfsSource,
     /// The init's stdio.
     pub stdio: S,
-    /// The front-end's network mode, over the config's and the annotations'
-    /// (the runc CLI: an engine that gave the container no network).
-    pub network: Option<Mode>,
+    /// The front-end's network, over the config's and the annotations' (the
+    /// runc CLI: the network an engine gave the container).
+    pub network: Option<EngineNetwork>,
+}
+
+/// The network an engine (Docker, Podman) made for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineNetwork {
+    /// None (`--network=none`): no vif.
+    None,
+    /// A named namespace (`/run/netns/NAME`) holding the container's `eth0`,
+    /// set up by the engine: the VM takes that interface as a pod's VM
+    /// takes CNI's (`network/pod_netns.rs`).
+    Netns(PathBuf),
 }
 
 impl<S: ProcessStdio> Container<S> {
@@ -233,12 +245,25 @@ impl<S: ProcessStdio> Container<S> {
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
         let mut net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
-        if let Some(mode) = req.network {
-            net = network::Request {
-                mode,
-                address: net.address.filter(|_| mode == Mode::Static),
-            };
-        }
+        let engine_netns = match &req.network {
+            None => None,
+            Some(EngineNetwork::None) => {
+                net = network::Request {
+                    mode: Mode::None,
+                    address: None,
+                };
+                None
+            }
+            Some(EngineNetwork::Netns(path)) => {
+                net = network::Request {
+                    mode: Mode::None,
+                    address: None,
+                };
+                let ns = PodNetns::at(path)?;
+                let nic = ns.inspect().await?;
+                Some((ns, nic))
+            }
+        };
         if net.mode != Mode::None {
             hv.check_vif(&cfg.network.bridge).await?;
         }
@@ -279,6 +304,7 @@ impl<S: ProcessStdio> Container<S> {
             };
             let mounts = binds::expose(share.as_deref(), "c", plan, |_| Ok(()))?;
             record.domain = Some(domain.clone());
+            record.netns = engine_netns.as_ref().map(|(ns, _)| ns.clone());
             state.save(&record)?;
             let attachment = match net.mode {
                 Mode::None => None,
@@ -309,11 +335,15 @@ impl<S: ProcessStdio> Container<S> {
                 rootfs_disk: exported.disk.clone(),
                 rootfs_writable: exported.disk_writable,
                 upper_disk: exported.upper_disk.clone(),
-                vif: attachment.as_ref().map(|a| Vif {
-                    link: VifLink::Bridge(a.bridge.clone()),
-                    mac: a.mac.clone(),
-                    guard: a.guard(),
-                }),
+                vif: match (&attachment, &engine_netns) {
+                    (Some(a), _) => Some(Vif {
+                        link: VifLink::Bridge(a.bridge.clone()),
+                        mac: a.mac.clone(),
+                        guard: a.guard(),
+                    }),
+                    (None, Some((_, nic))) => Some(PodNetns::vif(nic, cfg)?),
+                    (None, None) => None,
+                },
                 shares: share
                     .iter()
                     .map(|d| (binds::SHARE_TAG.to_string(), d.clone()))
@@ -321,6 +351,9 @@ impl<S: ProcessStdio> Container<S> {
                 ..vm_spec(&domain, cfg, sizing, &state)
             };
             let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
+            if let Some((ns, nic)) = &engine_netns {
+                ns.attach(nic, hv.as_ref(), &domain, &sandbox).await?;
+            }
             if let Some(a) = &attachment {
                 let t = std::time::Instant::now();
                 let got = sandbox

@@ -12,7 +12,7 @@ pub mod create;
 mod join;
 mod lifecycle;
 
-pub use create::{CreateRequest, RootfsSource};
+pub use create::{CreateRequest, EngineNetwork, RootfsSource};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -15,7 +15,11 @@ use vxn_wire::protocol::{Dns, Interface, IpCidr, NetworkSetup, Route};
 
 use super::guard::{Allowed, VifGuard};
 use crate::command;
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sandbox::Sandbox;
+use crate::vm::{Hypervisor, Vif, VifLink};
+use crate::xen::hotplug::Script;
 
 /// The interface CNI creates in the pod's namespace (containerd's CNI_IFNAME).
 pub const CNI_INTERFACE: &str = "eth0";
@@ -242,6 +246,48 @@ fn route_destination(dst: &str) -> Result<Option<IpCidr>> {
         .map_err(|_| Error::Internal(format!("route destination {dst:?}")))?;
     let len = len.unwrap_or(if addr.is_ipv4() { 32 } else { 128 });
     IpCidr::new(addr, len).map(Some).map_err(Error::Internal)
+}
+
+impl PodNetns {
+    /// The VM's vif for this namespace: the veth's MAC (what CNI, its ARP
+    /// and its anti-spoofing know holds), on no bridge: [`attach`](Self::attach)
+    /// moves it into the namespace once the VM exists.
+    pub fn vif(nic: &PodNic, cfg: &Config) -> Result<Vif> {
+        let script = Script::VifUnplugged
+            .install(&cfg.hotplug_dir())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Vif {
+            link: VifLink::Unplugged { script },
+            mac: nic.mac.clone(),
+            guard: nic.guard(),
+        })
+    }
+
+    /// The booted VM (made with [`vif`](Self::vif)) takes the namespace's
+    /// interface: its backend joins the veth, the guest gets its addresses.
+    pub async fn attach(
+        &self,
+        nic: &PodNic,
+        hv: &dyn Hypervisor,
+        domain: &str,
+        sandbox: &Sandbox,
+    ) -> Result<()> {
+        let t = std::time::Instant::now();
+        let vif = hv.vif_device(domain).await?;
+        self.join(nic, &vif, &nic.guard()).await?;
+        let got = sandbox
+            .agent()
+            .setup_network(nic.guest_setup()?)
+            .await
+            .map_err(|e| Error::from(e).context("set up the namespace's network in the guest"))?;
+        tracing::info!(
+            took_ms = t.elapsed().as_millis() as u64,
+            netns = %self.name,
+            address = ?got.addresses.first().map(|a| a.to_string()),
+            "timing: netns network ready"
+        );
+        Ok(())
+    }
 }
 
 impl PodNic {

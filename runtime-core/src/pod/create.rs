@@ -20,8 +20,7 @@ use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::rootfs::RootfsExport;
 use crate::sandbox::Sizing;
-use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
-use crate::xen::hotplug::Script;
+use crate::vm::{Hypervisor, VmError, VmSpec};
 
 pub struct PodRequest {
     pub name: ContainerName,
@@ -103,21 +102,8 @@ impl Pod {
             record.domain = Some(domain.clone());
             record.netns = netns.clone();
             state.save(&record)?;
-            let vif = match &nic {
-                // The veth's MAC: what CNI (and its ARP and anti-spoofing) knows holds.
-                Some(nic) => Some(Vif {
-                    link: VifLink::Unplugged {
-                        script: Script::VifUnplugged
-                            .install(&cfg.hotplug_dir())
-                            .map_err(|e| Error::Internal(e.to_string()))?,
-                    },
-                    mac: nic.mac.clone(),
-                    guard: nic.guard(),
-                }),
-                None => None,
-            };
             let vm = VmSpec {
-                vif,
+                vif: nic.as_ref().map(|n| PodNetns::vif(n, cfg)).transpose()?,
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
                 ..vm_spec(&domain, cfg, sizing, &state)
             };
@@ -125,20 +111,7 @@ impl Pod {
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
                 return Ok(sandbox);
             };
-            let t = std::time::Instant::now();
-            let vif = hv.vif_device(&domain).await?;
-            netns.join(nic, &vif, &nic.guard()).await?;
-            let got = sandbox
-                .agent()
-                .setup_network(nic.guest_setup()?)
-                .await
-                .map_err(|e| Error::from(e).context("set up the pod's network in the guest"))?;
-            tracing::info!(
-                took_ms = t.elapsed().as_millis() as u64,
-                netns = %netns.name,
-                address = ?got.addresses.first().map(|a| a.to_string()),
-                "timing: pod network ready"
-            );
+            netns.attach(nic, hv.as_ref(), &domain, &sandbox).await?;
             Ok(sandbox)
         }
         .await;
