@@ -360,7 +360,8 @@ pub fn features() {
     let f = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.0.2",
-        "hooks": [],
+        // run in dom0 (hooks.rs); createContainer/startContainer would run in the VM
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind"],
         "linux": {
             "namespaces": ["mount", "pid", "uts", "ipc", "network"],

@@ -137,6 +137,49 @@ engine_logs() {
 # engine_cid FILE: the container id a --cidfile holds ("" if none).
 engine_cid() { cat "$1" 2>/dev/null; }
 
+ENGINE_NET=vxn-e2e-net
+ENGINE_PORT=18080
+# engine_net_test ENGINE...: on a user network of ENGINE's, a server container publishes
+# 8080 as $ENGINE_PORT: a second container reaches it by IP, dom0 through -p; rm -f leaves
+# nothing (the VM's vif, the runtime's netns, tc filters go with the container)
+engine_net_test() {
+  local ok=0 srv ip out www='mkdir -p /www && echo hello-over-NET > /www/index.html && exec httpd -f -p 8080 -h /www'
+  local E=("$@")
+  "${E[@]}" rm -f vxn-e2e-srv >/dev/null 2>&1
+  "${E[@]}" network rm $ENGINE_NET >/dev/null 2>&1
+  "${E[@]}" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+  "${E[@]}" run -d --runtime "$ENGINE_RT" --network $ENGINE_NET --name vxn-e2e-srv -p $ENGINE_PORT:8080 \
+    --cidfile "$ENGINE_WORK/cid" "$IMG" sh -c "${www/NET/${E[-1]}}" >/dev/null 2>"$ENGINE_WORK/err" ||
+    { log "run the server: $(cat "$ENGINE_WORK/err")"; ok=1; }
+  srv=$(engine_cid "$ENGINE_WORK/cid")
+  ip=$("${E[@]}" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' vxn-e2e-srv 2>/dev/null)
+  [ -n "$ip" ] || { log "the server has no address"; ok=1; }
+  out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network $ENGINE_NET "$IMG" \
+    sh -c "for i in \$(seq 60); do wget -q -T 5 -O - http://$ip:8080/ && exit 0; sleep 1; done; exit 1" 2>&1)
+  [ "$out" = "hello-over-${E[-1]}" ] || { log "container -> container at $ip: [$out]"; ok=1; }
+  out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://127.0.0.1:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
+  [ "$out" = "hello-over-${E[-1]}" ] || { log "dom0 -> -p $ENGINE_PORT:8080: [$out]"; ok=1; }
+  "${E[@]}" ps -a >&2
+  "${E[@]}" rm -f vxn-e2e-srv >/dev/null || ok=1
+  "${E[@]}" network rm $ENGINE_NET >/dev/null || ok=1
+  engine_gone "$srv" || ok=1
+  return $ok
+}
+
+# e8. docker run --network USERNET -p: the container's VM takes the veth Docker put in its netns
+test_docker_network() {
+  engine_setup || return 1
+  engine_begin
+  engine_net_test "${DOCKER[@]}" || { engine_logs; return 1; }
+}
+
+# p3. the same with Podman (netavark or CNI names the netns in the spec)
+test_podman_network() {
+  engine_setup || return 1
+  engine_begin
+  engine_net_test "${PODMAN[@]}" || { engine_logs; return 1; }
+}
+
 # e1. docker run --rm: output, exit 0, the container and its VM gone
 test_docker_echo() {
   engine_setup || return 1
