@@ -88,6 +88,7 @@ async fn static_address_route_and_container_files() {
                 search: vec!["vxn.test".into()],
                 options: vec![],
             },
+            dns_relay: None,
         })
         .await
         .expect("setup network");
@@ -197,6 +198,7 @@ async fn dhcp_lease_from_a_server_on_the_link() {
             }],
             routes: vec![],
             dns: Dns::default(),
+            dns_relay: None,
         })
         .await;
     let _ = server.kill();

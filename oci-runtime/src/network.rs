@@ -11,6 +11,7 @@
 //! (host network) gets vxn's own network from /etc/vxn/config.toml, since a
 //! VM cannot share dom0's stack.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,7 +45,10 @@ pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Option<EngineNetwo
     match interfaces(&path) {
         Ok(names) if names.iter().all(|n| n == "lo") => Some(EngineNetwork::None),
         Ok(names) if names.iter().any(|n| n == CNI_INTERFACE) && is_named(&path) => {
-            Some(EngineNetwork::Netns(path))
+            Some(EngineNetwork::Netns {
+                path,
+                resolver: loopback_resolver(spec),
+            })
         }
         Ok(names) => {
             tracing::warn!(
@@ -59,6 +63,30 @@ pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Option<EngineNetwo
             None
         }
     }
+}
+
+/// The first nameserver on the loopback in the resolv.conf the engine binds
+/// into the container: a resolver of the engine's in the container's netns
+/// (Docker's embedded DNS at 127.0.0.11), which the VM reaches by relay.
+fn loopback_resolver(spec: &Spec) -> Option<SocketAddr> {
+    let m = spec
+        .mounts
+        .iter()
+        .rev()
+        .find(|m| m.destination == "/etc/resolv.conf")?;
+    let file = std::fs::File::open(m.source.as_deref()?).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 64 * 1024), &mut text).ok()?;
+    first_loopback_nameserver(&text)
+}
+
+fn first_loopback_nameserver(resolv_conf: &str) -> Option<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .find(|a| a.is_loopback() && a.is_ipv4())
+        .map(|a| SocketAddr::new(a, 53))
 }
 
 /// Does the spec ask for a new, empty network namespace?
@@ -200,6 +228,18 @@ mod tests {
             spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
         assert_eq!(engine_network(&gone, None), None);
         assert!(!wants_new_netns(&gone));
+    }
+
+    #[test]
+    fn dockers_embedded_dns_is_found_in_its_resolv_conf() {
+        let docker = "search lab\nnameserver 127.0.0.11\noptions ndots:0\n";
+        assert_eq!(
+            first_loopback_nameserver(docker),
+            Some("127.0.0.11:53".parse().unwrap())
+        );
+        let podman = "nameserver 10.89.0.1\n";
+        assert_eq!(first_loopback_nameserver(podman), None);
+        assert_eq!(first_loopback_nameserver("nameserver ::1\n"), None);
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! * [`boot`]: the kernel command-line keys and device names the host sets
 //!   when it builds a VM and the agent reads when it boots;
 //! * [`dhcp`]: the DHCPv4 client message (the agent asks for its lease, the
-//!   host releases one it bound).
+//!   host releases one it bound);
+//! * [`dns_relay`]: the DNS relay both ends run between a guest's 127.0.0.11
+//!   and an engine's resolver in the container's network namespace.
 #![forbid(unsafe_code)]
 
 pub mod boot;
 pub mod dhcp;
+pub mod dns_relay;
 pub mod mux;
 pub mod protocol;

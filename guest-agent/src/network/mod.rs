@@ -128,12 +128,42 @@ pub async fn setup(req: NetworkSetup) -> Result<NetworkState, AgentError> {
             state.gateway = r.gateway;
         }
     }
+    if let Some(relay) = req.dns_relay {
+        start_dns_relay(relay).await?;
+    }
     tracing::info!(
         addresses = ?state.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         gateway = ?state.gateway,
         "network ready"
     );
     Ok(state)
+}
+
+/// The guest's half of the relay to an engine's resolver (vxn_wire::dns_relay):
+/// bound before the answer, so the container's first lookup finds it; one per
+/// listening address for the VM's life.
+async fn start_dns_relay(relay: vxn_wire::protocol::DnsRelay) -> Result<(), AgentError> {
+    static RUNNING: std::sync::Mutex<Vec<std::net::SocketAddr>> = std::sync::Mutex::new(Vec::new());
+    if RUNNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&relay.listen)
+    {
+        return Ok(());
+    }
+    let bound = vxn_wire::dns_relay::bind(relay.listen)
+        .await
+        .map_err(|e| internal(format!("DNS relay on {}: {e}", relay.listen)))?;
+    RUNNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(relay.listen);
+    tokio::spawn(async move {
+        let r = bound.serve(relay.upstream).await;
+        tracing::warn!(listen = %relay.listen, error = ?r.err(), "the DNS relay ended");
+    });
+    tracing::info!(listen = %relay.listen, upstream = %relay.upstream, "DNS relay");
+    Ok(())
 }
 
 /// The hostname a container gets: its spec's, or its id (as Docker does),

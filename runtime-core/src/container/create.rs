@@ -17,6 +17,7 @@ use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
 use crate::layers::Layers;
 use crate::names::ContainerName;
+use crate::network::netns_dns;
 use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
@@ -227,7 +228,12 @@ pub enum EngineNetwork {
     /// A named namespace (`/run/netns/NAME`) holding the container's `eth0`,
     /// set up by the engine: the VM takes that interface as a pod's VM
     /// takes CNI's (`network/pod_netns.rs`).
-    Netns(PathBuf),
+    Netns {
+        path: PathBuf,
+        /// A resolver on the namespace's loopback (Docker's 127.0.0.11:53):
+        /// the guest's same address is relayed to it (`network/netns_dns.rs`).
+        resolver: Option<std::net::SocketAddr>,
+    },
 }
 
 impl<S: ProcessStdio> Container<S> {
@@ -254,14 +260,14 @@ impl<S: ProcessStdio> Container<S> {
                 };
                 None
             }
-            Some(EngineNetwork::Netns(path)) => {
+            Some(EngineNetwork::Netns { path, resolver }) => {
                 net = network::Request {
                     mode: Mode::None,
                     address: None,
                 };
                 let ns = PodNetns::at(path)?;
                 let nic = ns.inspect().await?;
-                Some((ns, nic))
+                Some((ns, nic, *resolver))
             }
         };
         if net.mode != Mode::None {
@@ -304,7 +310,7 @@ impl<S: ProcessStdio> Container<S> {
             };
             let mounts = binds::expose(share.as_deref(), "c", plan, |_| Ok(()))?;
             record.domain = Some(domain.clone());
-            record.netns = engine_netns.as_ref().map(|(ns, _)| ns.clone());
+            record.netns = engine_netns.as_ref().map(|(ns, _, _)| ns.clone());
             state.save(&record)?;
             let attachment = match net.mode {
                 Mode::None => None,
@@ -341,7 +347,7 @@ impl<S: ProcessStdio> Container<S> {
                         mac: a.mac.clone(),
                         guard: a.guard(),
                     }),
-                    (None, Some((_, nic))) => Some(PodNetns::vif(nic, cfg)?),
+                    (None, Some((_, nic, _))) => Some(PodNetns::vif(nic, cfg)?),
                     (None, None) => None,
                 },
                 shares: share
@@ -351,8 +357,14 @@ impl<S: ProcessStdio> Container<S> {
                 ..vm_spec(&domain, cfg, sizing, &state)
             };
             let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
-            if let Some((ns, nic)) = &engine_netns {
-                ns.attach(nic, hv.as_ref(), &domain, &sandbox).await?;
+            let mut dns = None;
+            if let Some((ns, nic, resolver)) = &engine_netns {
+                let relay = resolver.map(netns_dns::guest_relay);
+                ns.attach(nic, hv.as_ref(), &domain, &sandbox, relay)
+                    .await?;
+                dns = resolver
+                    .map(|r| netns_dns::start(&ns.path, r))
+                    .transpose()?;
             }
             if let Some(a) = &attachment {
                 let t = std::time::Instant::now();
@@ -379,11 +391,11 @@ impl<S: ProcessStdio> Container<S> {
             let relay = prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await?;
             // Nothing of the container runs before Start.
             sandbox.freeze().await?;
-            Ok((sandbox, relay))
+            Ok((sandbox, relay, dns))
         }
         .await;
 
-        let (sandbox, relay) = match made {
+        let (sandbox, relay, dns) = match made {
             Ok(v) => v,
             Err(e) => {
                 persist::undo(&record, &state, hv.as_ref(), exporter.as_ref()).await;
@@ -404,6 +416,7 @@ impl<S: ProcessStdio> Container<S> {
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: lease,
+            _dns: dns,
             execs: Mutex::default(),
             paused: Mutex::new(false),
         });

@@ -150,6 +150,7 @@ impl<S: ProcessStdio> Container<S> {
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: None,
+            _dns: None,
             execs: Mutex::default(),
             paused: Mutex::new(false),
         });

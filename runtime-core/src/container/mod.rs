@@ -54,6 +54,8 @@ pub struct Container<S> {
     paused: Mutex<bool>,
     /// Held (flocked) while the container exists: its address is not stale.
     _lease: Option<crate::network::lease::HeldLease>,
+    /// The host's half of the DNS relay to an engine's resolver.
+    _dns: Option<crate::network::netns_dns::NetnsDns>,
 }
 
 /// A process's status as a front-end reports it: the container's pause on top.

@@ -7,6 +7,7 @@ pub mod dhcp_binding;
 pub mod guard;
 pub mod host;
 pub mod lease;
+pub mod netns_dns;
 pub mod pod_localhost;
 pub mod pod_netns;
 
@@ -298,6 +299,7 @@ impl Attachment {
             }],
             routes,
             dns,
+            dns_relay: None,
         };
         setup.validate().map_err(Error::InvalidArgument)?;
         Ok(setup)

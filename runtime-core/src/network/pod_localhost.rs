@@ -179,6 +179,7 @@ mod tests {
             }],
             routes: vec![],
             dns: Default::default(),
+            dns_relay: None,
         };
         guest_setup(&mut s, "eth0").unwrap();
         assert_eq!(s.interfaces[0].addresses[1].to_string(), "169.254.99.2/32");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vxn_wire::protocol::{Dns, Interface, IpCidr, NetworkSetup, Route};
+use vxn_wire::protocol::{Dns, DnsRelay, Interface, IpCidr, NetworkSetup, Route};
 
 use super::guard::{Allowed, VifGuard};
 use crate::command;
@@ -264,22 +264,27 @@ impl PodNetns {
     }
 
     /// The booted VM (made with [`vif`](Self::vif)) takes the namespace's
-    /// interface: its backend joins the veth, the guest gets its addresses.
+    /// interface: its backend joins the veth, the guest gets its addresses,
+    /// and with `dns_relay` the guest's DNS relay (`netns_dns`).
     pub async fn attach(
         &self,
         nic: &PodNic,
         hv: &dyn Hypervisor,
         domain: &str,
         sandbox: &Sandbox,
+        dns_relay: Option<DnsRelay>,
     ) -> Result<()> {
         let t = std::time::Instant::now();
         let vif = hv.vif_device(domain).await?;
         self.join(nic, &vif, &nic.guard()).await?;
-        let got = sandbox
-            .agent()
-            .setup_network(nic.guest_setup()?)
-            .await
-            .map_err(|e| Error::from(e).context("set up the namespace's network in the guest"))?;
+        let setup = NetworkSetup {
+            dns_relay,
+            ..nic.guest_setup()?
+        };
+        let got =
+            sandbox.agent().setup_network(setup).await.map_err(|e| {
+                Error::from(e).context("set up the namespace's network in the guest")
+            })?;
         tracing::info!(
             took_ms = t.elapsed().as_millis() as u64,
             netns = %self.name,
@@ -311,6 +316,7 @@ impl PodNic {
             }],
             routes: self.routes.clone(),
             dns: Dns::default(),
+            dns_relay: None,
         };
         super::pod_localhost::guest_setup(&mut setup, CNI_INTERFACE)?;
         Ok(setup)

@@ -111,7 +111,9 @@ impl Pod {
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
                 return Ok(sandbox);
             };
-            netns.attach(nic, hv.as_ref(), &domain, &sandbox).await?;
+            netns
+                .attach(nic, hv.as_ref(), &domain, &sandbox, None)
+                .await?;
             Ok(sandbox)
         }
         .await;

@@ -100,6 +100,17 @@ pub struct NetworkSetup {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub dns: Dns,
+    /// A DNS relay the agent runs in the guest (`crate::dns_relay`).
+    #[serde(default)]
+    pub dns_relay: Option<DnsRelay>,
+}
+
+/// DNS sent to `listen`, a loopback address of the guest (Docker's
+/// 127.0.0.11), goes on to `upstream`, the host's end of the VM's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRelay {
+    pub listen: std::net::SocketAddr,
+    pub upstream: std::net::SocketAddr,
 }
 
 /// The answer to `SetupNetwork`: what the guest ended up with (a DHCP lease
@@ -172,6 +183,15 @@ impl NetworkSetup {
         if !self.dns.search.iter().all(word_ok) || !self.dns.options.iter().all(word_ok) {
             return Err("bad DNS search domain or option".into());
         }
+        if let Some(r) = &self.dns_relay {
+            // Only the guest's own loopback is taken over, nothing a network sees.
+            if !r.listen.ip().is_loopback() || r.upstream.ip().is_unspecified() {
+                return Err(format!(
+                    "DNS relay {} -> {}: it listens on a loopback address",
+                    r.listen, r.upstream
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -214,6 +234,7 @@ mod tests {
                 servers: vec!["10.0.100.1".parse().unwrap()],
                 ..Dns::default()
             },
+            dns_relay: None,
         }
     }
 
@@ -242,6 +263,15 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = setup();
         s.dns.search = vec!["a\nnameserver 1.2.3.4".into()];
+        assert!(s.validate().is_err());
+        let mut s = setup();
+        let relay = |listen: &str| DnsRelay {
+            listen: listen.parse().unwrap(),
+            upstream: "169.254.99.1:53".parse().unwrap(),
+        };
+        s.dns_relay = Some(relay("127.0.0.11:53"));
+        s.validate().unwrap();
+        s.dns_relay = Some(relay("10.0.0.5:53"));
         assert!(s.validate().is_err());
         assert_eq!(parse_mac("00:16:3E:ff:00:01").unwrap()[3], 0xff);
     }
