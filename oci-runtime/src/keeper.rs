@@ -178,6 +178,8 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     let listener = serve::bind(&dir)?;
     tokio::spawn(serve::accept_loop(listener, keeper.clone()));
 
+    // Refused before any hook runs.
+    crate::network::network_namespace(&spec)?;
     let hooks = Hooks::load(&bundle)?;
     let own_netns = create_hooks(&dir, &spec, &bundle, &hooks).await?;
     let request = CreateRequest {
@@ -185,7 +187,15 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
         bundle: bundle.clone(),
         rootfs: RootfsSource::Bundle,
         stdio,
-        network: crate::network::engine_network(&spec, own_netns.as_ref()),
+        network: match crate::network::engine_network(&spec, own_netns.as_ref()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                if own_netns.is_some() {
+                    let _ = OwnNetns::remove(&dir.netns_name()).await;
+                }
+                return Err(e);
+            }
+        },
     };
     let events = Arc::new(LogEvents(args.id.clone()));
     let c = match Container::create(request, &keeper.cfg, hv, exporter, events).await {

@@ -25,44 +25,55 @@ use crate::error::{Error, Result};
 const NETNS_DIR: &str = "/run/netns";
 const IP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The network the engine's spec implies; None: the config's (vxn's own).
-/// `own` is the namespace the runtime made for this container, if any.
-pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Option<EngineNetwork> {
-    let ns = spec
-        .linux
-        .as_ref()?
-        .namespaces
-        .iter()
-        .find(|n| n.kind == "network")?;
+/// The network the engine's spec implies. A VM cannot share dom0's stack
+/// (`--network=host`) or another container's namespace that is not a named
+/// one holding an `eth0` (`--network=container:NAME`: that container is a
+/// VM of its own): both are refused. `own` is the namespace the runtime
+/// made for this container, if any.
+pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Result<EngineNetwork> {
+    let ns = network_namespace(spec)?;
     let path = match (
         ns.path.as_deref().filter(|p| !p.as_os_str().is_empty()),
         own,
     ) {
         (Some(p), _) => p.to_path_buf(),
         (None, Some(own)) => own.path(),
-        (None, None) => return Some(EngineNetwork::None),
+        (None, None) => return Ok(EngineNetwork::None),
     };
-    match interfaces(&path) {
-        Ok(names) if names.iter().all(|n| n == "lo") => Some(EngineNetwork::None),
-        Ok(names) if names.iter().any(|n| n == CNI_INTERFACE) && is_named(&path) => {
-            Some(EngineNetwork::Netns {
-                path,
-                resolver: loopback_resolver(spec),
-            })
-        }
-        Ok(names) => {
-            tracing::warn!(
-                netns = %path.display(),
-                interfaces = ?names,
-                "the engine's namespace is not a named one with {CNI_INTERFACE}: the VM gets vxn's network"
-            );
-            None
-        }
-        Err(e) => {
-            tracing::warn!(netns = %path.display(), error = %e, "cannot inspect the engine's netns");
-            None
-        }
+    let names = interfaces(&path).map_err(Error::io(format!(
+        "inspect network namespace {}",
+        path.display()
+    )))?;
+    if names.iter().all(|n| n == "lo") {
+        return Ok(EngineNetwork::None);
     }
+    if names.iter().any(|n| n == CNI_INTERFACE) && is_named(&path) {
+        return Ok(EngineNetwork::Netns {
+            path,
+            resolver: loopback_resolver(spec),
+        });
+    }
+    Err(Error::Refused(format!(
+        "network namespace {} (interfaces {names:?}): vxn joins a namespace under /run/netns \
+         that holds the container's {CNI_INTERFACE}, as Docker and Podman networks give; \
+         another container's network (--network=container:NAME) cannot be shared, that \
+         container is a VM of its own",
+        path.display()
+    )))
+}
+
+/// The spec's network namespace; refused when it has none (the host's).
+pub fn network_namespace(spec: &Spec) -> Result<&vxn_runtime_core::oci::Namespace> {
+    spec.linux
+        .as_ref()
+        .and_then(|l| l.namespaces.iter().find(|n| n.kind == "network"))
+        .ok_or_else(|| {
+            Error::Refused(
+                "the host's network (--network=host): a vxn container is a VM, which cannot \
+                 share dom0's network stack; use the engine's bridge or a user network"
+                    .into(),
+            )
+        })
 }
 
 /// The first nameserver on the loopback in the resolv.conf the engine binds
@@ -217,16 +228,17 @@ mod tests {
     }
 
     #[test]
-    fn a_new_netns_is_no_network_and_host_network_is_vxns() {
+    fn a_new_netns_is_no_network_and_host_network_is_refused() {
         let none = spec(r#"{"linux":{"namespaces":[{"type":"pid"},{"type":"network"}]}}"#);
-        assert_eq!(engine_network(&none, None), Some(EngineNetwork::None));
+        assert_eq!(engine_network(&none, None).unwrap(), EngineNetwork::None);
         assert!(wants_new_netns(&none));
         let host = spec(r#"{"linux":{"namespaces":[{"type":"pid"}]}}"#);
-        assert_eq!(engine_network(&host, None), None);
+        let e = engine_network(&host, None).unwrap_err().to_string();
+        assert!(e.contains("--network=host"), "{e}");
         assert!(!wants_new_netns(&host));
         let gone =
             spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
-        assert_eq!(engine_network(&gone, None), None);
+        assert!(engine_network(&gone, None).is_err());
         assert!(!wants_new_netns(&gone));
     }
 

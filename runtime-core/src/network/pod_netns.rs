@@ -129,6 +129,17 @@ impl PodNetns {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Internal(format!("no {CNI_INTERFACE} in {n}")))?;
+        // One VM per namespace: a second would take the same MAC and addresses.
+        if ip(&["-n", n, "link", "show", "dev", VIF_IN_NETNS])
+            .await
+            .is_ok()
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "network namespace {n} is joined by a VM already: its {CNI_INTERFACE} can be \
+                 one VM's only (containers sharing a namespace, such as a Podman pod's, would \
+                 each be a VM of their own under vxn)"
+            )));
+        }
         let addresses = link
             .addr_info
             .iter()
