@@ -215,6 +215,13 @@ test_oci_direct() {
   grep -q "checkpoint/restore" "$WORK/err" || { log "checkpoint: $(cat "$WORK/err")"; ok=1; }
   "${R[@]}" create --bundle "$b" --preserve-fds 2 d3 2>"$WORK/err" && ok=1
   grep -q "preserve-fds" "$WORK/err" || { log "preserve-fds: $(cat "$WORK/err")"; ok=1; }
+  # the host's network (no network namespace in the spec): a VM cannot share dom0's stack
+  make_bundle "$WORK/b5" '["true"]'
+  sed -i 's/,{"type":"network"}//' "$WORK/b5/config.json"
+  "${R[@]}" create --bundle "$WORK/b5" d5 </dev/null 2>"$WORK/err" && { log "host network accepted"; ok=1; }
+  grep -q -- "--network=host" "$WORK/err" || { log "host network: $(cat "$WORK/err")"; ok=1; }
+  "${R[@]}" delete --force d5 2>/dev/null
+  oci_clean d5 "$DIRECT" || ok=1
   "${R[@]}" start nosuch 2>"$WORK/err" && ok=1
   grep -q "does not exist" "$WORK/err" || { log "start nosuch: $(cat "$WORK/err")"; ok=1; }
   "${R[@]}" delete --force nosuch || { log "delete --force of nothing failed"; ok=1; }
