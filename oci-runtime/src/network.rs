@@ -40,6 +40,10 @@ pub fn engine_network(spec: &Spec, own: Option<&OwnNetns>) -> Result<EngineNetwo
         (None, Some(own)) => own.path(),
         (None, None) => return Ok(EngineNetwork::None),
     };
+    // Docker names the host's own namespace for --network=host.
+    if same_namespace(&path, Path::new(HOST_NETNS)) {
+        return Err(host_network());
+    }
     let names = interfaces(&path).map_err(Error::io(format!(
         "inspect network namespace {}",
         path.display()
@@ -67,13 +71,27 @@ pub fn network_namespace(spec: &Spec) -> Result<&vxn_runtime_core::oci::Namespac
     spec.linux
         .as_ref()
         .and_then(|l| l.namespaces.iter().find(|n| n.kind == "network"))
-        .ok_or_else(|| {
-            Error::Refused(
-                "the host's network (--network=host): a vxn container is a VM, which cannot \
-                 share dom0's network stack; use the engine's bridge or a user network"
-                    .into(),
-            )
-        })
+        .ok_or_else(host_network)
+}
+
+/// dom0's own network namespace (its init's).
+const HOST_NETNS: &str = "/proc/1/ns/net";
+
+fn host_network() -> Error {
+    Error::Refused(
+        "the host's network (--network=host): a vxn container is a VM, which cannot share \
+         dom0's network stack; use the engine's bridge or a user network"
+            .into(),
+    )
+}
+
+/// Do two namespace files name the same namespace?
+fn same_namespace(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The first nameserver on the loopback in the resolv.conf the engine binds
@@ -240,6 +258,20 @@ mod tests {
             spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/nonexistent/ns"}]}}"#);
         assert!(engine_network(&gone, None).is_err());
         assert!(!wants_new_netns(&gone));
+    }
+
+    #[test]
+    fn the_hosts_namespace_by_path_is_the_host_network() {
+        let host =
+            spec(r#"{"linux":{"namespaces":[{"type":"network","path":"/proc/self/ns/net"}]}}"#);
+        if same_namespace(Path::new("/proc/self/ns/net"), Path::new(HOST_NETNS)) {
+            let e = engine_network(&host, None).unwrap_err().to_string();
+            assert!(e.contains("--network=host"), "{e}");
+        }
+        assert!(!same_namespace(
+            Path::new("/proc/self/ns/net"),
+            Path::new("/proc/self/ns/mnt")
+        ));
     }
 
     #[test]

@@ -11,12 +11,12 @@
 //! [`ANSWER_TIMEOUT`] for its answer, a TCP connection idles at most
 //! [`TCP_IDLE`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 pub const MAX_UDP_INFLIGHT: usize = 64;
@@ -41,20 +41,36 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<Relay> {
 }
 
 impl Relay {
-    /// Relay to `upstream` until an error ends it. Its upstream sockets are
+    /// Relay to `upstream`, from `source` when given (an address the path
+    /// back only knows), until an error ends it. Its upstream sockets are
     /// made on the thread that runs it: keep it in the listener's namespace.
-    pub async fn serve(self, upstream: SocketAddr) -> std::io::Result<()> {
-        tokio::try_join!(serve_udp(self.udp, upstream), serve_tcp(self.tcp, upstream))?;
+    pub async fn serve(self, upstream: SocketAddr, source: Option<IpAddr>) -> std::io::Result<()> {
+        let to = Upstream {
+            addr: upstream,
+            source: source.unwrap_or(if upstream.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            }),
+        };
+        tokio::try_join!(serve_udp(self.udp, to), serve_tcp(self.tcp, to))?;
         Ok(())
     }
 }
 
-/// [`bind`] and [`Relay::serve`].
-pub async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
-    bind(listen).await?.serve(upstream).await
+/// Where queries go, and from which local address.
+#[derive(Clone, Copy)]
+struct Upstream {
+    addr: SocketAddr,
+    source: IpAddr,
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, upstream: SocketAddr) -> std::io::Result<()> {
+/// [`bind`] and [`Relay::serve`].
+pub async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
+    bind(listen).await?.serve(upstream, None).await
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, upstream: Upstream) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_UDP_INFLIGHT));
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -79,14 +95,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, upstream: SocketAddr) -> std::io::Resul
 
 /// One query on a socket of its own: the answer is the first datagram from
 /// the upstream (a connected socket takes no other sender's).
-async fn ask_udp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Option<Vec<u8>>> {
-    let local: SocketAddr = if upstream.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let s = UdpSocket::bind(local).await?;
-    s.connect(upstream).await?;
+async fn ask_udp(query: &[u8], upstream: Upstream) -> std::io::Result<Option<Vec<u8>>> {
+    let s = UdpSocket::bind(SocketAddr::new(upstream.source, 0)).await?;
+    s.connect(upstream.addr).await?;
     s.send(query).await?;
     let mut answer = vec![0u8; MAX_MESSAGE];
     match tokio::time::timeout(ANSWER_TIMEOUT, s.recv(&mut answer)).await {
@@ -99,7 +110,7 @@ async fn ask_udp(query: &[u8], upstream: SocketAddr) -> std::io::Result<Option<V
     }
 }
 
-async fn serve_tcp(listener: TcpListener, upstream: SocketAddr) -> std::io::Result<()> {
+async fn serve_tcp(listener: TcpListener, upstream: Upstream) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNS));
     loop {
         let (client, _) = match listener.accept().await {
@@ -120,8 +131,13 @@ async fn serve_tcp(listener: TcpListener, upstream: SocketAddr) -> std::io::Resu
     }
 }
 
-async fn relay_tcp(client: TcpStream, upstream: SocketAddr) -> std::io::Result<()> {
-    let server = tokio::time::timeout(ANSWER_TIMEOUT, TcpStream::connect(upstream))
+async fn relay_tcp(client: TcpStream, upstream: Upstream) -> std::io::Result<()> {
+    let sock = match upstream.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    sock.bind(SocketAddr::new(upstream.source, 0))?;
+    let server = tokio::time::timeout(ANSWER_TIMEOUT, sock.connect(upstream.addr))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let (mut cr, mut cw) = client.into_split();
@@ -220,6 +236,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got, b"re:\x00\x02q3");
+    }
+
+    #[tokio::test]
+    async fn queries_leave_from_the_source_asked_for() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let listen = free_port().await;
+        let relay = bind(listen).await.unwrap();
+        let to = upstream.local_addr().unwrap();
+        tokio::spawn(relay.serve(to, Some("127.0.0.2".parse().unwrap())));
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"q", listen).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (_, from) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.2");
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ async fn start_dns_relay(relay: vxn_wire::protocol::DnsRelay) -> Result<(), Agen
         .unwrap_or_else(|p| p.into_inner())
         .push(relay.listen);
     tokio::spawn(async move {
-        let r = bound.serve(relay.upstream).await;
+        let r = bound.serve(relay.upstream, relay.source).await;
         tracing::warn!(listen = %relay.listen, error = ?r.err(), "the DNS relay ended");
     });
     tracing::info!(listen = %relay.listen, upstream = %relay.upstream, "DNS relay");

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use vxn_wire::protocol::DnsRelay;
 
-use super::pod_localhost::NETNS_SIDE;
+use super::pod_localhost::{NETNS_SIDE, VM_SIDE};
 use crate::error::{Error, Result};
 
 /// Where the guest's relay sends: the namespace's end of the link.
@@ -23,6 +23,7 @@ pub fn guest_relay(resolver: SocketAddr) -> DnsRelay {
     DnsRelay {
         listen: resolver,
         upstream: NETNS_DNS,
+        source: Some(VM_SIDE.into()),
     }
 }
 
@@ -79,7 +80,7 @@ pub fn start(netns: &Path, resolver: SocketAddr) -> Result<NetnsDns> {
                     }
                 };
                 tokio::select! {
-                    r = relay.serve(resolver) => {
+                    r = relay.serve(resolver, None) => {
                         tracing::warn!(netns = %name, error = ?r.err(), "the DNS relay ended");
                     }
                     _ = stop_rx => {}

@@ -111,6 +111,10 @@ pub struct NetworkSetup {
 pub struct DnsRelay {
     pub listen: std::net::SocketAddr,
     pub upstream: std::net::SocketAddr,
+    /// The guest's address the queries leave from (its end of the link:
+    /// the only one the namespace takes up its stack).
+    #[serde(default)]
+    pub source: Option<IpAddr>,
 }
 
 /// The answer to `SetupNetwork`: what the guest ended up with (a DHCP lease
@@ -268,6 +272,7 @@ mod tests {
         let relay = |listen: &str| DnsRelay {
             listen: listen.parse().unwrap(),
             upstream: "169.254.99.1:53".parse().unwrap(),
+            source: None,
         };
         s.dns_relay = Some(relay("127.0.0.11:53"));
         s.validate().unwrap();
