@@ -163,14 +163,23 @@ engine_net_test() {
     log "podman's $ENGINE_NET has no DNS: names are not checked"
     name=$ip
   fi
-  out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network $ENGINE_NET "$IMG" sh -c "
+  # the engine's --hostname and --add-host reach the guest's files
+  out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network $ENGINE_NET --hostname vxn-cli \
+    --add-host vxn-extra:10.1.2.3 "$IMG" sh -c "
+    hostname; grep -q '^10.1.2.3[[:space:]].*vxn-extra' /etc/hosts && echo extra-host
     for i in \$(seq 60); do timeout 5 wget -q -O - http://$ip:8080/ && break; sleep 1; done
     for i in \$(seq 20); do timeout 5 wget -q -O - http://$name:8080/ && exit 0; sleep 1; done
     cat /etc/resolv.conf; exit 1" 2>&1)
-  [ "$(echo "$out" | sed -n 1p)" = "hello-over-${E[-1]}" ] || { log "container -> container at $ip: [$out]"; ok=1; }
-  [ "$(echo "$out" | sed -n 2p)" = "hello-over-${E[-1]}" ] || { log "container -> container as $name: [$out]"; ok=1; }
-  out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://127.0.0.1:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
-  [ "$out" = "hello-over-${E[-1]}" ] || { log "dom0 -> -p $ENGINE_PORT:8080: [$out]"; ok=1; }
+  [ "$(echo "$out" | sed -n 1,2p | tr '\n' ' ')" = "vxn-cli extra-host " ] || { log "--hostname/--add-host: [$out]"; ok=1; }
+  [ "$(echo "$out" | sed -n 3p)" = "hello-over-${E[-1]}" ] || { log "container -> container at $ip: [$out]"; ok=1; }
+  [ "$(echo "$out" | sed -n 4p)" = "hello-over-${E[-1]}" ] || { log "container -> container as $name: [$out]"; ok=1; }
+  # -p from dom0's loopback and from its address on its uplink (what another host dials)
+  local addr a
+  addr=$(ip -4 -o route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+  for a in 127.0.0.1 $addr; do
+    out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$a:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
+    [ "$out" = "hello-over-${E[-1]}" ] || { log "dom0 -> $a:$ENGINE_PORT (-p $ENGINE_PORT:8080): [$out]"; ok=1; }
+  done
   if [ "$ENGINE_RT" = vxn ]; then
     # a VM cannot share dom0's stack: refused, saying so
     out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network host "$IMG" true 2>&1) &&
