@@ -57,7 +57,11 @@ engine_setup() {
   ENGINE_READY=1
 }
 
-engine_files() { find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null | grep -v "^${WORK:-/nowhere}/" | sort; }
+# (the EROFS image cache outlives containers by design: its first entry is not a leftover)
+engine_files() {
+  find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null |
+    grep -v -e "^${WORK:-/nowhere}/" -e "^/var/lib/vxn/.image-cache/" | sort
+}
 # (/run/netns itself becomes a mount when an engine makes its first netns, and stays: not
 # a container's; the netns files under it are. Docker binds dom0's own netns as
 # /run/docker/netns/default for its first host-network sandbox, for its whole life)
