@@ -203,6 +203,45 @@ test_docker_network() {
   engine_net_test "${DOCKER[@]}" || { engine_logs; return 1; }
 }
 
+# e9. on a Docker network, a container with NET_ADMIN cannot leave its veth's MAC and address:
+# an address of the subnet nobody has is not reachable, a forged MAC is not learnt by the
+# bridge, and the neighbour it attacks stays reachable
+test_docker_antispoof() {
+  engine_setup || return 1
+  engine_begin
+  local ok=0 srv atk ip gw br spoof fake_mac=02:42:de:ad:00:01 out D=("${DOCKER[@]}")
+  "${D[@]}" rm -f vxn-e2e-srv vxn-e2e-atk >/dev/null 2>&1
+  "${D[@]}" network rm $ENGINE_NET >/dev/null 2>&1
+  "${D[@]}" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+  br=br-$("${D[@]}" network inspect -f '{{.Id}}' $ENGINE_NET | cut -c1-12)
+  gw=$("${D[@]}" network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' $ENGINE_NET)
+  "${D[@]}" run -d --runtime "$ENGINE_RT" --network $ENGINE_NET --name vxn-e2e-srv --cidfile "$ENGINE_WORK/cid" \
+    "$IMG" sh -c 'mkdir -p /www && echo victim > /www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null || ok=1
+  srv=$(engine_cid "$ENGINE_WORK/cid")
+  ip=$("${D[@]}" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' vxn-e2e-srv)
+  spoof=${ip%.*}.99
+  "${D[@]}" run -d --runtime "$ENGINE_RT" --network $ENGINE_NET --name vxn-e2e-atk --cidfile "$ENGINE_WORK/cid2" \
+    --cap-add NET_ADMIN --cap-add NET_RAW "$IMG" sleep 900 >/dev/null || ok=1
+  atk=$(engine_cid "$ENGINE_WORK/cid2")
+  out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$ip:8080/" 2>/dev/null && break; sleep 1; done)
+  [ "$out" = victim ] || { log "victim not reachable before the attack: [$out]"; ok=1; }
+  # 1. an address of the subnet nobody has
+  "${D[@]}" exec vxn-e2e-atk sh -c "ip addr add $spoof/16 dev eth0 && ping -c 2 -W 2 -I $spoof $gw" >/dev/null 2>&1
+  if ping -c 3 -W 2 "$spoof" >/dev/null 2>&1; then log "dom0 reaches the spoofed $spoof"; ok=1; fi
+  # 2. the victim's address, announced by gratuitous ARP
+  "${D[@]}" exec vxn-e2e-atk sh -c "ip addr add $ip/32 dev eth0; arping -U -c 3 -s $ip -I eth0 $ip" >/dev/null 2>&1
+  out=$(for _ in $(seq 5); do timeout 10 busybox wget -q -O - "http://$ip:8080/" 2>/dev/null && break; sleep 1; done)
+  [ "$out" = victim ] || { log "victim unreachable after the ARP attack: [$out]"; ok=1; }
+  # 3. a forged MAC: nothing it sends reaches the bridge
+  "${D[@]}" exec vxn-e2e-atk sh -c "ip link set eth0 down; ip link set eth0 address $fake_mac; ip link set eth0 up; ping -c 3 -W 2 $gw" >/dev/null 2>&1
+  if bridge fdb show br "$br" 2>/dev/null | grep -qi "^$fake_mac "; then log "$br learned the forged MAC $fake_mac"; ok=1; fi
+  "${D[@]}" rm -f vxn-e2e-srv vxn-e2e-atk >/dev/null || ok=1
+  "${D[@]}" network rm $ENGINE_NET >/dev/null || ok=1
+  engine_gone "$srv" "$atk" || ok=1
+  [ $ok = 0 ] || engine_logs
+  return $ok
+}
+
 # p3. the same with Podman (netavark or CNI names the netns in the spec)
 test_podman_network() {
   engine_setup || return 1

@@ -651,7 +651,7 @@ ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation cri_vm_destroyed binds
-  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs docker_network podman_echo podman_it podman_network vctr_run
+  docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs docker_network docker_antispoof podman_echo podman_it podman_network vctr_run
   layered_disks)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
