@@ -284,6 +284,14 @@ cmd_bench() {
     dom0 "pod-bench.sh $*" < /dev/null
     return
   fi
+  if [ "${1:-}" = engine-net ]; then
+    shift
+    local rt=$REPO_DIR/target/release/vxn-oci-runtime
+    [ -f "$rt" ] || die "bench engine-net: $rt not built (cargo build --release)"
+    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-net-bench.sh"
+    dom0 "engine-net-bench.sh $*" < /dev/null
+    return
+  fi
   if [ "${1:-}" = engine ]; then
     shift
     local rt=$REPO_DIR/target/release/vxn-oci-runtime
