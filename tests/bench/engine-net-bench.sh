@@ -2,7 +2,7 @@
 # Docker network benchmark, run INSIDE a Xen dom0 (the lab: tests/lab/lab bench engine-net):
 # TCP throughput on one Docker user network, for runc and for vxn in the same run,
 # interleaved so the numbers compare:
-#  - dom0 -> container: a python3 socket in dom0 sends MIB MiB to the container's busybox nc;
+#  - dom0 -> container: tcp-rate.py in dom0 sends MIB MiB to the container's busybox nc;
 #  - container -> container: busybox dd | nc from one container to another's nc; busybox dd
 #    reports its rate, which the pipe ties to what nc gets onto the network.
 # Usage: engine-net-bench.sh [RUNS] [MIB]  (defaults 3 and 64). Prints numbers (MB/s, medians
@@ -15,17 +15,6 @@ NET=vxn-bench-net
 D=(timeout 600 docker)
 
 median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
-
-send_py='import socket,sys,time
-h,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])<<20
-for _ in range(150):
-    try: s=socket.create_connection((h,p),timeout=5); break
-    except OSError: time.sleep(1)
-buf=b"\0"*65536; t=time.time(); left=n
-while left>0: s.sendall(buf[:min(left,65536)]); left-=min(left,65536)
-s.shutdown(socket.SHUT_WR); s.settimeout(300)
-while s.recv(65536): pass
-print("%.1f" % (n/1e6/(time.time()-t)))'
 
 ip_of() { "${D[@]}" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
 rm_all() { "${D[@]}" rm -f bench-rx bench-tx >/dev/null 2>&1; }
@@ -43,7 +32,7 @@ for ((i = 1; i <= RUNS; i++)); do
     "${D[@]}" run -d --runtime $rt --network $NET --name bench-rx "$IMG" \
       sh -c 'while :; do nc -l -p 5001 >/dev/null; done' >/dev/null
     rx=$(ip_of bench-rx)
-    python3 -c "$send_py" "$rx" 5001 "$MIB" >>"/tmp/bench-$rt-in"
+    tcp-rate.py send "$rx" 5001 "$MIB" >>"/tmp/bench-$rt-in"
     "${D[@]}" run --rm --runtime $rt --network $NET --name bench-tx "$IMG" sh -c \
       "sleep 1; dd if=/dev/zero bs=65536 count=$((MIB * 16)) 2>/tmp/dd | nc $rx 5001; tail -1 /tmp/dd" |
       dd_rate >>"/tmp/bench-$rt-cc"

@@ -18,47 +18,24 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 lease_of() { vxnctl network leases | awk -v o="default/$1" '$3 == o {print $1}'; }
 
-# python3 helpers: send N bytes to HOST:PORT and wait for the peer to close, or accept one
-# connection on HOST:PORT and read N bytes; both print MB/s.
-send_py='import socket,sys,time
-h,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])<<20
-for _ in range(150):
-    try: s=socket.create_connection((h,p),timeout=5); break
-    except OSError: time.sleep(1)
-buf=b"\0"*65536; t=time.time(); left=n
-while left>0: s.sendall(buf[:min(left,65536)]); left-=min(left,65536)
-s.shutdown(socket.SHUT_WR); s.settimeout(300)
-while s.recv(65536): pass
-print("%.1f" % (n/1e6/(time.time()-t)))'
-recv_py='import socket,sys,time
-h,p,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])<<20
-l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind((h,p)); l.listen(1)
-l.settimeout(300); c,_=l.accept(); c.settimeout(300); t=None; got=0
-while got<n:
-    d=c.recv(1<<20)
-    if not d: break
-    if t is None: t=time.time()
-    got+=len(d)
-print("%.1f" % (got/1e6/(time.time()-t)) if t else "0")'
-
 echo "== TCP throughput, $MIB MiB per transfer (MB/s) =="
 # dom0 -> dom0 over loopback: the same code, no vif
-python3 -c "$recv_py" 127.0.0.1 5100 "$MIB" >/tmp/vxn-bench-lo &
+tcp-rate.py recv 127.0.0.1 5100 "$MIB" >/tmp/vxn-bench-lo &
 sleep 1
-python3 -c "$send_py" 127.0.0.1 5100 "$MIB" >/dev/null
+tcp-rate.py send 127.0.0.1 5100 "$MIB" >/dev/null
 wait
 echo "  dom0 -> dom0 (loopback)      $(cat /tmp/vxn-bench-lo)"
 
 # dom0 -> container: the container's nc reads and exits at EOF
 "${CTR[@]}" run -d --runtime "$RT" "$IMG" bench-net-rx sh -c 'nc -l -p 5001 >/dev/null' >/dev/null
 ip=$(lease_of bench-net-rx)
-echo "  dom0 -> container ($ip)  $(python3 -c "$send_py" "$ip" 5001 "$MIB")"
+echo "  dom0 -> container ($ip)  $(tcp-rate.py send "$ip" 5001 "$MIB")"
 "${CTR[@]}" task kill -s KILL bench-net-rx >/dev/null 2>&1
 "${CTR[@]}" task delete bench-net-rx >/dev/null 2>&1
 "${CTR[@]}" container rm bench-net-rx >/dev/null 2>&1
 
 # container -> dom0: dom0 times the bytes as they arrive
-python3 -c "$recv_py" "$GW" 5002 "$MIB" >/tmp/vxn-bench-tx &
+tcp-rate.py recv "$GW" 5002 "$MIB" >/tmp/vxn-bench-tx &
 "${CTR[@]}" run --rm --runtime "$RT" "$IMG" bench-net-tx sh -c \
   "sleep 1; dd if=/dev/zero bs=65536 count=$((MIB * 16)) 2>/dev/null | nc $GW 5002" >/dev/null 2>&1
 wait

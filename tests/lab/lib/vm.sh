@@ -284,20 +284,12 @@ cmd_bench() {
     dom0 "pod-bench.sh $*" < /dev/null
     return
   fi
-  if [ "${1:-}" = engine-net ]; then
+  if [ "${1:-}" = engine ] || [ "${1:-}" = engine-net ]; then
+    local rt=$REPO_DIR/target/release/vxn-oci-runtime script=$1-bench.sh
     shift
-    local rt=$REPO_DIR/target/release/vxn-oci-runtime
-    [ -f "$rt" ] || die "bench engine-net: $rt not built (cargo build --release)"
-    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-net-bench.sh"
-    dom0 "engine-net-bench.sh $*" < /dev/null
-    return
-  fi
-  if [ "${1:-}" = engine ]; then
-    shift
-    local rt=$REPO_DIR/target/release/vxn-oci-runtime
-    [ -f "$rt" ] || die "bench engine: $rt not built (cargo build --release)"
-    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/engine-bench.sh"
-    dom0 "engine-bench.sh $*" < /dev/null
+    [ -f "$rt" ] || die "bench: $rt not built (cargo build --release)"
+    cmd_push --test-image "$rt" "$REPO_DIR/tests/bench/$script" "$REPO_DIR/tests/bench/tcp-rate.py"
+    dom0 "$script $*" < /dev/null
     return
   fi
   if [ "${1:-}" = kernel ]; then
@@ -329,7 +321,7 @@ cmd_bench() {
   fi
   if [ "${1:-}" = net ]; then
     shift
-    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/network-bench.sh"
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/network-bench.sh" "$REPO_DIR/tests/bench/tcp-rate.py"
     dom0 "vxnctl network up --dhcp >/dev/null && network-bench.sh $*" < /dev/null
     return
   fi
