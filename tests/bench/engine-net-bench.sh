@@ -3,8 +3,8 @@
 # TCP throughput on one Docker user network, for runc and for vxn in the same run,
 # interleaved so the numbers compare:
 #  - dom0 -> container: tcp-rate.py in dom0 sends MIB MiB to the container's busybox nc;
-#  - container -> container: busybox dd | nc from one container to another's nc; busybox dd
-#    reports its rate, which the pipe ties to what nc gets onto the network.
+#  - container -> container: busybox dd | nc from one container to another's nc, timed in
+#    the sender until nc is done.
 # Usage: engine-net-bench.sh [RUNS] [MIB]  (defaults 3 and 64). Prints numbers (MB/s, medians
 # and the vxn/runc ratio); never fails on speed.
 set -u
@@ -19,9 +19,6 @@ median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} if (NR%2)
 ip_of() { "${D[@]}" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
 rm_all() { "${D[@]}" rm -f bench-rx bench-tx >/dev/null 2>&1; }
 
-# dd's last line: "... copied, 2.1 seconds, 30.4MB/s" (busybox); MB/s as a number
-dd_rate() { sed -n 's/.*, \([0-9.]*\)\([KMG]\)B\/s$/\1 \2/p' | awk '{m=$1; if ($2=="K") m/=1024; if ($2=="G") m*=1024; printf "%.1f\n", m}'; }
-
 "${D[@]}" network rm $NET >/dev/null 2>&1
 "${D[@]}" network create $NET >/dev/null || { echo "docker network create failed" >&2; exit 1; }
 trap 'rm_all; "${D[@]}" network rm $NET >/dev/null 2>&1' EXIT
@@ -33,9 +30,12 @@ for ((i = 1; i <= RUNS; i++)); do
       sh -c 'while :; do nc -l -p 5001 >/dev/null; done' >/dev/null
     rx=$(ip_of bench-rx)
     tcp-rate.py send "$rx" 5001 "$MIB" >>"/tmp/bench-$rt-in"
+    # timed in the sender by its /proc/uptime (busybox here has no date +%N nor dd rate)
     "${D[@]}" run --rm --runtime $rt --network $NET --name bench-tx "$IMG" sh -c \
-      "sleep 1; dd if=/dev/zero bs=65536 count=$((MIB * 16)) 2>/tmp/dd | nc $rx 5001; tail -1 /tmp/dd" |
-      dd_rate >>"/tmp/bench-$rt-cc"
+      "sleep 1; t0=\$(cut -d' ' -f1 /proc/uptime)
+       dd if=/dev/zero bs=65536 count=$((MIB * 16)) 2>/dev/null | nc $rx 5001
+       t1=\$(cut -d' ' -f1 /proc/uptime); echo \$t0 \$t1" |
+      awk -v mib="$MIB" '$2 > $1 {printf "%.1f\n", mib * 1.048576 / ($2 - $1)}' >>"/tmp/bench-$rt-cc"
   done
 done
 rm_all
