@@ -25,7 +25,7 @@ use crate::cli::Keep;
 use crate::control::Reply;
 use crate::error::{Error, Result};
 use crate::hooks::{self, HookState, Hooks, OCI_VERSION};
-use crate::network::OwnNetns;
+use crate::network::{NetnsHolder, OwnNetns};
 use crate::serve;
 use crate::spawn::ReadyPipe;
 use crate::state::{rfc3339, ContainerDir, Saved};
@@ -266,7 +266,14 @@ async fn create_hooks(
         false => None,
     };
     let ran = async {
-        let holder = own.as_ref().map(OwnNetns::hold).transpose()?;
+        // The container's netns: ours, or the one the spec names (Podman's).
+        let netns = own.as_ref().map(OwnNetns::path).or_else(|| {
+            crate::network::network_namespace(spec)
+                .ok()
+                .and_then(|n| n.path.clone())
+                .filter(|p| !p.as_os_str().is_empty())
+        });
+        let holder = netns.as_deref().map(NetnsHolder::hold).transpose()?;
         let state = HookState {
             oci_version: OCI_VERSION,
             id: dir.id(),

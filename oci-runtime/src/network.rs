@@ -172,14 +172,16 @@ impl OwnNetns {
         }
         Ok(())
     }
+}
 
-    /// A thread of this process inside the namespace, for as long as the
-    /// returned holder lives: hooks find the namespace as `/proc/TID/ns/net`
-    /// (the keeper itself stays in dom0's namespace, where `xl`, `ip` and
-    /// `tc` must run).
-    pub fn hold(&self) -> Result<NetnsHolder> {
-        let file = std::fs::File::open(self.path())
-            .map_err(Error::io(format!("open {}", self.path().display())))?;
+impl NetnsHolder {
+    /// A thread of this process inside the namespace at `path`, for as long
+    /// as the returned holder lives: hooks find the namespace as
+    /// `/proc/TID/ns/net` (the keeper itself stays in dom0's namespace,
+    /// where `xl`, `ip` and `tc` must run).
+    pub fn hold(path: &Path) -> Result<NetnsHolder> {
+        let file =
+            std::fs::File::open(path).map_err(Error::io(format!("open {}", path.display())))?;
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -269,6 +269,21 @@ test_oci_hooks() {
   grep -q '"status":"stopped"' "$WORK/poststop.json" 2>/dev/null || { log "poststop: $(cat "$WORK/poststop.json" 2>&1)"; ok=1; }
   [ "$(ls /run/netns 2>/dev/null | grep -c '^vxn-' || true)" = "$netns_before" ] || { log "netns left: $(ls /run/netns)"; ok=1; }
   oci_clean h1 "$DIRECT" || ok=1
+  # a netns the spec names (Podman's): the hook's pid is in that one
+  ip netns add vxn-e2e-hooks || ok=1
+  rm -f "$WORK"/prestart.*
+  python3 -c '
+import json, sys
+spec = json.load(open(sys.argv[1]))
+for n in spec["linux"]["namespaces"]:
+    if n["type"] == "network": n["path"] = "/run/netns/vxn-e2e-hooks"
+json.dump(spec, open(sys.argv[1], "w"))' "$b/config.json"
+  "${R[@]}" create --bundle "$b" h3 </dev/null >/dev/null 2>"$WORK/err" || { log "create h3: $(cat "$WORK/err")"; ok=1; }
+  [ "$(cat "$WORK/prestart.ns" 2>/dev/null)" = "$(ip netns exec vxn-e2e-hooks readlink /proc/self/ns/net)" ] ||
+    { log "prestart's pid is not in the spec's netns: $(cat "$WORK/prestart.ns" 2>&1)"; ok=1; }
+  "${R[@]}" delete --force h3 || ok=1
+  ip netns delete vxn-e2e-hooks
+  oci_clean h3 "$DIRECT" || ok=1
   # a hook inside the container's namespaces: a clear refusal, nothing left
   set_hooks "$b/config.json" "$h" createContainer
   "${R[@]}" create --bundle "$b" h2 </dev/null >/dev/null 2>"$WORK/err" && { log "createContainer hook accepted"; ok=1; }
