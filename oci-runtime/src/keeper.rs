@@ -182,29 +182,26 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     crate::network::network_namespace(&spec)?;
     let hooks = Hooks::load(&bundle)?;
     let own_netns = create_hooks(&dir, &spec, &bundle, &hooks).await?;
-    let request = CreateRequest {
-        name: dir.name.clone(),
-        bundle: bundle.clone(),
-        rootfs: RootfsSource::Bundle,
-        stdio,
-        network: match crate::network::engine_network(&spec, own_netns.as_ref()) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                if own_netns.is_some() {
-                    let _ = OwnNetns::remove(&dir.netns_name()).await;
-                }
-                return Err(e);
-            }
-        },
-    };
     let events = Arc::new(LogEvents(args.id.clone()));
-    let c = match Container::create(request, &keeper.cfg, hv, exporter, events).await {
+    let created = async {
+        let request = CreateRequest {
+            name: dir.name.clone(),
+            bundle: bundle.clone(),
+            rootfs: RootfsSource::Bundle,
+            stdio,
+            network: Some(crate::network::engine_network(&spec, own_netns.as_ref())?),
+        };
+        Ok::<_, Error>(Container::create(request, &keeper.cfg, hv, exporter, events).await?)
+    }
+    .await;
+    let c = match created {
         Ok(c) => c,
         Err(e) => {
+            // `delete` would remove it too; a refused create leaves nothing to delete.
             if own_netns.is_some() {
                 let _ = OwnNetns::remove(&dir.netns_name()).await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let _ = keeper.container.set(c.clone());

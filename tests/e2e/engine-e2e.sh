@@ -144,15 +144,20 @@ engine_cid() { cat "$1" 2>/dev/null; }
 
 ENGINE_NET=vxn-e2e-net
 ENGINE_PORT=18080
+# engine_net_create ENGINE...: a fresh $ENGINE_NET, without an earlier run's containers
+engine_net_create() {
+  "$@" rm -f vxn-e2e-srv vxn-e2e-atk >/dev/null 2>&1
+  "$@" network rm $ENGINE_NET >/dev/null 2>&1
+  "$@" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+}
+
 # engine_net_test ENGINE...: on a user network of ENGINE's, a server container publishes
 # 8080 as $ENGINE_PORT: a second container reaches it by IP, dom0 through -p; rm -f leaves
 # nothing (the VM's vif, the runtime's netns, tc filters go with the container)
 engine_net_test() {
   local ok=0 srv ip out www='mkdir -p /www && echo hello-over-NET > /www/index.html && exec httpd -f -p 8080 -h /www'
   local E=("$@")
-  "${E[@]}" rm -f vxn-e2e-srv >/dev/null 2>&1
-  "${E[@]}" network rm $ENGINE_NET >/dev/null 2>&1
-  "${E[@]}" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+  engine_net_create "${E[@]}" || return 1
   "${E[@]}" run -d --runtime "$ENGINE_RT" --network $ENGINE_NET --name vxn-e2e-srv -p $ENGINE_PORT:8080 \
     --cidfile "$ENGINE_WORK/cid" "$IMG" sh -c "${www/NET/${E[-1]}}" >/dev/null 2>"$ENGINE_WORK/err" ||
     { log "run the server: $(cat "$ENGINE_WORK/err")"; ok=1; }
@@ -210,9 +215,7 @@ test_docker_antispoof() {
   engine_setup || return 1
   engine_begin
   local ok=0 srv atk ip gw br spoof fake_mac=02:42:de:ad:00:01 out D=("${DOCKER[@]}")
-  "${D[@]}" rm -f vxn-e2e-srv vxn-e2e-atk >/dev/null 2>&1
-  "${D[@]}" network rm $ENGINE_NET >/dev/null 2>&1
-  "${D[@]}" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+  engine_net_create "${D[@]}" || return 1
   br=br-$("${D[@]}" network inspect -f '{{.Id}}' $ENGINE_NET | cut -c1-12)
   gw=$("${D[@]}" network inspect -f '{{range .IPAM.Config}}{{.Gateway}}{{end}}' $ENGINE_NET)
   "${D[@]}" run -d --runtime "$ENGINE_RT" --network $ENGINE_NET --name vxn-e2e-srv --cidfile "$ENGINE_WORK/cid" \

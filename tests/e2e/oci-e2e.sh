@@ -269,6 +269,17 @@ test_oci_hooks() {
   grep -q '"status":"stopped"' "$WORK/poststop.json" 2>/dev/null || { log "poststop: $(cat "$WORK/poststop.json" 2>&1)"; ok=1; }
   [ "$(ls /run/netns 2>/dev/null | grep -c '^vxn-' || true)" = "$netns_before" ] || { log "netns left: $(ls /run/netns)"; ok=1; }
   oci_clean h1 "$DIRECT" || ok=1
+  # the keeper SIGKILLed: delete still removes the netns the runtime made
+  local kpid
+  "${R[@]}" create --bundle "$b" --pid-file "$WORK/h4.pid" h4 </dev/null >/dev/null 2>"$WORK/err" ||
+    { log "create h4: $(cat "$WORK/err")"; ok=1; }
+  kpid=$(cat "$WORK/h4.pid" 2>/dev/null)
+  [ -n "$kpid" ] && kill -9 "$kpid"
+  for _ in $(seq 50); do [ -d "/proc/$kpid" ] || break; sleep 0.1; done
+  "${R[@]}" delete --force h4 || ok=1
+  [ "$(ls /run/netns 2>/dev/null | grep -c '^vxn-' || true)" = "$netns_before" ] ||
+    { log "netns left after a killed keeper: $(ls /run/netns)"; ok=1; }
+  oci_clean h4 "$DIRECT" || ok=1
   # a netns the spec names (Podman's): the hook's pid is in that one
   ip netns add vxn-e2e-hooks || ok=1
   rm -f "$WORK"/prestart.*
