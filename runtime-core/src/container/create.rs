@@ -251,24 +251,20 @@ impl<S: ProcessStdio> Container<S> {
         let sizing = oci::sizing(&spec, cfg);
         let domain = req.name.domain();
         let mut net = network::Request::from_annotations(&cfg.network, &spec.annotations)?;
+        // An engine's network replaces vxn's own.
+        if req.network.is_some() {
+            net = network::Request {
+                mode: Mode::None,
+                address: None,
+            };
+        }
         let engine_netns = match &req.network {
-            None => None,
-            Some(EngineNetwork::None) => {
-                net = network::Request {
-                    mode: Mode::None,
-                    address: None,
-                };
-                None
-            }
             Some(EngineNetwork::Netns { path, resolver }) => {
-                net = network::Request {
-                    mode: Mode::None,
-                    address: None,
-                };
                 let ns = PodNetns::at(path)?;
                 let nic = ns.inspect().await?;
                 Some((ns, nic, *resolver))
             }
+            Some(EngineNetwork::None) | None => None,
         };
         if net.mode != Mode::None {
             hv.check_vif(&cfg.network.bridge).await?;
