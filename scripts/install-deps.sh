@@ -5,11 +5,12 @@
 # as the yardstick); iproute2 for the agent's network tests (a veth into its netns);
 # protobuf-compiler for the CRI test client's generated API (k8s-cri runs protoc);
 # linux-source-6.1 and the kernel's build tools for vxn's guest kernel (the lab's, built
-# from the unit phase on; tests/cache-test.sh checks its cache).
+# from the unit phase on; tests/cache-test.sh checks its cache); cpio, which packs the lab's
+# guest image (tests/cache-test.sh builds one before the lab installs its own packages).
 # The Xen lab installs its own on top (tests/lab/lab deps).
 set -euo pipefail
 need=()
-for pkg in busybox-static e2fsprogs erofs-utils containerd runc util-linux python3 iproute2 protobuf-compiler \
+for pkg in busybox-static e2fsprogs erofs-utils containerd runc util-linux python3 iproute2 protobuf-compiler cpio \
   linux-source-6.1 make gcc bc flex bison libelf-dev libc6-dev xz-utils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
