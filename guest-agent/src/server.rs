@@ -172,6 +172,13 @@ impl Agent {
                 *network = Some(state.clone());
                 Ok(Response::Network(state))
             }
+            Request::AddInterfaces(setup) => {
+                let mut network = self.network.lock().await;
+                let mut unset = vxn_wire::protocol::NetworkState::default();
+                let state = network.as_mut().unwrap_or(&mut unset);
+                let added = network::add_interfaces(setup, state).await?;
+                Ok(Response::Network(added))
+            }
             Request::CreateContainer(mut c) => {
                 let _guard = self.create_lock.lock().await;
                 let hostname = network::hostname_for(c.hostname.as_deref(), &c.container_id);

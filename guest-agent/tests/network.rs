@@ -244,3 +244,71 @@ async fn a_missing_device_is_a_clear_error() {
     );
     assert!(t.elapsed().as_secs() < 60);
 }
+
+/// A network connected later (`docker network connect`): a second device
+/// appears in the running guest and is set up beside the first, which is
+/// left as it was; a name the guest uses is refused, as is DHCP.
+#[tokio::test]
+async fn an_interface_added_later_is_set_up_beside_the_first() {
+    let (mac0, mac1) = ("00:16:3e:7a:00:11", "00:16:3e:7a:00:12");
+    let Some((agent, veth0, n)) = agent_on_link("a", mac0, 233).await else {
+        return;
+    };
+    let iface = |mac: &str, name: &str, address: String| Interface {
+        mac: mac.into(),
+        name: name.into(),
+        mtu: None,
+        addresses: vec![address.parse().unwrap()],
+        dhcp: false,
+    };
+    agent
+        .client
+        .setup_network(NetworkSetup {
+            interfaces: vec![iface(mac0, "eth0", format!("10.233.{n}.201/24"))],
+            ..Default::default()
+        })
+        .await
+        .expect("setup network");
+    let veth1 = Veth::new("b", agent.child.id(), mac1, &format!("10.234.{n}.1/24"));
+    let taken = agent
+        .client
+        .add_interfaces(NetworkSetup {
+            interfaces: vec![iface(mac1, "eth0", format!("10.234.{n}.201/24"))],
+            ..Default::default()
+        })
+        .await;
+    assert!(taken.is_err(), "eth0 taken twice: {taken:?}");
+    let mut dhcp = iface(mac1, "eth1", format!("10.234.{n}.201/24"));
+    dhcp.dhcp = true;
+    let refused = agent
+        .client
+        .add_interfaces(NetworkSetup {
+            interfaces: vec![dhcp],
+            ..Default::default()
+        })
+        .await;
+    assert!(refused.is_err(), "DHCP on an added interface: {refused:?}");
+    let added = agent
+        .client
+        .add_interfaces(NetworkSetup {
+            interfaces: vec![iface(mac1, "eth1", format!("10.234.{n}.201/24"))],
+            routes: vec![Route {
+                destination: Some(format!("10.235.{n}.0/24").parse().unwrap()),
+                gateway: Some(format!("10.234.{n}.1").parse().unwrap()),
+                interface: Some("eth1".into()),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("add eth1");
+    assert_eq!(added.addresses[0].to_string(), format!("10.234.{n}.201/24"));
+    // Both networks reach the guest.
+    for a in [format!("10.233.{n}.201"), format!("10.234.{n}.201")] {
+        let ping = Command::new(BUSYBOX)
+            .args(["ping", "-c", "1", "-W", "3", &a])
+            .output()
+            .unwrap();
+        assert!(ping.status.success(), "ping {a}: {ping:?}");
+    }
+    drop((veth0, veth1));
+}

@@ -307,7 +307,16 @@ impl AgentClient {
     /// Set the VM's network up; the answer is the guest's account of it,
     /// capped (it is only logged and shown, never acted on).
     pub async fn setup_network(&self, setup: NetworkSetup) -> Result<NetworkState, ClientError> {
-        match self.call(&Request::SetupNetwork(setup)).await? {
+        self.network_call(Request::SetupNetwork(setup)).await
+    }
+
+    /// More interfaces on the running VM (a network connected later).
+    pub async fn add_interfaces(&self, setup: NetworkSetup) -> Result<NetworkState, ClientError> {
+        self.network_call(Request::AddInterfaces(setup)).await
+    }
+
+    async fn network_call(&self, req: Request) -> Result<NetworkState, ClientError> {
+        match self.call(&req).await? {
             Response::Network(mut s) => {
                 s.addresses.truncate(MAX_ADDRESSES);
                 s.dns.servers.truncate(MAX_DNS_ENTRIES);

@@ -204,15 +204,17 @@ impl FakeAgent {
             Request::SetupNetwork(_) if faults.has("agent.network") => {
                 Err(agent_err(ErrorKind::Unavailable, "no DHCP server answered"))
             }
-            Request::SetupNetwork(n) => Ok(Response::Network(vxn_wire::protocol::NetworkState {
-                addresses: n
-                    .interfaces
-                    .iter()
-                    .flat_map(|i| i.addresses.clone())
-                    .collect(),
-                gateway: None,
-                dns: n.dns,
-            })),
+            Request::SetupNetwork(n) | Request::AddInterfaces(n) => {
+                Ok(Response::Network(vxn_wire::protocol::NetworkState {
+                    addresses: n
+                        .interfaces
+                        .iter()
+                        .flat_map(|i| i.addresses.clone())
+                        .collect(),
+                    gateway: None,
+                    dns: n.dns,
+                }))
+            }
             Request::ListPids { .. } => Ok(Response::Pids {
                 processes: vec![ProcessInfo {
                     pid: 42,
@@ -276,6 +278,8 @@ pub struct FakeHypervisor {
     calls: Mutex<Vec<String>>,
     /// Hot-plugged disks: (domain, vdev).
     disks: Mutex<Vec<(String, String)>>,
+    /// Hot-plugged vifs: (domain, MAC).
+    pub vifs: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeHypervisor {
@@ -419,6 +423,25 @@ impl Hypervisor for FakeHypervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(d, v)| !(d == name && v == vdev));
+        Ok(())
+    }
+
+    async fn attach_vif(&self, name: &str, vif: &crate::vm::Vif) -> Result<String, VmError> {
+        self.call("attach_vif", name)?;
+        if !self.lock().contains_key(name) {
+            return Err(VmError::Missing(format!("fake: no domain {name}")));
+        }
+        let mut vifs = self.vifs.lock().unwrap_or_else(|p| p.into_inner());
+        vifs.push((name.into(), vif.mac.clone()));
+        Ok(format!("fakevif.{}", vifs.len()))
+    }
+
+    async fn detach_vif(&self, name: &str, mac: &str) -> Result<(), VmError> {
+        self.call("detach_vif", name)?;
+        self.vifs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(d, m)| !(d == name && m == mac));
         Ok(())
     }
 }

@@ -143,12 +143,51 @@ engine_logs() {
 engine_cid() { cat "$1" 2>/dev/null; }
 
 ENGINE_NET=vxn-e2e-net
+ENGINE_NET2=vxn-e2e-net2
 ENGINE_PORT=18080
 # engine_net_create ENGINE...: a fresh $ENGINE_NET, without an earlier run's containers
 engine_net_create() {
   "$@" rm -f vxn-e2e-srv vxn-e2e-atk >/dev/null 2>&1
-  "$@" network rm $ENGINE_NET >/dev/null 2>&1
+  "$@" network rm $ENGINE_NET $ENGINE_NET2 >/dev/null 2>&1
   "$@" network create $ENGINE_NET >/dev/null || { log "network create failed"; return 1; }
+}
+
+# engine_net_connect ENGINE... BODY: `network connect` of the running server to a second
+# network: dom0 (the network's gateway) reaches it at its address there; after
+# `network disconnect` it does not, and the VM's vif for it is gone.
+engine_net_connect() {
+  local body=$1 ok=0 ip2 out vifs
+  shift
+  local E=("$@")
+  "${E[@]}" network create $ENGINE_NET2 >/dev/null || { log "network create $ENGINE_NET2 failed"; return 1; }
+  vifs=$(engine_vifs vxn-e2e-srv)
+  "${E[@]}" network connect $ENGINE_NET2 vxn-e2e-srv || { log "network connect failed"; ok=1; }
+  ip2=$("${E[@]}" inspect -f "{{(index .NetworkSettings.Networks \"$ENGINE_NET2\").IPAddress}}" vxn-e2e-srv 2>/dev/null)
+  [ -n "$ip2" ] || { log "no address on $ENGINE_NET2"; ok=1; }
+  out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$ip2:8080/" 2>/dev/null && break; sleep 1; done)
+  [ "$out" = "$body" ] || { log "dom0 -> $ip2:8080 on $ENGINE_NET2 after network connect: [$out]"; ok=1; }
+  if [ "$ENGINE_RT" = vxn ] && [ "$(engine_vifs vxn-e2e-srv)" != $((vifs + 1)) ]; then
+    log "the VM has $(engine_vifs vxn-e2e-srv) vifs after network connect (had $vifs)"; ok=1
+  fi
+  "${E[@]}" network disconnect $ENGINE_NET2 vxn-e2e-srv || { log "network disconnect failed"; ok=1; }
+  out=$(timeout 10 busybox wget -q -O - "http://$ip2:8080/" 2>/dev/null)
+  [ -z "$out" ] || { log "$ip2 still answers after network disconnect"; ok=1; }
+  if [ "$ENGINE_RT" = vxn ]; then
+    for _ in $(seq 20); do [ "$(engine_vifs vxn-e2e-srv)" = "$vifs" ] && break; sleep 1; done
+    [ "$(engine_vifs vxn-e2e-srv)" = "$vifs" ] || { log "the VM's vif stays after network disconnect"; ok=1; }
+  fi
+  "${E[@]}" network rm $ENGINE_NET2 >/dev/null || ok=1
+  return $ok
+}
+
+# engine_vifs NAME: how many vifs the VM of a vxn container has (its domain's name holds
+# the container's id's start)
+engine_vifs() {
+  local id dom
+  id=$(docker inspect -f '{{.Id}}' "$1" 2>/dev/null || podman inspect -f '{{.Id}}' "$1" 2>/dev/null)
+  dom=$(xl list | awk -v id="${id:0:12}" 'index($1, id) {print $1; exit}')
+  [ -n "$dom" ] || { echo 0; return; }
+  xl network-list "$dom" 2>/dev/null | tail -n +2 | grep -c .
 }
 
 # engine_net_test ENGINE...: on a user network of ENGINE's, a server container publishes
@@ -164,13 +203,13 @@ engine_net_test() {
   srv=$(engine_cid "$ENGINE_WORK/cid")
   ip=$("${E[@]}" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' vxn-e2e-srv 2>/dev/null)
   [ -n "$ip" ] || { log "the server has no address"; ok=1; }
-  # by IP, then by name (Docker's embedded DNS at 127.0.0.11 in the netns; Podman's on the
-  # network's gateway, when its network has DNS: not CNI without the dnsname plugin, as
-  # in the lab); busybox's wget -T crashes: timeout bounds each try
+  # by IP, then by name (Docker's embedded DNS at 127.0.0.11 in the netns; Podman's, with
+  # CNI's dnsname plugin as in the lab, dnsmasq on the network's gateway); busybox's
+  # wget -T crashes: timeout bounds each try
   local name=vxn-e2e-srv
   if [ "${E[-1]}" = podman ] && [ "$("${E[@]}" network inspect -f '{{.DNSEnabled}}' $ENGINE_NET)" != true ]; then
-    log "podman's $ENGINE_NET has no DNS: names are not checked"
-    name=$ip
+    log "podman's $ENGINE_NET has no DNS (is CNI's dnsname plugin installed?)"
+    ok=1
   fi
   # the engine's --hostname and --add-host reach the guest's files
   out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network $ENGINE_NET --hostname vxn-cli \
@@ -189,6 +228,7 @@ engine_net_test() {
     out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$a:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
     [ "$out" = "hello-over-${E[-1]}" ] || { log "dom0 -> $a:$ENGINE_PORT (-p $ENGINE_PORT:8080): [$out]"; ok=1; }
   done
+  engine_net_connect "hello-over-${E[-1]}" "${E[@]}" || ok=1
   if [ "$ENGINE_RT" = vxn ]; then
     # a VM cannot share dom0's stack: refused, saying so
     out=$("${E[@]}" run --rm --runtime "$ENGINE_RT" --network host "$IMG" true 2>&1) &&

@@ -82,6 +82,63 @@ pub async fn setup(req: NetworkSetup) -> Result<NetworkState, AgentError> {
     let lo = nix::net::if_::if_nametoindex("lo").map_err(internal)?;
     let mut nl = Netlink::open().map_err(internal)?;
     nl.set_up(lo).map_err(internal)?;
+    configure(&mut nl, &req, &mut state).await?;
+    if let Some(relay) = req.dns_relay {
+        start_dns_relay(relay).await?;
+    }
+    tracing::info!(
+        addresses = ?state.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        gateway = ?state.gateway,
+        "network ready"
+    );
+    Ok(state)
+}
+
+/// More interfaces on a running VM (a network connected later): each with
+/// its addresses and routes, added to `state`. DNS and relays stay the first
+/// setup's; a name the guest already uses is refused.
+pub async fn add_interfaces(
+    req: NetworkSetup,
+    state: &mut NetworkState,
+) -> Result<NetworkState, AgentError> {
+    req.validate()
+        .map_err(|e| err(ErrorKind::InvalidArgument, e))?;
+    if req.dns_relay.is_some() || req.interfaces.iter().any(|i| i.dhcp) {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            "added interfaces take static addresses only, and no DNS relay",
+        ));
+    }
+    for i in &req.interfaces {
+        let mac = parse_mac(&i.mac).map_err(|e| err(ErrorKind::InvalidArgument, e))?;
+        let taken = nix::net::if_::if_nametoindex(i.name.as_str()).is_ok();
+        if taken && find_by_mac(&mac).map(|(name, _)| name) != Some(i.name.clone()) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("the guest has an interface named {} already", i.name),
+            ));
+        }
+    }
+    let mut nl = Netlink::open().map_err(internal)?;
+    let mut added = NetworkState::default();
+    configure(&mut nl, &req, &mut added).await?;
+    tracing::info!(
+        interfaces = ?req.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        addresses = ?added.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "interfaces added"
+    );
+    state.addresses.extend(added.addresses.iter().copied());
+    state.addresses.truncate(vxn_wire::protocol::MAX_ADDRESSES);
+    Ok(added)
+}
+
+/// Each interface of `req` (found by MAC, renamed, MTU, up, addresses or a
+/// DHCP lease), then its routes; what was set goes into `state`.
+async fn configure(
+    nl: &mut Netlink,
+    req: &NetworkSetup,
+    state: &mut NetworkState,
+) -> Result<(), AgentError> {
     let mut indexes = Vec::new();
     for iface in &req.interfaces {
         let (current, index) = wait_for_device(iface).await?;
@@ -128,15 +185,7 @@ pub async fn setup(req: NetworkSetup) -> Result<NetworkState, AgentError> {
             state.gateway = r.gateway;
         }
     }
-    if let Some(relay) = req.dns_relay {
-        start_dns_relay(relay).await?;
-    }
-    tracing::info!(
-        addresses = ?state.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        gateway = ?state.gateway,
-        "network ready"
-    );
-    Ok(state)
+    Ok(())
 }
 
 /// The guest's half of the relay to an engine's resolver (vxn_wire::dns_relay):

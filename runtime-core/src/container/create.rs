@@ -17,9 +17,9 @@ use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
 use crate::layers::Layers;
 use crate::names::ContainerName;
-use crate::network::netns_dns;
 use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
+use crate::network::{netns_dns, netns_follow};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::process::Process;
@@ -399,10 +399,18 @@ impl<S: ProcessStdio> Container<S> {
             }
         };
         let guest_events = GuestEvents::start(events.clone(), sandbox.agent().take_events());
+        let sandbox = Arc::new(sandbox);
+        // Networks the engine connects the container to later become vifs
+        // too; without the follower the container still has its first.
+        let follower = engine_netns.and_then(|(ns, _, _)| {
+            netns_follow::start(ns, sandbox.clone(), cfg.hotplug_dir())
+                .inspect_err(|e| tracing::warn!(error = %e, "networks connected later stay unseen"))
+                .ok()
+        });
         let c = Arc::new(Self {
             name: req.name,
             bundle: req.bundle,
-            sandbox: Arc::new(sandbox),
+            sandbox,
             pod: None,
             exporter,
             state,
@@ -413,6 +421,7 @@ impl<S: ProcessStdio> Container<S> {
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: lease,
             _dns: dns,
+            follower: Mutex::new(follower),
             execs: Mutex::default(),
             paused: Mutex::new(false),
         });

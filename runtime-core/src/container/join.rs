@@ -151,6 +151,7 @@ impl<S: ProcessStdio> Container<S> {
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: None,
             _dns: None,
+            follower: Mutex::default(),
             execs: Mutex::default(),
             paused: Mutex::new(false),
         });

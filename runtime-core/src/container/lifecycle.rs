@@ -290,6 +290,13 @@ impl<S: ProcessStdio> Container<S> {
             }
             _ => self.init.exit().unwrap_or_else(Exit::never_ran),
         };
+        // Nothing is attached to a VM on its way out.
+        drop(
+            self.follower
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         match &self.pod {
             None => self.sandbox.disconnect(),
             // Its rootfs must be unmounted in the guest before its disk leaves.

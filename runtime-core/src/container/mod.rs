@@ -56,6 +56,8 @@ pub struct Container<S> {
     _lease: Option<crate::network::lease::HeldLease>,
     /// The host's half of the DNS relay to an engine's resolver.
     _dns: Option<crate::network::netns_dns::NetnsDns>,
+    /// Takes the networks an engine connects the container to later.
+    follower: Mutex<Option<crate::network::netns_follow::NetnsFollower>>,
 }
 
 /// A process's status as a front-end reports it: the container's pause on top.

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod host;
 pub mod lease;
 pub mod netns_dns;
+pub mod netns_follow;
 pub mod pod_localhost;
 pub mod pod_netns;
 

@@ -25,6 +25,8 @@ use crate::xen::hotplug::Script;
 pub const CNI_INTERFACE: &str = "eth0";
 /// What the VM's backend is called once in the namespace.
 pub const VIF_IN_NETNS: &str = "vxn-vif0";
+/// Every backend of the VM's in the namespace is named so.
+const VIF_PREFIX: &str = "vxn-";
 const IP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The named network namespace CRI made for a pod (`/var/run/netns/NAME`).
@@ -34,9 +36,12 @@ pub struct PodNetns {
     pub path: PathBuf,
 }
 
-/// The pod's interface as CNI left it.
+/// An interface of the namespace as CNI (or an engine) left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodNic {
+    /// Its name in the namespace (the guest's interface takes the same).
+    pub name: String,
+    pub ifindex: u32,
     pub mac: String,
     pub mtu: u32,
     pub addresses: Vec<IpCidr>,
@@ -45,6 +50,12 @@ pub struct PodNic {
 
 #[derive(Deserialize)]
 struct IpLink {
+    #[serde(default)]
+    ifindex: u32,
+    #[serde(default)]
+    ifname: String,
+    #[serde(default)]
+    link_type: String,
     #[serde(default)]
     mtu: u32,
     #[serde(default)]
@@ -137,18 +148,41 @@ impl PodNetns {
             return Err(Error::FailedPrecondition(format!(
                 "network namespace {n} is joined by a VM already: its {CNI_INTERFACE} can be \
                  one VM's only (containers sharing a namespace, such as a Podman pod's, would \
-                 each be a VM of their own under vxn)"
+                 each be a VM of their own)"
             )));
         }
+        self.nic(link).await
+    }
+
+    /// Every Ethernet interface of the namespace but `lo` and the VM's own
+    /// backends (an engine adds one per network it connects the container to).
+    pub async fn interfaces(&self) -> Result<Vec<PodNic>> {
+        let links: Vec<IpLink> = parse(&ip(&["-n", &self.name, "-j", "addr", "show"]).await?)?;
+        let mut nics = Vec::new();
+        for link in links {
+            if link.link_type == "ether" && !link.ifname.starts_with(VIF_PREFIX) {
+                nics.push(self.nic(link).await?);
+            }
+        }
+        Ok(nics)
+    }
+
+    async fn nic(&self, link: IpLink) -> Result<PodNic> {
+        let n = self.name.as_str();
         let addresses = link
             .addr_info
             .iter()
             .filter(|a| a.scope != "link" && a.scope != "host")
             .map(|a| IpCidr::new(a.local, a.prefixlen).map_err(Error::Internal))
             .collect::<Result<Vec<_>>>()?;
+        let name = if link.ifname.is_empty() {
+            CNI_INTERFACE.to_string()
+        } else {
+            link.ifname
+        };
         let mut routes = Vec::new();
         for family in ["-4", "-6"] {
-            let text = ip(&["-n", n, family, "-j", "route", "show", "dev", CNI_INTERFACE]).await?;
+            let text = ip(&["-n", n, family, "-j", "route", "show", "dev", &name]).await?;
             for r in parse::<Vec<IpRoute>>(&text)? {
                 if r.protocol.as_deref() == Some("kernel") || r.dst.starts_with("fe80:") {
                     continue;
@@ -156,11 +190,13 @@ impl PodNetns {
                 routes.push(Route {
                     destination: route_destination(&r.dst)?,
                     gateway: r.gateway,
-                    interface: Some(CNI_INTERFACE.into()),
+                    interface: Some(name.clone()),
                 });
             }
         }
         Ok(PodNic {
+            name,
+            ifindex: link.ifindex,
             mac: link.address,
             mtu: link.mtu,
             addresses,
@@ -170,52 +206,30 @@ impl PodNetns {
 
     /// Move the VM's backend device into the namespace and redirect frames
     /// between it and the veth: all of them towards the VM, what `guard`
-    /// allows from it.
+    /// allows from it. The first interface also gets the VM's end of the
+    /// namespace's localhost link.
     pub async fn join(&self, nic: &PodNic, vif: &str, guard: &VifGuard) -> Result<()> {
+        self.join_link(nic, vif, guard).await?;
+        super::pod_localhost::join(&self.name, &guard.mac).await
+    }
+
+    /// [`join`](Self::join) without the localhost link: one more network.
+    pub async fn join_link(&self, nic: &PodNic, vif: &str, guard: &VifGuard) -> Result<()> {
         let n = self.name.as_str();
+        let backend = nic.backend_name();
         ip(&["link", "set", "dev", vif, "netns", n]).await?;
-        ip(&["-n", n, "link", "set", "dev", vif, "name", VIF_IN_NETNS]).await?;
+        ip(&["-n", n, "link", "set", "dev", vif, "name", &backend]).await?;
         let mtu = nic.mtu.to_string();
-        ip(&[
-            "-n",
-            n,
-            "link",
-            "set",
-            "dev",
-            VIF_IN_NETNS,
-            "mtu",
-            &mtu,
-            "up",
-        ])
-        .await?;
+        ip(&["-n", n, "link", "set", "dev", &backend, "mtu", &mtu, "up"]).await?;
         // The guest's frames first: nothing it sends passes before its guard.
         guard
-            .apply(VIF_IN_NETNS, Some(n), Allowed::RedirectTo(CNI_INTERFACE))
+            .apply(&backend, Some(n), Allowed::RedirectTo(&nic.name))
             .await?;
-        super::pod_localhost::join(n, &guard.mac).await?;
-        tc(&["-n", n, "qdisc", "replace", "dev", CNI_INTERFACE, "ingress"]).await?;
+        tc(&["-n", n, "qdisc", "replace", "dev", &nic.name, "ingress"]).await?;
         tc(&[
-            "-n",
-            n,
-            "filter",
-            "add",
-            "dev",
-            CNI_INTERFACE,
-            "parent",
-            "ffff:",
-            "protocol",
-            "all",
-            "u32",
-            "match",
-            "u8",
-            "0",
-            "0",
-            "action",
-            "mirred",
-            "egress",
-            "redirect",
-            "dev",
-            VIF_IN_NETNS,
+            "-n", n, "filter", "add", "dev", &nic.name, "parent", "ffff:", "protocol", "all",
+            "u32", "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+            &backend,
         ])
         .await?;
         Ok(())
@@ -264,14 +278,7 @@ impl PodNetns {
     /// and its anti-spoofing know holds), on no bridge: [`attach`](Self::attach)
     /// moves it into the namespace once the VM exists.
     pub fn vif(nic: &PodNic, cfg: &Config) -> Result<Vif> {
-        let script = Script::VifUnplugged
-            .install(&cfg.hotplug_dir())
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Vif {
-            link: VifLink::Unplugged { script },
-            mac: nic.mac.clone(),
-            guard: nic.guard(),
-        })
+        nic.vif(&cfg.hotplug_dir())
     }
 
     /// The booted VM (made with [`vif`](Self::vif)) takes the namespace's
@@ -312,24 +319,57 @@ impl PodNic {
         VifGuard::for_addresses(&self.mac, &self.addresses)
     }
 
+    /// A vif for this interface, left out of any bridge by Xen's hotplug
+    /// (vxn's script in `hotplug_dir`): the caller joins it to the veth.
+    pub fn vif(&self, hotplug_dir: &Path) -> Result<Vif> {
+        let script = Script::VifUnplugged
+            .install(hotplug_dir)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Vif {
+            link: VifLink::Unplugged { script },
+            mac: self.mac.clone(),
+            guard: self.guard(),
+        })
+    }
+
+    /// The name of the VM's backend for this interface in the namespace:
+    /// `vxn-vif0` for the first (what tells a joined namespace), `vxn-ifN`
+    /// (N: the veth's index, unique in the namespace) for those added later.
+    pub fn backend_name(&self) -> String {
+        if self.name == CNI_INTERFACE {
+            VIF_IN_NETNS.into()
+        } else {
+            format!("{VIF_PREFIX}if{}", self.ifindex)
+        }
+    }
+
+    /// The guest's setup of an interface added later: itself and its routes.
+    pub fn added_setup(&self) -> NetworkSetup {
+        NetworkSetup {
+            interfaces: vec![self.interface()],
+            routes: self.routes.clone(),
+            dns: Dns::default(),
+            dns_relay: None,
+        }
+    }
+
+    fn interface(&self) -> Interface {
+        Interface {
+            mac: self.mac.clone(),
+            name: self.name.clone(),
+            mtu: Some(self.mtu).filter(|m| *m > 0),
+            addresses: self.addresses.clone(),
+            dhcp: false,
+        }
+    }
+
     /// What the agent is asked to set up: the veth's MAC, MTU, addresses
     /// and routes on the VM's interface, and its end of the namespace's
     /// localhost link. DNS and /etc files come with the containers' mounts
     /// (CRI binds hosts, hostname and resolv.conf).
     pub fn guest_setup(&self) -> Result<NetworkSetup> {
-        let mut setup = NetworkSetup {
-            interfaces: vec![Interface {
-                mac: self.mac.clone(),
-                name: CNI_INTERFACE.into(),
-                mtu: Some(self.mtu).filter(|m| *m > 0),
-                addresses: self.addresses.clone(),
-                dhcp: false,
-            }],
-            routes: self.routes.clone(),
-            dns: Dns::default(),
-            dns_relay: None,
-        };
-        super::pod_localhost::guest_setup(&mut setup, CNI_INTERFACE)?;
+        let mut setup = self.added_setup();
+        super::pod_localhost::guest_setup(&mut setup, &self.name)?;
         Ok(setup)
     }
 }

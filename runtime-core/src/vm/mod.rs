@@ -188,6 +188,17 @@ pub trait Hypervisor: Send + Sync + 'static {
             self.kind(),
         ))
     }
+    /// Give the running VM one more vif (network hot-plug); returns its
+    /// backend's dom0 device. An `Unplugged` vif's guard is the caller's to
+    /// apply, as at boot.
+    async fn attach_vif(&self, _name: &str, _vif: &Vif) -> Result<String, VmError> {
+        Err(VmError::Unsupported("network hot-plug", self.kind()))
+    }
+    /// Take the vif with this MAC away; one already gone, or a VM that is
+    /// gone, is not an error.
+    async fn detach_vif(&self, _name: &str, _mac: &str) -> Result<(), VmError> {
+        Err(VmError::Unsupported("network hot-plug", self.kind()))
+    }
 }
 
 /// A change of a running VM's size; `None` leaves that dimension alone.

@@ -267,6 +267,40 @@ impl Hypervisor for XenHypervisor {
         Ok(format!("vif{domid}.0"))
     }
 
+    async fn attach_vif(&self, name: &str, vif: &super::Vif) -> Result<String, VmError> {
+        let spec = xen::config::vif_spec(vif)?;
+        let domid = self
+            .xl
+            .domid(name)
+            .await?
+            .ok_or_else(|| VmError::Missing(format!("domain {name} does not exist")))?;
+        self.xl.network_attach(name, &spec).await?;
+        let mac = vif.mac.to_ascii_lowercase();
+        let devid = self
+            .xl
+            .network_list(name)
+            .await?
+            .into_iter()
+            .find(|(_, m)| *m == mac)
+            .map(|(id, _)| id)
+            .ok_or_else(|| VmError::Missing(format!("{name}: no vif {mac} after attaching it")))?;
+        Ok(format!("vif{domid}.{devid}"))
+    }
+
+    async fn detach_vif(&self, name: &str, mac: &str) -> Result<(), VmError> {
+        let mac = mac.to_ascii_lowercase();
+        let attached = |list: Vec<(u32, String)>| list.iter().any(|(_, m)| *m == mac);
+        if !self.xl.exists(name).await? || !attached(self.xl.network_list(name).await?) {
+            return Ok(());
+        }
+        match self.xl.network_detach(name, &mac).await {
+            Ok(()) => Ok(()),
+            Err(_) if !self.xl.exists(name).await? => Ok(()),
+            Err(_) if !attached(self.xl.network_list(name).await?) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn cpu_time(&self, name: &str) -> Option<Duration> {
         // `xl list NAME`: Name ID Mem VCPUs State Time(s)
         let out = self.xl.run(&["list", name]).await.ok()?;

@@ -94,6 +94,22 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
     Ok(s)
 }
 
+/// The xl vif spec (without quotes), as the domain config and
+/// `xl network-attach` take it.
+pub fn vif_spec(v: &crate::vm::Vif) -> Result<String, ConfigError> {
+    check("MAC address", &v.mac)?;
+    let link = match &v.link {
+        VifLink::Bridge(bridge) => {
+            check("bridge", bridge)?;
+            format!("bridge={bridge}")
+        }
+        VifLink::Unplugged { script } => {
+            format!("script={}", check_path("vif script", script)?)
+        }
+    };
+    Ok(format!("{link},mac={}", v.mac))
+}
+
 impl Disk {
     /// The xl disk spec (without quotes). A dom0 block device (a loop device
     /// over the image) is served by the kernel's blkback, said explicitly so
@@ -202,17 +218,7 @@ impl DomainConfig {
         }
         match &self.vif {
             Some(v) => {
-                check("MAC address", &v.mac)?;
-                let link = match &v.link {
-                    VifLink::Bridge(bridge) => {
-                        check("bridge", bridge)?;
-                        format!("bridge={bridge}")
-                    }
-                    VifLink::Unplugged { script } => {
-                        format!("script={}", check_path("vif script", script)?)
-                    }
-                };
-                let _ = writeln!(s, "vif = [ \"{link},mac={}\" ]", v.mac);
+                let _ = writeln!(s, "vif = [ \"{}\" ]", vif_spec(v)?);
             }
             None => s.push_str("vif = [ ]\n"),
         }

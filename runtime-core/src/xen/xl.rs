@@ -133,6 +133,23 @@ impl Xl {
             .collect())
     }
 
+    /// `xl network-attach`: one more vif (`spec`: its `key=value,...` config).
+    pub async fn network_attach(&self, name: &str, spec: &str) -> Result<(), XlError> {
+        self.run(&["network-attach", name, spec]).await.map(drop)
+    }
+
+    /// `xl network-detach` by MAC.
+    pub async fn network_detach(&self, name: &str, mac: &str) -> Result<(), XlError> {
+        self.run(&["network-detach", name, mac]).await.map(drop)
+    }
+
+    /// The vifs of a domain as (devid, MAC) (`xl network-list`: Idx BE Mac
+    /// handle state evt-ch tx-/rx-ring-ref BE-path).
+    pub async fn network_list(&self, name: &str) -> Result<Vec<(u32, String)>, XlError> {
+        let out = self.run(&["network-list", name]).await?;
+        Ok(parse_network_list(&out.stdout))
+    }
+
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
         self.run(&["unpause", name]).await.map(drop)
     }
@@ -246,6 +263,18 @@ fn parse_running(list: &str, domid: u32) -> bool {
 }
 
 /// The value of `key` in `xl info` output (`key : value` lines).
+fn parse_network_list(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let idx = cols.next()?.parse().ok()?;
+            let mac = cols.nth(1)?.to_ascii_lowercase();
+            Some((idx, mac))
+        })
+        .collect()
+}
+
 pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
     info.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
@@ -255,6 +284,21 @@ pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vifs_are_listed_by_devid_and_mac() {
+        let list = "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path\n\
+            0   0  00:16:3E:4f:c8:01     0     4     17   768/769         /local/domain/0/backend/vif/3/0\n\
+            1   0  02:42:ac:12:00:03     1     4     18   1280/1281       /local/domain/0/backend/vif/3/1\n";
+        assert_eq!(
+            super::parse_network_list(list),
+            vec![
+                (0, "00:16:3e:4f:c8:01".to_string()),
+                (1, "02:42:ac:12:00:03".to_string())
+            ]
+        );
+        assert!(super::parse_network_list("Idx BE Mac\n").is_empty());
+    }
+
     #[test]
     fn a_nameless_domain_is_found_by_its_uuid() {
         let list = "Name ID Mem VCPUs State Time(s) UUID Reason-Code Security Label\n\

@@ -7,8 +7,10 @@
 DOM0_SUITE=bookworm
 DOM0_PKGS=linux-image-amd64,initramfs-tools,xen-hypervisor-4.17-amd64,xen-utils-4.17,xen-utils-common,qemu-system-xen,containerd,runc,busybox-static,e2fsprogs,erofs-utils,iproute2,systemd-sysv,udev,kmod,openssh-server,procps,ca-certificates,less,util-linux,iputils-ping,python3,nftables,dnsmasq-base,containernetworking-plugins
 # Docker 20.10 (uses the system containerd) and Podman 4.3 (conmon; crun and runc both present);
-# dbus: runc and crun reach systemd over it for the systemd cgroup driver both engines use
+# dbus: runc and crun reach systemd over it for the systemd cgroup driver both engines use;
+# dnsname: the CNI plugin that gives Podman's user networks names (dnsmasq on the gateway)
 DOM0_PKGS+=,docker.io,podman,conmon,crun,golang-github-containers-common,tini,dbus
+DOM0_PKGS+=,golang-github-containernetworking-plugin-dnsname
 DOM0_IMG_SIZE=${VXN_LAB_IMG_SIZE:-4G}
 ROOTFS_STAMP=$WORK/stamp.rootfs
 IMG_STAMP=$WORK/stamp.dom0img

@@ -265,6 +265,11 @@ pub enum Request {
     /// the DNS settings for the containers' /etc/resolv.conf. Once per VM,
     /// before its first container.
     SetupNetwork(NetworkSetup),
+    /// Bring up more interfaces, with their addresses and routes, on a VM
+    /// that runs: a network the engine connected the container to later
+    /// (`docker network connect`). Neither DNS nor a relay: those are the
+    /// first setup's.
+    AddInterfaces(NetworkSetup),
     /// Sync filesystems, then power the domain off.
     Shutdown,
 }
@@ -285,6 +290,7 @@ impl Request {
             Self::Stats { .. } => "stats",
             Self::ListPids { .. } => "pids",
             Self::SetupNetwork(_) => "network",
+            Self::AddInterfaces(_) => "add-interfaces",
             Self::Shutdown => "shutdown",
         }
     }

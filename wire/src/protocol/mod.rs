@@ -28,7 +28,9 @@ pub const PROTOCOL_NAME: &str = "vxn-agent";
 /// starve each other).
 /// v6: `isolation` in `CreateContainer` (an agent that ignored it would let
 /// a pod's containers see each other's processes and write /proc/sys).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// v7: `AddInterfaces` (an agent without it would leave a network connected
+/// later unseen by the container).
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Precedes every Hello frame so a reader can find the start of the stream
 /// after line noise (a console that echoed, a guest that was still booting).
 pub const PREAMBLE: &[u8; 8] = b"\0VXN\xfa\xce\x01\n";
