@@ -11,6 +11,8 @@ pub mod netns_dns;
 pub mod netns_follow;
 pub mod pod_localhost;
 pub mod pod_netns;
+#[cfg(test)]
+pub(crate) mod test_netns;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

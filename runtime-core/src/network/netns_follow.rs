@@ -287,35 +287,13 @@ mod tests {
     /// event, and it is listed with its address; the VM's backends are not.
     #[tokio::test]
     async fn a_link_added_to_the_namespace_is_seen() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root");
+        let Some(t) = crate::network::test_netns::TestNetns::new("follow") else {
             return;
-        }
-        let name = format!("vxn-follow-{}", std::process::id());
-        let sh = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
         };
-        struct Gone(String);
-        impl Drop for Gone {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "delete", &self.0])
-                    .output();
-            }
-        }
-        drop(Gone(name.clone()));
-        sh(&["netns", "add", &name]);
-        let _gone = Gone(name.clone());
-        let ns = PodNetns::at(&Path::new("/run/netns").join(&name)).unwrap();
+        let ns = PodNetns::at(&t.path()).unwrap();
         let events = subscribe(&ns.path).unwrap();
         // a veth as an engine adds it; its peer stands for a backend of the VM's
-        sh(&[
-            "-n",
-            &name,
+        t.ip(&[
             "link",
             "add",
             "eth1",
@@ -327,7 +305,7 @@ mod tests {
             "name",
             "vxn-if9",
         ]);
-        sh(&["-n", &name, "addr", "add", "172.18.0.2/16", "dev", "eth1"]);
+        t.ip(&["addr", "add", "172.18.0.2/16", "dev", "eth1"]);
         let seen = tokio::time::timeout(Duration::from_secs(5), settled(&events)).await;
         seen.expect("an event within 5 s").unwrap();
         let nics = ns.interfaces().await.unwrap();

@@ -386,6 +386,44 @@ mod tests {
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 
+    /// A real namespace (root and iproute2): its eth0 is read with MAC,
+    /// address and routes; once a VM's backend is in it, a second VM is
+    /// refused (it would take the same MAC and addresses).
+    #[tokio::test]
+    async fn a_namespace_a_vm_has_joined_is_refused() {
+        let Some(t) = crate::network::test_netns::TestNetns::new("joined") else {
+            return;
+        };
+        let ns = PodNetns::at(&t.path()).unwrap();
+        t.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "address",
+            "0a:58:0a:58:00:05",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "peer0",
+        ]);
+        t.ip(&["addr", "add", "10.88.0.5/16", "dev", "eth0"]);
+        t.ip(&["link", "set", "eth0", "up"]);
+        t.ip(&["link", "set", "peer0", "up"]);
+        t.ip(&["route", "add", "default", "via", "10.88.0.1", "dev", "eth0"]);
+        let nic = ns.inspect().await.unwrap();
+        assert_eq!(
+            (nic.name.as_str(), nic.mac.as_str()),
+            ("eth0", "0a:58:0a:58:00:05")
+        );
+        assert_eq!(nic.addresses[0].to_string(), "10.88.0.5/16");
+        assert_eq!(nic.routes.len(), 1, "{:?}", nic.routes);
+        assert_eq!(nic.routes[0].gateway, Some("10.88.0.1".parse().unwrap()));
+        t.ip(&["link", "set", "peer0", "name", VIF_IN_NETNS]);
+        let e = ns.inspect().await.unwrap_err().to_string();
+        assert!(e.contains("joined by a VM already"), "{e}");
+    }
+
     #[test]
     fn reads_ip_json() {
         let links: Vec<IpLink> = parse(
