@@ -255,10 +255,7 @@ impl Process {
 }
 
 fn is_fatal(sig: i32) -> bool {
-    matches!(
-        sig,
-        libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT
-    )
+    vxn_wire::protocol::ENDS_UNSTARTED.contains(&sig)
 }
 
 pub fn now_ns() -> u64 {
@@ -482,5 +479,21 @@ async fn read_spawn_status(pipe: OwnedFd, arg0: &str) -> Result<(), AgentError> 
             ErrorKind::Internal,
             format!("starting the process: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_protocols_unstarted_signals_are_linuxs() {
+        let want = [
+            libc::SIGHUP,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGKILL,
+            libc::SIGTERM,
+        ];
+        assert_eq!(vxn_wire::protocol::ENDS_UNSTARTED, want);
+        assert!(super::is_fatal(libc::SIGHUP) && !super::is_fatal(libc::SIGUSR1));
     }
 }

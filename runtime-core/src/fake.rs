@@ -178,7 +178,7 @@ impl FakeAgent {
                 if p.exit.borrow().is_some() {
                     return Err(agent_err(ErrorKind::NotFound, "process already finished"));
                 }
-                let fatal = matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT);
+                let fatal = vxn_wire::protocol::ENDS_UNSTARTED.contains(&signal);
                 if !p.started && !fatal {
                     return Err(agent_err(
                         ErrorKind::FailedPrecondition,

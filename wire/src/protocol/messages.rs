@@ -274,6 +274,11 @@ pub enum Request {
     Shutdown,
 }
 
+/// The signals that end a process created and never started (`Signal`
+/// before `Start`: it is over, with 128 + the signal), in Linux's numbers:
+/// HUP, INT, QUIT, KILL, TERM. Any other is refused until `Start`.
+pub const ENDS_UNSTARTED: [i32; 5] = [1, 2, 3, 9, 15];
+
 impl Request {
     /// The operation's name, for errors and logs.
     pub fn op(&self) -> &'static str {
