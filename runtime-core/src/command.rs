@@ -57,15 +57,47 @@ pub async fn run<S: AsRef<OsStr>>(
     Ok(out)
 }
 
+/// Like [`run`], with `input` on stdin (a batch of commands for one process:
+/// each process costs, most of all in an emulated dom0).
+pub async fn run_with_input<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    input: &[u8],
+    timeout: Duration,
+) -> Result<Output, CommandError> {
+    let out = spawn_and_wait(program, args, Some(input), timeout).await?;
+    if !out.status.success() {
+        return Err(CommandError::Failed {
+            command: describe(program, args),
+            status: out.status.to_string(),
+            stderr: tail(&out.stderr, 4),
+        });
+    }
+    Ok(out)
+}
+
 /// Like [`run`], but a non-zero exit is returned, not an error.
 pub async fn run_status<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     timeout: Duration,
 ) -> Result<Output, CommandError> {
+    spawn_and_wait(program, args, None, timeout).await
+}
+
+async fn spawn_and_wait<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, CommandError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -82,9 +114,16 @@ pub async fn run_status<S: AsRef<OsStr>>(
         program: program.into(),
         source,
     })?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr, stdin) = (child.stdout.take(), child.stderr.take(), child.stdin.take());
+    let feed = async move {
+        if let (Some(mut w), Some(input)) = (stdin, input) {
+            // A child that stops reading early fails on its own account.
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut w, input).await;
+        }
+    };
     let work = async {
-        let (out, err, status) = tokio::join!(capped(stdout), capped(stderr), child.wait());
+        let (_, out, err, status) =
+            tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
         (out, err, status)
     };
     match tokio::time::timeout(timeout, work).await {
@@ -143,6 +182,19 @@ pub fn tail(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn input_reaches_stdin_and_a_child_that_ignores_it_does_not_hang() {
+        let big = vec![b'x'; 1 << 20];
+        let out = run_with_input("wc", &["-c"], &big, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.trim(), (1 << 20).to_string());
+        let out = run_with_input("true", &[] as &[&str], &big, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(out.status.success());
+    }
 
     #[tokio::test]
     async fn output_status_and_failure() {

@@ -163,26 +163,35 @@ impl VifGuard {
     /// given), replacing whatever ingress filters it had.
     pub async fn apply(&self, dev: &str, netns: Option<&str>, allowed: Allowed<'_>) -> Result<()> {
         let ns: Vec<&str> = netns.map_or_else(Vec::new, |n| vec!["-n", n]);
-        let _ = tc(&ns, &["qdisc", "del", "dev", dev, "ingress"]).await;
-        tc(&ns, &["qdisc", "add", "dev", dev, "ingress"]).await?;
-        for args in self.filters(dev, allowed) {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            tc(&ns, &args).await.map_err(|e| {
+        let _ = command::run(
+            "tc",
+            &[&ns[..], &["qdisc", "del", "dev", dev, "ingress"]].concat(),
+            TC_TIMEOUT,
+        )
+        .await;
+        // One tc for the qdisc and every filter: a batch stops at its first
+        // error, and the filters' order is their priority anyway.
+        let batch = self.batch(dev, allowed);
+        let argv = [&ns[..], &["-batch", "-"]].concat();
+        command::run_with_input("tc", &argv, batch.as_bytes(), TC_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|e| {
                 Error::FailedPrecondition(format!(
-                    "anti-spoofing filter on {dev}: {e} (dom0 needs tc with the flower and matchall classifiers)"
+                    "anti-spoofing filters on {dev}: {e} (dom0 needs tc with the flower and matchall classifiers)"
                 ))
-            })?;
-        }
-        Ok(())
+            })
     }
-}
 
-async fn tc(ns: &[&str], args: &[&str]) -> Result<()> {
-    let argv: Vec<&str> = ns.iter().chain(args).copied().collect();
-    command::run("tc", &argv, TC_TIMEOUT)
-        .await
-        .map(drop)
-        .map_err(|e| Error::Internal(e.to_string()))
+    /// [`filters`](Self::filters) after the ingress qdisc, one tc command a line.
+    fn batch(&self, dev: &str, allowed: Allowed<'_>) -> String {
+        let mut s = format!("qdisc add dev {dev} ingress\n");
+        for args in self.filters(dev, allowed) {
+            s.push_str(&args.join(" "));
+            s.push('\n');
+        }
+        s
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +203,16 @@ mod tests {
             .into_iter()
             .map(|a| a.join(" "))
             .collect()
+    }
+
+    #[test]
+    fn one_batch_adds_the_qdisc_then_every_filter_in_order() {
+        let g = VifGuard::single("00:16:3e:aa:bb:cc", "10.0.100.201".parse().unwrap());
+        let batch = g.batch("vif7.0", Allowed::Pass);
+        let mut want = vec!["qdisc add dev vif7.0 ingress".to_string()];
+        want.extend(lines(&g, Allowed::Pass));
+        assert_eq!(batch.lines().collect::<Vec<_>>(), want);
+        assert!(batch.ends_with('\n'));
     }
 
     #[test]
