@@ -60,8 +60,9 @@ engine_setup() {
 # (the EROFS image cache outlives containers by design: its first entry is not a leftover)
 engine_files() {
   find "${ENGINE_DIRS[@]}" -mindepth 1 -maxdepth 4 ! -type d 2>/dev/null |
-    grep -v -e "^${WORK:-/nowhere}/" -e "^/var/lib/vxn/.image-cache/" | sort
+    grep -v -e "^${WORK:-/nowhere}/" -e "^/var/lib/vxn/.image-cache/" -e "^/var/lib/vxn/.hotplug/" | sort
 }
+# (the image cache and vxn's hotplug scripts are dom0's, made on first use: not a container's)
 # (/run/netns itself becomes a mount when an engine makes its first netns, and stays: not
 # a container's; the netns files under it are. Docker binds dom0's own netns as
 # /run/docker/netns/default for its first host-network sandbox, for its whole life)
@@ -156,35 +157,36 @@ engine_net_create() {
 # network: dom0 (the network's gateway) reaches it at its address there; after
 # `network disconnect` it does not, and the VM's vif for it is gone.
 engine_net_connect() {
-  local body=$1 ok=0 ip2 out vifs
+  local body=$1 ok=0 ip2 out vifs id
   shift
   local E=("$@")
   "${E[@]}" network create $ENGINE_NET2 >/dev/null || { log "network create $ENGINE_NET2 failed"; return 1; }
-  vifs=$(engine_vifs vxn-e2e-srv)
+  id=$("${E[@]}" inspect -f '{{.Id}}' vxn-e2e-srv)
+  vifs=$(engine_vifs "$id")
   "${E[@]}" network connect $ENGINE_NET2 vxn-e2e-srv || { log "network connect failed"; ok=1; }
   ip2=$("${E[@]}" inspect -f "{{(index .NetworkSettings.Networks \"$ENGINE_NET2\").IPAddress}}" vxn-e2e-srv 2>/dev/null)
   [ -n "$ip2" ] || { log "no address on $ENGINE_NET2"; ok=1; }
   out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$ip2:8080/" 2>/dev/null && break; sleep 1; done)
   [ "$out" = "$body" ] || { log "dom0 -> $ip2:8080 on $ENGINE_NET2 after network connect: [$out]"; ok=1; }
-  if [ "$ENGINE_RT" = vxn ] && [ "$(engine_vifs vxn-e2e-srv)" != $((vifs + 1)) ]; then
-    log "the VM has $(engine_vifs vxn-e2e-srv) vifs after network connect (had $vifs)"; ok=1
+  if [ "$ENGINE_RT" = vxn ] && [ "$(engine_vifs "$id")" != $((vifs + 1)) ]; then
+    log "the VM has $(engine_vifs "$id") vifs after network connect (had $vifs)"; ok=1
   fi
   "${E[@]}" network disconnect $ENGINE_NET2 vxn-e2e-srv || { log "network disconnect failed"; ok=1; }
   out=$(timeout 10 busybox wget -q -O - "http://$ip2:8080/" 2>/dev/null)
   [ -z "$out" ] || { log "$ip2 still answers after network disconnect"; ok=1; }
   if [ "$ENGINE_RT" = vxn ]; then
-    for _ in $(seq 20); do [ "$(engine_vifs vxn-e2e-srv)" = "$vifs" ] && break; sleep 1; done
-    [ "$(engine_vifs vxn-e2e-srv)" = "$vifs" ] || { log "the VM's vif stays after network disconnect"; ok=1; }
+    for _ in $(seq 20); do [ "$(engine_vifs "$id")" = "$vifs" ] && break; sleep 1; done
+    [ "$(engine_vifs "$id")" = "$vifs" ] || { log "the VM's vif stays after network disconnect"; ok=1; }
   fi
   "${E[@]}" network rm $ENGINE_NET2 >/dev/null || ok=1
   return $ok
 }
 
-# engine_vifs NAME: how many vifs the VM of a vxn container has (its domain's name holds
+# engine_vifs ID: how many vifs the VM of a vxn container has (its domain's name holds
 # the container's id's start)
 engine_vifs() {
-  local id dom
-  id=$(docker inspect -f '{{.Id}}' "$1" 2>/dev/null || podman inspect -f '{{.Id}}' "$1" 2>/dev/null)
+  local id=$1 dom
+  [ ${#id} -ge 12 ] || { echo 0; return; }
   dom=$(xl list | awk -v id="${id:0:12}" 'index($1, id) {print $1; exit}')
   [ -n "$dom" ] || { echo 0; return; }
   xl network-list "$dom" 2>/dev/null | tail -n +2 | grep -c .

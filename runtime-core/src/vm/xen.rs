@@ -274,17 +274,31 @@ impl Hypervisor for XenHypervisor {
             .domid(name)
             .await?
             .ok_or_else(|| VmError::Missing(format!("domain {name} does not exist")))?;
-        self.xl.network_attach(name, &spec).await?;
+        let before = self.xl.network_list(name).await?;
         let mac = vif.mac.to_ascii_lowercase();
-        let devid = self
-            .xl
-            .network_list(name)
-            .await?
-            .into_iter()
-            .find(|(_, m)| *m == mac)
-            .map(|(id, _)| id)
-            .ok_or_else(|| VmError::Missing(format!("{name}: no vif {mac} after attaching it")))?;
-        Ok(format!("vif{domid}.{devid}"))
+        let attached = async {
+            self.xl.network_attach(name, &spec).await?;
+            self.xl
+                .network_list(name)
+                .await?
+                .into_iter()
+                .find(|(_, m)| *m == mac)
+                .map(|(id, _)| id)
+                .ok_or_else(|| VmError::Missing(format!("{name}: no vif {mac} after attaching it")))
+        }
+        .await;
+        match attached {
+            Ok(devid) => Ok(format!("vif{domid}.{devid}")),
+            Err(e) => {
+                // libxl can leave a failed vif listed: whatever is new goes.
+                for (devid, _) in self.xl.network_list(name).await.unwrap_or_default() {
+                    if !before.iter().any(|(id, _)| *id == devid) {
+                        let _ = self.xl.network_detach(name, &devid.to_string()).await;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn detach_vif(&self, name: &str, mac: &str) -> Result<(), VmError> {

@@ -133,14 +133,17 @@ impl Xl {
             .collect())
     }
 
-    /// `xl network-attach`: one more vif (`spec`: its `key=value,...` config).
+    /// `xl network-attach`: one more vif. `spec` is the domain config's
+    /// `key=value,...`; the command takes each pair as an argument of its own.
     pub async fn network_attach(&self, name: &str, spec: &str) -> Result<(), XlError> {
-        self.run(&["network-attach", name, spec]).await.map(drop)
+        let mut args = vec!["network-attach", name];
+        args.extend(spec.split(','));
+        self.run(&args).await.map(drop)
     }
 
-    /// `xl network-detach` by MAC.
-    pub async fn network_detach(&self, name: &str, mac: &str) -> Result<(), XlError> {
-        self.run(&["network-detach", name, mac]).await.map(drop)
+    /// `xl network-detach`, by MAC or devid.
+    pub async fn network_detach(&self, name: &str, vif: &str) -> Result<(), XlError> {
+        self.run(&["network-detach", name, vif]).await.map(drop)
     }
 
     /// The vifs of a domain as (devid, MAC) (`xl network-list`: Idx BE Mac
