@@ -46,15 +46,7 @@ pub async fn run<S: AsRef<OsStr>>(
     args: &[S],
     timeout: Duration,
 ) -> Result<Output, CommandError> {
-    let out = run_status(program, args, timeout).await?;
-    if !out.status.success() {
-        return Err(CommandError::Failed {
-            command: describe(program, args),
-            status: out.status.to_string(),
-            stderr: tail(&out.stderr, 4),
-        });
-    }
-    Ok(out)
+    succeeded(program, args, run_status(program, args, timeout).await?)
 }
 
 /// Like [`run`], with `input` on stdin (a batch of commands for one process:
@@ -66,6 +58,15 @@ pub async fn run_with_input<S: AsRef<OsStr>>(
     timeout: Duration,
 ) -> Result<Output, CommandError> {
     let out = spawn_and_wait(program, args, Some(input), timeout).await?;
+    succeeded(program, args, out)
+}
+
+/// `out`, or the failure it reports (its status and the end of its stderr).
+fn succeeded<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    out: Output,
+) -> Result<Output, CommandError> {
     if !out.status.success() {
         return Err(CommandError::Failed {
             command: describe(program, args),
