@@ -17,6 +17,22 @@ PIDFILE=$WORK/qemu.pid
 SERIAL=$WORK/serial.log
 SSH_PORT=${VXN_LAB_SSH_PORT:-10122}
 
+# The dom0-side binaries the lab builds and pushes (the shim, vxnctl, vxn-oci-runtime,
+# vxn-crictl): cargo's release profile by default, as users install them.
+# VXN_LAB_PROFILE=dev: the debug build instead, which `lab ci` uses because
+# scripts/test.sh has built it already (a cold release build is ~6 minutes of CI); the
+# suites check behaviour, and the benches always push release builds.
+# set_lab_profile PROFILE: release or dev; sets LAB_PROFILE and HOST_BIN_DIR.
+set_lab_profile() {
+  case $1 in
+    release) HOST_BIN_DIR=$REPO_DIR/target/release ;;
+    dev) HOST_BIN_DIR=$REPO_DIR/target/debug ;;
+    *) die "VXN_LAB_PROFILE: release or dev, not '$1'" ;;
+  esac
+  LAB_PROFILE=$1
+}
+set_lab_profile "${VXN_LAB_PROFILE:-release}"
+
 # Where the guest image is installed in dom0 (the shim's default lookup path).
 DOM0_GUEST_DIR=/usr/share/vxn/x86_64
 

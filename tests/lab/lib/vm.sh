@@ -134,8 +134,7 @@ cmd_push() {
   done
   [ -n "$(qemu_pid)" ] || die "lab is not up (run: lab up)"
   if [ ${#files[@]} = 0 ]; then
-    for f in "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxnctl" \
-      "$REPO_DIR/target/release/vxn-oci-runtime"; do
+    for f in "$HOST_BIN_DIR/containerd-shim-vxn-v2" "$HOST_BIN_DIR/vxnctl" "$HOST_BIN_DIR/vxn-oci-runtime"; do
       [ -f "$f" ] && files+=("$f")
     done
   fi
@@ -188,7 +187,7 @@ push_engine_images() {
 # smoke: its status is kept in SMOKE_RC (ci tears the lab down either way).
 SMOKE_RC=0  # read by lab (ci, smoke)
 # shellcheck disable=SC2034
-cmd_smoke() { "$LAB_DIR/smoke.sh" || SMOKE_RC=$?; }
+cmd_smoke() { VXNCTL_BIN=${VXNCTL_BIN:-$HOST_BIN_DIR/vxnctl} "$LAB_DIR/smoke.sh" || SMOKE_RC=$?; }
 
 # probe: boot the guest image in dom0 without vxnctl (dom0/agent-probe.sh) and print
 # the agent's console output. Needs the guest image and /root/busybox.ext4 pushed.
@@ -245,8 +244,8 @@ e2e_critest() {
 # push_suite [FILE...]: what the suites run in dom0 (the shim and its tools, the test
 # image, the suites' scripts) and FILEs, to /usr/local/bin.
 push_suite() {
-  cmd_push --test-image "$REPO_DIR/target/release/containerd-shim-vxn-v2" "$REPO_DIR/target/release/vxn-shim-client" \
-    "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
+  cmd_push --test-image "$HOST_BIN_DIR/containerd-shim-vxn-v2" "$HOST_BIN_DIR/vxn-shim-client" \
+    "$HOST_BIN_DIR/vxnctl" "$HOST_BIN_DIR/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
     "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
     "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "$@"
 }
@@ -254,11 +253,11 @@ cmd_e2e() {
   local b
   local extra=()
   for b in containerd-shim-vxn-v2 vxn-shim-client vxnctl vxn-crictl; do
-    [ -f "$REPO_DIR/target/release/$b" ] || die "e2e: target/release/$b not built (cargo build --release)"
+    [ -f "$HOST_BIN_DIR/$b" ] || die "e2e: $HOST_BIN_DIR/$b not built (cargo build --profile $LAB_PROFILE)"
   done
   # the engine tests (docker_*, podman_*) need it; without it they fail and say so
-  if [ -f "$REPO_DIR/target/release/vxn-oci-runtime" ]; then extra+=("$REPO_DIR/target/release/vxn-oci-runtime")
-  else log "e2e: target/release/vxn-oci-runtime not built: the docker_*/podman_* tests will fail"; fi
+  if [ -f "$HOST_BIN_DIR/vxn-oci-runtime" ]; then extra+=("$HOST_BIN_DIR/vxn-oci-runtime")
+  else log "e2e: $HOST_BIN_DIR/vxn-oci-runtime not built: the docker_*/podman_* tests will fail"; fi
   push_suite "${extra[@]}"
   local q=() a env=()
   for a in "$@"; do q+=("$(printf '%q' "$a")"); done
