@@ -15,8 +15,8 @@
 #   fuzz     every fuzz target, VXN_FUZZ_SECS each (default 30)
 #   lab      real Xen 4.17 in QEMU: the chosen e2e set under containerd 1.6 and a set under
 #            2.3.4 (tests/lab/lab ci); VXN_LAB=0 skips.
-#            Its guest kernel (scripts/build-guest-kernel.sh) starts building in the
-#            background after the unit tests.
+#            Its host packages, guest kernel (scripts/build-guest-kernel.sh) and dom0 image
+#            start building in the background after the deps phase.
 # VXN_VMLESS=0 and VXN_FUZZ=0 skip those phases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,30 @@ phase() {
 }
 
 phase deps scripts/install-deps.sh
+# The lab's slow preparations start now, niced, in the background: its host packages, then
+# its guest kernel (scripts/build-guest-kernel.sh) beside its dom0 image (lab build). They
+# take the CPU the cargo phases leave idle (niced); the lab phase finds them done, or waits for
+# them (both hold a lock while they build).
+if [ "${VXN_LAB:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  lab_work=${VXN_LAB_WORK:-/var/tmp/vxn-lab}
+  kcache=${VXN_KERNEL_CACHE:-$lab_work/kernel}
+  mkdir -p "$kcache" "$lab_work"
+  echo "test: preparing the lab in the background (logs: $lab_work/prepare.log, $kcache/background.log)"
+  set -m  # its own process group, so that a failed run can stop all of it
+  (
+    renice -n 10 -p "$BASHPID" > /dev/null || true
+    tests/lab/lab deps || exit 1
+    if [ "${VXN_GUEST_KERNEL:-vxn}" = vxn ]; then
+      scripts/build-guest-kernel.sh --cache "$kcache" > "$kcache/background.log" 2>&1 &
+    fi
+    tests/lab/lab build
+    wait
+  ) > "$lab_work/prepare.log" 2>&1 < /dev/null &
+  lab_prep=$!
+  set +m
+  # a run that ends early stops it (a finished one finds it done: the lab phase waited)
+  trap 'kill -- -$lab_prep 2> /dev/null || true' EXIT
+fi
 # The lab needs ~12 GB (targets, guest kernel, dom0 tree and image): say what there is.
 df -h --output=avail,target . /var/tmp 2>/dev/null | sed 's/^/test: disk: /' || true
 phase fmt cargo fmt --all --check
@@ -40,15 +64,6 @@ if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi
 phase unit cargo test --workspace --locked
-# The lab's guest kernel (kernel/) builds in the background, niced, from here on: the
-# VM-less tier and the fuzz phase leave a core idle. The lab phase then finds it cached
-# (or waits for it: the build holds a lock).
-if [ "${VXN_LAB:-1}" != 0 ] && [ "$(id -u)" = 0 ] && [ "${VXN_GUEST_KERNEL:-vxn}" = vxn ]; then
-  kcache=${VXN_KERNEL_CACHE:-${VXN_LAB_WORK:-/var/tmp/vxn-lab}/kernel}
-  mkdir -p "$kcache"
-  echo "test: building the guest kernel in the background (log: $kcache/background.log)"
-  nice -n 10 scripts/build-guest-kernel.sh --cache "$kcache" > "$kcache/background.log" 2>&1 &
-fi
 if [ "${VXN_VMLESS:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
   phase build cargo build --workspace --locked
   phase vmless tests/e2e/vmless.sh

@@ -661,14 +661,19 @@ ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty 
 # docker_network runs, and removes, containers as docker_echo does; podman_network;
 # docker_exec: the runtime's exec is the VM-less oci_exec's, under containerd's runc shim;
 # tenants, create_crash and cycles: the VM-less tier runs them on every CI run, and what
-# they check (names, state, leftovers) is the model's, not Xen's).
+# they check (names, state, leftovers) is the model's, not Xen's; net_annotations,
+# net_exhausted and net_concurrent: leases, pinned addresses and a full pool are the
+# lease store's, unit-tested (runtime-core network/lease_tests.rs), and their VMs take
+# net_basics' path; cri_bad_image: containerd refuses a missing image before any call to
+# the shim; docker_tty: vxn-oci-runtime's console socket, which podman_it takes too).
 # shim_protocol, tty, signals, exec, cri_pod and cri_shim_killed run in CI under 2.3.4
 # (CI_CONTAINERD2: the same Xen mappings; 1.6's side of them is the VM-less tier's), and
-# CI's critest [Conformance] run covers pods, exec, attach, logs and port-forward under 1.6.
+# CI's critest specs (tests/critest/ci-specs.txt) cover exec, attach, logs, port-forward,
+# DNS and hostPort under 1.6.
 CI_XEN=(layered_disks pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
-  guest_isolation net_basics net_annotations
-  net_lease_after_shim_kill net_concurrent net_exhausted net_dhcp net_antispoof cri_restart cri_bad_image cri_volumes cri_oom cri_isolation cri_vm_destroyed binds
-  docker_network docker_tty podman_it vctr_run)
+  guest_isolation net_basics net_lease_after_shim_kill net_dhcp net_antispoof
+  cri_restart cri_volumes cri_oom cri_isolation cri_vm_destroyed binds
+  docker_network podman_it vctr_run)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
 # exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);
 # `all-containerd2` the whole shim and CRI suites (the engines run on 1.6 only).

@@ -14,7 +14,8 @@ pkg_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)"
 apt_install() {
   local i
   for i in 1 2 3 4 5 6; do
-    if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; then return 0; fi
+    # (scripts/test.sh runs this beside the guest kernel's build, which may hold the lock)
+    if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@"; then return 0; fi
     log "apt-get install failed (attempt $i); refreshing lists and retrying"
     apt-get update -q || true
     sleep $((i * 5))

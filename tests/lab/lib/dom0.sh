@@ -192,10 +192,20 @@ extract_boot_files() {
   cp "$ROOTFS/boot/initrd.img-$kver" "$BOOT/initrd.img"
 }
 
+# One build at a time: scripts/test.sh starts one in the background early and `lab ci`
+# then waits for it here (a second finds the image up to date). In a subshell, so the
+# lock's descriptor does not outlive the build (QEMU, started later, would inherit it).
 cmd_build() {
   need_root
-  local want t0
   mkdir -p "$WORK"
+  (
+    exec 8> "$WORK/.build.lock"
+    flock 8
+    build_dom0_image
+  )
+}
+build_dom0_image() {
+  local want t0
   debootstrap_rootfs
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab -f "$KEY"
   # the image depends on the rootfs, this file (the configuration) and the ssh key
