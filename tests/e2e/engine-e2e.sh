@@ -192,6 +192,23 @@ engine_vifs() {
   xl network-list "$dom" 2>/dev/null | tail -n +2 | grep -c .
 }
 
+# peer_host_up: "another host" for -p: a network namespace on a veth link to dom0
+# (PEER_GW on dom0's side), its default route through dom0. peer_host_down removes it.
+PEER_NS=vxn-e2e-peer PEER_GW=192.168.77.1
+peer_host_up() {
+  peer_host_down
+  ip netns add $PEER_NS && ip link add vxn-e2e-up type veth peer name eth0 netns $PEER_NS &&
+    ip addr add $PEER_GW/24 dev vxn-e2e-up && ip link set vxn-e2e-up up &&
+    ip -n $PEER_NS addr add 192.168.77.2/24 dev eth0 && ip -n $PEER_NS link set eth0 up &&
+    ip -n $PEER_NS link set lo up && ip -n $PEER_NS route add default via $PEER_GW ||
+    { log "could not make the peer host's netns"; peer_host_down; return 1; }
+}
+peer_host_down() {
+  ip link del vxn-e2e-up 2>/dev/null
+  ip netns del $PEER_NS 2>/dev/null
+  return 0
+}
+
 # engine_net_test ENGINE...: on a user network of ENGINE's, a server container publishes
 # 8080 as $ENGINE_PORT: a second container reaches it by IP, dom0 through -p; rm -f leaves
 # nothing (the VM's vif, the runtime's netns, tc filters go with the container)
@@ -230,6 +247,15 @@ engine_net_test() {
     out=$(for _ in $(seq 30); do timeout 10 busybox wget -q -O - "http://$a:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
     [ "$out" = "hello-over-${E[-1]}" ] || { log "dom0 -> $a:$ENGINE_PORT (-p $ENGINE_PORT:8080): [$out]"; ok=1; }
   done
+  # -p from another host: its packets come in over a link (the engine's DNAT in
+  # PREROUTING, then FORWARD), not from dom0's own stack
+  if peer_host_up; then
+    out=$(for _ in $(seq 30); do ip netns exec $PEER_NS timeout 10 busybox wget -q -O - "http://$PEER_GW:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
+    [ "$out" = "hello-over-${E[-1]}" ] || { log "another host -> $PEER_GW:$ENGINE_PORT (-p $ENGINE_PORT:8080): [$out]"; ok=1; }
+    peer_host_down
+  else
+    ok=1
+  fi
   engine_net_connect "hello-over-${E[-1]}" "${E[@]}" || ok=1
   if [ "$ENGINE_RT" = vxn ]; then
     # a VM cannot share dom0's stack: refused, saying so

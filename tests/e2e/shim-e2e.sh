@@ -650,7 +650,7 @@ test_layered_disks() {
 ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
-  net_concurrent net_exhausted net_dhcp net_antispoof cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation cri_vm_destroyed binds
+  net_concurrent net_exhausted net_dhcp net_antispoof net_docker_host cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation cri_vm_destroyed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs docker_network docker_antispoof podman_echo podman_it podman_network vctr_run
   layered_disks)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
@@ -671,7 +671,7 @@ ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty 
 # CI's critest specs (tests/critest/ci-specs.txt) cover exec, attach, logs, port-forward,
 # DNS and hostPort under 1.6.
 CI_XEN=(layered_disks pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
-  guest_isolation net_basics net_lease_after_shim_kill net_dhcp net_antispoof
+  guest_isolation net_basics net_lease_after_shim_kill net_dhcp net_antispoof net_docker_host
   cri_restart cri_volumes cri_oom cri_isolation cri_vm_destroyed binds
   docker_network podman_it vctr_run)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,

@@ -1,14 +1,15 @@
 //! dom0's side of the container network: the bridge with the gateway
-//! address, forwarding and NAT to the uplink (an nftables table of our own),
-//! and dnsmasq as the containers' DNS forwarder and, where wanted, DHCP
-//! server. `vxnctl network up` / `down` / `status`; every step is
+//! address, forwarding and NAT to the uplink (an nftables table of our own;
+//! on a Docker host also two rules in Docker's `DOCKER-USER` chain, see
+//! `docker_user`), and dnsmasq as the containers' DNS forwarder and, where
+//! wanted, DHCP server. `vxnctl network up` / `down` / `status`; every step is
 //! idempotent, so `up` also repairs a half-made setup.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::NetworkConfig;
+use super::{docker_user, NetworkConfig};
 use crate::command;
 use crate::error::{Error, Result};
 
@@ -133,6 +134,11 @@ pub async fn up(cfg: &NetworkConfig, opts: &UpOptions) -> Result<Vec<String>> {
     done.push(format!("{br} is up with {gw}"));
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| Error::FailedPrecondition(format!("enable IPv4 forwarding: {e}")))?;
+    if let Some(m) = docker_user::allow_bridge(br).await.map_err(|e| {
+        Error::FailedPrecondition(format!("allow {br} in Docker's FORWARD chain: {e}"))
+    })? {
+        done.push(m);
+    }
     if opts.no_nat {
         let _ = run("nft", &["delete", "table", "ip", NFT_TABLE]).await;
     } else {
@@ -224,6 +230,15 @@ pub async fn down(cfg: &NetworkConfig, force: bool) -> Result<Vec<String>> {
     {
         done.push(format!("removed nftables table ip {NFT_TABLE}"));
     }
+    match docker_user::remove_bridge(br).await {
+        Ok(true) => done.push(format!("removed {br}'s rules from Docker's FORWARD chain")),
+        Ok(false) => {}
+        Err(e) => {
+            return Err(Error::FailedPrecondition(format!(
+                "remove {br}'s rules from Docker's FORWARD chain: {e}"
+            )))
+        }
+    }
     if bridge_exists(br) {
         run("ip", &["link", "del", br]).await?;
         done.push(format!("removed bridge {br}"));
@@ -248,6 +263,7 @@ pub async fn status(cfg: &NetworkConfig) -> Vec<String> {
         .await
         .is_ok();
     s.push(format!("NAT: {}", if nat { "on" } else { "off" }));
+    s.extend(docker_user::status(br).await);
     s.push(match dnsmasq_running(br).await {
         Some(pid) => format!("dnsmasq: running (pid {pid})"),
         None => "dnsmasq: not running".into(),

@@ -4,6 +4,7 @@
 //! to apply. The dom0 side (bridge, NAT, DHCP server) is [`host`].
 
 pub mod dhcp_binding;
+pub mod docker_user;
 pub mod guard;
 pub mod host;
 pub mod lease;

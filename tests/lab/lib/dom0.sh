@@ -136,23 +136,17 @@ EOS
     fstrim.timer > /dev/null 2>&1 || true
 }
 
-# configure_engines: Docker and Podman next to vxn's own networking (tests/lab/README.md).
-# dockerd with iptables on would load br_netfilter (bridged frames on xenbr0 then cross
-# iptables' FORWARD chain) and set that chain's policy to DROP: DomU <-> DomU and DomU ->
-# outside traffic on xenbr0 would be dropped. "iptables": false leaves netfilter alone and
-# "bridge": "none" skips docker0 (without iptables it would have no NAT): containers get
-# --network=none by default, vxn containers their network from vxn. dockerd is started
-# on demand by docker.socket (idle dom0 memory); containerd stays the system one. Podman's
-# packaged units would run `podman system service` and `podman start --all` at every
-# boot: only its socket stays.
+# configure_engines: Docker and Podman next to vxn's own networking (tests/lab/README.md),
+# set up as a Docker host's: dockerd with its defaults ("iptables": true, docker0), so
+# its FORWARD chain, br_netfilter and NAT rules are there as on a user's machine, and
+# `vxnctl network up` must let xenbr0 through Docker's DOCKER-USER chain (net_docker_host).
+# install-engine-config.sh (lab push) adds the vxn runtime to this daemon.json. dockerd
+# is started on demand by docker.socket (idle dom0 memory); containerd stays the system
+# one. Podman's packaged units would run `podman system service` and `podman start
+# --all` at every boot: only its socket stays.
 configure_engines() {
   local r=$ROOTFS
-  write_file "$r/etc/docker/daemon.json" <<'EOS'
-{
-  "iptables": false,
-  "bridge": "none"
-}
-EOS
+  write_file "$r/etc/docker/daemon.json" <<< '{}'
   chroot "$r" systemctl disable docker.service > /dev/null 2>&1 || true
   chroot "$r" systemctl enable docker.socket > /dev/null 2>&1
   chroot "$r" systemctl disable podman.service podman-restart.service podman-auto-update.service \
