@@ -7,7 +7,8 @@
 # by cargo itself: a fresh machine then needs no cargo-fuzz, whose own install costs minutes;
 # and with cargo's default codegen units, not one: runs of seconds to minutes gain less from
 # the faster binary than the single unit costs to build.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (VXN_FUZZ_OPT: the build's opt-level, 1;
+# 3 for long runs, where the faster binary pays)
 set -euo pipefail
 cd "$(dirname "$0")/../runtime-core/fuzz"
 secs=${1:-60}
@@ -30,8 +31,9 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -vx vxn-runtime-core-fuzz)
 # One build of every target (--target: the flags then skip build scripts and proc macros),
 # then each runs for its time.
+# opt-level 1: the build (every dependency, instrumented) is most of a short run's time
 RUSTFLAGS="${flags[*]}" cargo build --release --bins --target "$triple" \
-  --config 'profile.release.debug="line-tables-only"' 2>&1 | tail -2 >&2
+  --config 'profile.release.debug="line-tables-only"' --config "profile.release.opt-level=${VXN_FUZZ_OPT:-1}" 2>&1 | tail -2 >&2
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0
 for t in "${targets[@]}"; do
   t0=$SECONDS
