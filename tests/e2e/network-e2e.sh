@@ -148,7 +148,8 @@ test_net_exhausted() {
 # DOCKER-USER chain; with br_netfilter on and FORWARD's policy DROP (what dockerd sets
 # when it turns forwarding on itself, as at boot before vxn's network), frames bridged
 # on xenbr0 cross that chain. A container still reaches another one over the bridge
-# because `vxnctl network up` let xenbr0 through in DOCKER-USER; `vxnctl network down`
+# because `vxnctl network up` let xenbr0 through in DOCKER-USER, though not into Docker's
+# own networks; `vxnctl network down`
 # takes those rules out, and `up` puts them back once.
 test_net_docker_host() {
   local ip out ok=0 policy
@@ -167,6 +168,16 @@ test_net_docker_host() {
     out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-dh-cli sh -c \
       "for i in \$(seq 15); do timeout 5 wget -q -O - http://$ip/ && exit 0; sleep 2; done; exit 1" 2>&1)
     [ "$out" = served-by-e2e-dh ] || { log "container -> $ip over xenbr0 under FORWARD DROP: [$out]"; ok=1; }
+    # ... but not into Docker's networks: a server on docker0 stays closed to it, as
+    # Docker's isolation keeps its networks from one another
+    local dip
+    engine_setup && "${DOCKER[@]}" run -d --runtime runc --name vxn-e2e-dh-docker "$IMG" \
+      httpd -f -p 80 -h /etc > /dev/null || { log "no Docker container to reach"; ok=1; }
+    dip=$("${DOCKER[@]}" inspect -f '{{.NetworkSettings.IPAddress}}' vxn-e2e-dh-docker 2> /dev/null)
+    out=$("${CTR[@]}" run --rm --runtime "$RT" "$IMG" e2e-dh-cli sh -c \
+      "timeout 10 wget -q -O - http://$dip/hostname && echo reached" 2>&1)
+    [ -n "$dip" ] && [[ $out != *reached* ]] || { log "container -> Docker's $dip on docker0: [$out]"; ok=1; }
+    "${DOCKER[@]}" rm -f vxn-e2e-dh-docker > /dev/null 2>&1
   else
     log "server did not start"; ok=1
   fi
@@ -178,7 +189,7 @@ test_net_docker_host() {
   [ "$out" = 0 ] || { log "$out rules of xenbr0 left in DOCKER-USER after down"; ok=1; }
   vxnctl network up --dhcp > /dev/null && vxnctl network up --dhcp > /dev/null || { log "vxnctl network up failed"; ok=1; }
   out=$(iptables -w 5 -S DOCKER-USER | grep -c 'vxn bridge xenbr0')
-  [ "$out" = 2 ] || { log "DOCKER-USER after two ups: $out rules of xenbr0, not 2"; ok=1; }
+  [ "$out" = 4 ] || { log "DOCKER-USER after two ups: $out rules of xenbr0, not 4"; ok=1; }
   iptables -w 5 -P FORWARD "${policy:-ACCEPT}"
   return $ok
 }

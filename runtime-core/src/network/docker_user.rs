@@ -6,7 +6,7 @@
 //! accept what another base chain drops: container to container on the bridge
 //! and container to outside would be dropped. Docker's place for a host's own
 //! rules is the `DOCKER-USER` chain (dockerd keeps what is in it and jumps to it
-//! first from FORWARD), so `vxnctl network up` puts the bridge's two rules there
+//! first from FORWARD), so `vxnctl network up` puts the bridge's rules there
 //! (making the chain when dockerd is installed but has not run yet) and `down`
 //! takes them out. A host without iptables or Docker is left alone.
 
@@ -22,37 +22,58 @@ const LOCK_WAIT_SECS: &str = "5";
 /// Where Debian and Docker's packages install these.
 const SEARCH_PATH: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"];
 
-/// The bridge's rules, each as iptables' arguments after the chain's name: what
-/// comes from the bridge is forwarded (vxn's nftables table and each vif's
-/// anti-spoofing filter decide the rest), and replies come back to it.
-fn rules(bridge: &str) -> [Vec<String>; 2] {
+/// The bridge's rules in order, each as iptables' arguments after the chain's
+/// name. New connections from the bridge into Docker's own bridges are dropped,
+/// as Docker's isolation chains (which come after DOCKER-USER) drop them between
+/// its networks; anything else from the bridge is forwarded (vxn's nftables table
+/// and each vif's anti-spoofing filter decide the rest), and replies come back.
+fn rules(bridge: &str) -> Vec<Vec<String>> {
     let comment = format!("vxn bridge {bridge}");
-    let args = |a: &[&str]| -> Vec<String> {
+    let rule = |a: &[&str], verdict: &str| -> Vec<String> {
         a.iter()
-            .map(|s| s.to_string())
-            .chain(
-                [
-                    "-m",
-                    "comment",
-                    "--comment",
-                    comment.as_str(),
-                    "-j",
-                    "ACCEPT",
-                ]
-                .map(String::from),
-            )
+            .copied()
+            .chain([
+                "-m",
+                "comment",
+                "--comment",
+                comment.as_str(),
+                "-j",
+                verdict,
+            ])
+            .map(String::from)
             .collect()
     };
-    [
-        args(&["-i", bridge]),
-        args(&[
-            "-o",
-            bridge,
-            "-m",
-            "conntrack",
-            "--ctstate",
-            "RELATED,ESTABLISHED",
-        ]),
+    let new_into = |docker_bridge: &str| {
+        rule(
+            &[
+                "-i",
+                bridge,
+                "-o",
+                docker_bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+            ],
+            "DROP",
+        )
+    };
+    vec![
+        new_into("docker0"),
+        // Docker's user networks: br-<network id>
+        new_into("br-+"),
+        rule(&["-i", bridge], "ACCEPT"),
+        rule(
+            &[
+                "-o",
+                bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+            ],
+            "ACCEPT",
+        ),
     ]
 }
 
@@ -93,10 +114,10 @@ pub async fn allow_bridge(bridge: &str) -> Result<Option<String>, String> {
         // dockerd has not run yet: it finds the chain and jumps to it.
         iptables(&["-N", CHAIN], &[]).await?;
     }
-    for rule in rules(bridge) {
-        if !has_rule(&rule).await {
-            iptables(&["-I", CHAIN, "1"], &rule).await?;
-        }
+    // In order, at the chain's top, whatever was there (the drops must come first)
+    remove_bridge(bridge).await?;
+    for rule in rules(bridge).iter().rev() {
+        iptables(&["-I", CHAIN, "1"], rule).await?;
     }
     Ok(Some(format!(
         "{bridge} forwarded past Docker's FORWARD policy (iptables chain {CHAIN})"
@@ -129,12 +150,13 @@ pub async fn status(bridge: &str) -> Option<String> {
     if !installed("iptables") || !chain_exists().await {
         return None;
     }
+    let all = rules(bridge);
     let mut present = 0;
-    for rule in rules(bridge) {
-        present += usize::from(has_rule(&rule).await);
+    for rule in &all {
+        present += usize::from(has_rule(rule).await);
     }
     Some(match present {
-        2 => format!("Docker's FORWARD ({CHAIN}): {bridge} allowed"),
+        n if n == all.len() => format!("Docker's FORWARD ({CHAIN}): {bridge} allowed"),
         0 => format!("Docker's FORWARD ({CHAIN}): {bridge} not allowed (vxnctl network up)"),
         _ => format!("Docker's FORWARD ({CHAIN}): {bridge} half allowed (vxnctl network up)"),
     })
@@ -145,15 +167,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rules_name_the_bridge_and_say_whose_they_are() {
-        let [from, to] = rules("xenbr0");
+    fn docker_bridges_are_closed_to_new_connections_before_the_bridge_is_let_through() {
+        let r: Vec<String> = rules("xenbr0").iter().map(|r| r.join(" ")).collect();
+        let c = "-m comment --comment vxn bridge xenbr0";
         assert_eq!(
-            from.join(" "),
-            "-i xenbr0 -m comment --comment vxn bridge xenbr0 -j ACCEPT"
-        );
-        assert_eq!(
-            to.join(" "),
-            "-o xenbr0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment vxn bridge xenbr0 -j ACCEPT"
+            r,
+            [
+                format!("-i xenbr0 -o docker0 -m conntrack --ctstate NEW {c} -j DROP"),
+                format!("-i xenbr0 -o br-+ -m conntrack --ctstate NEW {c} -j DROP"),
+                format!("-i xenbr0 {c} -j ACCEPT"),
+                format!("-o xenbr0 -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
+            ]
         );
     }
 }
