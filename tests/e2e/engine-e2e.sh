@@ -192,7 +192,7 @@ engine_vifs() {
   xl network-list "$dom" 2>/dev/null | tail -n +2 | grep -c .
 }
 
-# peer_host_up: "another host" for -p: a network namespace on a veth link to dom0
+# peer_host_up [ENGINE]: "another host" for -p: a network namespace on a veth link to dom0
 # (PEER_GW on dom0's side), its default route through dom0. peer_host_down removes it.
 PEER_NS=vxn-e2e-peer PEER_GW=192.168.77.1
 peer_host_up() {
@@ -202,8 +202,17 @@ peer_host_up() {
     ip -n $PEER_NS addr add 192.168.77.2/24 dev eth0 && ip -n $PEER_NS link set eth0 up &&
     ip -n $PEER_NS link set lo up && ip -n $PEER_NS route add default via $PEER_GW ||
     { log "could not make the peer host's netns"; peer_host_down; return 1; }
+  # Podman (CNI) on a Docker host: Docker sets FORWARD's policy to DROP and CNI's firewall
+  # plugin accepts only replies towards a container, so a published port is closed to
+  # other hosts, with runc as with vxn. The admin override CNI leaves for this (its
+  # CNI-ADMIN chain) lets DNATed connections in from the uplink, as a Docker host's admin would.
+  if [ "${1:-}" = podman ] && iptables -S CNI-ADMIN >/dev/null 2>&1; then
+    iptables -I CNI-ADMIN "${PEER_ADMIN_RULE[@]}" || { log "could not open CNI-ADMIN to the peer link"; peer_host_down; return 1; }
+  fi
 }
+PEER_ADMIN_RULE=(-i vxn-e2e-up -m conntrack --ctstate DNAT -m comment --comment vxn-e2e-peer -j ACCEPT)
 peer_host_down() {
+  while iptables -D CNI-ADMIN "${PEER_ADMIN_RULE[@]}" 2>/dev/null; do :; done
   ip link del vxn-e2e-up 2>/dev/null
   ip netns del $PEER_NS 2>/dev/null
   return 0
@@ -249,7 +258,7 @@ engine_net_test() {
   done
   # -p from another host: its packets come in over a link (the engine's DNAT in
   # PREROUTING, then FORWARD), not from dom0's own stack
-  if peer_host_up; then
+  if peer_host_up "${E[-1]}"; then
     out=$(for _ in $(seq 30); do ip netns exec $PEER_NS timeout 10 busybox wget -q -O - "http://$PEER_GW:$ENGINE_PORT/" 2>/dev/null && break; sleep 1; done)
     [ "$out" = "hello-over-${E[-1]}" ] || { log "another host -> $PEER_GW:$ENGINE_PORT (-p $ENGINE_PORT:8080): [$out]"; ok=1; }
     peer_host_down
