@@ -126,11 +126,7 @@ fn stdio(process: &Value, console_socket: Option<PathBuf>, detached: bool) -> Re
     let size = process["consoleSize"]["height"]
         .as_u64()
         .zip(process["consoleSize"]["width"].as_u64())
-        .filter(|(h, w)| *h > 0 && *w > 0)
-        .map(|(h, w)| tty::Size {
-            rows: h.min(u16::MAX.into()) as u16,
-            cols: w.min(u16::MAX.into()) as u16,
-        });
+        .and_then(|(h, w)| tty::Size::given(h, w));
     let all = Streams {
         stdin: true,
         stdout: true,

@@ -145,11 +145,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
                 .process
                 .as_ref()
                 .and_then(|p| p.console_size.as_ref())
-                .filter(|c| c.height > 0 && c.width > 0)
-                .map(|c| tty::Size {
-                    rows: c.height.min(u16::MAX.into()) as u16,
-                    cols: c.width.min(u16::MAX.into()) as u16,
-                });
+                .and_then(|c| tty::Size::given(c.height.into(), c.width.into()));
             let pty = tty::open(size)?;
             tty::send_master(socket, &pty.master)?;
             drop(pty.master);

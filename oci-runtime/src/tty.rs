@@ -14,12 +14,8 @@ use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 
 use crate::error::{Error, Result};
 
-/// A window size, rows by columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size {
-    pub rows: u16,
-    pub cols: u16,
-}
+/// A window size, rows by columns: the wire's, as the guest's pty takes it.
+pub use vxn_wire::protocol::WindowSize as Size;
 
 pub struct Pty {
     pub master: OwnedFd,

@@ -230,10 +230,10 @@ impl Process {
                 umask: self.user.umask,
             },
             terminal: self.terminal,
-            console_size: self.console_size.as_ref().map(|c| WindowSize {
-                rows: c.height.min(u16::MAX as u32) as u16,
-                cols: c.width.min(u16::MAX as u32) as u16,
-            }),
+            console_size: self
+                .console_size
+                .as_ref()
+                .map(|c| WindowSize::clamped(c.height.into(), c.width.into())),
             rlimits: self
                 .rlimits
                 .iter()

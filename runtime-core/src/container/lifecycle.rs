@@ -233,10 +233,7 @@ impl<S: ProcessStdio> Container<S> {
 
     pub async fn resize_pty(&self, exec: &ExecId, rows: u32, cols: u32) -> Result<()> {
         let p = self.process(exec)?;
-        let size = WindowSize {
-            rows: rows.min(u16::MAX as u32) as u16,
-            cols: cols.min(u16::MAX as u32) as u16,
-        };
+        let size = WindowSize::clamped(rows.into(), cols.into());
         if p.status() != Status::Running {
             return Ok(()); // resized early: the agent applies console_size at start
         }

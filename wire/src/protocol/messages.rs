@@ -41,6 +41,22 @@ pub struct WindowSize {
     pub cols: u16,
 }
 
+impl WindowSize {
+    /// A console size as OCI and the Task API give it (u32 or wider): each side
+    /// saturates at what a tty holds rather than wrapping.
+    pub fn clamped(rows: u64, cols: u64) -> Self {
+        Self {
+            rows: rows.min(u16::MAX.into()) as u16,
+            cols: cols.min(u16::MAX.into()) as u16,
+        }
+    }
+
+    /// The same, or `None` for a size with a zero side (OCI's "not given").
+    pub fn given(rows: u64, cols: u64) -> Option<Self> {
+        (rows > 0 && cols > 0).then(|| Self::clamped(rows, cols))
+    }
+}
+
 /// Who the process runs as: ids as the OCI spec gives them (`uid`, `gid`),
 /// or, for tools, `user`/`group` as names (or numbers in text) looked up in
 /// the container's own /etc/passwd and /etc/group. An id wins over a name.
@@ -479,5 +495,18 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<RootfsSource>(json).unwrap(), r);
+    }
+
+    #[test]
+    fn a_console_size_saturates_and_a_zero_side_is_not_given() {
+        let ws = |rows, cols| WindowSize { rows, cols };
+        assert_eq!(WindowSize::clamped(24, 80), ws(24, 80));
+        assert_eq!(
+            WindowSize::clamped(70_000, u64::MAX),
+            ws(u16::MAX, u16::MAX)
+        );
+        assert_eq!(WindowSize::given(24, 80), Some(ws(24, 80)));
+        assert_eq!(WindowSize::given(0, 80), None);
+        assert_eq!(WindowSize::given(24, 0), None);
     }
 }
