@@ -7,11 +7,9 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
-use vxn_runtime_core::stdio::{ProcessStdio, Relay};
+use vxn_runtime_core::stdio::{pump_input, pump_output, ProcessStdio, Relay};
 use vxn_runtime_core::{HostStdio, StdioRequest};
-use vxn_wire::mux::{StreamReader, StreamWriter};
 
 use crate::control::Streams;
 
@@ -106,58 +104,19 @@ impl ProcessStdio for FdStdio {
             (fds.stderr.take(), host.stderr),
         ] {
             if let (Some(fd), Some(stream)) = (fd, stream) {
-                outputs.push(tokio::spawn(relay_output(stream, File::from(fd))));
+                let to = tokio::fs::File::from_std(File::from(fd));
+                outputs.push(tokio::spawn(pump_output(stream, to)));
             }
         }
         let close_stdin = Arc::new(Notify::new());
         match (fds.stdin.take(), host.stdin) {
             (Some(fd), Some(stream)) => {
-                tokio::spawn(relay_input(File::from(fd), stream, close_stdin.clone()));
+                let from = tokio::fs::File::from_std(File::from(fd));
+                tokio::spawn(pump_input(from, stream, close_stdin.clone()));
             }
             (_, Some(stream)) => stream.close(),
             _ => {}
         }
         Ok(Relay::new(outputs, close_stdin))
     }
-}
-
-/// Guest output to the caller's fd, in order, each chunk written before the
-/// next is taken. A caller that stopped reading is not waited for: the rest
-/// is drained so the guest never blocks on it.
-async fn relay_output(mut from: StreamReader, to: File) {
-    let mut sink = Some(tokio::fs::File::from_std(to));
-    while let Ok(Some(chunk)) = from.recv().await {
-        let Some(f) = sink.as_mut() else { continue };
-        let wrote = async {
-            f.write_all(&chunk).await?;
-            f.flush().await
-        };
-        if wrote.await.is_err() {
-            sink = None;
-        }
-    }
-}
-
-/// The caller's input to the guest until it ends (EOF, or a terminal hung
-/// up: EIO) or the process goes; then the guest's stdin is closed.
-async fn relay_input(from: File, to: StreamWriter, close: Arc<Notify>) {
-    let mut from = tokio::fs::File::from_std(from);
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            },
-            _ = close.notified() => break,
-        };
-        if to
-            .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    to.close();
 }

@@ -10,12 +10,10 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
-use vxn_runtime_core::stdio::{ProcessStdio, Relay};
+use vxn_runtime_core::stdio::{pump_input, pump_output, ProcessStdio, Relay};
 use vxn_runtime_core::{HostStdio, StdioRequest};
-use vxn_wire::mux::{StreamReader, StreamWriter};
 
 use crate::error::{Error, Result};
 
@@ -56,7 +54,7 @@ fn attach(paths: &StdioPaths, host: HostStdio) -> Result<Relay> {
                 .read_write(true)
                 .open_sender(Path::new(path))
                 .map_err(|e| open_err(path, e))?;
-            outputs.push(tokio::spawn(copy_out(stream, fifo)));
+            outputs.push(tokio::spawn(pump_output(stream, fifo)));
         }
     }
     let close_stdin = Arc::new(Notify::new());
@@ -75,22 +73,12 @@ fn attach(paths: &StdioPaths, host: HostStdio) -> Result<Relay> {
         let close = close_stdin.clone();
         tokio::spawn(async move {
             match open_stdin(&path, &close).await {
-                Some(fifo) => copy_in(fifo, stream, close).await,
+                Some(fifo) => pump_input(fifo, stream, close).await,
                 None => stream.close(),
             }
         });
     }
     Ok(Relay::new(outputs, close_stdin))
-}
-
-async fn copy_out(mut from: StreamReader, mut to: pipe::Sender) {
-    let mut client_gone = false;
-    while let Ok(Some(chunk)) = from.recv().await {
-        // If the client went away keep draining, so the guest never blocks.
-        if !client_gone && to.write_all(&chunk).await.is_err() {
-            client_gone = true;
-        }
-    }
 }
 
 /// Open stdin for reading once the client's writer is there; None if stdin
@@ -120,30 +108,4 @@ async fn open_stdin(path: &Path, close: &Notify) -> Option<pipe::Receiver> {
             None
         }
     }
-}
-
-async fn copy_in(mut from: pipe::Receiver, to: StreamWriter, close: Arc<Notify>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.send(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            },
-            _ = close.notified() => {
-                // Drain what the client wrote before it asked us to close.
-                while let Ok(n) = from.try_read(&mut buf) {
-                    if n == 0 || to.send(bytes::Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        break;
-                    }
-                }
-                break;
-            }
-        }
-    }
-    to.close();
 }
