@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use vxn_runtime_core::config::Config;
-use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
 use vxn_runtime_core::events::{EventSink, TaskEvent};
 use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource, TaskStatus};
 use vxn_runtime_core::oci;
 use vxn_runtime_core::Error as Core;
 
@@ -222,7 +222,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     }
     let exit = tokio::select! {
         e = c.init().wait() => e,
-        _ = keeper.deleted.notified() => c.init().exit().unwrap_or_else(vxn_runtime_core::process::Exit::never_ran),
+        _ = keeper.deleted.notified() => c.init().exit().unwrap_or_else(vxn_runtime_core::model::process::Exit::never_ran),
     };
     // Execs still running die with the init; let them report it.
     let _ = tokio::time::timeout(EXEC_DRAIN, async {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vxn_runtime_core::command;
-use vxn_runtime_core::container::EngineNetwork;
+use vxn_runtime_core::model::container::EngineNetwork;
 use vxn_runtime_core::network::pod_netns::CNI_INTERFACE;
 use vxn_runtime_core::oci::Spec;
 

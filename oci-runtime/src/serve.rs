@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::model::process::Status;
 use vxn_runtime_core::oci;
-use vxn_runtime_core::process::Status;
 use vxn_runtime_core::Error as Core;
 
 use crate::control::{self, Reply, Request};

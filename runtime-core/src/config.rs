@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::layers::cache::ImageCache;
+use crate::hypervisor::{Backend, Hypervisor};
 use crate::network::NetworkConfig;
-use crate::rootfs::RootfsExport;
-use crate::vm::{Backend, Hypervisor};
+use crate::storage::layers::cache::ImageCache;
+use crate::storage::rootfs::RootfsExport;
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";

@@ -6,8 +6,8 @@
 use vxn_wire::mux::MuxError;
 use vxn_wire::protocol::ErrorKind;
 
+use crate::hypervisor::VmError;
 use crate::names::NameError;
-use crate::vm::VmError;
 use crate::ClientError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,14 +96,14 @@ impl From<NameError> for Error {
     }
 }
 
-impl From<crate::rootfs::ExportError> for Error {
-    fn from(e: crate::rootfs::ExportError) -> Self {
+impl From<crate::storage::rootfs::ExportError> for Error {
+    fn from(e: crate::storage::rootfs::ExportError) -> Self {
         let msg = format!("rootfs: {e}");
         match e {
             // The bundle gave no usable rootfs: the request is at fault.
-            crate::rootfs::ExportError::Empty(_) => Self::InvalidArgument(msg),
+            crate::storage::rootfs::ExportError::Empty(_) => Self::InvalidArgument(msg),
             // Building the image failed on this host (mkfs, disk space, timeout).
-            crate::rootfs::ExportError::Failed { .. } => Self::Internal(msg),
+            crate::storage::rootfs::ExportError::Failed { .. } => Self::Internal(msg),
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use vxn_wire::protocol::Event as AgentEvent;
 
 use crate::ids::ExecId;
-use crate::process::Exit;
+use crate::model::process::Exit;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskEvent {

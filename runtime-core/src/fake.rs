@@ -18,9 +18,9 @@ use vxn_wire::protocol::{
     RootfsSource, Stats,
 };
 
-use crate::rootfs::{ExportError, ExportedRootfs, RootfsExport};
+use crate::hypervisor::{HotDisk, Hypervisor, Resize, VmError, VmSpec};
 use crate::stdio::{ProcessStdio, Relay};
-use crate::vm::{HotDisk, Hypervisor, Resize, VmError, VmSpec};
+use crate::storage::rootfs::{ExportError, ExportedRootfs, RootfsExport};
 use crate::{HostStdio, StdioRequest};
 
 /// Where a fake can be told to fail. Hypervisor calls by name ("create",
@@ -347,7 +347,10 @@ impl Hypervisor for FakeHypervisor {
         "fake"
     }
 
-    async fn create_paused(&self, spec: &VmSpec) -> Result<crate::vm::AgentConnect, VmError> {
+    async fn create_paused(
+        &self,
+        spec: &VmSpec,
+    ) -> Result<crate::hypervisor::AgentConnect, VmError> {
         self.call("create", &spec.name)?;
         if self.lock().contains_key(&spec.name) {
             return Err(VmError::Exists(spec.name.clone()));
@@ -359,7 +362,7 @@ impl Hypervisor for FakeHypervisor {
         let agent = Arc::new(FakeAgent::default());
         self.lock().insert(spec.name.clone(), agent.clone());
         tokio::spawn(agent.serve(guest, self.faults.clone()));
-        Ok(crate::vm::connected(host))
+        Ok(crate::hypervisor::connected(host))
     }
 
     async fn unpause(&self, name: &str) -> Result<(), VmError> {
@@ -426,7 +429,11 @@ impl Hypervisor for FakeHypervisor {
         Ok(())
     }
 
-    async fn attach_vif(&self, name: &str, vif: &crate::vm::Vif) -> Result<String, VmError> {
+    async fn attach_vif(
+        &self,
+        name: &str,
+        vif: &crate::hypervisor::Vif,
+    ) -> Result<String, VmError> {
         self.call("attach_vif", name)?;
         if !self.lock().contains_key(name) {
             return Err(VmError::Missing(format!("fake: no domain {name}")));
@@ -485,7 +492,7 @@ impl RootfsExport for FakeExport {
 
     async fn export_layers(
         &self,
-        layers: &crate::layers::Layers,
+        layers: &crate::storage::layers::Layers,
         work_dir: &Path,
         _owner: &Path,
     ) -> Option<Result<ExportedRootfs, ExportError>> {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSpec, WindowSize};
 
-use crate::binds::{HostBind, Planned, ReadOnly};
 use crate::config::Config;
 use crate::error::{Error, Result};
-pub use crate::sandbox::Sizing;
+pub use crate::model::sandbox::Sizing;
+use crate::storage::binds::{HostBind, Planned, ReadOnly};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -270,7 +270,7 @@ const KERNEL_FS: &[&str] = &[
 
 /// Map OCI mounts onto what the guest can do, in the spec's order: kernel
 /// filesystems, small files by value, host directories through the VM's
-/// share ([`crate::binds`]). What cannot be done is refused with a clear
+/// share ([`crate::storage::binds`]). What cannot be done is refused with a clear
 /// error, never silently dropped.
 pub fn mounts(spec: &Spec) -> Result<Vec<Planned>> {
     let mut out = Vec::new();

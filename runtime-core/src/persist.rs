@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::hypervisor::Hypervisor;
 use crate::names::ContainerName;
 use crate::network::lease::{self, LeaseRecord};
 use crate::network::pod_netns::PodNetns;
-use crate::rootfs::RootfsExport;
-use crate::vm::Hypervisor;
+use crate::storage::rootfs::RootfsExport;
 
 const STATE_FILE: &str = "state.json";
 
@@ -185,7 +185,7 @@ pub async fn teardown(
         ns.leave().await;
     }
     if let Some(dir) = &r.share_dir {
-        if let Err(e) = crate::binds::remove(dir) {
+        if let Err(e) = crate::storage::binds::remove(dir) {
             left.push(e.to_string());
         }
     }
@@ -315,7 +315,7 @@ pub fn unmount_all(target: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::VmError;
+    use crate::hypervisor::VmError;
 
     #[test]
     fn a_second_task_of_the_same_name_never_takes_over_the_first_ones_state() {
@@ -346,8 +346,8 @@ mod tests {
         }
         async fn create_paused(
             &self,
-            _: &crate::vm::VmSpec,
-        ) -> std::result::Result<crate::vm::AgentConnect, VmError> {
+            _: &crate::hypervisor::VmSpec,
+        ) -> std::result::Result<crate::hypervisor::AgentConnect, VmError> {
             unreachable!()
         }
         async fn unpause(&self, _: &str) -> std::result::Result<(), VmError> {
@@ -374,7 +374,11 @@ mod tests {
         async fn cpu_time(&self, _: &str) -> Option<std::time::Duration> {
             None
         }
-        async fn resize(&self, _: &str, _: crate::vm::Resize) -> std::result::Result<(), VmError> {
+        async fn resize(
+            &self,
+            _: &str,
+            _: crate::hypervisor::Resize,
+        ) -> std::result::Result<(), VmError> {
             Ok(())
         }
     }
@@ -394,7 +398,7 @@ mod tests {
             ..Default::default()
         };
         dir.save(&r).unwrap();
-        let exporter = crate::rootfs::Directory;
+        let exporter = crate::storage::rootfs::Directory;
         let e = teardown(&r, &dir, &Stubborn(true), &exporter)
             .await
             .unwrap_err();

@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use vxn_runtime_core::layers::cache::ImageCache;
-use vxn_runtime_core::layers::{gc, upper, Layers};
+use vxn_runtime_core::storage::layers::cache::ImageCache;
+use vxn_runtime_core::storage::layers::{gc, upper, Layers};
 
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.

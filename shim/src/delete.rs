@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use containerd_shim::{api, Flags};
 use containerd_shim_protos::protobuf::{Message, MessageField};
+use vxn_runtime_core::model::process::VM_GONE_CODE;
 use vxn_runtime_core::names::ContainerName;
-use vxn_runtime_core::process::VM_GONE_CODE;
 
 use crate::events::timestamp;
 use crate::start::{serving, socket_file};

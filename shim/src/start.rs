@@ -12,8 +12,8 @@ use std::time::Duration;
 use containerd_shim::Flags;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
+use vxn_runtime_core::model::pod::Role;
 use vxn_runtime_core::oci;
-use vxn_runtime_core::pod::Role;
 
 use crate::bootstrap::{StartInput, MAX_INPUT};
 

@@ -1,5 +1,5 @@
 //! The ttrpc Task service: containerd's requests translated onto the model
-//! (`vxn_runtime_core::container`), answers and errors translated back. No
+//! (`vxn_runtime_core::model::container`), answers and errors translated back. No
 //! decision about a container is made here; events come from the model.
 
 use std::collections::HashMap;
@@ -18,13 +18,13 @@ use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::{Mutex, Notify, RwLock};
 use vxn_runtime_core::config::Config;
-use vxn_runtime_core::container::{Container, CreateRequest, RootfsSource, TaskStatus};
 use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::model::pod::{Pod, PodRequest, Role};
+use vxn_runtime_core::model::process::Exit;
+use vxn_runtime_core::model::task::Task as ModelTask;
 use vxn_runtime_core::names::ContainerName;
 use vxn_runtime_core::oci;
-use vxn_runtime_core::pod::{Pod, PodRequest, Role};
-use vxn_runtime_core::process::Exit;
-use vxn_runtime_core::task::Task as ModelTask;
 
 use crate::error::{to_ttrpc, Error, Result};
 use crate::events::{timestamp, Events, TaskEvents};
@@ -246,12 +246,12 @@ impl TaskService {
 /// layers vxn accepts; anything else (a bind, odd paths) is mounted as given.
 fn snapshot_layers(
     mounts: &[containerd_shim_protos::types::mount::Mount],
-) -> Option<vxn_runtime_core::layers::Layers> {
+) -> Option<vxn_runtime_core::storage::layers::Layers> {
     let [m] = mounts else { return None };
     if m.type_ != "overlay" {
         return None;
     }
-    match vxn_runtime_core::layers::Layers::from_overlay_options(&m.options) {
+    match vxn_runtime_core::storage::layers::Layers::from_overlay_options(&m.options) {
         Ok(l) if l.fit_one_mount() => Some(l),
         Ok(l) => {
             tracing::info!(
@@ -270,7 +270,7 @@ fn snapshot_layers(
 /// Mount containerd's snapshot (the mounts of a CreateTaskRequest).
 fn mount_snapshot(
     mounts: Vec<containerd_shim_protos::types::mount::Mount>,
-) -> vxn_runtime_core::container::create::MountRootfs {
+) -> vxn_runtime_core::model::container::create::MountRootfs {
     Box::new(move |target| {
         for m in &mounts {
             let fstype = (!m.type_.is_empty()).then_some(m.type_.as_str());

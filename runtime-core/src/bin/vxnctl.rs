@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use vxn_runtime_core::vm::{self, Hypervisor, VmSpec, XenHypervisor};
+use vxn_runtime_core::hypervisor::{self, Hypervisor, VmSpec};
+use vxn_runtime_core::xen::domain::XenHypervisor;
 use vxn_runtime_core::xen::Xl;
 use vxn_runtime_core::StdioRequest;
 use vxn_wire::boot;
@@ -62,7 +63,7 @@ fn parse(args: &[String]) -> Result<RunArgs, String> {
             "--vcpus" => vcpus = val()?.parse().map_err(|_| "--vcpus takes a number")?,
             "--timeout" => timeout = val()?.parse().map_err(|_| "--timeout takes seconds")?,
             "--log" => log = val()?,
-            "--channel" => channel = vm::parse_agent_channel(&val()?)?,
+            "--channel" => channel = hypervisor::parse_agent_channel(&val()?)?,
             "--" => {
                 argv = it.by_ref().cloned().collect();
                 break;
@@ -184,7 +185,7 @@ async fn xen_run(
     timing.push(("create", t.elapsed()));
 
     let t = Instant::now();
-    let connect = tokio::spawn(vm::connect_agent(stream, run.timeout));
+    let connect = tokio::spawn(hypervisor::connect_agent(stream, run.timeout));
     hv.unpause(&run.name).await.map_err(|e| e.to_string())?;
     let client = connect.await.map_err(|e| e.to_string())??;
     timing.push(("agent-ready", t.elapsed()));

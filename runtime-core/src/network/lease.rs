@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::dhcp_binding::Binding;
 use super::{mac_for, NetworkConfig};
 use crate::error::{Error, Result};
+use crate::hypervisor::Hypervisor;
 use crate::names::ContainerName;
 use crate::persist::StateDir;
-use crate::vm::Hypervisor;
 
 const LOCK_FILE: &str = ".lock";
 /// How long an allocation waits for another one to finish.

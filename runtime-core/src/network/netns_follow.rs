@@ -21,7 +21,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::pod_netns::{PodNetns, PodNic, CNI_INTERFACE};
 use crate::error::{Error, Result};
-use crate::sandbox::Sandbox;
+use crate::model::sandbox::Sandbox;
 
 /// How long the namespace must stay quiet before it is read: an engine
 /// moves, renames, addresses and raises a veth in several steps.

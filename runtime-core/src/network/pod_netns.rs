@@ -17,8 +17,8 @@ use super::guard::{Allowed, VifGuard};
 use crate::command;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sandbox::Sandbox;
-use crate::vm::{Hypervisor, Vif, VifLink};
+use crate::hypervisor::{Hypervisor, Vif, VifLink};
+use crate::model::sandbox::Sandbox;
 use crate::xen::hotplug::Script;
 
 /// The interface CNI creates in the pod's namespace (containerd's CNI_IFNAME).

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::hypervisor::VifLink;
 use crate::names::MAX_DOMAIN_NAME;
-use crate::vm::VifLink;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -66,7 +66,7 @@ pub struct DomainConfig {
     /// 9p shares: (tag, dom0 path).
     pub shares: Vec<(String, PathBuf)>,
     /// A vif on a bridge, if networking is wanted.
-    pub vif: Option<crate::vm::Vif>,
+    pub vif: Option<crate::hypervisor::Vif>,
     /// The device model takes `-sandbox` (see [`super::qemu`]).
     pub qemu_sandbox: bool,
 }
@@ -96,7 +96,7 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
 
 /// The xl vif spec (without quotes), as the domain config and
 /// `xl network-attach` take it.
-pub fn vif_spec(v: &crate::vm::Vif) -> Result<String, ConfigError> {
+pub fn vif_spec(v: &crate::hypervisor::Vif) -> Result<String, ConfigError> {
     check("MAC address", &v.mac)?;
     let link = match &v.link {
         VifLink::Bridge(bridge) => {
@@ -294,7 +294,7 @@ mod tests {
         c.agent_socket = None;
         assert!(!c.render().unwrap().contains("channel = "));
         let mut c = cfg();
-        c.vif = Some(crate::vm::Vif {
+        c.vif = Some(crate::hypervisor::Vif {
             link: VifLink::Bridge("xenbr0".into()),
             mac: "00:16:3e:01:02:03".into(),
             guard: VifGuard::single("00:16:3e:01:02:03", "10.0.100.201".parse().unwrap()),
@@ -303,7 +303,7 @@ mod tests {
             .render()
             .unwrap()
             .contains("vif = [ \"bridge=xenbr0,mac=00:16:3e:01:02:03\" ]"));
-        c.vif = Some(crate::vm::Vif {
+        c.vif = Some(crate::hypervisor::Vif {
             link: VifLink::Unplugged {
                 script: "/run/vxn/vif-unplugged".into(),
             },

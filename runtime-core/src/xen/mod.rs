@@ -1,7 +1,12 @@
-//! The Xen side: xl configs, the `xl` toolstack, and connecting to the agent
+//! The Xen backend, everything that speaks `xl`, xenstore or hotplug behind
+//! the [`crate::hypervisor::Hypervisor`] seam: a DomU per container
+//! ([`domain`]), its xl config ([`config`]) and toolstack ([`xl`]), its disks
+//! as dom0 loop devices ([`disks`], [`hotplug`]), and connecting to the agent
 //! of a domain: through its vchan ([`vchan`]) or its console channel socket.
 
 pub mod config;
+pub mod disks;
+pub mod domain;
 pub mod hotplug;
 pub mod qemu;
 pub mod vchan;

@@ -20,7 +20,7 @@ use vxn_vchan::xenstore::{Client, WatchEvents};
 use vxn_wire::boot::AGENT_VCHAN_PORT;
 
 use super::Xl;
-use crate::vm::AgentStream;
+use crate::hypervisor::AgentStream;
 
 const RELEASE_TOKEN: &str = "vxn-release";
 

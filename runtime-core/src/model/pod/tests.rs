@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::config::Config;
-use crate::container::{Container, CreateRequest, RootfsSource};
 use crate::events::{EventSink, TaskEvent};
 use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
+use crate::model::container::{Container, CreateRequest, RootfsSource};
 use crate::network::Mode;
 
 #[derive(Default)]
@@ -338,7 +338,7 @@ async fn a_pod_vm_that_dies_ends_the_sandbox_task_and_its_containers() {
     let exit = tokio::time::timeout(limit, pod.wait())
         .await
         .expect("the sandbox ends");
-    assert_eq!(exit.code, crate::process::VM_GONE_CODE);
+    assert_eq!(exit.code, crate::model::process::VM_GONE_CODE);
     assert_eq!(pod.status(), Status::Stopped);
     tokio::time::timeout(limit, a.init().wait())
         .await

@@ -3,7 +3,7 @@
 //! backend; [`Directory`] hands the directory itself to an agent running on
 //! the host (process backend, tests only). The trait is the seam a
 //! shared-filesystem exporter would replace them at. The Xen backend's
-//! exporter ([`crate::disks::XenDisks`]) gives the VM block devices: a
+//! exporter ([`crate::xen::disks::XenDisks`]) gives the VM block devices: a
 //! layered rootfs as a shared read-only image and a writable layer, anything
 //! else as an [`Ext4Image`].
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::command;
-use crate::layers::Layers;
+use crate::storage::layers::Layers;
 use vxn_wire::boot::ROOTFS_DEVICE;
 use vxn_wire::protocol::RootfsSource;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::client::Timeouts;
 use crate::error::{Error, Result};
-use crate::vm::{Hypervisor, Resize, VmSpec};
+use crate::hypervisor::{Hypervisor, Resize, VmSpec};
 use crate::AgentClient;
 
 /// The VM's size now, and the maximums it was created with.
@@ -53,7 +53,7 @@ impl Sandbox {
         let channel = hv.create_paused(vm).await?;
         tracing::info!(domain = %vm.name, took_ms = t.elapsed().as_millis() as u64, "timing: create paused");
         let t = std::time::Instant::now();
-        let connecting = tokio::spawn(crate::vm::connect_agent(channel, timeouts.hello));
+        let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, timeouts.hello));
         hv.unpause(&vm.name).await?;
         let mut agent = connecting
             .await

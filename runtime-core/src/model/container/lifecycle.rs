@@ -11,8 +11,8 @@ use super::{Container, OUTPUT_DRAIN};
 use crate::error::{Error, Result};
 use crate::events::TaskEvent;
 use crate::ids::ExecId;
+use crate::model::process::{Exit, Process, Status};
 use crate::persist;
-use crate::process::{Exit, Process, Status};
 use crate::stdio::{ProcessStdio, Relay};
 
 /// How long the agent may take to tell the exit of a process it failed to

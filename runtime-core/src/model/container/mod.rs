@@ -24,13 +24,13 @@ use vxn_wire::protocol::{ProcessInfo, Stats};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
+use crate::model::pod::Pod;
+use crate::model::process::{Process, Status};
+use crate::model::sandbox::Sandbox;
 use crate::names::ContainerName;
 use crate::persist::{Record, StateDir};
-use crate::pod::Pod;
-use crate::process::{Process, Status};
-use crate::rootfs::RootfsExport;
-use crate::sandbox::Sandbox;
 use crate::stdio::ProcessStdio;
+use crate::storage::rootfs::RootfsExport;
 
 /// How long output may still flow after an exit before the exit is told anyway.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(5);

@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{Membership, Phase, Pod};
-use crate::binds;
 use crate::config::Config;
-use crate::container::create::{boot_recorded, vm_spec};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::hypervisor::{Hypervisor, VmError, VmSpec};
+use crate::model::container::create::{boot_recorded, vm_spec};
+use crate::model::sandbox::Sizing;
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::network::Mode;
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
-use crate::rootfs::RootfsExport;
-use crate::sandbox::Sizing;
-use crate::vm::{Hypervisor, VmError, VmSpec};
+use crate::storage::binds;
+use crate::storage::rootfs::RootfsExport;
 
 pub struct PodRequest {
     pub name: ContainerName,

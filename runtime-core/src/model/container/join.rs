@@ -11,18 +11,18 @@ use vxn_wire::protocol::RootfsSource as GuestRootfs;
 
 use super::create::{export_rootfs, prepare_in_guest, CreateRequest, InGuest};
 use super::Container;
-use crate::binds;
 use crate::config::Config;
 use crate::error::Result;
 use crate::events::{EventSink, TaskEvent};
+use crate::hypervisor::HotDisk;
 use crate::ids::ExecId;
+use crate::model::pod::Pod;
+use crate::model::process::Process;
 use crate::oci;
 use crate::persist::{self, PodDisk, Record, StateDir};
-use crate::pod::Pod;
-use crate::process::Process;
-use crate::rootfs::RootfsExport;
 use crate::stdio::ProcessStdio;
-use crate::vm::HotDisk;
+use crate::storage::binds;
+use crate::storage::rootfs::RootfsExport;
 
 impl<S: ProcessStdio> Container<S> {
     pub async fn create_in_pod(

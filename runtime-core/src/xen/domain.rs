@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vxn_wire::boot::{self, AgentChannel};
 
-use super::{connected, AgentConnect, HotDisk, Hypervisor, Resize, VifLink, VmError, VmSpec};
+use crate::hypervisor::{
+    connected, AgentConnect, HotDisk, Hypervisor, Resize, VifLink, VmError, VmSpec,
+};
 use crate::network::guard::Allowed;
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
@@ -267,7 +269,11 @@ impl Hypervisor for XenHypervisor {
         Ok(format!("vif{domid}.0"))
     }
 
-    async fn attach_vif(&self, name: &str, vif: &super::Vif) -> Result<String, VmError> {
+    async fn attach_vif(
+        &self,
+        name: &str,
+        vif: &crate::hypervisor::Vif,
+    ) -> Result<String, VmError> {
         let spec = xen::config::vif_spec(vif)?;
         let domid = self
             .xl

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use vxn_wire::protocol::{ProcessInfo, ProcessSpec, Stats};
 
-use crate::container::{Container, TaskStatus};
 use crate::error::{Error, Result};
 use crate::ids::ExecId;
-use crate::pod::Pod;
-use crate::process::{Exit, Process, Status};
+use crate::model::container::{Container, TaskStatus};
+use crate::model::pod::Pod;
+use crate::model::process::{Exit, Process, Status};
 use crate::stdio::ProcessStdio;
 
 pub enum Task<S> {

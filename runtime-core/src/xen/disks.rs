@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use vxn_wire::boot::{ROOTFS_DEVICE, UPPER_DEVICE};
 use vxn_wire::protocol::{BlockFs, RootfsSource};
 
-use crate::layers::cache::ImageCache;
-use crate::layers::{gc, upper, Layers};
-use crate::loopdev;
-use crate::rootfs::{ExportError, ExportedRootfs, Ext4Image, RootfsExport};
+use crate::storage::layers::cache::ImageCache;
+use crate::storage::layers::{gc, upper, Layers};
+use crate::storage::loopdev;
+use crate::storage::rootfs::{ExportError, ExportedRootfs, Ext4Image, RootfsExport};
 
 /// The container's link to its cached image.
 pub const LOWER_IMAGE: &str = "lower.erofs";

@@ -10,7 +10,7 @@
 //!    +------------------terminating signal--------------^
 //! ```
 //!
-//! App containers join with [`Container::create_in_pod`](crate::container::Container::create_in_pod):
+//! App containers join with [`Container::create_in_pod`](crate::model::container::Container::create_in_pod):
 //! their rootfs is hot-plugged as a disk (`membership`), the VM grows by
 //! their limits, and they leave at their Delete. See docs/pods.md.
 
@@ -30,11 +30,11 @@ use vxn_wire::protocol::{ProcessInfo, Stats};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
+use crate::model::process::{Exit, Status};
+use crate::model::sandbox::Sandbox;
 use crate::names::ContainerName;
 use crate::persist::{self, Record, StateDir};
-use crate::process::{Exit, Status};
-use crate::rootfs::RootfsExport;
-use crate::sandbox::Sandbox;
+use crate::storage::rootfs::RootfsExport;
 
 /// `io.kubernetes.cri.container-type`: "sandbox" or "container".
 pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";

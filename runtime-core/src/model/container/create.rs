@@ -10,23 +10,23 @@ use std::time::Duration;
 use vxn_wire::protocol::CreateContainer;
 
 use super::Container;
-use crate::binds;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::hypervisor::{Hypervisor, Vif, VifLink, VmError, VmSpec};
 use crate::ids::ExecId;
-use crate::layers::Layers;
+use crate::model::process::Process;
+use crate::model::sandbox::{AgentTimeouts, Sandbox, Sizing};
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
 use crate::network::{netns_dns, netns_follow};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
-use crate::process::Process;
-use crate::rootfs::{ExportedRootfs, RootfsExport};
-use crate::sandbox::{AgentTimeouts, Sandbox, Sizing};
 use crate::stdio::ProcessStdio;
-use crate::vm::{Hypervisor, Vif, VifLink, VmError, VmSpec};
+use crate::storage::binds;
+use crate::storage::layers::Layers;
+use crate::storage::rootfs::{ExportedRootfs, RootfsExport};
 
 /// What the guest makes of a container besides its spec's process.
 pub(super) struct InGuest {

@@ -9,9 +9,9 @@ use vxn_wire::protocol::{Event, ProcessSpec};
 
 use super::*;
 use crate::config::Config;
-use crate::container::{CreateRequest, RootfsSource};
 use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
-use crate::process::Exit;
+use crate::model::container::{CreateRequest, RootfsSource};
+use crate::model::process::Exit;
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<TaskEvent>>);
@@ -151,7 +151,7 @@ fn layers_source(w: &World, mounted: Arc<Mutex<bool>>) -> RootfsSource {
     let lower = w.dir.path().join("layer");
     std::fs::create_dir_all(&lower).unwrap();
     RootfsSource::Layers {
-        layers: crate::layers::Layers {
+        layers: crate::storage::layers::Layers {
             lower: vec![lower],
             upper: None,
         },

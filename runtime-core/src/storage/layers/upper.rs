@@ -94,13 +94,13 @@ pub async fn build(
         })?;
         staging.bound = true;
         let s = src.to_path_buf();
-        content = tokio::task::spawn_blocking(move || crate::rootfs::disk_usage(&s))
+        content = tokio::task::spawn_blocking(move || crate::storage::rootfs::disk_usage(&s))
             .await
             .unwrap_or(0);
     }
     let size_mib = (content + content / 20).div_ceil(1 << 20) + extra_mib.max(16);
     let image = work_dir.join(UPPER_IMAGE);
-    let made = crate::rootfs::mkfs_ext4(&staging.dir, &image, size_mib).await;
+    let made = crate::storage::rootfs::mkfs_ext4(&staging.dir, &image, size_mib).await;
     drop(staging);
     made?;
     Ok((image, size_mib << 20))

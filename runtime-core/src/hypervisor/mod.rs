@@ -1,16 +1,14 @@
 //! The seam between a container and the VM technology that runs it.
 //!
 //! Two backends, chosen in one place ([`Backend::build`]):
-//! * [`XenHypervisor`]: a Xen DomU per container, through `xl`;
+//! * [`XenHypervisor`]: a Xen DomU per container, through `xl` ([`crate::xen`]);
 //! * [`ProcessHypervisor`]: for tests only, the agent as a host process in a
 //!   cgroup. It gives NO isolation; it exists so the shim's whole lifecycle
 //!   can be tested through containerd without a hypervisor.
 
 mod process;
-mod xen;
 
 pub use process::ProcessHypervisor;
-pub use xen::{socket_path, XenHypervisor};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +18,10 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 use vxn_wire::boot::AgentChannel;
 
-use crate::disks::XenDisks;
-use crate::layers::cache::ImageCache;
-use crate::rootfs::{Directory, Ext4Image, RootfsExport};
+use crate::storage::layers::cache::ImageCache;
+use crate::storage::rootfs::{Directory, Ext4Image, RootfsExport};
+use crate::xen::disks::XenDisks;
+use crate::xen::domain::XenHypervisor;
 use crate::xen::{config::ConfigError, Xl, XlError};
 
 /// `agent_channel` in the config: the one place the channel is chosen.

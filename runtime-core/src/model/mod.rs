@@ -1,0 +1,11 @@
+//! The model: a [`sandbox`] (one VM and its agent) holds a [`container`]
+//! (rootfs, mounts, network) that holds [`process`]es, each with its state
+//! machine; a CRI [`pod`] is one sandbox shared by its containers; a
+//! front-end's [`task`] is a container or a pod's sandbox. The model reaches
+//! VMs only through [`crate::hypervisor::Hypervisor`].
+
+pub mod container;
+pub mod pod;
+pub mod process;
+pub mod sandbox;
+pub mod task;

@@ -1,0 +1,9 @@
+//! How a container's files reach its VM: its root filesystem ([`rootfs`]),
+//! the image cache of read-only layers and each container's writable layer
+//! ([`layers`]), dom0 loop devices ([`loopdev`]), and host directories
+//! shared over 9p ([`binds`]).
+
+pub mod binds;
+pub mod layers;
+pub mod loopdev;
+pub mod rootfs;
