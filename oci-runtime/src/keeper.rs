@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use vxn_runtime_core::config::Config;
-use vxn_runtime_core::events::{EventSink, TaskEvent};
 use vxn_runtime_core::ids::ExecId;
 use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::model::events::{EventSink, TaskEvent};
 use vxn_runtime_core::oci;
 use vxn_runtime_core::Error as Core;
 
@@ -124,7 +124,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     let args = keep.create;
     let dir = ContainerDir::new(&root, &args.id)?;
     let cfg = Config::load().map_err(|e| Core::InvalidArgument(format!("vxn config: {e}")))?;
-    let (hv, exporter) = cfg.platform().map_err(Core::InvalidArgument)?;
+    let (hv, exporter) = vxn_runtime_core::platform::build(&cfg).map_err(Core::InvalidArgument)?;
     let bundle = std::path::absolute(&args.bundle).map_err(Error::io("bundle"))?;
     let spec = oci::load(&bundle)?;
     let terminal = spec.process.as_ref().is_some_and(|p| p.terminal);

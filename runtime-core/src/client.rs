@@ -447,3 +447,26 @@ fn cut(s: &mut String, max: usize) {
 
 /// Default time to wait for an agent hello once its domain runs.
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl From<ClientError> for crate::Error {
+    fn from(e: ClientError) -> Self {
+        // The agent's words were escaped and capped by the client.
+        let msg = e.to_string();
+        match (&e, e.agent_kind()) {
+            (_, Some(ErrorKind::NotFound)) => crate::Error::NotFound(msg),
+            (_, Some(ErrorKind::AlreadyExists)) => crate::Error::AlreadyExists(msg),
+            (_, Some(ErrorKind::InvalidArgument)) => crate::Error::InvalidArgument(msg),
+            (_, Some(ErrorKind::FailedPrecondition)) => crate::Error::FailedPrecondition(msg),
+            (_, Some(ErrorKind::Unsupported)) => crate::Error::Unimplemented(msg),
+            (_, Some(ErrorKind::Unavailable)) => crate::Error::Unavailable(msg),
+            (_, Some(ErrorKind::Internal)) => crate::Error::Internal(msg),
+            (ClientError::Timeout { .. }, None) => crate::Error::DeadlineExceeded(msg),
+            (ClientError::Connection(MuxError::TooLarge { .. }), None) => {
+                crate::Error::Internal(msg)
+            }
+            // The guest answered, with more than the host keeps.
+            (ClientError::TooMany { .. }, None) => crate::Error::ResourceExhausted(msg),
+            (_, None) => crate::Error::Unavailable(format!("guest agent unreachable: {msg}")),
+        }
+    }
+}

@@ -3,12 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
-use crate::hypervisor::{Backend, Hypervisor};
+use crate::hypervisor::Backend;
 use crate::network::NetworkConfig;
-use crate::storage::layers::cache::ImageCache;
-use crate::storage::rootfs::RootfsExport;
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
@@ -143,20 +139,7 @@ impl Config {
     pub fn hotplug_dir(&self) -> PathBuf {
         self.image_dir.join(".hotplug")
     }
-
-    /// That backend, built, and how its VMs get their rootfs.
-    pub fn platform(&self) -> Result<Platform, String> {
-        let backend = self.backend()?;
-        let hv = backend
-            .build(&self.hotplug_dir())
-            .map_err(|e| e.to_string())?;
-        let cache = ImageCache::new(self.image_cache_dir.clone(), self.image_cache_max_mib);
-        Ok((hv, backend.exporter(self.rootfs_extra_mib, cache)))
-    }
 }
-
-/// A VM backend and its rootfs exporter: what every front-end creates with.
-pub type Platform = (Arc<dyn Hypervisor>, Arc<dyn RootfsExport>);
 
 #[cfg(test)]
 mod tests {

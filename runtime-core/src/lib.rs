@@ -12,9 +12,9 @@
 //! * [`network`]: a container's vif, address lease and guest network setup;
 //!   a pod's or an engine's network namespace; dom0's bridge;
 //! * [`persist`]: what a container made, recorded so teardown can undo it;
-//! * a front-end gives each container an [`events`] sink and each process its
-//!   [`stdio`], and names processes by [`ids::ExecId`];
-//! * [`config`]: `/etc/vxn/config.toml`; [`oci`]: the bundle's config.json;
+//! * a front-end gives each process its [`stdio`] and names processes by
+//!   [`ids::ExecId`];
+//! * [`config`]: `/etc/vxn/config.toml`; [`platform`]: the backends it names; [`oci`]: the bundle's config.json;
 //! * [`client`]: the typed client of the guest agent (over [`vxn_wire`]);
 //! * [`names`]: (namespace, id) to domain and directory names;
 //! * [`command`]: external commands with timeouts; [`logfmt`]: the log line format.
@@ -23,7 +23,6 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod error;
-pub mod events;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod hypervisor;
@@ -34,6 +33,7 @@ pub mod names;
 pub mod network;
 pub mod oci;
 pub mod persist;
+pub mod platform;
 pub mod stdio;
 pub mod storage;
 pub mod xen;

@@ -97,6 +97,12 @@ impl ContainerName {
     }
 }
 
+impl From<NameError> for crate::Error {
+    fn from(e: NameError) -> Self {
+        crate::Error::InvalidArgument(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use vxn_wire::protocol::{self, MountKind, MountSpec, ProcessSpec, Rlimit, UserSp
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-pub use crate::model::sandbox::Sizing;
+pub use crate::hypervisor::Sizing;
 use crate::storage::binds::{HostBind, Planned, ReadOnly};
 
 #[derive(Debug, Default, Deserialize)]

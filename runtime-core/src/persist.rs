@@ -15,6 +15,7 @@ use crate::hypervisor::Hypervisor;
 use crate::names::ContainerName;
 use crate::network::lease::{self, LeaseRecord};
 use crate::network::pod_netns::PodNetns;
+use crate::storage::mounts::unmount_all;
 use crate::storage::rootfs::RootfsExport;
 
 const STATE_FILE: &str = "state.json";
@@ -87,6 +88,12 @@ impl Record {
         }
         self
     }
+}
+
+/// The lease `state_dir`'s record names (how the lease pool tells a live
+/// owner's lease from a stale one).
+pub fn recorded_lease(state_dir: &Path) -> Option<LeaseRecord> {
+    StateDir::at(state_dir.to_path_buf()).load()?.lease
 }
 
 /// `<state_root>/<namespace>/<id>`: the container's directory of record.
@@ -231,7 +238,7 @@ pub async fn teardown_by_name(
     name: &ContainerName,
     bundle: Option<&Path>,
 ) -> Result<()> {
-    let (hv, exporter) = cfg.platform().map_err(Error::InvalidArgument)?;
+    let (hv, exporter) = crate::platform::build(cfg).map_err(Error::InvalidArgument)?;
     let dir = StateDir::of(&cfg.state_dir, name);
     let own = {
         let _turn = dir.lock();
@@ -290,26 +297,6 @@ pub async fn undo(r: &Record, state: &StateDir, hv: &dyn Hypervisor, exporter: &
     if let Err(left) = teardown(r, state, hv, exporter).await {
         tracing::error!(error = %left, "cleaning up after a failed create");
     }
-}
-
-/// Detach every mount stacked on `target` (each with all below it); a path
-/// that is no mount point (any more), or is gone, is done.
-pub fn unmount_all(target: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // Mounts stack; each round takes the top one. Bounded, whatever is there.
-    for _ in 0..64 {
-        // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(()),
-                _ => Err(e),
-            };
-        }
-    }
-    Err(std::io::Error::other("more than 64 mounts stacked"))
 }
 
 #[cfg(test)]

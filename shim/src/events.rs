@@ -14,8 +14,8 @@ use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim_protos::ttrpc::context::Context;
 use containerd_shim_protos::types::mount::Mount;
 use tokio::sync::mpsc;
-use vxn_runtime_core::events::{EventSink, TaskEvent};
 use vxn_runtime_core::ids::ExecId;
+use vxn_runtime_core::model::events::{EventSink, TaskEvent};
 
 use crate::io::StdioPaths;
 

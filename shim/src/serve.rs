@@ -67,7 +67,7 @@ pub async fn run(flags: &Flags) -> Result<(), ServeError> {
         .await
         .map_err(|e| failed("connect to containerd's events")(e.to_string()))?;
     let exit = Arc::new(ExitSignal::default());
-    let platform = cfg.platform();
+    let platform = vxn_runtime_core::platform::build(&cfg);
     if let Err(e) = &platform {
         tracing::error!(error = %e, "no VM backend: every Create will fail");
     }

@@ -30,7 +30,7 @@ use crate::error::{to_ttrpc, Error, Result};
 use crate::events::{timestamp, Events, TaskEvents};
 use crate::io::StdioPaths;
 use crate::metrics;
-use vxn_runtime_core::config::Platform;
+use vxn_runtime_core::platform::Platform;
 
 /// A task as this shim holds it: a container whose stdio is containerd's
 /// fifos, or a pod's sandbox (this shim then serves the pod's containers too).

@@ -1,28 +1,23 @@
 //! The seam between a container and the VM technology that runs it.
 //!
-//! Two backends, chosen in one place ([`Backend::build`]):
-//! * [`XenHypervisor`]: a Xen DomU per container, through `xl` ([`crate::xen`]);
+//! Two backends, chosen in one place ([`crate::platform`]):
+//! * [`crate::xen::domain::XenHypervisor`]: a Xen DomU per container, through `xl`;
 //! * [`ProcessHypervisor`]: for tests only, the agent as a host process in a
 //!   cgroup. It gives NO isolation; it exists so the shim's whole lifecycle
 //!   can be tested through containerd without a hypervisor.
 
 mod process;
+mod vif;
 
 pub use process::ProcessHypervisor;
+pub use vif::{Vif, VifGuard, VifLink};
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 use vxn_wire::boot::AgentChannel;
-
-use crate::storage::layers::cache::ImageCache;
-use crate::storage::rootfs::{Directory, Ext4Image, RootfsExport};
-use crate::xen::disks::XenDisks;
-use crate::xen::domain::XenHypervisor;
-use crate::xen::{config::ConfigError, Xl, XlError};
 
 /// `agent_channel` in the config: the one place the channel is chosen.
 pub fn parse_agent_channel(s: &str) -> Result<AgentChannel, String> {
@@ -62,26 +57,6 @@ pub struct VmSpec {
     pub state_dir: PathBuf,
 }
 
-/// A VM's network interface: where its dom0 backend goes, and its MAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vif {
-    pub link: VifLink,
-    pub mac: String,
-    /// What the guest may send through it (checked in dom0, see
-    /// [`crate::network::guard`]); a bridge vif gets it from the backend
-    /// before the VM runs, a pod's when it joins the namespace.
-    pub guard: crate::network::guard::VifGuard,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VifLink {
-    /// Joined to this dom0 bridge by Xen's hotplug script.
-    Bridge(String),
-    /// Left alone by this hotplug script (it only reports the device ready):
-    /// the caller moves the backend into a pod's network namespace.
-    Unplugged { script: PathBuf },
-}
-
 /// A disk given to a running VM; the guest sees it as `/dev/<vdev>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HotDisk {
@@ -90,12 +65,17 @@ pub struct HotDisk {
     pub writable: bool,
 }
 
+/// A backend's own error, typed where it is made (e.g. `xen::XlError`).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// The backend cannot express the request (its own error, kept as the source).
     #[error("invalid VM configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[source] BackendError),
+    /// The backend's toolstack failed (its own error, kept as the source).
     #[error(transparent)]
-    Xl(#[from] XlError),
+    Backend(BackendError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -200,6 +180,15 @@ pub trait Hypervisor: Send + Sync + 'static {
     }
 }
 
+/// The VM's size now, and the maximums it was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    pub memory_mib: u64,
+    pub max_memory_mib: u64,
+    pub vcpus: u32,
+    pub max_vcpus: u32,
+}
+
 /// A change of a running VM's size; `None` leaves that dimension alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resize {
@@ -238,31 +227,22 @@ impl Backend {
             )),
         }
     }
+}
 
-    /// `hotplug_dir`: where the Xen backend writes its hotplug scripts (on a
-    /// filesystem that allows exec).
-    pub fn build(&self, hotplug_dir: &std::path::Path) -> Result<Arc<dyn Hypervisor>, VmError> {
-        Ok(match self {
-            Self::Xen { channel } => Arc::new(XenHypervisor::new(
-                Xl::default(),
-                *channel,
-                Some(hotplug_dir.to_path_buf()),
-            )),
-            Self::Process { agent } => Arc::new(ProcessHypervisor::new(agent.clone())?),
-        })
-    }
-
-    /// How this backend's VMs get their rootfs: an ext4 image for a DomU, the
-    /// directory itself for an agent on the host.
-    pub fn exporter(&self, image_extra_mib: u64, cache: ImageCache) -> Arc<dyn RootfsExport> {
-        match self {
-            Self::Xen { .. } => Arc::new(XenDisks {
-                ext4: Ext4Image {
-                    extra_mib: image_extra_mib,
-                },
-                cache,
-            }),
-            Self::Process { .. } => Arc::new(Directory),
+impl From<VmError> for crate::Error {
+    fn from(e: VmError) -> Self {
+        let msg = e.to_string();
+        match e {
+            // The request asks for something this host cannot give.
+            VmError::Config(_) | VmError::Missing(_) | VmError::NoMemory { .. } => {
+                crate::Error::InvalidArgument(msg)
+            }
+            VmError::Exists(_) => crate::Error::AlreadyExists(msg),
+            VmError::Unsupported(..) => crate::Error::Unimplemented(msg),
+            VmError::HostNotReady(_) => crate::Error::FailedPrecondition(msg),
+            VmError::Backend(_) | VmError::Io { .. } | VmError::Survived { .. } => {
+                crate::Error::Internal(msg)
+            }
         }
     }
 }

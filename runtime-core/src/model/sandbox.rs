@@ -7,17 +7,8 @@ use std::time::Duration;
 
 use crate::client::Timeouts;
 use crate::error::{Error, Result};
-use crate::hypervisor::{Hypervisor, Resize, VmSpec};
+use crate::hypervisor::{Hypervisor, Resize, Sizing, VmSpec};
 use crate::AgentClient;
-
-/// The VM's size now, and the maximums it was created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sizing {
-    pub memory_mib: u64,
-    pub max_memory_mib: u64,
-    pub vcpus: u32,
-    pub max_vcpus: u32,
-}
 
 /// Timeouts for talking to a sandbox's agent.
 #[derive(Debug, Clone, Copy)]

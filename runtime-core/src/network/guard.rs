@@ -11,13 +11,11 @@
 //! (Xen's vif-bridge antispoof and Qubes' per-vif firewall follow the same
 //! idea with iptables; tc needs no global table a dying shim could leave.)
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
-
-use vxn_wire::protocol::IpCidr;
 
 use crate::command;
 use crate::error::{Error, Result};
+use crate::hypervisor::VifGuard;
 
 const TC_TIMEOUT: Duration = Duration::from_secs(20);
 /// Filter priorities: the drops of forbidden kinds, then the allowed, then
@@ -25,19 +23,6 @@ const TC_TIMEOUT: Duration = Duration::from_secs(20);
 const PREF_FORBIDDEN: u32 = 10;
 const PREF_ALLOWED: u32 = 100;
 const PREF_REST: u32 = 60000;
-
-/// What one vif may send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VifGuard {
-    /// The vif's MAC: every frame's source and every ARP sender.
-    pub mac: String,
-    /// IPv4 sources (addresses, or prefixes).
-    pub ipv4: Vec<(Ipv4Addr, u8)>,
-    /// IPv6 sources besides link-local ones.
-    pub ipv6: Vec<Ipv6Addr>,
-    /// DHCP client traffic from 0.0.0.0 (the guest asks a DHCP server).
-    pub dhcp_client: bool,
-}
 
 /// Where an allowed frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,158 +33,129 @@ pub enum Allowed<'a> {
     RedirectTo(&'a str),
 }
 
-impl VifGuard {
-    /// A guard for one static address.
-    pub fn single(mac: &str, address: Ipv4Addr) -> Self {
-        Self {
-            mac: mac.into(),
-            ipv4: vec![(address, 32)],
-            ipv6: vec![],
-            dhcp_client: false,
-        }
+/// The `tc filter add` argument lists for `dev`'s ingress, in order.
+pub fn filters(g: &VifGuard, dev: &str, allowed: Allowed<'_>) -> Vec<Vec<String>> {
+    let mac = g.mac.as_str();
+    let allow: Vec<&str> = match allowed {
+        Allowed::Pass => vec!["action", "pass"],
+        Allowed::RedirectTo(to) => vec!["action", "mirred", "egress", "redirect", "dev", to],
+    };
+    let drop = vec!["action", "drop"];
+    let mut rules: Vec<(&str, Vec<String>, &Vec<&str>)> = Vec::new();
+    let own = |more: &[String]| {
+        let mut m = vec!["src_mac".to_string(), mac.to_string()];
+        m.extend_from_slice(more);
+        m
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // Forbidden whatever the source: a DHCP server's replies, IPv6 router
+    // advertisements and redirects, a DHCPv6 server's replies.
+    rules.push(("ip", s(&["ip_proto", "udp", "src_port", "67"]), &drop));
+    for icmp_type in ["134", "137"] {
+        rules.push(("ipv6", s(&["ip_proto", "icmpv6", "type", icmp_type]), &drop));
     }
-
-    /// A pod's interface: the addresses CNI gave it.
-    pub fn for_addresses(mac: &str, addresses: &[IpCidr]) -> Self {
-        let mut g = Self {
-            mac: mac.into(),
-            ipv4: vec![],
-            ipv6: vec![],
-            dhcp_client: false,
-        };
-        for a in addresses {
-            match a.address {
-                std::net::IpAddr::V4(v4) => g.ipv4.push((v4, 32)),
-                std::net::IpAddr::V6(v6) => g.ipv6.push(v6),
-            }
-        }
-        g
+    rules.push(("ipv6", s(&["ip_proto", "udp", "src_port", "547"]), &drop));
+    let forbidden = rules.len();
+    // ARP only with its own sender MAC and address (0.0.0.0: a probe).
+    let mut arp_senders: Vec<String> = g.ipv4.iter().map(|(a, len)| format!("{a}/{len}")).collect();
+    arp_senders.push("0.0.0.0/32".into());
+    for sip in &arp_senders {
+        rules.push(("arp", own(&s(&["arp_sha", mac, "arp_sip", sip])), &allow));
     }
-
-    /// The `tc filter add` argument lists for `dev`'s ingress, in order.
-    pub fn filters(&self, dev: &str, allowed: Allowed<'_>) -> Vec<Vec<String>> {
-        let mac = self.mac.as_str();
-        let allow: Vec<&str> = match allowed {
-            Allowed::Pass => vec!["action", "pass"],
-            Allowed::RedirectTo(to) => vec!["action", "mirred", "egress", "redirect", "dev", to],
-        };
-        let drop = vec!["action", "drop"];
-        let mut rules: Vec<(&str, Vec<String>, &Vec<&str>)> = Vec::new();
-        let own = |more: &[String]| {
-            let mut m = vec!["src_mac".to_string(), mac.to_string()];
-            m.extend_from_slice(more);
-            m
-        };
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        // Forbidden whatever the source: a DHCP server's replies, IPv6 router
-        // advertisements and redirects, a DHCPv6 server's replies.
-        rules.push(("ip", s(&["ip_proto", "udp", "src_port", "67"]), &drop));
-        for icmp_type in ["134", "137"] {
-            rules.push(("ipv6", s(&["ip_proto", "icmpv6", "type", icmp_type]), &drop));
-        }
-        rules.push(("ipv6", s(&["ip_proto", "udp", "src_port", "547"]), &drop));
-        let forbidden = rules.len();
-        // ARP only with its own sender MAC and address (0.0.0.0: a probe).
-        let mut arp_senders: Vec<String> = self
-            .ipv4
-            .iter()
-            .map(|(a, len)| format!("{a}/{len}"))
-            .collect();
-        arp_senders.push("0.0.0.0/32".into());
-        for sip in &arp_senders {
-            rules.push(("arp", own(&s(&["arp_sha", mac, "arp_sip", sip])), &allow));
-        }
-        for (a, len) in &self.ipv4 {
-            rules.push(("ip", own(&["src_ip".into(), format!("{a}/{len}")]), &allow));
-        }
-        if self.dhcp_client {
-            rules.push((
-                "ip",
-                own(&s(&[
-                    "src_ip",
-                    "0.0.0.0/32",
-                    "ip_proto",
-                    "udp",
-                    "src_port",
-                    "68",
-                    "dst_port",
-                    "67",
-                ])),
-                &allow,
-            ));
-        }
-        // IPv6 needs link-local (neighbour discovery) and :: (duplicate address
-        // detection) besides its own addresses.
-        let mut v6: Vec<String> = vec!["fe80::/10".into(), "::/128".into()];
-        v6.extend(self.ipv6.iter().map(|a| format!("{a}/128")));
-        for src in v6 {
-            rules.push(("ipv6", own(&["src_ip".into(), src]), &allow));
-        }
-        let mut out: Vec<Vec<String>> = rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, (proto, keys, action))| {
-                let pref = if i < forbidden {
-                    PREF_FORBIDDEN + i as u32
-                } else {
-                    PREF_ALLOWED + (i - forbidden) as u32
-                };
-                let mut a = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
-                a.push(pref.to_string());
-                a.extend(s(&["protocol", proto, "flower"]));
-                a.extend(keys);
-                a.extend(action.iter().map(|x| x.to_string()));
-                a
-            })
-            .collect();
-        let mut rest = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
-        rest.push(PREF_REST.to_string());
-        rest.extend(s(&["protocol", "all", "matchall", "action", "drop"]));
-        out.push(rest);
-        out
+    for (a, len) in &g.ipv4 {
+        rules.push(("ip", own(&["src_ip".into(), format!("{a}/{len}")]), &allow));
     }
-
-    /// Put the filters on `dev`'s ingress (in network namespace `netns`, if
-    /// given), replacing whatever ingress filters it had.
-    pub async fn apply(&self, dev: &str, netns: Option<&str>, allowed: Allowed<'_>) -> Result<()> {
-        let ns: Vec<&str> = netns.map_or_else(Vec::new, |n| vec!["-n", n]);
-        let _ = command::run(
-            "tc",
-            &[&ns[..], &["qdisc", "del", "dev", dev, "ingress"]].concat(),
-            TC_TIMEOUT,
-        )
-        .await;
-        // One tc for the qdisc and every filter: a batch stops at its first
-        // error, and the filters' order is their priority anyway.
-        let batch = self.batch(dev, allowed);
-        let argv = [&ns[..], &["-batch", "-"]].concat();
-        command::run_with_input("tc", &argv, batch.as_bytes(), TC_TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|e| {
-                Error::FailedPrecondition(format!(
-                    "anti-spoofing filters on {dev}: {e} (dom0 needs tc with the flower and matchall classifiers)"
-                ))
-            })
+    if g.dhcp_client {
+        rules.push((
+            "ip",
+            own(&s(&[
+                "src_ip",
+                "0.0.0.0/32",
+                "ip_proto",
+                "udp",
+                "src_port",
+                "68",
+                "dst_port",
+                "67",
+            ])),
+            &allow,
+        ));
     }
-
-    /// [`filters`](Self::filters) after the ingress qdisc, one tc command a line.
-    fn batch(&self, dev: &str, allowed: Allowed<'_>) -> String {
-        let mut s = format!("qdisc add dev {dev} ingress\n");
-        for args in self.filters(dev, allowed) {
-            s.push_str(&args.join(" "));
-            s.push('\n');
-        }
-        s
+    // IPv6 needs link-local (neighbour discovery) and :: (duplicate address
+    // detection) besides its own addresses.
+    let mut v6: Vec<String> = vec!["fe80::/10".into(), "::/128".into()];
+    v6.extend(g.ipv6.iter().map(|a| format!("{a}/128")));
+    for src in v6 {
+        rules.push(("ipv6", own(&["src_ip".into(), src]), &allow));
     }
+    let mut out: Vec<Vec<String>> = rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, (proto, keys, action))| {
+            let pref = if i < forbidden {
+                PREF_FORBIDDEN + i as u32
+            } else {
+                PREF_ALLOWED + (i - forbidden) as u32
+            };
+            let mut a = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
+            a.push(pref.to_string());
+            a.extend(s(&["protocol", proto, "flower"]));
+            a.extend(keys);
+            a.extend(action.iter().map(|x| x.to_string()));
+            a
+        })
+        .collect();
+    let mut rest = s(&["filter", "add", "dev", dev, "parent", "ffff:", "pref"]);
+    rest.push(PREF_REST.to_string());
+    rest.extend(s(&["protocol", "all", "matchall", "action", "drop"]));
+    out.push(rest);
+    out
 }
 
+/// Put the filters on `dev`'s ingress (in network namespace `netns`, if
+/// given), replacing whatever ingress filters it had.
+pub async fn apply(
+    g: &VifGuard,
+    dev: &str,
+    netns: Option<&str>,
+    allowed: Allowed<'_>,
+) -> Result<()> {
+    let ns: Vec<&str> = netns.map_or_else(Vec::new, |n| vec!["-n", n]);
+    let _ = command::run(
+        "tc",
+        &[&ns[..], &["qdisc", "del", "dev", dev, "ingress"]].concat(),
+        TC_TIMEOUT,
+    )
+    .await;
+    // One tc for the qdisc and every filter: a batch stops at its first
+    // error, and the filters' order is their priority anyway.
+    let batch = batch(g, dev, allowed);
+    let argv = [&ns[..], &["-batch", "-"]].concat();
+    command::run_with_input("tc", &argv, batch.as_bytes(), TC_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "anti-spoofing filters on {dev}: {e} (dom0 needs tc with the flower and matchall classifiers)"
+            ))
+        })
+}
+
+/// [`filters`] after the ingress qdisc, one tc command a line.
+fn batch(g: &VifGuard, dev: &str, allowed: Allowed<'_>) -> String {
+    let mut s = format!("qdisc add dev {dev} ingress\n");
+    for args in filters(g, dev, allowed) {
+        s.push_str(&args.join(" "));
+        s.push('\n');
+    }
+    s
+}
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn lines(g: &VifGuard, allowed: Allowed<'_>) -> Vec<String> {
-        g.filters("vif7.0", allowed)
+        filters(g, "vif7.0", allowed)
             .into_iter()
             .map(|a| a.join(" "))
             .collect()
@@ -208,7 +164,7 @@ mod tests {
     #[test]
     fn one_batch_adds_the_qdisc_then_every_filter_in_order() {
         let g = VifGuard::single("00:16:3e:aa:bb:cc", "10.0.100.201".parse().unwrap());
-        let batch = g.batch("vif7.0", Allowed::Pass);
+        let batch = batch(&g, "vif7.0", Allowed::Pass);
         let mut want = vec!["qdisc add dev vif7.0 ingress".to_string()];
         want.extend(lines(&g, Allowed::Pass));
         assert_eq!(batch.lines().collect::<Vec<_>>(), want);

@@ -26,7 +26,6 @@ use super::{mac_for, NetworkConfig};
 use crate::error::{Error, Result};
 use crate::hypervisor::Hypervisor;
 use crate::names::ContainerName;
-use crate::persist::StateDir;
 
 const LOCK_FILE: &str = ".lock";
 /// How long an allocation waits for another one to finish.
@@ -146,15 +145,20 @@ impl Locked {
         Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err()
     }
 
-    async fn stale(&self, a: Ipv4Addr, lease: &Option<LeaseFile>, hv: &dyn Hypervisor) -> bool {
+    async fn stale(
+        &self,
+        a: Ipv4Addr,
+        lease: &Option<LeaseFile>,
+        hv: &dyn Hypervisor,
+        owner_lease: OwnerLease,
+    ) -> bool {
         if self.held(a) {
             return false;
         }
         let Some(lease) = lease else {
             return true; // unreadable: not something we wrote whole
         };
-        let owner = StateDir::at(lease.state_dir.clone()).load();
-        match owner.as_ref().and_then(|r| r.lease.as_ref()) {
+        match owner_lease(&lease.state_dir).as_ref() {
             Some(l) if l.address == a && l.dir == self.dir => {}
             _ => return true,
         }
@@ -163,10 +167,14 @@ impl Locked {
         matches!(hv.exists(&lease.domain).await, Ok(false))
     }
 
-    async fn reap(&self, hv: &dyn Hypervisor) -> Result<Vec<(Ipv4Addr, LeaseFile)>> {
+    async fn reap(
+        &self,
+        hv: &dyn Hypervisor,
+        owner_lease: OwnerLease,
+    ) -> Result<Vec<(Ipv4Addr, LeaseFile)>> {
         let mut live = Vec::new();
         for (a, lease) in self.leases()? {
-            if self.stale(a, &lease, hv).await {
+            if self.stale(a, &lease, hv, owner_lease).await {
                 tracing::info!(address = %a, owner = ?lease.as_ref().map(|l| (&l.namespace, &l.id)), "reaping a stale lease");
                 let _ = free(&self.path(a), a, lease.as_ref());
             } else if let Some(l) = lease {
@@ -194,11 +202,18 @@ impl Locked {
     }
 }
 
+/// The lease an owner's state directory records, if any.
+pub type OwnerLease = fn(&Path) -> Option<LeaseRecord>;
+
 /// What `acquire` is asked for.
 pub struct Want<'a> {
     pub name: &'a ContainerName,
     pub domain: &'a str,
-    pub state: &'a StateDir,
+    /// The container's state directory: the lease names it as its owner.
+    pub state: &'a Path,
+    /// Reads the lease an owner's state directory records (the container
+    /// state's own format: `persist::recorded_lease`).
+    pub owner_lease: OwnerLease,
     pub address: Option<Ipv4Addr>,
     /// From the DHCP range (the container's network mode is DHCP).
     pub dhcp: bool,
@@ -216,7 +231,7 @@ pub async fn acquire(
     record: impl FnOnce(&LeaseRecord) -> Result<()>,
 ) -> Result<HeldLease> {
     let locked = lock(&cfg.lease_dir).await?;
-    let live = locked.reap(hv).await?;
+    let live = locked.reap(hv, want.owner_lease).await?;
     let taken = |a: Ipv4Addr| live.iter().any(|(l, _)| *l == a);
     let first_free = |start: Ipv4Addr, end: Ipv4Addr| {
         (u32::from(start)..=u32::from(end))
@@ -281,7 +296,7 @@ pub async fn acquire(
         domain: want.domain.into(),
         dhcp: dhcp.then(|| Binding::for_mac(cfg, &mac)),
         mac,
-        state_dir: want.state.path().to_path_buf(),
+        state_dir: want.state.to_path_buf(),
     };
     let file = locked.create(address, &lease)?;
     if let Some(b) = &lease.dhcp {
@@ -348,9 +363,6 @@ impl HeldLease {
         self.record
     }
 }
-
-#[cfg(test)]
-use crate::persist::Record;
 
 #[cfg(test)]
 #[path = "lease_tests.rs"]

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::fake::FakeHypervisor;
+use crate::persist::{Record, StateDir};
 
 struct Pool {
     cfg: NetworkConfig,
@@ -52,7 +53,8 @@ impl Pool {
             Want {
                 name: &name,
                 domain: &domain,
-                state: &state,
+                state: state.path(),
+                owner_lease: crate::persist::recorded_lease,
                 address,
                 dhcp,
             },

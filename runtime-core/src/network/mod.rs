@@ -9,7 +9,6 @@ pub mod guard;
 pub mod host;
 pub mod lease;
 pub mod netns_dns;
-pub mod netns_follow;
 pub mod pod_localhost;
 pub mod pod_netns;
 #[cfg(test)]
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 use vxn_wire::protocol::{Dns, Interface, IpCidr, NetworkSetup, Route};
 
 use crate::error::{Error, Result};
+use crate::hypervisor::VifGuard;
 use crate::names::ContainerName;
 
 /// Per-container mode: `none`, `static` or `dhcp` (overrides `[network] mode`).
@@ -268,8 +268,8 @@ pub struct Attachment {
 impl Attachment {
     /// What the vif may send: its MAC with its address, and (DHCP) its
     /// requests before it has the address.
-    pub fn guard(&self) -> guard::VifGuard {
-        let mut g = guard::VifGuard::single(&self.mac, self.address);
+    pub fn guard(&self) -> VifGuard {
+        let mut g = VifGuard::single(&self.mac, self.address);
         g.dhcp_client = self.dhcp;
         g
     }

@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use vxn_wire::protocol::{IpCidr, NetworkSetup, Route};
 
-use super::pod_netns::VIF_IN_NETNS;
 use crate::command;
 use crate::error::{Error, Result};
+
+/// What the VM's backend is called once in the namespace.
+pub const VIF_IN_NETNS: &str = "vxn-vif0";
 
 /// The namespace's and the VM's ends of the link (link-local, away from
 /// Calico's 169.254.1.1 gateway and the 169.254.169.254 metadata address).

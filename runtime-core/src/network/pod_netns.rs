@@ -13,18 +13,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vxn_wire::protocol::{Dns, DnsRelay, Interface, IpCidr, NetworkSetup, Route};
 
-use super::guard::{Allowed, VifGuard};
+use super::guard::{self, Allowed};
+use super::pod_localhost::VIF_IN_NETNS;
 use crate::command;
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::hypervisor::{Hypervisor, Vif, VifLink};
-use crate::model::sandbox::Sandbox;
-use crate::xen::hotplug::Script;
+use crate::hypervisor::{Hypervisor, Vif, VifGuard, VifLink};
+use crate::AgentClient;
 
 /// The interface CNI creates in the pod's namespace (containerd's CNI_IFNAME).
 pub const CNI_INTERFACE: &str = "eth0";
-/// What the VM's backend is called once in the namespace.
-pub const VIF_IN_NETNS: &str = "vxn-vif0";
 /// Every backend of the VM's in the namespace is named so.
 const VIF_PREFIX: &str = "vxn-";
 const IP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -222,9 +219,7 @@ impl PodNetns {
         let mtu = nic.mtu.to_string();
         ip(&["-n", n, "link", "set", "dev", &backend, "mtu", &mtu, "up"]).await?;
         // The guest's frames first: nothing it sends passes before its guard.
-        guard
-            .apply(&backend, Some(n), Allowed::RedirectTo(&nic.name))
-            .await?;
+        guard::apply(guard, &backend, Some(n), Allowed::RedirectTo(&nic.name)).await?;
         tc(&["-n", n, "qdisc", "replace", "dev", &nic.name, "ingress"]).await?;
         tc(&[
             "-n", n, "filter", "add", "dev", &nic.name, "parent", "ffff:", "protocol", "all",
@@ -277,8 +272,8 @@ impl PodNetns {
     /// The VM's vif for this namespace: the veth's MAC (what CNI, its ARP
     /// and its anti-spoofing know holds), on no bridge: [`attach`](Self::attach)
     /// moves it into the namespace once the VM exists.
-    pub fn vif(nic: &PodNic, cfg: &Config) -> Result<Vif> {
-        nic.vif(&cfg.hotplug_dir())
+    pub fn vif(nic: &PodNic) -> Vif {
+        nic.vif()
     }
 
     /// The booted VM (made with [`vif`](Self::vif)) takes the namespace's
@@ -289,7 +284,7 @@ impl PodNetns {
         nic: &PodNic,
         hv: &dyn Hypervisor,
         domain: &str,
-        sandbox: &Sandbox,
+        agent: &AgentClient,
         dns_relay: Option<DnsRelay>,
     ) -> Result<()> {
         let t = std::time::Instant::now();
@@ -299,10 +294,10 @@ impl PodNetns {
             dns_relay,
             ..nic.guest_setup()?
         };
-        let got =
-            sandbox.agent().setup_network(setup).await.map_err(|e| {
-                Error::from(e).context("set up the namespace's network in the guest")
-            })?;
+        let got = agent
+            .setup_network(setup)
+            .await
+            .map_err(|e| Error::from(e).context("set up the namespace's network in the guest"))?;
         tracing::info!(
             took_ms = t.elapsed().as_millis() as u64,
             netns = %self.name,
@@ -319,17 +314,14 @@ impl PodNic {
         VifGuard::for_addresses(&self.mac, &self.addresses)
     }
 
-    /// A vif for this interface, left out of any bridge by Xen's hotplug
-    /// (vxn's script in `hotplug_dir`): the caller joins it to the veth.
-    pub fn vif(&self, hotplug_dir: &Path) -> Result<Vif> {
-        let script = Script::VifUnplugged
-            .install(hotplug_dir)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        Ok(Vif {
-            link: VifLink::Unplugged { script },
+    /// A vif for this interface, left out of any bridge by the backend: the
+    /// caller joins it to the veth.
+    pub fn vif(&self) -> Vif {
+        Vif {
+            link: VifLink::Unplugged,
             mac: self.mac.clone(),
             guard: self.guard(),
-        })
+        }
     }
 
     /// The name of the VM's backend for this interface in the namespace:

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use vxn_wire::protocol::{MountKind, MountSpec};
 
 use crate::error::{Error, Result};
-use crate::persist::unmount_all;
+use crate::storage::mounts::unmount_all;
 
 /// The 9p tag of a VM's share (`p9=` in the xl config).
 pub const SHARE_TAG: &str = "vxn-share";
@@ -450,8 +450,8 @@ mod tests {
         let still = info.lines().any(|l| {
             l.split(' ').nth(4).map(unescape).as_deref() == Some(src.join("sub").as_path())
         });
-        let _ = crate::persist::unmount_all(&src.join("sub"));
-        let _ = crate::persist::unmount_all(&src);
+        let _ = crate::storage::mounts::unmount_all(&src.join("sub"));
+        let _ = crate::storage::mounts::unmount_all(&src);
         assert!(still, "removing the share unmounted the source's submount");
     }
 

@@ -200,6 +200,18 @@ impl RootfsExport for Directory {
     async fn cleanup(&self, _work_dir: &Path) {}
 }
 
+impl From<ExportError> for crate::Error {
+    fn from(e: crate::storage::rootfs::ExportError) -> Self {
+        let msg = format!("rootfs: {e}");
+        match e {
+            // The bundle gave no usable rootfs: the request is at fault.
+            ExportError::Empty(_) => crate::Error::InvalidArgument(msg),
+            // Building the image failed on this host (mkfs, disk space, timeout).
+            ExportError::Failed { .. } => crate::Error::Internal(msg),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::hypervisor::VifLink;
 use crate::names::MAX_DOMAIN_NAME;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,8 +64,8 @@ pub struct DomainConfig {
     pub disks: Vec<Disk>,
     /// 9p shares: (tag, dom0 path).
     pub shares: Vec<(String, PathBuf)>,
-    /// A vif on a bridge, if networking is wanted.
-    pub vif: Option<crate::hypervisor::Vif>,
+    /// A vif, if networking is wanted.
+    pub vif: Option<Vif>,
     /// The device model takes `-sandbox` (see [`super::qemu`]).
     pub qemu_sandbox: bool,
 }
@@ -94,16 +93,31 @@ fn check_path(what: &'static str, p: &Path) -> Result<String, ConfigError> {
     Ok(s)
 }
 
+/// A vif as xl takes it: its MAC, and where its dom0 end goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vif {
+    pub mac: String,
+    pub backend: VifBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VifBackend {
+    /// A port of this bridge (Xen's vif-bridge script).
+    Bridge(String),
+    /// Handed to this hotplug script (vxn's, which only reports it ready).
+    Script(PathBuf),
+}
+
 /// The xl vif spec (without quotes), as the domain config and
 /// `xl network-attach` take it.
-pub fn vif_spec(v: &crate::hypervisor::Vif) -> Result<String, ConfigError> {
+pub fn vif_spec(v: &Vif) -> Result<String, ConfigError> {
     check("MAC address", &v.mac)?;
-    let link = match &v.link {
-        VifLink::Bridge(bridge) => {
+    let link = match &v.backend {
+        VifBackend::Bridge(bridge) => {
             check("bridge", bridge)?;
             format!("bridge={bridge}")
         }
-        VifLink::Unplugged { script } => {
+        VifBackend::Script(script) => {
             format!("script={}", check_path("vif script", script)?)
         }
     };
@@ -250,10 +264,15 @@ pub fn uuid_for(name: &str) -> String {
 const QEMU_SANDBOX: &str =
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+impl From<ConfigError> for crate::hypervisor::VmError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::guard::VifGuard;
 
     fn cfg() -> DomainConfig {
         DomainConfig {
@@ -294,21 +313,17 @@ mod tests {
         c.agent_socket = None;
         assert!(!c.render().unwrap().contains("channel = "));
         let mut c = cfg();
-        c.vif = Some(crate::hypervisor::Vif {
-            link: VifLink::Bridge("xenbr0".into()),
+        c.vif = Some(Vif {
+            backend: VifBackend::Bridge("xenbr0".into()),
             mac: "00:16:3e:01:02:03".into(),
-            guard: VifGuard::single("00:16:3e:01:02:03", "10.0.100.201".parse().unwrap()),
         });
         assert!(c
             .render()
             .unwrap()
             .contains("vif = [ \"bridge=xenbr0,mac=00:16:3e:01:02:03\" ]"));
-        c.vif = Some(crate::hypervisor::Vif {
-            link: VifLink::Unplugged {
-                script: "/run/vxn/vif-unplugged".into(),
-            },
+        c.vif = Some(Vif {
+            backend: VifBackend::Script("/run/vxn/vif-unplugged".into()),
             mac: "0a:58:0a:58:00:05".into(),
-            guard: VifGuard::for_addresses("0a:58:0a:58:00:05", &[]),
         });
         c.shares = vec![("vxn-pod".into(), "/var/lib/vxn/pods/p/share".into())];
         let s = c.render().unwrap();

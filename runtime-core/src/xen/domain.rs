@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use vxn_wire::boot::{self, AgentChannel};
 
 use crate::hypervisor::{
-    connected, AgentConnect, HotDisk, Hypervisor, Resize, VifLink, VmError, VmSpec,
+    connected, AgentConnect, HotDisk, Hypervisor, Resize, Vif, VifLink, VmError, VmSpec,
 };
-use crate::network::guard::Allowed;
+use crate::network::guard::{self, Allowed};
+use crate::xen::config::VifBackend;
 use crate::xen::{self, Disk, DomainConfig, GuestType, Xl, XlError};
 
 #[derive(Debug, Clone)]
@@ -49,6 +50,28 @@ impl XenHypervisor {
         })
     }
 
+    /// The seam's vif as xl takes it: an unplugged one is handed to vxn's
+    /// own vif script (it only reports the device ready), written on first use.
+    fn xl_vif(&self, vif: &Vif) -> Result<xen::config::Vif, VmError> {
+        let backend = match &vif.link {
+            VifLink::Bridge(b) => VifBackend::Bridge(b.clone()),
+            VifLink::Unplugged => {
+                let dir = self.hotplug_dir.as_ref().ok_or(VmError::Unsupported(
+                    "a vif joined to a network namespace without a hotplug directory",
+                    "xen",
+                ))?;
+                let script = xen::hotplug::Script::VifUnplugged
+                    .install(dir)
+                    .map_err(io("the vif hotplug script"))?;
+                VifBackend::Script(script)
+            }
+        };
+        Ok(xen::config::Vif {
+            mac: vif.mac.clone(),
+            backend,
+        })
+    }
+
     /// A bridge vif's anti-spoofing filters (a pod's vif gets them when it
     /// joins the pod's namespace).
     async fn guard_bridge_vif(&self, spec: &VmSpec) -> Result<(), VmError> {
@@ -60,8 +83,7 @@ impl XenHypervisor {
             return Ok(());
         };
         let dev = self.vif_device(&spec.name).await?;
-        vif.guard
-            .apply(&dev, None, Allowed::Pass)
+        guard::apply(&vif.guard, &dev, None, Allowed::Pass)
             .await
             .map_err(|e| VmError::HostNotReady(e.to_string()))
     }
@@ -97,7 +119,7 @@ impl XenHypervisor {
             },
             disks,
             shares: spec.shares.clone(),
-            vif: spec.vif.clone(),
+            vif: spec.vif.as_ref().map(|v| self.xl_vif(v)).transpose()?,
             qemu_sandbox: !spec.shares.is_empty() && xen::qemu::sandbox_supported().await,
         })
     }
@@ -269,12 +291,8 @@ impl Hypervisor for XenHypervisor {
         Ok(format!("vif{domid}.0"))
     }
 
-    async fn attach_vif(
-        &self,
-        name: &str,
-        vif: &crate::hypervisor::Vif,
-    ) -> Result<String, VmError> {
-        let spec = xen::config::vif_spec(vif)?;
+    async fn attach_vif(&self, name: &str, vif: &Vif) -> Result<String, VmError> {
+        let spec = xen::config::vif_spec(&self.xl_vif(vif)?)?;
         let domid = self
             .xl
             .domid(name)

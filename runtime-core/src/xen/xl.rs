@@ -285,6 +285,12 @@ pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+impl From<XlError> for crate::hypervisor::VmError {
+    fn from(e: XlError) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -12,15 +12,17 @@ use vxn_wire::protocol::CreateContainer;
 use super::Container;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::hypervisor::Sizing;
 use crate::hypervisor::{Hypervisor, Vif, VifLink, VmError, VmSpec};
 use crate::ids::ExecId;
+use crate::model::events::{EventSink, GuestEvents, TaskEvent};
+use crate::model::netns_follow;
 use crate::model::process::Process;
-use crate::model::sandbox::{AgentTimeouts, Sandbox, Sizing};
+use crate::model::sandbox::{AgentTimeouts, Sandbox};
 use crate::names::ContainerName;
+use crate::network::netns_dns;
 use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
-use crate::network::{netns_dns, netns_follow};
 use crate::oci;
 use crate::persist::{self, Record, StateDir};
 use crate::stdio::ProcessStdio;
@@ -314,7 +316,8 @@ impl<S: ProcessStdio> Container<S> {
                     let want = lease::Want {
                         name: &req.name,
                         domain: &domain,
-                        state: &state,
+                        state: state.path(),
+                        owner_lease: persist::recorded_lease,
                         address: net.address,
                         dhcp: mode == Mode::Dhcp,
                     };
@@ -343,7 +346,7 @@ impl<S: ProcessStdio> Container<S> {
                         mac: a.mac.clone(),
                         guard: a.guard(),
                     }),
-                    (None, Some((_, nic, _))) => Some(PodNetns::vif(nic, cfg)?),
+                    (None, Some((_, nic, _))) => Some(PodNetns::vif(nic)),
                     (None, None) => None,
                 },
                 shares: share
@@ -356,7 +359,7 @@ impl<S: ProcessStdio> Container<S> {
             let mut dns = None;
             if let Some((ns, nic, resolver)) = &engine_netns {
                 let relay = resolver.map(netns_dns::guest_relay);
-                ns.attach(nic, hv.as_ref(), &domain, &sandbox, relay)
+                ns.attach(nic, hv.as_ref(), &domain, sandbox.agent(), relay)
                     .await?;
                 dns = resolver
                     .map(|r| netns_dns::start(&ns.path, r))
@@ -403,7 +406,7 @@ impl<S: ProcessStdio> Container<S> {
         // Networks the engine connects the container to later become vifs
         // too; without the follower the container still has its first.
         let follower = engine_netns.and_then(|(ns, _, _)| {
-            netns_follow::start(ns, sandbox.clone(), cfg.hotplug_dir())
+            netns_follow::start(ns, sandbox.clone())
                 .inspect_err(|e| tracing::warn!(error = %e, "networks connected later stay unseen"))
                 .ok()
         });

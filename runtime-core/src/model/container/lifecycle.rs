@@ -9,8 +9,8 @@ use vxn_wire::protocol::{ErrorKind, ProcessSpec, WindowSize};
 
 use super::{Container, OUTPUT_DRAIN};
 use crate::error::{Error, Result};
-use crate::events::TaskEvent;
 use crate::ids::ExecId;
+use crate::model::events::TaskEvent;
 use crate::model::process::{Exit, Process, Status};
 use crate::persist;
 use crate::stdio::{ProcessStdio, Relay};

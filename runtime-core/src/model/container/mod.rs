@@ -22,8 +22,8 @@ use std::time::Duration;
 use vxn_wire::protocol::{ProcessInfo, Stats};
 
 use crate::error::{Error, Result};
-use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
+use crate::model::events::{EventSink, GuestEvents, TaskEvent};
 use crate::model::pod::Pod;
 use crate::model::process::{Process, Status};
 use crate::model::sandbox::Sandbox;
@@ -57,7 +57,7 @@ pub struct Container<S> {
     /// The host's half of the DNS relay to an engine's resolver.
     _dns: Option<crate::network::netns_dns::NetnsDns>,
     /// Takes the networks an engine connects the container to later.
-    follower: Mutex<Option<crate::network::netns_follow::NetnsFollower>>,
+    follower: Mutex<Option<crate::model::netns_follow::NetnsFollower>>,
 }
 
 /// A process's status as a front-end reports it: the container's pause on top.

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 use super::{Membership, Phase, Pod};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::{EventSink, GuestEvents, TaskEvent};
+use crate::hypervisor::Sizing;
 use crate::hypervisor::{Hypervisor, VmError, VmSpec};
 use crate::model::container::create::{boot_recorded, vm_spec};
-use crate::model::sandbox::Sizing;
+use crate::model::events::{EventSink, GuestEvents, TaskEvent};
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::network::Mode;
@@ -103,7 +103,7 @@ impl Pod {
             record.netns = netns.clone();
             state.save(&record)?;
             let vm = VmSpec {
-                vif: nic.as_ref().map(|n| PodNetns::vif(n, cfg)).transpose()?,
+                vif: nic.as_ref().map(PodNetns::vif),
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
                 ..vm_spec(&domain, cfg, sizing, &state)
             };
@@ -112,7 +112,7 @@ impl Pod {
                 return Ok(sandbox);
             };
             netns
-                .attach(nic, hv.as_ref(), &domain, &sandbox, None)
+                .attach(nic, hv.as_ref(), &domain, sandbox.agent(), None)
                 .await?;
             Ok(sandbox)
         }

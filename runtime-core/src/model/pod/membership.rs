@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::model::sandbox::Sizing;
+use crate::hypervisor::Sizing;
 
 /// The vdevs app containers' rootfs disks get, in order (`xvdb` is a
 /// standalone container's rootfs, so a pod starts at `xvdc`).

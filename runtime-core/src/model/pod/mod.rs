@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use vxn_wire::protocol::{ProcessInfo, Stats};
 
 use crate::error::{Error, Result};
-use crate::events::{EventSink, GuestEvents, TaskEvent};
 use crate::ids::ExecId;
+use crate::model::events::{EventSink, GuestEvents, TaskEvent};
 use crate::model::process::{Exit, Status};
 use crate::model::sandbox::Sandbox;
 use crate::names::ContainerName;

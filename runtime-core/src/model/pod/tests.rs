@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::config::Config;
-use crate::events::{EventSink, TaskEvent};
 use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
 use crate::model::container::{Container, CreateRequest, RootfsSource};
+use crate::model::events::{EventSink, TaskEvent};
 use crate::network::Mode;
 
 #[derive(Default)]

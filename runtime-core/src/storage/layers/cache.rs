@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{LayerId, Layers, MAX_MOUNT_DATA};
 use crate::command::{self, CommandError};
-use crate::persist::unmount_all;
+use crate::storage::mounts::unmount_all;
 
 /// mkfs.erofs reads every byte of the image: allow a slow disk, not forever.
 const MKFS_TIMEOUT: Duration = Duration::from_secs(600);

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::cache::{ImageCache, KeyLock};
 use super::{is_key, LayerId};
-use crate::persist::unmount_all;
+use crate::storage::mounts::unmount_all;
 
 /// What the collector knows of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

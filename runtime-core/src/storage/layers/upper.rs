@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::command;
-use crate::persist::unmount_all;
+use crate::storage::mounts::unmount_all;
 
 pub const UPPER_IMAGE: &str = "upper.ext4";
 /// Staging directory in the container's image directory (`upper/`, `work/`).

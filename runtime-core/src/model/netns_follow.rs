@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +19,9 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::pod_netns::{PodNetns, PodNic, CNI_INTERFACE};
 use crate::error::{Error, Result};
 use crate::model::sandbox::Sandbox;
+use crate::network::pod_netns::{PodNetns, PodNic, CNI_INTERFACE};
 
 /// How long the namespace must stay quiet before it is read: an engine
 /// moves, renames, addresses and raises a veth in several steps.
@@ -46,17 +46,16 @@ impl Drop for NetnsFollower {
 }
 
 /// Follow `ns`, whose first interface (`eth0`) the VM of `sandbox` has
-/// joined already; vxn's vif hotplug script goes to `hotplug_dir`.
+/// joined already.
 /// Interfaces the namespace holds now besides the first (an engine that
 /// connected the container to several networks before it started) are
 /// taken at once.
-pub fn start(ns: PodNetns, sandbox: Arc<Sandbox>, hotplug_dir: PathBuf) -> Result<NetnsFollower> {
+pub fn start(ns: PodNetns, sandbox: Arc<Sandbox>) -> Result<NetnsFollower> {
     let events = subscribe(&ns.path)
         .map_err(|e| Error::Internal(format!("watch {}: {e}", ns.path.display())))?;
     let mut follower = Follower {
         ns,
         sandbox,
-        hotplug_dir,
         joined: HashMap::new(),
         failed: HashSet::new(),
     };
@@ -76,7 +75,6 @@ pub fn start(ns: PodNetns, sandbox: Arc<Sandbox>, hotplug_dir: PathBuf) -> Resul
 struct Follower {
     ns: PodNetns,
     sandbox: Arc<Sandbox>,
-    hotplug_dir: PathBuf,
     /// Interfaces added to the VM: name -> MAC.
     joined: HashMap<String, String>,
     /// (name, MAC) that could not be added: not tried again as they are.
@@ -132,7 +130,7 @@ impl Follower {
     }
 
     async fn add(&self, nic: &PodNic) -> Result<()> {
-        let vif = nic.vif(&self.hotplug_dir)?;
+        let vif = nic.vif();
         let dev = self
             .sandbox
             .hypervisor()
