@@ -5,6 +5,7 @@
 //! container an [`events`] sink. The model reaches
 //! VMs only through [`crate::hypervisor::Hypervisor`].
 
+pub(crate) mod boot;
 pub mod container;
 pub mod events;
 pub mod netns_follow;

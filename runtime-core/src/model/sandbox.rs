@@ -77,6 +77,11 @@ impl Sandbox {
         self.hv.as_ref()
     }
 
+    /// The backend, for what outlives a borrow of the sandbox (a create's undo).
+    pub(crate) fn shared_hypervisor(&self) -> Arc<dyn Hypervisor> {
+        self.hv.clone()
+    }
+
     pub fn agent(&self) -> &AgentClient {
         &self.agent
     }

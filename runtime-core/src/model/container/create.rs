@@ -12,19 +12,19 @@ use vxn_wire::protocol::CreateContainer;
 use super::Container;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::hypervisor::Sizing;
-use crate::hypervisor::{Hypervisor, Vif, VifLink, VmError, VmSpec};
+use crate::hypervisor::{Hypervisor, Vif, VifLink, VmSpec};
 use crate::ids::ExecId;
+use crate::model::boot::Boot;
 use crate::model::events::{EventSink, GuestEvents, TaskEvent};
 use crate::model::netns_follow;
 use crate::model::process::Process;
-use crate::model::sandbox::{AgentTimeouts, Sandbox};
+use crate::model::sandbox::Sandbox;
 use crate::names::ContainerName;
 use crate::network::netns_dns;
 use crate::network::pod_netns::PodNetns;
 use crate::network::{self, lease, Attachment, Mode};
 use crate::oci;
-use crate::persist::{self, Record, StateDir};
+use crate::persist;
 use crate::stdio::ProcessStdio;
 use crate::storage::binds;
 use crate::storage::layers::Layers;
@@ -80,49 +80,6 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     stdio.attach(host)
 }
 
-/// A VM of this config's kernel and size, with no disk, vif or share yet.
-pub(crate) fn vm_spec(domain: &str, cfg: &Config, sizing: Sizing, state: &StateDir) -> VmSpec {
-    VmSpec {
-        name: domain.into(),
-        kernel: cfg.kernel.clone(),
-        initramfs: cfg.initramfs.clone(),
-        cmdline_extra: cfg.kernel_cmdline_extra.clone(),
-        agent_log: cfg.agent_log_level.clone(),
-        memory_mib: sizing.memory_mib,
-        max_memory_mib: sizing.max_memory_mib,
-        vcpus: sizing.vcpus,
-        max_vcpus: sizing.max_vcpus,
-        rootfs_disk: None,
-        rootfs_writable: true,
-        upper_disk: None,
-        vif: None,
-        shares: vec![],
-        state_dir: state.path().to_path_buf(),
-    }
-}
-
-/// Boot the VM whose name `record` holds; a domain of that name that was
-/// already there is not ours: the record lets it go, so cleanup spares it.
-pub(crate) async fn boot_recorded(
-    hv: Arc<dyn Hypervisor>,
-    vm: &VmSpec,
-    sizing: Sizing,
-    cfg: &Config,
-    record: &mut Record,
-) -> Result<Sandbox> {
-    let timeouts = AgentTimeouts {
-        hello: Duration::from_secs(cfg.agent_timeout_secs),
-        call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
-    };
-    match Sandbox::boot(hv, vm, sizing, timeouts).await {
-        Err(e @ Error::AlreadyExists(_)) => {
-            record.domain = None;
-            Err(e)
-        }
-        r => r,
-    }
-}
-
 /// Export the container's rootfs for a VM: an overlay snapshot's layers as
 /// they are when the exporter takes them and `layered` allows (a VM of its
 /// own: two disks); otherwise the snapshot (when the front-end gives one)
@@ -135,13 +92,12 @@ pub(super) async fn export_rootfs(
     name: &ContainerName,
     cfg: &Config,
     exporter: &dyn RootfsExport,
-    record: &mut Record,
-    state: &StateDir,
+    boot: &mut Boot,
     layered: bool,
 ) -> Result<ExportedRootfs> {
     let image_dir = name.dir_under(&cfg.image_dir);
-    record.image_dir = Some(image_dir.clone());
-    state.save(record)?;
+    boot.record.image_dir = Some(image_dir.clone());
+    boot.save()?;
     // A leftover of this same (namespace, id) is ours to replace: no live
     // task of this name exists, it would own the state directory.
     exporter.cleanup(&image_dir).await;
@@ -153,7 +109,7 @@ pub(super) async fn export_rootfs(
             let exported = match layered {
                 true => {
                     exporter
-                        .export_layers(&layers, &image_dir, state.path())
+                        .export_layers(&layers, &image_dir, boot.state.path())
                         .await
                 }
                 false => None,
@@ -173,8 +129,8 @@ pub(super) async fn export_rootfs(
     if let Some(mount) = mount {
         std::fs::create_dir_all(&rootfs_dir)
             .map_err(|e| Error::Internal(format!("mkdir {}: {e}", rootfs_dir.display())))?;
-        record.rootfs_mount = Some(rootfs_dir.clone());
-        state.save(record)?;
+        boot.record.rootfs_mount = Some(rootfs_dir.clone());
+        boot.save()?;
         mount(&rootfs_dir)?;
     }
     let exported = exporter.export(&rootfs_dir, &image_dir).await?;
@@ -273,13 +229,9 @@ impl<S: ProcessStdio> Container<S> {
         }
         let mut lease = None;
 
-        let state = StateDir::create(&cfg.state_dir, &req.name)?;
-        let mut record = Record {
-            backend: hv.kind().into(),
-            ..Default::default()
-        };
+        let mut boot = Boot::begin(cfg, &req.name, hv.clone(), exporter.clone(), None)?;
         let made = async {
-            state.save(&record)?;
+            boot.save()?;
             let dir = req.rootfs.dir(&spec, &req.bundle);
             let exported = export_rootfs(
                 req.rootfs,
@@ -287,43 +239,39 @@ impl<S: ProcessStdio> Container<S> {
                 &req.name,
                 cfg,
                 exporter.as_ref(),
-                &mut record,
-                &state,
+                &mut boot,
                 true,
             )
             .await?;
-            if hv.exists(&domain).await? {
-                return Err(VmError::Exists(domain.clone()).into());
-            }
+            boot.domain_free(&domain).await?;
             // Host directories reach the VM through a share of its own.
             let share = match binds::needs_share(&plan) {
                 false => None,
                 true => {
                     let dir = req.name.dir_under(&cfg.share_dir);
-                    record.share_dir = Some(dir.clone());
-                    state.save(&record)?;
+                    boot.record.share_dir = Some(dir.clone());
+                    boot.save()?;
                     binds::make_share_dir(&cfg.share_dir, &dir)?;
                     Some(dir)
                 }
             };
             let mounts = binds::expose(share.as_deref(), "c", plan, |_| Ok(()))?;
-            record.domain = Some(domain.clone());
-            record.netns = engine_netns.as_ref().map(|(ns, _, _)| ns.clone());
-            state.save(&record)?;
             let attachment = match net.mode {
                 Mode::None => None,
                 mode => {
                     let want = lease::Want {
                         name: &req.name,
                         domain: &domain,
-                        state: state.path(),
+                        state: boot.state.path(),
                         owner_lease: persist::recorded_lease,
                         address: net.address,
                         dhcp: mode == Mode::Dhcp,
                     };
+                    let state = boot.state.clone();
+                    let record = &mut boot.record;
                     let held = lease::acquire(&cfg.network, want, hv.as_ref(), |l| {
                         record.lease = Some(l.clone());
-                        state.save(&record)
+                        state.save(record)
                     })
                     .await?;
                     let a = Attachment {
@@ -353,9 +301,10 @@ impl<S: ProcessStdio> Container<S> {
                     .iter()
                     .map(|d| (binds::SHARE_TAG.to_string(), d.clone()))
                     .collect(),
-                ..vm_spec(&domain, cfg, sizing, &state)
+                ..boot.vm_spec(&domain, cfg, sizing)
             };
-            let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
+            let netns = engine_netns.as_ref().map(|(ns, _, _)| ns.clone());
+            let sandbox = boot.vm(&vm, sizing, netns, cfg).await?;
             let mut dns = None;
             if let Some((ns, nic, resolver)) = &engine_netns {
                 let relay = resolver.map(netns_dns::guest_relay);
@@ -394,13 +343,7 @@ impl<S: ProcessStdio> Container<S> {
         }
         .await;
 
-        let (sandbox, relay, dns) = match made {
-            Ok(v) => v,
-            Err(e) => {
-                persist::undo(&record, &state, hv.as_ref(), exporter.as_ref()).await;
-                return Err(e);
-            }
-        };
+        let ((sandbox, relay, dns), state, record) = boot.finish(made).await?;
         let guest_events = GuestEvents::start(events.clone(), sandbox.agent().take_events());
         let sandbox = Arc::new(sandbox);
         // Networks the engine connects the container to later become vifs

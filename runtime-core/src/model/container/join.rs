@@ -15,11 +15,12 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::hypervisor::HotDisk;
 use crate::ids::ExecId;
+use crate::model::boot::Boot;
 use crate::model::events::{EventSink, TaskEvent};
 use crate::model::pod::Pod;
 use crate::model::process::Process;
 use crate::oci;
-use crate::persist::{self, PodDisk, Record, StateDir};
+use crate::persist::PodDisk;
 use crate::stdio::ProcessStdio;
 use crate::storage::binds;
 use crate::storage::rootfs::RootfsExport;
@@ -46,15 +47,16 @@ impl<S: ProcessStdio> Container<S> {
         let vcpus = res.and_then(oci::vcpus);
         let sandbox = pod.sandbox().clone();
         let hv = sandbox.hypervisor();
-        let state = StateDir::create(&cfg.state_dir, &req.name)?;
-        let mut record = Record {
-            backend: hv.kind().into(),
-            pod: Some(pod.id().into()),
-            ..Default::default()
-        };
+        let mut boot = Boot::begin(
+            cfg,
+            &req.name,
+            sandbox.shared_hypervisor(),
+            exporter.clone(),
+            Some(pod.id()),
+        )?;
         let mut joined = false;
         let made = async {
-            state.save(&record)?;
+            boot.save()?;
             let dir = req.rootfs.dir(&spec, &req.bundle);
             let exported = export_rootfs(
                 req.rootfs,
@@ -62,8 +64,7 @@ impl<S: ProcessStdio> Container<S> {
                 &req.name,
                 cfg,
                 exporter.as_ref(),
-                &mut record,
-                &state,
+                &mut boot,
                 // A pod's VM hot-plugs one disk per container.
                 false,
             )
@@ -74,11 +75,11 @@ impl<S: ProcessStdio> Container<S> {
             joined = true;
             let guest = match (&exported.disk, vdev) {
                 (Some(target), Some(vdev)) => {
-                    record.disk = Some(PodDisk {
+                    boot.record.disk = Some(PodDisk {
                         domain: sandbox.domain().into(),
                         vdev: vdev.clone(),
                     });
-                    state.save(&record)?;
+                    boot.save()?;
                     let t = std::time::Instant::now();
                     hv.attach_disk(
                         sandbox.domain(),
@@ -105,8 +106,8 @@ impl<S: ProcessStdio> Container<S> {
             };
             pod.fit_members().await;
             let mounts = binds::expose(Some(pod.share()), req.name.id(), plan, |dir| {
-                record.share_dir = Some(dir.to_path_buf());
-                state.save(&record)
+                boot.record.share_dir = Some(dir.to_path_buf());
+                boot.save()
             })?;
             // CRI sets the pod's hostname on the sandbox; its containers share it.
             let what = InGuest {
@@ -121,19 +122,16 @@ impl<S: ProcessStdio> Container<S> {
             prepare_in_guest(&sandbox, &req.name, &spec, what, &req.stdio).await
         }
         .await;
-        let relay = match made {
-            Ok(r) => r,
-            Err(e) => {
-                // The guest may hold a half-made container on the disk.
-                let _ = sandbox.agent().delete(req.name.id(), None).await;
-                persist::undo(&record, &state, hv, exporter.as_ref()).await;
-                if joined {
-                    pod.members().leave(req.name.id());
-                    pod.fit_members().await;
-                }
-                return Err(e);
-            }
-        };
+        if made.is_err() {
+            // The guest may hold a half-made container on the disk.
+            let _ = sandbox.agent().delete(req.name.id(), None).await;
+        }
+        let made = boot.finish(made).await;
+        if made.is_err() && joined {
+            pod.members().leave(req.name.id());
+            pod.fit_members().await;
+        }
+        let (relay, state, record) = made?;
         pod.guest_events().route(req.name.id(), events.clone());
         let c = Arc::new(Self {
             name: req.name,

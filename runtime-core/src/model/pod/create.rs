@@ -11,14 +11,13 @@ use super::{Membership, Phase, Pod};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hypervisor::Sizing;
-use crate::hypervisor::{Hypervisor, VmError, VmSpec};
-use crate::model::container::create::{boot_recorded, vm_spec};
+use crate::hypervisor::{Hypervisor, VmSpec};
+use crate::model::boot::Boot;
 use crate::model::events::{EventSink, GuestEvents, TaskEvent};
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::network::Mode;
 use crate::oci;
-use crate::persist::{self, Record, StateDir};
 use crate::storage::binds;
 use crate::storage::rootfs::RootfsExport;
 
@@ -85,29 +84,20 @@ impl Pod {
         let sizing = base_sizing(cfg);
         let domain = req.name.domain();
         let share = req.name.dir_under(&cfg.share_dir);
-        let state = StateDir::create(&cfg.state_dir, &req.name)?;
-        let mut record = Record {
-            backend: hv.kind().into(),
-            ..Default::default()
-        };
+        let mut boot = Boot::begin(cfg, &req.name, hv.clone(), exporter.clone(), None)?;
         let made = async {
-            state.save(&record)?;
-            if hv.exists(&domain).await? {
-                return Err(VmError::Exists(domain.clone()).into());
-            }
+            boot.save()?;
+            boot.domain_free(&domain).await?;
             // Every pod VM gets a share: its containers' volumes come later.
-            record.share_dir = Some(share.clone());
-            state.save(&record)?;
+            boot.record.share_dir = Some(share.clone());
+            boot.save()?;
             binds::make_share_dir(&cfg.share_dir, &share)?;
-            record.domain = Some(domain.clone());
-            record.netns = netns.clone();
-            state.save(&record)?;
             let vm = VmSpec {
                 vif: nic.as_ref().map(PodNetns::vif),
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
-                ..vm_spec(&domain, cfg, sizing, &state)
+                ..boot.vm_spec(&domain, cfg, sizing)
             };
-            let sandbox = boot_recorded(hv.clone(), &vm, sizing, cfg, &mut record).await?;
+            let sandbox = boot.vm(&vm, sizing, netns.clone(), cfg).await?;
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
                 return Ok(sandbox);
             };
@@ -117,13 +107,7 @@ impl Pod {
             Ok(sandbox)
         }
         .await;
-        let sandbox = match made {
-            Ok(s) => s,
-            Err(e) => {
-                persist::undo(&record, &state, hv.as_ref(), exporter.as_ref()).await;
-                return Err(e);
-            }
-        };
+        let (sandbox, state, record) = boot.finish(made).await?;
         let guest_events = GuestEvents::start(events.clone(), sandbox.agent().take_events());
         let pod = Arc::new(Self {
             name: req.name,
