@@ -464,3 +464,7 @@ mod tests {
         assert_eq!(state_json(&s, "paused", 42)["status"], "paused");
     }
 }
+
+#[cfg(test)]
+#[path = "commands_tests.rs"]
+mod on_fakes;

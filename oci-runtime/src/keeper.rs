@@ -59,7 +59,7 @@ pub struct Keeper {
 }
 
 /// Logs what happens to the container (runc has no event stream to feed).
-struct LogEvents(String);
+pub(crate) struct LogEvents(pub String);
 
 impl EventSink for LogEvents {
     fn publish(&self, ev: TaskEvent) {
@@ -161,15 +161,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
             None,
         ),
     };
-    let keeper = Arc::new(Keeper {
-        dir: dir.clone(),
-        container: OnceLock::new(),
-        tty,
-        cfg,
-        next_exec: AtomicU64::new(1),
-        exec_pids: Mutex::default(),
-        deleted: Notify::new(),
-    });
+    let keeper = Arc::new(Keeper::new(dir.clone(), cfg, tty));
     // Serving starts now: `state` during create says "creating".
     let listener = serve::bind(&dir)?;
     tokio::spawn(serve::accept_loop(listener, keeper.clone()));
@@ -200,7 +192,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
             return Err(e);
         }
     };
-    let _ = keeper.container.set(c.clone());
+    keeper.created(c.clone());
     let saved = Saved {
         id: args.id.clone(),
         pid: std::process::id(),
@@ -288,6 +280,24 @@ async fn create_hooks(
 }
 
 impl Keeper {
+    /// A keeper serving `dir` before its container exists (`state` says
+    /// "creating" until [`created`](Self::created)).
+    pub fn new(dir: ContainerDir, cfg: Config, tty: Option<OwnedFd>) -> Self {
+        Self {
+            dir,
+            container: OnceLock::new(),
+            tty,
+            cfg,
+            next_exec: AtomicU64::new(1),
+            exec_pids: Mutex::default(),
+            deleted: Notify::new(),
+        }
+    }
+
+    pub fn created(&self, c: Arc<Container<FdStdio>>) {
+        let _ = self.container.set(c);
+    }
+
     pub fn container(&self) -> Result<&Arc<Container<FdStdio>>> {
         self.container.get().ok_or_else(|| {
             Error::Core(Core::FailedPrecondition(format!(

@@ -24,14 +24,17 @@ const QUEUE: usize = 128;
 /// Like the Go shim: an event containerd does not take in 5 s is dropped.
 const PUBLISH_TIMEOUT_NS: i64 = 5_000_000_000;
 
+/// An event and its topic, on its way to containerd.
+pub(crate) type Published = (String, Box<dyn MessageDyn>);
+
 #[derive(Clone)]
 pub struct Events {
-    tx: mpsc::Sender<(String, Box<dyn MessageDyn>)>,
+    tx: mpsc::Sender<Published>,
 }
 
 impl Events {
     pub fn start(publisher: RemotePublisher, namespace: String) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(String, Box<dyn MessageDyn>)>(QUEUE);
+        let (events, mut rx) = Self::queue();
         tokio::spawn(async move {
             while let Some((topic, ev)) = rx.recv().await {
                 let ctx = Context {
@@ -43,7 +46,14 @@ impl Events {
                 }
             }
         });
-        Self { tx }
+        events
+    }
+
+    /// The queue alone: whoever holds the receiver publishes what is sent
+    /// (`start`'s task; the task service's tests read it).
+    pub(crate) fn queue() -> (Self, mpsc::Receiver<Published>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx }, rx)
     }
 
     pub fn send<E: Event + MessageDyn + 'static>(&self, ev: E) {

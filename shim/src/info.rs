@@ -44,7 +44,7 @@ pub fn features() -> serde_json::Value {
         "hooks": [],
         // The agent's mount flags (guest-agent/src/mounts.rs parse_options),
         // and what runtime-core reads of a bind: `rro` (every submount
-        // read-only, runtime-core/src/binds.rs ReadOnly), host-to-container
+        // read-only, runtime-core/src/storage/binds.rs ReadOnly), host-to-container
         // propagation. containerd's CRI offers Kubernetes' recursive read-only
         // volumes only to a runtime that names `rro` here.
         "mountOptions": [

@@ -534,3 +534,7 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 }
+
+#[cfg(test)]
+#[path = "task_tests.rs"]
+mod tests;
