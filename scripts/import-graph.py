@@ -8,8 +8,9 @@ modules, `*tests.rs`, `fake.rs`, `test_*.rs`), resolves each `crate::`, `super::
 `self::` path to the module file that defines it, and prints the strongly connected
 components of more than one file: the import circles. `--folders` draws the graph between
 the crate's top-level modules (folders and root files) instead; `--dot` prints the graph
-for Graphviz; `--check` looks at both and exits 1 when either has a circle (CI's
-structure check).
+for Graphviz; `--check` looks at both and exits 1 when either has a circle, or when
+a `--forbid A->B` rule is broken (CI's structure check: the model never names the Xen
+backend, the seam never names a backend).
 Why a script: cargo has no view of intra-crate imports, and a circle between files is
 where a crate starts to knot.
 """
@@ -210,6 +211,13 @@ def main():
     ap.add_argument("--folders", action="store_true")
     ap.add_argument("--dot", action="store_true")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument(
+        "--forbid",
+        action="append",
+        default=[],
+        metavar="A->B",
+        help="top-level module A must not import B (with --check)",
+    )
     a = ap.parse_args()
     files = graph(a.src)
     if a.dot:
@@ -232,6 +240,13 @@ def main():
         if not circles:
             print(f"no import circle between the {len(edges)} {kind} of {a.src}")
         found = found or bool(circles)
+    tops = folders(files)
+    for rule in a.forbid:
+        src, _, dst = rule.partition("->")
+        if (dst,) in tops.get((src,), ()):
+            users = sorted(name(f) for f, deps in files.items() if f[:1] == (src,) and any(d[:1] == (dst,) for d in deps))
+            print(f"{src} imports {dst} (forbidden): {', '.join(users)}")
+            found = True
     if a.check and found:
         sys.exit(1)
 
