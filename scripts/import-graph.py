@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Module import graph of one Rust crate, and its cycles.
 
-  scripts/import-graph.py [--folders] [--dot] [--check] CRATE_SRC_DIR
+  scripts/import-graph.py [--folders] [--dot] [--check] CRATE_SRC_DIR...
 
 Reads every .rs file under CRATE_SRC_DIR (bin/ and test-only code aside: `#[cfg(test)]`
 modules, `*tests.rs`, `fake.rs`, `test_*.rs`), resolves each `crate::`, `super::` and
@@ -207,7 +207,7 @@ def name(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("src")
+    ap.add_argument("srcs", nargs="+", metavar="src")
     ap.add_argument("--folders", action="store_true")
     ap.add_argument("--dot", action="store_true")
     ap.add_argument("--check", action="store_true")
@@ -219,34 +219,39 @@ def main():
         help="top-level module A must not import B (with --check)",
     )
     a = ap.parse_args()
-    files = graph(a.src)
-    if a.dot:
-        edges = folders(files) if a.folders else files
-        print("digraph imports {")
-        for v in sorted(edges):
-            for w in sorted(edges[v]):
-                print(f'  "{name(v)}" -> "{name(w)}";')
-        print("}")
-        return
-    # --check: both; otherwise the one asked for
-    views = [("folders", folders(files))] if a.folders else [("files", files)]
-    if a.check:
-        views = [("files", files), ("folders", folders(files))]
     found = False
-    for kind, edges in views:
-        circles = sccs(edges)
-        for c in circles:
-            print(f"circle of {len(c)} {kind}: " + ", ".join(sorted(name(p) for p in c)))
-        if not circles:
-            print(f"no import circle between the {len(edges)} {kind} of {a.src}")
-        found = found or bool(circles)
-    tops = folders(files)
-    for rule in a.forbid:
-        src, _, dst = rule.partition("->")
-        if (dst,) in tops.get((src,), ()):
-            users = sorted(name(f) for f, deps in files.items() if f[:1] == (src,) and any(d[:1] == (dst,) for d in deps))
-            print(f"{src} imports {dst} (forbidden): {', '.join(users)}")
-            found = True
+    for src in a.srcs:
+        files = graph(src)
+        if a.dot:
+            edges = folders(files) if a.folders else files
+            print("digraph imports {")
+            for v in sorted(edges):
+                for w in sorted(edges[v]):
+                    print(f'  "{name(v)}" -> "{name(w)}";')
+            print("}")
+            continue
+        # --check: both; otherwise the one asked for
+        views = [("folders", folders(files))] if a.folders else [("files", files)]
+        if a.check:
+            views = [("files", files), ("folders", folders(files))]
+        for kind, edges in views:
+            circles = sccs(edges)
+            for c in circles:
+                print(f"circle of {len(c)} {kind}: " + ", ".join(sorted(name(p) for p in c)))
+            if not circles:
+                print(f"no import circle between the {len(edges)} {kind} of {src}")
+            found = found or bool(circles)
+        tops = folders(files)
+        for rule in a.forbid:
+            user, _, used = rule.partition("->")
+            if (used,) in tops.get((user,), ()):
+                users = sorted(
+                    name(f)
+                    for f, deps in files.items()
+                    if f[:1] == (user,) and any(d[:1] == (used,) for d in deps)
+                )
+                print(f"{src}: {user} imports {used} (forbidden): {', '.join(users)}")
+                found = True
     if a.check and found:
         sys.exit(1)
 

@@ -2,7 +2,8 @@
 # Run every test of the project; each phase prints "test: PHASE Ns".
 #   deps     host packages (scripts/install-deps.sh)
 #   fmt, clippy
-#   structure  no import circle in runtime-core, the model never names Xen (scripts/import-graph.py): 1 s
+#   structure  no import circle in a crate, runtime-core's model never names Xen
+#            (scripts/import-graph.py): 1 s
 #   scripts  vctr's arguments, install-engine-config.sh's merges (tests/engine-scripts-test.sh): 1 s
 #   caches   every cache and work-directory routine with nothing, one entry and many
 #            (tests/cache-test.sh): seconds
@@ -58,9 +59,10 @@ fi
 df -h --output=avail,target . /var/tmp 2>/dev/null | sed 's/^/test: disk: /' || true
 phase fmt cargo fmt --all --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-# runtime-core's imports: no circle between its files or its folders, the model and the seam
-# never name the Xen backend (docs/architecture.md)
-phase structure python3 scripts/import-graph.py --check --forbid 'model->xen' --forbid 'hypervisor->xen' runtime-core/src
+# no import circle between the files or the folders of a crate; runtime-core's model and
+# its Hypervisor seam never name the Xen backend (docs/architecture.md)
+phase structure python3 scripts/import-graph.py --check --forbid 'model->xen' --forbid 'hypervisor->xen' \
+  runtime-core/src shim/src oci-runtime/src guest-agent/src wire/src vchan/src
 phase scripts tests/engine-scripts-test.sh
 phase caches tests/cache-test.sh
 phase kernel-config tests/kernel-config-test.sh

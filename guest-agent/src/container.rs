@@ -14,9 +14,10 @@ use vxn_wire::protocol::{
 
 use crate::cgroup::{self, Cgroup};
 use crate::mounts;
+use crate::mounts::Setup;
 use crate::process::{Joins, Process};
 use crate::procfs;
-use crate::rootfs_ns::{ContainerNs, Setup};
+use crate::rootfs_ns::ContainerNs;
 use crate::spawn::InitSetup;
 
 /// How long Delete waits for a SIGKILLed init to be reaped.

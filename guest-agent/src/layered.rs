@@ -8,7 +8,7 @@ use std::path::Path;
 use nix::mount::MsFlags;
 use vxn_wire::protocol::{AgentError, BlockFs, ErrorKind};
 
-use crate::mounts::do_mount;
+use crate::sys_mount::do_mount;
 
 /// Where the layers are mounted, next to the staging directory.
 const LOWER: &str = "layer-lower";

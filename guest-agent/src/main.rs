@@ -22,6 +22,7 @@ mod safe_path;
 mod seccomp;
 mod server;
 mod spawn;
+mod sys_mount;
 mod user;
 
 use std::sync::Arc;

@@ -8,15 +8,15 @@
 //! `/proc/self/fd/N`, so no symlink of the image can point a mount elsewhere.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use vxn_wire::protocol::{AgentError, ErrorKind, MountKind, MountSpec, RootfsSource};
 
-use crate::rootfs_ns::Setup;
 use crate::safe_path::{mkdir_all, mkfile, open_in, proc_path};
+use crate::sys_mount::do_mount;
 
 /// Kernel filesystems a container may ask for.
 const KERNEL_FS: &[&str] = &[
@@ -43,21 +43,20 @@ fn invalid(msg: String) -> AgentError {
     AgentError::new(ErrorKind::InvalidArgument, msg)
 }
 
-pub(crate) fn do_mount(
-    source: Option<&str>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-    what: &str,
-) -> Result<(), AgentError> {
-    mount(source, target, fstype, flags, data).map_err(|e| {
-        internal(format!(
-            "mount {} on {what} ({}): {e}",
-            source.unwrap_or("none"),
-            fstype.unwrap_or("bind")
-        ))
-    })
+/// What goes into a new container namespace.
+pub struct Setup {
+    pub rootfs: RootfsSource,
+    /// An empty directory of the agent's where the rootfs is mounted (inside
+    /// the new namespace only).
+    pub staging: PathBuf,
+    /// Where file mounts' contents were written (`file-<index>`).
+    pub files: PathBuf,
+    /// Where the VM's 9p shares are mounted once (`<tag>`, see [`stage_shares`]).
+    pub shares: PathBuf,
+    pub mounts: Vec<MountSpec>,
+    pub readonly: bool,
+    /// The container gets a PID namespace of its own (procfs is its init's).
+    pub own_pid_ns: bool,
 }
 
 /// Bind `src` onto the resolved `target`.

@@ -10,33 +10,16 @@
 //! container's view and never outside it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 
 use nix::sched::{setns, unshare, CloneFlags};
-use vxn_wire::protocol::{AgentError, ErrorKind, MountSpec, RootfsSource};
+use vxn_wire::protocol::{AgentError, ErrorKind};
 
-use crate::mounts;
+use crate::mounts::{self, Setup};
 
 pub struct ContainerNs {
     fd: OwnedFd,
     /// Where the container's init mounts procfs (its own PID namespace).
     proc_mounts: Vec<String>,
-}
-
-/// What goes into a new container namespace.
-pub struct Setup {
-    pub rootfs: RootfsSource,
-    /// An empty directory of the agent's where the rootfs is mounted (inside
-    /// the new namespace only).
-    pub staging: PathBuf,
-    /// Where file mounts' contents were written (`file-<index>`).
-    pub files: PathBuf,
-    /// Where the VM's 9p shares are mounted once (`<tag>`, see [`mounts::stage_shares`]).
-    pub shares: PathBuf,
-    pub mounts: Vec<MountSpec>,
-    pub readonly: bool,
-    /// The container gets a PID namespace of its own (procfs is its init's).
-    pub own_pid_ns: bool,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> AgentError {

@@ -15,7 +15,8 @@ use vxn_runtime_core::Error as Core;
 
 use crate::cli::{Delete, Kill};
 use crate::error::Error;
-use crate::keeper::{Keeper, LogEvents};
+use crate::holding::Keeper;
+use crate::keeper::LogEvents;
 use crate::serve;
 use crate::state::{ContainerDir, Saved};
 use crate::stdio::FdStdio;

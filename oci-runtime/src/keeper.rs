@@ -8,15 +8,12 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::UnixStream;
-use tokio::sync::Notify;
 use vxn_runtime_core::config::Config;
 use vxn_runtime_core::ids::ExecId;
-use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource, TaskStatus};
+use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource};
 use vxn_runtime_core::model::events::{EventSink, TaskEvent};
 use vxn_runtime_core::oci;
 use vxn_runtime_core::Error as Core;
@@ -24,6 +21,7 @@ use vxn_runtime_core::Error as Core;
 use crate::cli::Keep;
 use crate::control::Reply;
 use crate::error::{Error, Result};
+use crate::holding::Keeper;
 use crate::hooks::{self, HookState, Hooks, OCI_VERSION};
 use crate::network::{NetnsHolder, OwnNetns};
 use crate::serve;
@@ -44,19 +42,6 @@ pub const FORWARDED: [i32; 6] = [
 ];
 /// After the init exits, how long its execs get to report their own exits.
 const EXEC_DRAIN: Duration = Duration::from_secs(3);
-
-pub struct Keeper {
-    pub dir: ContainerDir,
-    container: OnceLock<Arc<Container<FdStdio>>>,
-    /// The terminal's slave, when the init has one: resizes are read from it.
-    tty: Option<OwnedFd>,
-    pub cfg: Config,
-    next_exec: AtomicU64,
-    /// Host pids of connected exec keepers (what `ps --format json` lists).
-    pub exec_pids: Mutex<Vec<u32>>,
-    /// Delete was served: the keeper exits.
-    pub deleted: Notify,
-}
 
 /// Logs what happens to the container (runc has no event stream to feed).
 pub(crate) struct LogEvents(pub String);
@@ -209,7 +194,7 @@ async fn run(root: PathBuf, keep: Keep, ready: &mut ReadyPipe) -> Result<i32> {
     tracing::info!(id = %args.id, domain = %c.domain(), "created");
 
     forward_signals(&keeper);
-    if keeper.tty.is_some() {
+    if keeper.has_tty() {
         follow_resizes(&keeper);
     }
     let exit = tokio::select! {
@@ -277,85 +262,6 @@ async fn create_hooks(
         return Err(e);
     }
     Ok(own)
-}
-
-impl Keeper {
-    /// A keeper serving `dir` before its container exists (`state` says
-    /// "creating" until [`created`](Self::created)).
-    pub fn new(dir: ContainerDir, cfg: Config, tty: Option<OwnedFd>) -> Self {
-        Self {
-            dir,
-            container: OnceLock::new(),
-            tty,
-            cfg,
-            next_exec: AtomicU64::new(1),
-            exec_pids: Mutex::default(),
-            deleted: Notify::new(),
-        }
-    }
-
-    pub fn created(&self, c: Arc<Container<FdStdio>>) {
-        let _ = self.container.set(c);
-    }
-
-    pub fn container(&self) -> Result<&Arc<Container<FdStdio>>> {
-        self.container.get().ok_or_else(|| {
-            Error::Core(Core::FailedPrecondition(format!(
-                "container {} is being created",
-                self.dir.id()
-            )))
-        })
-    }
-
-    pub fn new_exec_id(&self) -> Result<ExecId> {
-        let n = self.next_exec.fetch_add(1, Ordering::Relaxed);
-        Ok(ExecId::new_exec(&format!("exec-{n}"))?)
-    }
-
-    /// runc's status words.
-    pub fn status(&self) -> &'static str {
-        let Some(c) = self.container.get() else {
-            return "creating";
-        };
-        match c.status(c.init()) {
-            TaskStatus::Created => "created",
-            TaskStatus::Running => "running",
-            TaskStatus::Paused => "paused",
-            TaskStatus::Stopped => "stopped",
-        }
-    }
-
-    /// The init's terminal size changed (or it just started): tell the guest.
-    pub async fn sync_size(&self) {
-        let (Some(tty), Ok(c)) = (&self.tty, self.container()) else {
-            return;
-        };
-        if let Some(s) = tty::size(tty) {
-            let r = c
-                .resize_pty(&ExecId::Init, s.rows.into(), s.cols.into())
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "terminal resize not applied");
-            }
-        }
-    }
-
-    /// Peer pid of an exec keeper's connection, for `ps --format json`.
-    pub fn track_exec(&self, conn: &UnixStream) -> Option<u32> {
-        let pid = conn.peer_cred().ok()?.pid()? as u32;
-        self.exec_pids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(pid);
-        Some(pid)
-    }
-
-    pub fn untrack_exec(&self, pid: Option<u32>) {
-        let mut pids = self.exec_pids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pid) = pid {
-            pids.retain(|p| *p != pid);
-        }
-    }
 }
 
 /// Signals sent to the keeper go to the container's init, as they would

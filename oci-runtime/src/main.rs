@@ -17,6 +17,7 @@ mod commands;
 mod control;
 mod error;
 mod exec;
+mod holding;
 mod hooks;
 mod keeper;
 mod log;

@@ -16,7 +16,7 @@ use vxn_runtime_core::Error as Core;
 
 use crate::control::{self, Reply, Request};
 use crate::error::{Error, Result};
-use crate::keeper::Keeper;
+use crate::holding::Keeper;
 use crate::state::ContainerDir;
 use crate::stdio::FdStdio;
 
