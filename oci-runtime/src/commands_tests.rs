@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vxn_runtime_core::config::Config;
-use vxn_runtime_core::fake::{FakeExport, FakeHypervisor};
+use vxn_runtime_core::fake::{self, FakeExport, FakeHypervisor};
 use vxn_runtime_core::model::container::create::EngineNetwork;
 use vxn_runtime_core::model::container::{Container, CreateRequest, RootfsSource};
 use vxn_runtime_core::model::process::Status;
@@ -35,17 +34,8 @@ struct World {
 /// this process (as `vxn-oci-runtime create` leaves it).
 async fn world(faults: &[&'static str]) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    std::fs::write(bundle.join("config.json"), SPEC).unwrap();
-    let cfg = Config {
-        state_dir: dir.path().join("state"),
-        image_dir: dir.path().join("images"),
-        agent_timeout_secs: 1,
-        agent_call_timeout_secs: 2,
-        kill_grace_secs: 1,
-        ..Config::default()
-    };
+    let bundle = fake::bundle_under(dir.path(), SPEC);
+    let cfg = fake::config_under(dir.path());
     let hv = Arc::new(FakeHypervisor::default());
     for f in faults {
         hv.faults.set(f);

@@ -524,3 +524,30 @@ impl ProcessStdio for NoStdio {
         Ok(Relay::new(vec![], Arc::new(tokio::sync::Notify::new())))
     }
 }
+
+/// A config whose every directory (state, images, shares, leases) is under
+/// `dir`, with short agent timeouts: what the model's and the front-ends'
+/// tests run with.
+pub fn config_under(dir: &Path) -> crate::config::Config {
+    crate::config::Config {
+        state_dir: dir.join("state"),
+        image_dir: dir.join("images"),
+        share_dir: dir.join("shares"),
+        agent_timeout_secs: 1,
+        agent_call_timeout_secs: 2,
+        kill_grace_secs: 1,
+        network: crate::network::NetworkConfig {
+            lease_dir: dir.join("leases"),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// An OCI bundle at `dir/bundle`: this config.json and an empty rootfs.
+pub fn bundle_under(dir: &Path, config_json: &str) -> std::path::PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).expect("bundle rootfs");
+    std::fs::write(bundle.join("config.json"), config_json).expect("bundle config.json");
+    bundle
+}

@@ -13,8 +13,7 @@ use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
 use containerd_shim_protos::types::task::Status as ApiStatus;
 use tokio::sync::mpsc;
-use vxn_runtime_core::config::Config;
-use vxn_runtime_core::fake::{FakeAgent, FakeExport, FakeHypervisor};
+use vxn_runtime_core::fake::{self, FakeAgent, FakeExport, FakeHypervisor};
 use vxn_runtime_core::names::ContainerName;
 
 use super::TaskService;
@@ -42,22 +41,9 @@ fn shim_with(
     ) -> Result<vxn_runtime_core::platform::Platform, String>,
 ) -> Shim {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    std::fs::write(bundle.join("config.json"), SPEC).unwrap();
-    let cfg = Config {
-        state_dir: dir.path().join("state"),
-        image_dir: dir.path().join("images"),
-        agent_timeout_secs: 1,
-        agent_call_timeout_secs: 2,
-        kill_grace_secs: 1,
-        network: vxn_runtime_core::network::NetworkConfig {
-            lease_dir: dir.path().join("leases"),
-            mode: vxn_runtime_core::network::Mode::None,
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    fake::bundle_under(dir.path(), SPEC);
+    let mut cfg = fake::config_under(dir.path());
+    cfg.network.mode = vxn_runtime_core::network::Mode::None;
     let hv = Arc::new(FakeHypervisor::default());
     let (events, published) = Events::queue();
     let exit = Arc::new(ExitSignal::default());

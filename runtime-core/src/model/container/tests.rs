@@ -40,21 +40,8 @@ const SPEC: &str = r#"{"process":{"args":["sh","-c","exit 3"],"cwd":"/","user":{
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    std::fs::write(bundle.join("config.json"), SPEC).unwrap();
-    let cfg = Config {
-        state_dir: dir.path().join("state"),
-        image_dir: dir.path().join("images"),
-        agent_timeout_secs: 1,
-        agent_call_timeout_secs: 2,
-        kill_grace_secs: 1,
-        network: crate::network::NetworkConfig {
-            lease_dir: dir.path().join("leases"),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    crate::fake::bundle_under(dir.path(), SPEC);
+    let cfg = crate::fake::config_under(dir.path());
     World {
         dir,
         cfg,

@@ -60,20 +60,8 @@ fn bundle_in(
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        state_dir: dir.path().join("state"),
-        image_dir: dir.path().join("images"),
-        share_dir: dir.path().join("shares"),
-        agent_timeout_secs: 1,
-        agent_call_timeout_secs: 2,
-        kill_grace_secs: 1,
-        network: crate::network::NetworkConfig {
-            mode: Mode::None,
-            lease_dir: dir.path().join("leases"),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let mut cfg = crate::fake::config_under(dir.path());
+    cfg.network.mode = Mode::None;
     World {
         dir,
         cfg,
