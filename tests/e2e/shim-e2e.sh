@@ -658,7 +658,7 @@ ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty 
 # CI's set keeps one test of each path and every isolation test within the time CI has;
 # `all` runs the rest (echo: every test prints through ctr; net_reach_container: the
 # victim of net_antispoof is reached from dom0; the engines' echo/exit/stop/kill/logs:
-# docker_network runs, and removes, containers as docker_echo does; podman_network;
+# docker_network runs, and removes, containers as docker_echo does;
 # docker_exec: the runtime's exec is the VM-less oci_exec's, under containerd's runc shim;
 # tenants, create_crash and cycles: the VM-less tier runs them on every CI run, and what
 # they check (names, state, leftovers) is the model's, not Xen's; net_annotations,
@@ -673,7 +673,7 @@ ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty 
 CI_XEN=(layered_disks pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   guest_isolation net_basics net_lease_after_shim_kill net_dhcp net_antispoof net_docker_host
   cri_restart cri_volumes cri_oom cri_isolation cri_vm_destroyed binds
-  docker_network podman_it vctr_run)
+  docker_network podman_network podman_it vctr_run)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
 # exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);
 # `all-containerd2` the whole shim and CRI suites (the engines run on 1.6 only).
