@@ -135,13 +135,13 @@ async fn start_kill_and_delete_as_runc_does_them() {
         .await
         .unwrap();
     assert_eq!(w.init_exit().await, 128 + libc::SIGTERM as u32);
-    // runc: a stopped container cannot be signalled (the keeper says so; its
-    // words reach the caller, exit status 1 as every error)
+    // runc: a stopped container cannot be signalled, in runc's words (the
+    // keeper's reach the caller; exit status 1 as every error)
     let again = w.cli(|g| super::kill(g, &kill("c1", "KILL"))).await;
     let said = again
         .expect_err("a kill of a stopped container")
         .to_string();
-    assert_eq!(said, "container c1 is not running");
+    assert_eq!(said, "container not running: c1");
     w.cli(|g| super::delete(g, &delete("c1", false)))
         .await
         .unwrap();

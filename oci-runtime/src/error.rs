@@ -13,7 +13,9 @@ pub enum Error {
     Refused(String),
     #[error("container {0} does not exist")]
     NoSuchContainer(String),
-    #[error("container {0} is not running")]
+    /// runc's words first: containerd's runc shim reads "container not running"
+    /// after a kill as "the process already finished" (NotFound).
+    #[error("container not running: {0}")]
     NotRunning(String),
     #[error("{what}: {source}")]
     Io {
