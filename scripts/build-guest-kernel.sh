@@ -5,6 +5,8 @@
 #
 # usage: scripts/build-guest-kernel.sh [--arch x86_64] [--cache DIR] [--out FILE] [--jobs N]
 #   Prints the path of the kernel image on stdout (with --out: copies it there too).
+#   --config-only: resolve the fragments with Kconfig and check every line was kept, but
+#   build nothing (seconds; CI's check of the architectures it does not boot).
 #   --key: print the cache entry's name (ARCH-HEX) for this source, fragments, compiler
 #   and script, and exit (what a prepared cache must hold: tests/cache-test.sh).
 #   Cached by the hash of the source package version, the fragments, the compiler and this
@@ -26,6 +28,7 @@ cache=${VXN_KERNEL_CACHE:-/var/cache/vxn/kernel}
 out=
 jobs=${VXN_KERNEL_JOBS:-$(nproc)}
 print_key=0
+config_only=0
 
 # shellcheck source=lib/cache.sh
 . "$REPO_DIR/scripts/lib/cache.sh"
@@ -58,7 +61,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --key) print_key=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --config-only) config_only=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -100,8 +104,9 @@ mkdir -p "$cache"
 exec 9> "$cache/.lock"
 flock 9
 
-if [ ! -f "$result/vmlinuz" ]; then
-  t0=$SECONDS
+# configure: the object tree's .config from allnoconfig and the fragments, each line of
+# which Kconfig must have kept.
+configure() {
   src=$cache/src-$srcver
   if [ ! -f "$src/.unpacked" ]; then
     log "unpacking $SRC_TAR ($SRC_PKG $srcver)"
@@ -116,6 +121,16 @@ if [ ! -f "$result/vmlinuz" ]; then
   bad=$(unmet "$obj/vxn.fragment" "$obj/.config")
   [ -z "$bad" ] || die "fragment options Kconfig did not keep (renamed, or a dependency missing):
 $bad"
+}
+if [ "$config_only" = 1 ]; then
+  configure
+  log "$arch: every fragment line kept ($SRC_PKG $srcver)"
+  exit 0
+fi
+
+if [ ! -f "$result/vmlinuz" ]; then
+  t0=$SECONDS
+  configure
   log "building $target ($SRC_PKG $srcver, $arch, -j$jobs)"
   make -s -C "$src" O="$obj" ARCH="$karch" CROSS_COMPILE="$cross" -j"$jobs" "$target" > "$obj/build.log" 2>&1 ||
     { tail -30 "$obj/build.log" >&2; die "kernel build failed (log: $obj/build.log)"; }

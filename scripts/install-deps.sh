@@ -8,10 +8,25 @@
 # from the unit phase on; tests/cache-test.sh checks its cache); cpio, which packs the lab's
 # guest image (tests/cache-test.sh builds one before the lab installs its own packages).
 # The Xen lab installs its own on top (tests/lab/lab deps).
+# --cross [ARCH]: also what building vxn for ARCH (default aarch64) takes on this machine:
+# Debian's cross gcc and libc, and Rust's standard library for the target (rustup's; Debian's
+# rustc is older than the workspace's rust-version). scripts/build-cross.sh uses them.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/cross.sh
+. scripts/lib/cross.sh
+cross=
+case ${1:-} in
+  --cross) cross=$(cross_target "${2:-aarch64}") ;;
+  '') ;;
+  *) echo "install-deps: unknown argument: $1 (--cross [ARCH])" >&2; exit 2 ;;
+esac
 need=()
+# (word splitting wanted: cross_packages lists names)
+# shellcheck disable=SC2046
 for pkg in busybox-static e2fsprogs erofs-utils containerd runc util-linux python3 iproute2 protobuf-compiler cpio \
-  linux-source-6.1 make gcc bc flex bison libelf-dev libc6-dev xz-utils; do
+  linux-source-6.1 make gcc bc flex bison libelf-dev libc6-dev xz-utils binutils \
+  $([ -z "$cross" ] || cross_packages "$cross"); do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,3 +42,9 @@ if [ ${#need[@]} -gt 0 ]; then
   [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null || { echo "install-deps: a Rust toolchain (cargo) is required" >&2; exit 1; }
+if [ -n "$cross" ] && ! cross_toolchain_check "$cross" 2> /dev/null; then
+  command -v rustup > /dev/null ||
+    { echo "install-deps: Rust's std for $cross is missing and there is no rustup to add it" >&2; exit 1; }
+  rustup target add "$cross"
+  cross_toolchain_check "$cross"
+fi
