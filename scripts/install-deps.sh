@@ -42,9 +42,10 @@ if [ ${#need[@]} -gt 0 ]; then
   [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null || { echo "install-deps: a Rust toolchain (cargo) is required" >&2; exit 1; }
+# (a machine that cannot add the target says so and goes on: the cross-build then says
+# it is skipped, as the tests do for any tool a machine lacks)
 if [ -n "$cross" ] && ! cross_toolchain_check "$cross" 2> /dev/null; then
-  command -v rustup > /dev/null ||
-    { echo "install-deps: Rust's std for $cross is missing and there is no rustup to add it" >&2; exit 1; }
-  rustup target add "$cross"
-  cross_toolchain_check "$cross"
+  if ! command -v rustup > /dev/null || ! rustup target add "$cross"; then
+    echo "install-deps: warning: Rust's std for $cross could not be added (no rustup, or no network)" >&2
+  fi
 fi

@@ -87,7 +87,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "test: not root: the agent's integration tests and the VM-less tier will be skipped" >&2
 fi
 phase unit cargo test --workspace --locked
-if [ "${VXN_CROSS:-1}" != 0 ]; then
+if [ "${VXN_CROSS:-1}" != 0 ] && ! (. scripts/lib/cross.sh && cross_toolchain_check aarch64-unknown-linux-gnu); then
+  echo "test: cross SKIPPED: no aarch64 toolchain (scripts/install-deps.sh --cross)"
+elif [ "${VXN_CROSS:-1}" != 0 ]; then
   cross_log=target/cross-build.log
   echo "test: cross-building for aarch64 in the background (log: $cross_log)"
   set -m
