@@ -34,6 +34,7 @@ pub mod network;
 pub mod oci;
 pub mod persist;
 pub mod platform;
+pub mod pool;
 pub mod stdio;
 pub mod storage;
 pub mod xen;

@@ -1,0 +1,6 @@
+//! The warm pool (docs/warm-pool.md): booted, paused VMs with no tenant data,
+//! claimed by a container's create instead of booting one.
+
+pub mod store;
+
+pub use store::{claimed, PoolStore, PoolStoreError, Pooled, Shape, CLAIM_FILE};
