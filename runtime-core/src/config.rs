@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hypervisor::Backend;
 use crate::network::NetworkConfig;
+use crate::pool::{FillPlan, Shape};
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
@@ -61,6 +62,36 @@ pub struct Config {
     pub agent_call_timeout_secs: u64,
     /// Seconds a SIGKILLed init may take to be reported gone before the domain is destroyed.
     pub kill_grace_secs: u64,
+    /// `[pool]`: booted VMs kept ready for containers (docs/warm-pool.md).
+    pub pool: PoolConfig,
+}
+
+/// `[pool]`: one shape (the config's kernel), its size and what it may hold.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// VMs kept ready; 0: no pool.
+    pub size: usize,
+    /// What a pooled VM boots with, MiB; a claim grows it to the container's size.
+    pub boot_memory_mib: u64,
+    /// The most a pooled VM's container may have, MiB (its maxmem).
+    pub max_memory_mib: u64,
+    /// The most vcpus a pooled VM's container may have.
+    pub max_vcpus: u32,
+    /// The dom0 memory all pooled VMs may hold together, MiB.
+    pub max_pool_mib: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            size: 0,
+            boot_memory_mib: 128,
+            max_memory_mib: 1024,
+            max_vcpus: 2,
+            max_pool_mib: 1024,
+        }
+    }
 }
 
 fn arch_dir() -> &'static str {
@@ -105,6 +136,7 @@ impl Default for Config {
             process_agent: "/usr/local/lib/vxn/vxn-agent".into(),
             agent_call_timeout_secs: 30,
             kill_grace_secs: 10,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -126,12 +158,33 @@ impl Config {
         let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         c.backend()?;
         c.network.validate()?;
+        if c.pool.size > 0 && c.pool.boot_memory_mib == 0 {
+            return Err("[pool] boot_memory_mib must be at least 1".into());
+        }
         Ok(c)
     }
 
     /// The VM backend this config asks for.
     pub fn backend(&self) -> Result<Backend, String> {
         Backend::from_config(&self.hypervisor, &self.agent_channel, &self.process_agent)
+    }
+
+    /// The warm pool this config asks for (its size may be 0: no pool).
+    pub fn pool_plan(&self) -> FillPlan {
+        FillPlan {
+            shape: Shape {
+                kernel: self.kernel.clone(),
+                initramfs: self.initramfs.clone(),
+                cmdline_extra: self.kernel_cmdline_extra.clone(),
+                boot_memory_mib: self.pool.boot_memory_mib,
+                max_memory_mib: self.pool.max_memory_mib.max(self.pool.boot_memory_mib),
+                max_vcpus: self.pool.max_vcpus.max(1),
+            },
+            size: self.pool.size,
+            max_pool_mib: self.pool.max_pool_mib,
+            agent_log: self.agent_log_level.clone(),
+            agent_timeout: std::time::Duration::from_secs(self.agent_timeout_secs),
+        }
     }
 
     /// Where vxn's hotplug scripts for libxl live: /run is noexec on most
@@ -182,6 +235,21 @@ mod tests {
         assert!(Config::parse("hypervisor = \"kvm\"")
             .unwrap_err()
             .contains("kvm"));
+    }
+
+    #[test]
+    fn the_pool_is_off_unless_asked_for() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.pool_plan().target(), 0);
+        let c =
+            Config::parse("[pool]\nsize = 4\nboot_memory_mib = 64\nmax_pool_mib = 192").unwrap();
+        let plan = c.pool_plan();
+        assert_eq!(plan.target(), 3, "bounded by what the pool may hold");
+        assert_eq!(plan.shape.kernel, c.kernel);
+        assert!(Config::parse("[pool]\nsize = 1\nboot_memory_mib = 0").is_err());
+        assert!(Config::parse("[pool]\nsise = 1")
+            .unwrap_err()
+            .contains("unknown field"));
     }
 
     #[test]

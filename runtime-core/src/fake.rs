@@ -443,6 +443,40 @@ impl Hypervisor for FakeHypervisor {
         Ok(format!("fakevif.{}", vifs.len()))
     }
 
+    async fn agent_published(&self, name: &str) -> Result<(), VmError> {
+        self.call("agent_published", name)?;
+        match self.lock().contains_key(name) {
+            true => Ok(()),
+            false => Err(VmError::Missing(format!("fake: no domain {name}"))),
+        }
+    }
+
+    async fn connect_agent(&self, name: &str) -> Result<crate::hypervisor::AgentConnect, VmError> {
+        self.call("connect_agent", name)?;
+        let agent = self
+            .agent(name)
+            .ok_or_else(|| VmError::Missing(format!("fake: no domain {name}")))?;
+        let (host, guest) = UnixStream::pair().map_err(|source| VmError::Io {
+            what: "socketpair".into(),
+            source,
+        })?;
+        tokio::spawn(agent.serve(guest, self.faults.clone()));
+        Ok(crate::hypervisor::connected(host))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), VmError> {
+        self.call("rename", from)?;
+        let mut domains = self.lock();
+        if domains.contains_key(to) {
+            return Err(VmError::Exists(to.into()));
+        }
+        let agent = domains
+            .remove(from)
+            .ok_or_else(|| VmError::Missing(format!("fake: no domain {from}")))?;
+        domains.insert(to.into(), agent);
+        Ok(())
+    }
+
     async fn detach_vif(&self, name: &str, mac: &str) -> Result<(), VmError> {
         self.call("detach_vif", name)?;
         self.vifs

@@ -6,7 +6,11 @@
 //! vxnctl domain-name NAMESPACE ID   (the domain the shim gives that container)
 //! vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases
 //!                   (dom0's side of [network] in /etc/vxn/config.toml)
+//! vxnctl pool status | fill | drain   (the warm pool: docs/warm-pool.md)
 #![forbid(unsafe_code)]
+
+#[path = "vxnctl/pool.rs"]
+mod pool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +28,8 @@ const USAGE: &str =
     "usage: vxnctl xen-run --name NAME --kernel PATH --initramfs PATH --rootfs-disk IMG \
 [--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] [--channel vchan|console] -- ARGV...
        vxnctl domain-name NAMESPACE ID
-       vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases";
+       vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases
+       vxnctl pool status | fill | drain";
 
 struct RunArgs {
     name: String,
@@ -97,6 +102,10 @@ async fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("network") {
         return network(&args[1..]).await;
     }
+    if args.first().map(String::as_str) == Some("pool") {
+        init_logging("info");
+        return pool::main(&args[1..]).await;
+    }
     if let [verb, ns, id] = args.as_slice() {
         if verb == "domain-name" {
             return match vxn_runtime_core::names::ContainerName::new(ns, id) {
@@ -118,10 +127,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&run.log))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&run.log);
     // Its disk is a file (a qdisk), so no hotplug script of vxn's is needed.
     let hv = XenHypervisor::new(Xl::default(), run.channel, None);
     let dir = PathBuf::from("/run/vxn/vxnctl").join(&run.name);
@@ -253,6 +259,13 @@ async fn xen_run(
     timing.push(("run", t.elapsed()));
     let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
     Ok((status.code, timing))
+}
+
+fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// `vxnctl network ...`: dom0's bridge, NAT and dnsmasq, and the lease pool.

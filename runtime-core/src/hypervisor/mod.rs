@@ -178,6 +178,19 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn detach_vif(&self, _name: &str, _mac: &str) -> Result<(), VmError> {
         Err(VmError::Unsupported("network hot-plug", self.kind()))
     }
+    /// Wait until the running VM's agent serves its channel, without being
+    /// its client (a warm pool's VM is ready then). The caller bounds it.
+    async fn agent_published(&self, _name: &str) -> Result<(), VmError> {
+        Err(VmError::Unsupported("a warm pool", self.kind()))
+    }
+    /// Reach the agent of a VM made earlier (by another process: a pooled VM).
+    async fn connect_agent(&self, _name: &str) -> Result<AgentConnect, VmError> {
+        Err(VmError::Unsupported("a warm pool", self.kind()))
+    }
+    /// Give the VM another name (a claimed pooled VM takes its container's).
+    async fn rename(&self, _from: &str, _to: &str) -> Result<(), VmError> {
+        Err(VmError::Unsupported("a warm pool", self.kind()))
+    }
 }
 
 /// The VM's size now, and the maximums it was created with.

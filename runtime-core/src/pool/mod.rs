@@ -1,6 +1,8 @@
 //! The warm pool (docs/warm-pool.md): booted, paused VMs with no tenant data,
 //! claimed by a container's create instead of booting one.
 
+pub mod fill;
 pub mod store;
 
+pub use fill::{drain, drained, fill, FillPlan, Filled, PoolError};
 pub use store::{claimed, PoolStore, PoolStoreError, Pooled, Shape, CLAIM_FILE};

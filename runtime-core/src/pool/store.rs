@@ -164,6 +164,33 @@ impl PoolStore {
         }
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every shape with a VM ready or being made (an entry whose shape is
+    /// not its directory's is not one).
+    pub fn shapes(&self) -> Vec<Shape> {
+        let Ok(rd) = fs::read_dir(&self.root) else {
+            return vec![];
+        };
+        let mut shapes: Vec<Shape> = rd
+            .take(MAX_ENTRIES)
+            .flatten()
+            .filter_map(|d| {
+                let key = d.file_name().into_string().ok()?;
+                ["ready", "filling"].iter().find_map(|sub| {
+                    entries(&d.path().join(sub))
+                        .into_iter()
+                        .map(|(_, p)| p.shape)
+                        .find(|s| s.key() == key)
+                })
+            })
+            .collect();
+        shapes.sort_by_key(Shape::key);
+        shapes
+    }
+
     pub fn shape_dir(&self, shape: &Shape) -> PathBuf {
         self.root.join(shape.key())
     }
@@ -258,6 +285,11 @@ impl PoolStore {
         }
         Ok(taken)
     }
+}
+
+/// The entries in `dir` (a drain's own), bounded and checked like the pool's.
+pub fn entries_in(dir: &Path) -> Vec<Pooled> {
+    entries(dir).into_iter().map(|(_, p)| p).collect()
 }
 
 /// The pooled VM a container claimed, from its state directory.

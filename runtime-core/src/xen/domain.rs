@@ -92,6 +92,21 @@ impl XenHypervisor {
         &self.xl
     }
 
+    /// The id of a VM made earlier; only a vchan reaches an agent without the
+    /// process that made the VM.
+    async fn running_domid(&self, name: &str) -> Result<u32, VmError> {
+        if self.channel != AgentChannel::Vchan {
+            return Err(VmError::Unsupported(
+                "a warm pool with the console agent channel",
+                "xen",
+            ));
+        }
+        self.xl
+            .domid(name)
+            .await?
+            .ok_or_else(|| VmError::Missing(format!("no domain {name}")))
+    }
+
     async fn domain_config(&self, spec: &VmSpec) -> Result<DomainConfig, VmError> {
         let cmdline = boot::kernel_cmdline(self.channel, &spec.agent_log, &spec.cmdline_extra);
         let rootfs = spec
@@ -220,6 +235,25 @@ impl Hypervisor for XenHypervisor {
 
     async fn unpause(&self, name: &str) -> Result<(), VmError> {
         Ok(self.xl.unpause(name).await?)
+    }
+
+    async fn agent_published(&self, name: &str) -> Result<(), VmError> {
+        let domid = self.running_domid(name).await?;
+        xen::vchan::agent_published(domid)
+            .await
+            .map_err(io(format!("wait for {name}'s agent to serve")))
+    }
+
+    async fn connect_agent(&self, name: &str) -> Result<AgentConnect, VmError> {
+        let domid = self.running_domid(name).await?;
+        Ok(Box::pin(xen::vchan::connect_agent(self.xl.clone(), domid)))
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), VmError> {
+        if self.xl.exists(to).await? {
+            return Err(VmError::Exists(to.into()));
+        }
+        Ok(self.xl.rename(from, to).await?)
     }
 
     async fn pause(&self, name: &str) -> Result<(), VmError> {

@@ -47,6 +47,15 @@ pub async fn connect_agent(xl: Xl, domid: u32) -> io::Result<AgentStream> {
     Ok(Box::new(DeathAware::new(stream, dead, stopped)))
 }
 
+/// Wait until domain `domid`'s agent has published its vchan (it serves),
+/// without connecting. The caller bounds the wait.
+pub async fn agent_published(domid: u32) -> io::Result<()> {
+    let (xs, mut events) = connect::open_xenstore().await.map_err(io::Error::other)?;
+    connect::wait_published(&xs, &mut events, domid, 0, AGENT_VCHAN_PORT)
+        .await
+        .map_err(io::Error::other)
+}
+
 /// Cancels `dead` once the domain no longer runs; ends when the stream is
 /// dropped (`stopped`).
 async fn watch_death(

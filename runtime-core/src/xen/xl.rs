@@ -153,6 +153,11 @@ impl Xl {
         Ok(parse_network_list(&out.stdout))
     }
 
+    /// `xl rename`: the domain keeps its id, its devices and its UUID.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), XlError> {
+        self.run(&["rename", from, to]).await.map(drop)
+    }
+
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
         self.run(&["unpause", name]).await.map(drop)
     }

@@ -124,15 +124,29 @@ async fn read_u32(xs: &Client, path: &str) -> Result<Option<u32>, ConnectError> 
     }
 }
 
-/// Client side (dom0): wait for `server_domid` to publish `port` for us
-/// (`client_domid`), then map and bind. The caller bounds the wait.
-pub async fn connect(
+/// Wait until the server has published the vchan (its ring and event
+/// channel), without connecting: a warm pool's VM is ready when its agent
+/// serves, and its first client is the container's shim, not the pool's.
+pub async fn wait_published(
     xs: &Client,
     events: &mut WatchEvents,
     server_domid: u32,
     client_domid: u32,
     port: &str,
-) -> Result<XenVchan, ConnectError> {
+) -> Result<(), ConnectError> {
+    published(xs, events, server_domid, client_domid, port)
+        .await
+        .map(drop)
+}
+
+/// The published vchan's (ring-ref, event channel), once there.
+async fn published(
+    xs: &Client,
+    events: &mut WatchEvents,
+    server_domid: u32,
+    client_domid: u32,
+    port: &str,
+) -> Result<(u32, u32), ConnectError> {
     check_port(port)?;
     let path = vchan_path(server_domid, client_domid, port);
     let token = format!("vxn-vchan-{server_domid}-{port}");
@@ -151,7 +165,20 @@ pub async fn connect(
         }
     };
     let _ = xs.unwatch(&path, &token).await;
-    let (ring_ref, remote_port) = found?;
+    found
+}
+
+/// Client side (dom0): wait for `server_domid` to publish `port` for us
+/// (`client_domid`), then map and bind. The caller bounds the wait.
+pub async fn connect(
+    xs: &Client,
+    events: &mut WatchEvents,
+    server_domid: u32,
+    client_domid: u32,
+    port: &str,
+) -> Result<XenVchan, ConnectError> {
+    let (ring_ref, remote_port) = published(xs, events, server_domid, client_domid, port).await?;
+    let path = vchan_path(server_domid, client_domid, port);
     let server = u16::try_from(server_domid).map_err(|_| ConnectError::BadEntry {
         path: path.clone(),
         detail: format!("domain id {server_domid} is out of range"),

@@ -1,0 +1,105 @@
+//! `vxnctl pool status|fill|drain`: the warm pool of the config's kernel
+//! (docs/warm-pool.md).
+
+use std::process::ExitCode;
+
+use vxn_runtime_core::config::Config;
+use vxn_runtime_core::platform;
+use vxn_runtime_core::pool::{self, PoolStore};
+
+pub const USAGE: &str = "vxnctl pool status | fill | drain";
+
+pub async fn main(args: &[String]) -> ExitCode {
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vxnctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = PoolStore::under(&cfg.state_dir);
+    let verb = match args {
+        [v] => v.as_str(),
+        _ => {
+            eprintln!("usage: {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if verb == "status" {
+        status(&cfg, &store);
+        return ExitCode::SUCCESS;
+    }
+    if verb != "fill" && verb != "drain" {
+        eprintln!("usage: {USAGE}");
+        return ExitCode::from(2);
+    }
+    let hv = match cfg
+        .backend()
+        .and_then(|b| platform::hypervisor(&b, &cfg).map_err(|e| e.to_string()))
+    {
+        Ok(hv) => hv,
+        Err(e) => {
+            eprintln!("vxnctl pool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if verb == "fill" {
+        let plan = cfg.pool_plan();
+        pool::fill(&store, hv.as_ref(), &plan, true)
+            .await
+            .map(|f| match f.skipped {
+                Some(why) => format!("nothing done: {why}"),
+                None => format!(
+                    "{} made, {} ready (of {}), {} half-made destroyed",
+                    f.made,
+                    f.ready,
+                    plan.target(),
+                    f.reaped
+                ),
+            })
+    } else {
+        pool::drain(&store, hv.as_ref())
+            .await
+            .map(|n| format!("{n} destroyed; refills stopped until `vxnctl pool fill`"))
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vxnctl pool {verb}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(cfg: &Config, store: &PoolStore) {
+    let plan = cfg.pool_plan();
+    println!(
+        "pool: size {} (target {}), {}{}",
+        plan.size,
+        plan.target(),
+        plan.shape.key(),
+        if pool::drained(store) {
+            ", drained"
+        } else {
+            ""
+        }
+    );
+    for (shape, ready, filling) in pool::fill::status(store) {
+        let current = if shape == plan.shape {
+            " (the config's)"
+        } else {
+            ""
+        };
+        println!(
+            "{}{current}: {ready} ready, {filling} being made; {} boot {} MiB, max {} MiB {} vcpus",
+            shape.key(),
+            shape.kernel.display(),
+            shape.boot_memory_mib,
+            shape.max_memory_mib,
+            shape.max_vcpus
+        );
+    }
+}

@@ -1,0 +1,201 @@
+use super::*;
+use crate::fake::FakeHypervisor;
+
+fn plan(size: usize) -> FillPlan {
+    FillPlan {
+        shape: Shape {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            cmdline_extra: String::new(),
+            boot_memory_mib: 48,
+            max_memory_mib: 1024,
+            max_vcpus: 2,
+        },
+        size,
+        max_pool_mib: 4096,
+        agent_log: "info".into(),
+        agent_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A VM a filler recorded and made, then was killed before it was ready.
+async fn half_made(store: &PoolStore, hv: &FakeHypervisor, plan: &FillPlan, n: u64) -> Pooled {
+    let p = Pooled {
+        domain: plan.shape.domain_name(n),
+        shape: plan.shape.clone(),
+    };
+    store.begin_fill(&p).unwrap();
+    drop(
+        hv.create_paused(&VmSpec {
+            name: p.domain.clone(),
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            cmdline_extra: String::new(),
+            agent_log: "info".into(),
+            memory_mib: 48,
+            max_memory_mib: 1024,
+            vcpus: 1,
+            max_vcpus: 2,
+            rootfs_disk: None,
+            rootfs_writable: true,
+            upper_disk: None,
+            vif: None,
+            shares: vec![],
+            state_dir: "/nonexistent".into(),
+        })
+        .await
+        .unwrap(),
+    );
+    p
+}
+
+#[tokio::test]
+async fn a_fill_boots_the_pool_to_its_size_each_vm_paused_once_its_agent_serves() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(3),
+    );
+    let done = fill(&store, &hv, &plan, true).await.unwrap();
+    assert_eq!((done.made, done.ready, done.reaped), (3, 3, 0));
+    let ready: Vec<String> = store
+        .ready_list(&plan.shape)
+        .into_iter()
+        .map(|p| p.domain)
+        .collect();
+    assert_eq!(ready, hv.domains());
+    for domain in &ready {
+        let steps: Vec<String> = hv
+            .calls()
+            .into_iter()
+            .filter(|c| c.ends_with(domain.as_str()))
+            .collect();
+        let want =
+            ["create", "unpause", "agent_published", "pause"].map(|s| format!("{s} {domain}"));
+        assert_eq!(steps, want);
+    }
+    // full: a second fill makes nothing
+    let again = fill(&store, &hv, &plan, false).await.unwrap();
+    assert_eq!((again.made, again.ready), (0, 3));
+}
+
+#[tokio::test]
+async fn the_pool_holds_no_more_memory_than_it_may() {
+    let mut p = plan(10);
+    p.max_pool_mib = 100;
+    assert_eq!(p.target(), 2);
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
+    assert_eq!(fill(&store, &hv, &p, true).await.unwrap().ready, 2);
+}
+
+#[tokio::test]
+async fn a_vm_that_does_not_come_up_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(2),
+    );
+    hv.faults.set("agent_published");
+    let e = fill(&store, &hv, &plan, true).await.unwrap_err();
+    assert!(matches!(e, PoolError::Vm { .. }), "{e}");
+    assert!(hv.domains().is_empty());
+    assert!(store.filling_list(&plan.shape).is_empty());
+    assert!(store.ready_list(&plan.shape).is_empty());
+    let vms = store.shape_dir(&plan.shape).join("vm");
+    assert_eq!(fs::read_dir(&vms).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn what_a_killed_filler_left_is_destroyed_by_the_next() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(1),
+    );
+    let left = half_made(&store, &hv, &plan, 42).await;
+    let done = fill(&store, &hv, &plan, false).await.unwrap();
+    assert_eq!((done.reaped, done.made, done.ready), (1, 1, 1));
+    assert!(!hv.domains().contains(&left.domain));
+    assert!(store.filling_list(&plan.shape).is_empty());
+}
+
+#[tokio::test]
+async fn one_filler_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(2),
+    );
+    let held = try_lock(&store, &plan.shape).unwrap().expect("free");
+    let done = fill(&store, &hv, &plan, true).await.unwrap();
+    assert_eq!(done.skipped, Some("another filler is at work"));
+    assert!(hv.domains().is_empty());
+    drop(held);
+    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().made, 2);
+}
+
+#[tokio::test]
+async fn a_drain_destroys_every_pooled_vm_and_stops_refills() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(3),
+    );
+    fill(&store, &hv, &plan, true).await.unwrap();
+    let half = half_made(&store, &hv, &plan, 7).await;
+    assert_eq!(hv.domains().len(), 4);
+
+    assert_eq!(drain(&store, &hv).await.unwrap(), 4);
+    assert!(hv.domains().is_empty(), "{:?}", hv.domains());
+    assert!(!hv.domains().contains(&half.domain));
+    let state = d.path().join("c");
+    fs::create_dir_all(&state).unwrap();
+    assert_eq!(store.claim(&plan.shape, &state).unwrap(), None);
+
+    // a container's refill does nothing while drained; an administrator's fill lifts it
+    let refill = fill(&store, &hv, &plan, false).await.unwrap();
+    assert_eq!(refill.skipped, Some("the pool is drained"));
+    assert!(hv.domains().is_empty());
+    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().ready, 3);
+    assert!(!drained(&store));
+}
+
+#[tokio::test]
+async fn a_vm_that_survives_the_drain_is_reported_and_stays_recorded() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        plan(1),
+    );
+    fill(&store, &hv, &plan, true).await.unwrap();
+    hv.faults.set("destroy");
+    let e = drain(&store, &hv).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PoolError::Vm {
+                source: VmError::Survived { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // still named on disk (draining/), never claimable
+    let draining = store.root().join("draining");
+    assert_eq!(fs::read_dir(draining).unwrap().count(), 1);
+    let state = d.path().join("c");
+    fs::create_dir_all(&state).unwrap();
+    assert_eq!(store.claim(&plan.shape, &state).unwrap(), None);
+
+    // the next drain tries it again
+    hv.faults.clear("destroy");
+    assert_eq!(drain(&store, &hv).await.unwrap(), 1);
+    assert!(hv.domains().is_empty());
+}
