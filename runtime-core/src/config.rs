@@ -80,6 +80,8 @@ pub struct PoolConfig {
     pub max_vcpus: u32,
     /// The dom0 memory all pooled VMs may hold together, MiB.
     pub max_pool_mib: u64,
+    /// A claim starts `vxnctl pool refill` in the background.
+    pub refill: bool,
 }
 
 impl Default for PoolConfig {
@@ -90,6 +92,7 @@ impl Default for PoolConfig {
             max_memory_mib: 1024,
             max_vcpus: 2,
             max_pool_mib: 1024,
+            refill: true,
         }
     }
 }

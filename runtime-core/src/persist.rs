@@ -175,7 +175,10 @@ pub async fn teardown(
     exporter: &dyn RootfsExport,
 ) -> Result<()> {
     let mut left = Vec::new();
-    if let Some(domain) = &r.domain {
+    // A pooled VM this container claimed (docs/warm-pool.md) has the pool's
+    // name until it takes the container's: whichever exists goes.
+    let pooled = crate::pool::claimed(&state.path).map(|p| p.domain);
+    for domain in r.domain.iter().chain(pooled.iter()) {
         if let Err(e) = hv.destroy(domain).await {
             tracing::error!(domain = %domain, error = %e, "the domain could not be destroyed");
             left.push(e.to_string());

@@ -6,7 +6,7 @@
 //! vxnctl domain-name NAMESPACE ID   (the domain the shim gives that container)
 //! vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases
 //!                   (dom0's side of [network] in /etc/vxn/config.toml)
-//! vxnctl pool status | fill | drain   (the warm pool: docs/warm-pool.md)
+//! vxnctl pool status | fill | drain | refill   (the warm pool: docs/warm-pool.md)
 #![forbid(unsafe_code)]
 
 #[path = "vxnctl/pool.rs"]
@@ -29,7 +29,7 @@ const USAGE: &str =
 [--memory MiB] [--vcpus N] [--timeout SECONDS] [--log LEVEL] [--channel vchan|console] -- ARGV...
        vxnctl domain-name NAMESPACE ID
        vxnctl network up [--dhcp] [--no-nat] | down [--force] | status | leases
-       vxnctl pool status | fill | drain";
+       vxnctl pool status | fill | drain | refill";
 
 struct RunArgs {
     name: String,

@@ -168,8 +168,8 @@ pub trait Hypervisor: Send + Sync + 'static {
         ))
     }
     /// Give the running VM one more vif (network hot-plug); returns its
-    /// backend's dom0 device. An `Unplugged` vif's guard is the caller's to
-    /// apply, as at boot.
+    /// backend's dom0 device. A bridge vif is guarded as at boot; an
+    /// `Unplugged` vif's guard is the caller's to apply, as at boot.
     async fn attach_vif(&self, _name: &str, _vif: &Vif) -> Result<String, VmError> {
         Err(VmError::Unsupported("network hot-plug", self.kind()))
     }

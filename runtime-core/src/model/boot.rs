@@ -14,6 +14,7 @@ use crate::hypervisor::{Hypervisor, Sizing, VmError, VmSpec};
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::persist::{self, Record, StateDir};
+use crate::pool::{self, PoolStore};
 use crate::storage::rootfs::RootfsExport;
 
 pub(crate) struct Boot {
@@ -95,16 +96,84 @@ impl Boot {
         self.record.domain = Some(vm.name.clone());
         self.record.netns = netns;
         self.save()?;
-        let timeouts = AgentTimeouts {
-            hello: Duration::from_secs(cfg.agent_timeout_secs),
-            call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
-        };
-        match Sandbox::boot(self.hv.clone(), vm, sizing, timeouts).await {
+        match Sandbox::boot(self.hv.clone(), vm, sizing, self.timeouts(cfg)).await {
             Err(e @ Error::AlreadyExists(_)) => {
                 self.record.domain = None;
                 Err(e)
             }
             r => r,
+        }
+    }
+
+    /// A pooled VM for this container (docs/warm-pool.md) instead of a boot,
+    /// when the config keeps a pool of the VM's shape and the VM needs
+    /// nothing only a boot gives (a 9p share: Xen's p9 needs its QEMU from
+    /// the start); `None`: boot one. The claim is in the state directory the
+    /// moment it is made, the container's domain in the record before the
+    /// pooled VM takes that name: a SIGKILL at any point leaves both named.
+    pub async fn claim(
+        &mut self,
+        vm: &VmSpec,
+        sizing: Sizing,
+        netns: Option<PodNetns>,
+        cfg: &Config,
+    ) -> Result<Option<Sandbox>> {
+        let plan = cfg.pool_plan();
+        let shape = &plan.shape;
+        let fits = vm.kernel == shape.kernel
+            && vm.initramfs == shape.initramfs
+            && vm.cmdline_extra == shape.cmdline_extra
+            && shape.fits(sizing.max_memory_mib, sizing.max_vcpus);
+        if plan.target() == 0 || !vm.shares.is_empty() || !fits {
+            return Ok(None);
+        }
+        let store = PoolStore::under(&cfg.state_dir);
+        let claimed = store.claim(shape, self.state.path());
+        if cfg.pool.refill && !pool::drained(&store) {
+            pool::refill::spawn();
+        }
+        let Some(pooled) = claimed.map_err(|e| Error::Internal(e.to_string()))? else {
+            tracing::info!("the pool has no VM ready: booting one");
+            return Ok(None);
+        };
+        tracing::info!(pooled = %pooled.domain, "claimed a pooled VM");
+        self.record.domain = Some(vm.name.clone());
+        self.record.netns = netns;
+        self.save()?;
+        let _ = std::fs::remove_dir_all(store.shape_dir(shape).join("vm").join(&pooled.domain));
+        match self.hv.rename(&pooled.domain, &vm.name).await {
+            Ok(()) => {}
+            // a domain of the container's name that appeared meanwhile is not ours
+            Err(e @ VmError::Exists(_)) => {
+                self.record.domain = None;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The VM's maxima are its shape's (a later Update may grow it to them).
+        let sizing = Sizing {
+            max_memory_mib: shape.max_memory_mib,
+            max_vcpus: shape.max_vcpus,
+            ..sizing
+        };
+        match Sandbox::adopt(self.hv.clone(), vm, sizing, self.timeouts(cfg)).await {
+            Ok(sandbox) => Ok(Some(sandbox)),
+            // A pooled VM that does not come up (its agent gone meanwhile) is
+            // no reason to fail the create: it goes, and a VM is booted.
+            Err(e) => {
+                tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM did not come up: destroying it and booting one");
+                self.hv.destroy(&vm.name).await?;
+                self.hv.destroy(&pooled.domain).await?;
+                let _ = std::fs::remove_file(self.state.path().join(pool::CLAIM_FILE));
+                Ok(None)
+            }
+        }
+    }
+
+    fn timeouts(&self, cfg: &Config) -> AgentTimeouts {
+        AgentTimeouts {
+            hello: Duration::from_secs(cfg.agent_timeout_secs),
+            call: Duration::from_secs(cfg.agent_call_timeout_secs.max(1)),
         }
     }
 

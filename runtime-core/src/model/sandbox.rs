@@ -5,9 +5,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use vxn_wire::boot;
+
 use crate::client::Timeouts;
 use crate::error::{Error, Result};
-use crate::hypervisor::{Hypervisor, Resize, Sizing, VmSpec};
+use crate::hypervisor::{HotDisk, Hypervisor, Resize, Sizing, VmSpec};
 use crate::AgentClient;
 
 /// Timeouts for talking to a sandbox's agent.
@@ -46,27 +48,90 @@ impl Sandbox {
         let t = std::time::Instant::now();
         let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, timeouts.hello));
         hv.unpause(&vm.name).await?;
-        let mut agent = connecting
+        let agent = connecting
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| Error::Unavailable(format!("guest agent of {}: {e}", vm.name)))?;
-        agent.set_timeouts(Timeouts {
-            call: timeouts.call,
-            ..Timeouts::default()
-        });
         tracing::info!(
             agent = agent.agent_software(),
             took_ms = t.elapsed().as_millis() as u64,
             "timing: agent ready"
         );
-        Ok(Self {
-            domain: vm.name.clone(),
+        Ok(Self::with_agent(&vm.name, hv, agent, sizing, timeouts))
+    }
+
+    /// Take a booted, paused VM made earlier (a claimed pooled VM, already
+    /// renamed to `vm.name`): size it, plug in the container's disks and vif
+    /// while it is paused, run it and reach its agent. On error the domain
+    /// exists: the caller recorded it and tears it down.
+    pub async fn adopt(
+        hv: Arc<dyn Hypervisor>,
+        vm: &VmSpec,
+        sizing: Sizing,
+        timeouts: AgentTimeouts,
+    ) -> Result<Self> {
+        let t = std::time::Instant::now();
+        let name = vm.name.as_str();
+        hv.resize(
+            name,
+            Resize {
+                memory_mib: Some(sizing.memory_mib),
+                vcpus: Some(sizing.vcpus),
+            },
+        )
+        .await?;
+        let disks = [
+            (boot::ROOTFS_VDEV, &vm.rootfs_disk, vm.rootfs_writable),
+            (boot::UPPER_VDEV, &vm.upper_disk, true),
+        ];
+        for (vdev, target, writable) in disks {
+            if let Some(target) = target {
+                let disk = HotDisk {
+                    vdev: vdev.into(),
+                    target: target.clone(),
+                    writable,
+                };
+                hv.attach_disk(name, &disk).await?;
+            }
+        }
+        if let Some(vif) = &vm.vif {
+            hv.attach_vif(name, vif).await?;
+        }
+        tracing::info!(domain = %name, took_ms = t.elapsed().as_millis() as u64, "timing: pooled VM fitted");
+        let t = std::time::Instant::now();
+        let channel = hv.connect_agent(name).await?;
+        let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, timeouts.hello));
+        hv.unpause(name).await?;
+        let agent = connecting
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unavailable(format!("guest agent of {name}: {e}")))?;
+        tracing::info!(
+            took_ms = t.elapsed().as_millis() as u64,
+            "timing: pooled agent ready"
+        );
+        Ok(Self::with_agent(name, hv, agent, sizing, timeouts))
+    }
+
+    fn with_agent(
+        domain: &str,
+        hv: Arc<dyn Hypervisor>,
+        mut agent: AgentClient,
+        sizing: Sizing,
+        timeouts: AgentTimeouts,
+    ) -> Self {
+        agent.set_timeouts(Timeouts {
+            call: timeouts.call,
+            ..Timeouts::default()
+        });
+        Self {
+            domain: domain.into(),
             hv,
             agent,
             frozen: Mutex::new(false),
             size: Mutex::new(sizing),
             destroying: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     pub fn domain(&self) -> &str {

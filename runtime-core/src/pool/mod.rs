@@ -2,6 +2,7 @@
 //! claimed by a container's create instead of booting one.
 
 pub mod fill;
+pub mod refill;
 pub mod store;
 
 pub use fill::{drain, drained, fill, FillPlan, Filled, PoolError};

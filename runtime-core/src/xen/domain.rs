@@ -345,6 +345,19 @@ impl Hypervisor for XenHypervisor {
                 .ok_or_else(|| VmError::Missing(format!("{name}: no vif {mac} after attaching it")))
         }
         .await;
+        // A bridge port is guarded before the guest can send on it (a claim
+        // plugs it into a paused VM); an unplugged vif's guard is its
+        // caller's, applied where the vif is moved.
+        let attached = match (attached, &vif.link) {
+            (Ok(devid), VifLink::Bridge(_)) => {
+                let dev = format!("vif{domid}.{devid}");
+                guard::apply(&vif.guard, &dev, None, Allowed::Pass)
+                    .await
+                    .map(|()| devid)
+                    .map_err(|e| VmError::HostNotReady(e.to_string()))
+            }
+            (other, _) => other,
+        };
         match attached {
             Ok(devid) => Ok(format!("vif{domid}.{devid}")),
             Err(e) => {

@@ -1,5 +1,6 @@
-//! `vxnctl pool status|fill|drain`: the warm pool of the config's kernel
-//! (docs/warm-pool.md).
+//! `vxnctl pool status|fill|drain|refill`: the warm pool of the config's
+//! kernel (docs/warm-pool.md). `refill` is what a claim starts: a `fill`
+//! that a drain stops.
 
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use vxn_runtime_core::config::Config;
 use vxn_runtime_core::platform;
 use vxn_runtime_core::pool::{self, PoolStore};
 
-pub const USAGE: &str = "vxnctl pool status | fill | drain";
+pub const USAGE: &str = "vxnctl pool status | fill | drain | refill";
 
 pub async fn main(args: &[String]) -> ExitCode {
     let cfg = match Config::load() {
@@ -29,7 +30,7 @@ pub async fn main(args: &[String]) -> ExitCode {
         status(&cfg, &store);
         return ExitCode::SUCCESS;
     }
-    if verb != "fill" && verb != "drain" {
+    if !["fill", "drain", "refill"].contains(&verb) {
         eprintln!("usage: {USAGE}");
         return ExitCode::from(2);
     }
@@ -43,9 +44,10 @@ pub async fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = if verb == "fill" {
+    let result = if verb == "fill" || verb == "refill" {
+        // refill: what a claim starts; it does nothing while the pool is drained
         let plan = cfg.pool_plan();
-        pool::fill(&store, hv.as_ref(), &plan, true)
+        pool::fill(&store, hv.as_ref(), &plan, verb == "fill")
             .await
             .map(|f| match f.skipped {
                 Some(why) => format!("nothing done: {why}"),

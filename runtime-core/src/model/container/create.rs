@@ -304,7 +304,11 @@ impl<S: ProcessStdio> Container<S> {
                 ..boot.vm_spec(&domain, cfg, sizing)
             };
             let netns = engine_netns.as_ref().map(|(ns, _, _)| ns.clone());
-            let sandbox = boot.vm(&vm, sizing, netns, cfg).await?;
+            // a pooled VM when there is one for it (docs/warm-pool.md), else a boot
+            let sandbox = match boot.claim(&vm, sizing, netns.clone(), cfg).await? {
+                Some(sandbox) => sandbox,
+                None => boot.vm(&vm, sizing, netns, cfg).await?,
+            };
             let mut dns = None;
             if let Some((ns, nic, resolver)) = &engine_netns {
                 let relay = resolver.map(netns_dns::guest_relay);

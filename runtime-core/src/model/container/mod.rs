@@ -204,4 +204,6 @@ impl<S: ProcessStdio> Container<S> {
 }
 
 #[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,229 @@
+//! A container's create with a warm pool (docs/warm-pool.md), on the fakes:
+//! a pooled VM is claimed, renamed, fitted and run instead of a boot; no VM
+//! serves two containers; what cannot take one, or finds none, boots; a
+//! claim that fails, or a shim lost right after claiming, leaves nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
+use crate::model::container::{CreateRequest, RootfsSource};
+use crate::model::events::TaskEvent;
+use crate::pool::{self, PoolStore};
+
+struct NoEvents;
+impl crate::model::events::EventSink for NoEvents {
+    fn publish(&self, _: TaskEvent) {}
+}
+
+const SPEC: &str = r#"{"process":{"args":["sh","-c","exit 3"],"cwd":"/","user":{"uid":0,"gid":0}},"root":{"path":"rootfs"}}"#;
+
+struct World {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    hv: Arc<FakeHypervisor>,
+}
+
+/// A world whose pool keeps `size` VMs, filled now.
+async fn world(size: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fake::bundle_under(dir.path(), SPEC);
+    let mut cfg = crate::fake::config_under(dir.path());
+    cfg.pool.size = size;
+    cfg.pool.refill = false;
+    let hv: Arc<FakeHypervisor> = Arc::default();
+    let filled = pool::fill(&store(&cfg), hv.as_ref(), &cfg.pool_plan(), true)
+        .await
+        .unwrap();
+    assert_eq!(filled.ready, size);
+    World { dir, cfg, hv }
+}
+
+fn store(cfg: &Config) -> PoolStore {
+    PoolStore::under(&cfg.state_dir)
+}
+
+fn name(id: &str) -> ContainerName {
+    ContainerName::new("default", id).unwrap()
+}
+
+impl World {
+    async fn create(&self, id: &str) -> Result<Arc<Container<NoStdio>>> {
+        let bundle = self.dir.path().join(format!("bundle-{id}"));
+        if !bundle.exists() {
+            std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+            std::fs::copy(
+                self.dir.path().join("bundle/config.json"),
+                bundle.join("config.json"),
+            )
+            .unwrap();
+        }
+        let req = CreateRequest {
+            name: name(id),
+            bundle,
+            rootfs: RootfsSource::Bundle,
+            network: None,
+            stdio: NoStdio,
+        };
+        Container::create(
+            req,
+            &self.cfg,
+            self.hv.clone(),
+            Arc::new(FakeExport::default()),
+            Arc::new(NoEvents),
+        )
+        .await
+    }
+
+    fn ready(&self) -> Vec<String> {
+        store(&self.cfg)
+            .ready_list(&self.cfg.pool_plan().shape)
+            .into_iter()
+            .map(|p| p.domain)
+            .collect()
+    }
+
+    fn calls_for(&self, domain: &str) -> Vec<String> {
+        self.hv
+            .calls()
+            .into_iter()
+            .filter(|c| c.ends_with(&format!(" {domain}")))
+            .map(|c| c.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_create_takes_the_pooled_vm_and_its_delete_destroys_it() {
+    let w = world(1).await;
+    let pooled = w.ready().pop().unwrap();
+    let c = w.create("c1").await.unwrap();
+    let domain = name("c1").domain();
+    // the pooled VM became the container's: renamed, never booted under its name
+    assert_eq!(w.hv.domains(), vec![domain.clone()]);
+    assert!(w.ready().is_empty());
+    let steps = w.calls_for(&domain);
+    assert!(!steps.contains(&"create".to_string()), "{steps:?}");
+    for step in ["resize", "attach_vif", "connect_agent", "unpause", "pause"] {
+        assert!(
+            steps.contains(&step.to_string()),
+            "{step} missing: {steps:?}"
+        );
+    }
+    assert!(w.calls_for(&pooled).contains(&"rename".to_string()));
+    assert_eq!(c.sandbox.size().max_memory_mib, w.cfg.pool.max_memory_mib);
+    // and it runs the container as a booted one would
+    c.start(&ExecId::Init).await.unwrap();
+    w.hv.agent(&domain).unwrap().exit("c1", None, 3, None);
+    let exit = tokio::time::timeout(Duration::from_secs(10), c.init().wait())
+        .await
+        .unwrap();
+    assert_eq!(exit.code, 3);
+    assert_eq!(c.delete().await.unwrap().code, 3);
+    assert!(w.hv.domains().is_empty(), "{:?}", w.hv.domains());
+    assert!(!name("c1").dir_under(&w.cfg.state_dir).exists());
+}
+
+#[tokio::test]
+async fn an_empty_pool_means_a_boot() {
+    let w = world(1).await;
+    w.create("c1").await.unwrap();
+    let c2 = w.create("c2").await.unwrap();
+    assert!(w
+        .calls_for(&name("c2").domain())
+        .contains(&"create".to_string()));
+    assert_eq!(w.hv.domains().len(), 2);
+    c2.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_pooled_vm_serves_two_containers() {
+    let w = world(1).await;
+    let (a, b) = tokio::join!(w.create("a"), w.create("b"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let renames =
+        w.hv.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("rename "))
+            .count();
+    assert_eq!(renames, 1);
+    let mut want = vec![name("a").domain(), name("b").domain()];
+    want.sort();
+    assert_eq!(w.hv.domains(), want);
+    a.delete().await.unwrap();
+    b.delete().await.unwrap();
+    assert!(w.hv.domains().is_empty());
+}
+
+#[tokio::test]
+async fn a_container_bigger_than_the_pools_shape_boots() {
+    let w = world(1).await;
+    let mut cfg = w.cfg.clone();
+    cfg.memory_mib = cfg.pool.max_memory_mib; // its headroom goes past the shape's maximum
+    let w = World { cfg, ..w };
+    let c = w.create("big").await.unwrap();
+    assert!(w
+        .calls_for(&name("big").domain())
+        .contains(&"create".to_string()));
+    assert_eq!(
+        w.ready().len(),
+        1,
+        "the pooled VM stays for a container it fits"
+    );
+    c.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pooled_vm_that_does_not_come_up_goes_and_a_vm_is_booted() {
+    let w = world(1).await;
+    let pooled = w.ready().pop().unwrap();
+    w.hv.faults.set("connect_agent");
+    let c = w.create("c1").await.unwrap();
+    let domain = name("c1").domain();
+    assert!(w.calls_for(&domain).contains(&"create".to_string()));
+    assert_eq!(w.hv.domains(), vec![domain]);
+    assert!(!w.hv.domains().contains(&pooled));
+    assert!(w.ready().is_empty(), "never returned to the pool");
+    assert!(!name("c1")
+        .dir_under(&w.cfg.state_dir)
+        .join(pool::CLAIM_FILE)
+        .exists());
+    c.delete().await.unwrap();
+    assert!(w.hv.domains().is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_whose_vm_cannot_be_destroyed_fails_the_create_and_leaves_it_named() {
+    let w = world(1).await;
+    w.hv.faults.set("connect_agent");
+    w.hv.faults.set("destroy");
+    let e = w.create("c1").await.err().expect("the create fails");
+    assert!(matches!(e, Error::Internal(_)), "{e}");
+    // the record (and the claim) stay for Delete or the delete action to retry
+    w.hv.faults.clear("destroy");
+    let state = crate::persist::StateDir::of(&w.cfg.state_dir, &name("c1"));
+    let record = state.load().unwrap_or_default();
+    crate::persist::teardown(&record, &state, w.hv.as_ref(), &FakeExport::default())
+        .await
+        .unwrap();
+    assert!(w.hv.domains().is_empty(), "{:?}", w.hv.domains());
+}
+
+#[tokio::test]
+async fn a_shim_lost_right_after_its_claim_leaves_the_vm_to_its_teardown() {
+    let w = world(1).await;
+    let pooled = w.ready().pop().unwrap();
+    // the claim is made, then the shim is SIGKILLed: no record, no rename yet
+    let state = crate::persist::StateDir::create(&w.cfg.state_dir, &name("c1")).unwrap();
+    let shape = w.cfg.pool_plan().shape;
+    assert!(store(&w.cfg).claim(&shape, state.path()).unwrap().is_some());
+    let record = crate::persist::Record::default();
+    crate::persist::teardown(&record, &state, w.hv.as_ref(), &FakeExport::default())
+        .await
+        .unwrap();
+    assert!(!w.hv.domains().contains(&pooled), "{:?}", w.hv.domains());
+    assert!(w.hv.domains().is_empty());
+    assert!(!state.path().exists());
+}
