@@ -595,8 +595,8 @@ test_pod_ctr() {
     'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "http[d] -f -p 127.0.0.1:8081" && echo SEES-SRV
      v=$(cat /proc/sys/kernel/core_pattern); { echo "$v" > /proc/sys/kernel/core_pattern; } 2>/dev/null && echo WROTE-SYSCTL
      [ "$(head -c 16 /proc/timer_list 2>/dev/null | wc -c)" = 0 ] || echo READ-TIMER-LIST
-     echo "pid1=$(cat /proc/1/comm)"')
-  [ "$out" = "pid1=sh" ] || { log "a pod container saw: [$out]"; ok=1; }
+     echo "pid1=$(cat /proc/1/comm)"' 2>"$WORK/spy.err")
+  [ "$out" = "pid1=sh" ] || { log "a pod container saw: [$out] (ctr: $(head -c 600 "$WORK/spy.err"))"; ok=1; }
   out=$("${CTR[@]}" task exec --exec-id x0 e2e-pod-srv sh -c \
     'cat /proc/1/comm; [ "$(readlink /proc/self/ns/pid)" = "$(readlink /proc/1/ns/pid)" ] && echo same-ns')
   [ "$out" = "$(printf 'httpd\nsame-ns')" ] || { log "exec in the server's PID namespace: [$out]"; ok=1; }
