@@ -32,6 +32,29 @@ pub struct Sandbox {
     destroying: tokio::sync::Mutex<()>,
 }
 
+/// Unpause the VM while its agent channel is awaited, then the agent's hello
+/// (within `hello`): the one way a sandbox's VM starts to run.
+async fn run_to_agent(
+    hv: &dyn Hypervisor,
+    name: &str,
+    channel: crate::hypervisor::AgentConnect,
+    hello: Duration,
+) -> Result<AgentClient> {
+    let t = std::time::Instant::now();
+    let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, hello));
+    hv.unpause(name).await?;
+    let agent = connecting
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Unavailable(format!("guest agent of {name}: {e}")))?;
+    tracing::info!(
+        agent = agent.agent_software(),
+        took_ms = t.elapsed().as_millis() as u64,
+        "timing: agent ready"
+    );
+    Ok(agent)
+}
+
 impl Sandbox {
     /// Create the VM paused, run it until its agent answers, and freeze it
     /// again: nothing of a container runs before its Start. On error the
@@ -45,18 +68,7 @@ impl Sandbox {
         let t = std::time::Instant::now();
         let channel = hv.create_paused(vm).await?;
         tracing::info!(domain = %vm.name, took_ms = t.elapsed().as_millis() as u64, "timing: create paused");
-        let t = std::time::Instant::now();
-        let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, timeouts.hello));
-        hv.unpause(&vm.name).await?;
-        let agent = connecting
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Unavailable(format!("guest agent of {}: {e}", vm.name)))?;
-        tracing::info!(
-            agent = agent.agent_software(),
-            took_ms = t.elapsed().as_millis() as u64,
-            "timing: agent ready"
-        );
+        let agent = run_to_agent(hv.as_ref(), &vm.name, channel, timeouts.hello).await?;
         Ok(Self::with_agent(&vm.name, hv, agent, sizing, timeouts))
     }
 
@@ -98,18 +110,8 @@ impl Sandbox {
             hv.attach_vif(name, vif).await?;
         }
         tracing::info!(domain = %name, took_ms = t.elapsed().as_millis() as u64, "timing: pooled VM fitted");
-        let t = std::time::Instant::now();
         let channel = hv.connect_agent(name).await?;
-        let connecting = tokio::spawn(crate::hypervisor::connect_agent(channel, timeouts.hello));
-        hv.unpause(name).await?;
-        let agent = connecting
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Unavailable(format!("guest agent of {name}: {e}")))?;
-        tracing::info!(
-            took_ms = t.elapsed().as_millis() as u64,
-            "timing: pooled agent ready"
-        );
+        let agent = run_to_agent(hv.as_ref(), name, channel, timeouts.hello).await?;
         Ok(Self::with_agent(name, hv, agent, sizing, timeouts))
     }
 
