@@ -4,6 +4,9 @@
 #   F0      the raw-Xen floor: `xl create -F` of a bare PV domain (vxn's kernel, a busybox
 #           /init that prints and powers off, no disk, no vif, no channel) until it is gone
 #   vxn     `ctr run --rm --runtime io.containerd.vxn.v2 (no network) IMG ID /bin/true`
+#   warm    the same, its VM claimed from the warm pool (docs/warm-pool.md): before each run
+#           (untimed) a [pool] of one VM without refill is configured and filled; the config
+#           is put back after the run, so the other runs boot their VMs
 #   runc    `ctr run --rm IMG ID /bin/true`
 #   stdout  `ctr run --rm IMG ID sh -c 'head -c N /dev/zero' | reader` (bytes counted), vxn vs runc
 #   size    `ctr run --rm` /bin/true through vxn of IMG + a 16 MiB layer and IMG + a 1 GiB layer
@@ -32,9 +35,31 @@ VXN=(--runtime io.containerd.vxn.v2 --annotation vxn.network=none)
 RESUME=${VXN_FLOOR_RESUME:-}
 if [ -n "$RESUME" ]; then WORK=$RESUME; else WORK=$(mktemp -d /tmp/vxn-floor.XXXXXX); fi
 MEM_IDS=()
+POOL_CONFIG=/etc/vxn/config.toml
+POOL_SAVED=$WORK/config.toml.saved
+# VXN_FLOOR_POOL=0: no warm runs (a vxnctl without `pool`)
+POOL=${VXN_FLOOR_POOL:-1}
+
+# pool_on: a [pool] of one VM (no refill: nothing boots behind a measured run), filled.
+pool_on() {
+  mkdir -p /etc/vxn
+  [ -e "$POOL_SAVED" ] || { if [ -f "$POOL_CONFIG" ]; then cp "$POOL_CONFIG" "$POOL_SAVED"; else : > "$POOL_SAVED"; fi; }
+  { cat "$POOL_SAVED"; printf '\n[pool]\nsize = 1\nrefill = false\n'; } > "$POOL_CONFIG"
+  vxnctl pool fill > /dev/null || echo "vxnctl pool fill failed" >&2
+}
+# pool_off: the config as it was (the pool's VMs stay until drained).
+pool_off() {
+  [ -e "$POOL_SAVED" ] || return 0
+  if [ -s "$POOL_SAVED" ]; then cp "$POOL_SAVED" "$POOL_CONFIG"; else rm -f "$POOL_CONFIG"; fi
+  rm -f "$POOL_SAVED"
+}
 
 cleanup() {
   local id
+  if [ "$POOL" = 1 ]; then
+    pool_off
+    vxnctl pool drain > /dev/null 2>&1
+  fi
   for id in "${MEM_IDS[@]}"; do
     "${CTR[@]}" task kill -s KILL "$id" > /dev/null 2>&1
   done
@@ -234,6 +259,7 @@ fi
 f0 0
 run warm floor-warm-vxn "$IMG" "${VXN[@]}"
 run warm floor-warm-runc "$IMG"
+if [ "$POOL" = 1 ]; then pool_on; run warm floor-warm-pool "$IMG" "${VXN[@]}"; pool_off; fi
 run warm floor-warm-16m "$IMG16" "${VXN[@]}"
 [ $big = 1 ] && run warm floor-warm-big "$IMGBIG" "${VXN[@]}"
 : > "$WORK/f0"
@@ -241,6 +267,7 @@ for ((i = 1; i <= RUNS; i++)); do
   f0 "$i"
   run vxn "floor-vxn-$i" "$IMG" "${VXN[@]}"
   run runc "floor-runc-$i" "$IMG"
+  if [ "$POOL" = 1 ]; then pool_on; run pool "floor-pool-$i" "$IMG" "${VXN[@]}"; pool_off; fi
   run s16 "floor-s16-$i" "$IMG16" "${VXN[@]}"
   [ $big = 1 ] && run sbig "floor-sbig-$i" "$IMGBIG" "${VXN[@]}"
   stream out-vxn "floor-out-vxn-$i" "$VXN_BYTES" "${VXN[@]}"
@@ -315,8 +342,22 @@ echo "vxn vs its floors, interleaved, median of $RUNS (s)"
 f0m=$(median < "$WORK/f0"); vxm=$(median < "$WORK/vxn"); rcm=$(median < "$WORK/runc")
 printf '  %-44s %10s\n' "F0: bare PV domain, create to gone" "$f0m" \
   "vxn: ctr run --rm IMG /bin/true (no network)" "$vxm" "runc: ctr run --rm IMG /bin/true" "$rcm"
-echo "  vxn/F0 $(ratio "$f0m" "$vxm"), vxn/runc $(ratio "$rcm" "$vxm")"
+echo "  vxn/F0 $(ratio "$f0m" "$vxm"), vxn/runc $(ratio "$rcm" "$vxm"), (vxn - runc)/F0 $(echo "$vxm $rcm $f0m" | awk '$1 != "-" && $2 != "-" && $3 + 0 > 0 {printf "%.2f", ($1 - $2) / $3}')"
 echo "  runs: F0 $(wc -l < "$WORK/f0")/$RUNS, vxn $(wc -l < "$WORK/vxn")/$RUNS, runc $(wc -l < "$WORK/runc")/$RUNS"
+if [ "$POOL" = 1 ]; then
+  plm=$(median < "$WORK/pool" 2> /dev/null)
+  claimed=$(grep -E 'floor-pool-[1-9][0-9]*[ "]' "$WORK/journal" | grep -c 'claimed a pooled VM')
+  printf '  %-44s %10s\n' "warm vxn: the same, a pooled VM claimed" "$plm"
+  echo "  warm/runc $(ratio "$rcm" "$plm"), warm/cold vxn $(ratio "$vxm" "$plm"); runs: $(wc -l < "$WORK/pool" 2> /dev/null || echo 0)/$RUNS, of which claimed a pooled VM: $claimed"
+  printf '  warm phases (s): pooled VM fitted %s, agent ready %s, container prepared %s, process started %s, deleted %s\n' \
+    "$(phase 'floor-pool-[1-9][0-9]*[ "]' 'timing: pooled VM fitted')" "$(phase 'floor-pool-[1-9][0-9]*[ "]' 'timing: agent ready')" \
+    "$(phase 'floor-pool-[1-9][0-9]*[ "]' 'timing: container prepared')" "$(phase 'floor-pool-[1-9][0-9]*[ "]' 'timing: process started')" \
+    "$(phase 'floor-pool-[1-9][0-9]*[ "]' 'timing: deleted')"
+  printf '  cold phases (s):  create paused %s, agent ready %s, container prepared %s, process started %s, deleted %s\n' \
+    "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: create paused')" "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: agent ready')" \
+    "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: container prepared')" "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: process started')" \
+    "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: deleted')"
+fi
 
 echo "stdout throughput: head -c N /dev/zero in the container | pipe on dom0 (all bytes checked), median"
 echo "  (stream: first to last byte; wall: N / (ctr run wall - the /bin/true median))"

@@ -22,6 +22,9 @@ pub(crate) struct Boot {
     exporter: Arc<dyn RootfsExport>,
     pub state: StateDir,
     pub record: Record,
+    /// A claim was tried: the pool is refilled once this create is done (a
+    /// refill's boot competes for the CPU the create needs).
+    refill_due: bool,
 }
 
 impl Boot {
@@ -46,6 +49,7 @@ impl Boot {
             exporter,
             state,
             record,
+            refill_due: false,
         })
     }
 
@@ -129,9 +133,7 @@ impl Boot {
         }
         let store = PoolStore::under(&cfg.state_dir);
         let claimed = store.claim(shape, self.state.path());
-        if cfg.pool.refill && !pool::drained(&store) {
-            pool::refill::spawn();
-        }
+        self.refill_due = cfg.pool.refill && !pool::drained(&store);
         let Some(pooled) = claimed.map_err(|e| Error::Internal(e.to_string()))? else {
             tracing::info!("the pool has no VM ready: booting one");
             return Ok(None);
@@ -178,8 +180,12 @@ impl Boot {
     }
 
     /// What was made, with the state that records it; or, when making it
-    /// failed, everything the record names undone and the error.
+    /// failed, everything the record names undone and the error. Either way
+    /// the pool a claim tried is refilled now (docs/warm-pool.md).
     pub async fn finish<T>(self, made: Result<T>) -> Result<(T, StateDir, Record)> {
+        if self.refill_due {
+            pool::refill::spawn();
+        }
         match made {
             Ok(v) => Ok((v, self.state, self.record)),
             Err(e) => {

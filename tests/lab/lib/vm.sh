@@ -247,7 +247,7 @@ push_suite() {
   cmd_push --test-image "$HOST_BIN_DIR/containerd-shim-vxn-v2" "$HOST_BIN_DIR/vxn-shim-client" \
     "$HOST_BIN_DIR/vxnctl" "$HOST_BIN_DIR/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
     "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/shim-e2e.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/network-e2e.sh" \
-    "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "$@"
+    "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/e2e/engine-e2e.sh" "$REPO_DIR/tests/e2e/pool-e2e.sh" "$@"
 }
 cmd_e2e() {
   local b
@@ -308,7 +308,7 @@ cmd_bench() {
   if [ "${1:-}" = floor ]; then
     shift
     f0_image
-    cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/floor-bench.sh"
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh"
     dom0_put "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
     dom0 "floor-bench.sh $*" < /dev/null
     return
