@@ -145,11 +145,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the config is read from: `VXN_CONFIG`, or the default path.
+    pub fn path() -> PathBuf {
+        std::env::var_os("VXN_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_PATH.into())
+    }
+
     /// Read `VXN_CONFIG` or the default path; a missing file means defaults.
     pub fn load() -> Result<Self, String> {
-        let path = std::env::var_os("VXN_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| DEFAULT_PATH.into());
+        let path = Self::path();
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
@@ -158,7 +163,19 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let c: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        // toml's message quotes the line with a caret below it: one line
+        // here, as it ends up in a gRPC status and a log line
+        let c: Self = toml::from_str(text).map_err(|e| match e.span() {
+            Some(at) => {
+                let line = text.as_bytes()[..at.start.min(text.len())]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1;
+                format!("line {line}: {}", e.message().trim())
+            }
+            None => e.message().trim().to_string(),
+        })?;
         c.backend()?;
         c.network.validate()?;
         if c.pool.size > 0 && c.pool.boot_memory_mib == 0 {
@@ -238,6 +255,18 @@ mod tests {
         assert!(Config::parse("hypervisor = \"kvm\"")
             .unwrap_err()
             .contains("kvm"));
+    }
+
+    #[test]
+    fn a_parse_error_is_one_line_naming_its_line() {
+        let e = Config::parse("memory_mib = 256\nthis is not toml\n").unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = Config::parse("memory_mib = 256\nmemory_mib = 512\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: ") && e.contains("duplicate key"),
+            "{e}"
+        );
     }
 
     #[test]

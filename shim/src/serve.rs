@@ -47,10 +47,12 @@ pub fn task_services(task: Arc<dyn Task + Send + Sync>) -> HashMap<String, Servi
 }
 
 pub async fn run(flags: &Flags) -> Result<(), ServeError> {
-    let cfg = Config::load().unwrap_or_else(|e| {
-        eprintln!("containerd-shim-vxn-v2: {e}; using defaults");
-        Config::default()
-    });
+    // A config that cannot be read fails every Create with its error: never
+    // containers run on defaults the administrator did not choose.
+    let (cfg, bad_config) = match Config::load() {
+        Ok(cfg) => (cfg, None),
+        Err(e) => (Config::default(), Some(e)),
+    };
     logging::init(&flags.namespace, &flags.id, &cfg.log_level, flags.debug);
     if flags.socket.is_empty() {
         return Err(ServeError::NoSocket);
@@ -67,7 +69,11 @@ pub async fn run(flags: &Flags) -> Result<(), ServeError> {
         .await
         .map_err(|e| failed("connect to containerd's events")(e.to_string()))?;
     let exit = Arc::new(ExitSignal::default());
-    let platform = vxn_runtime_core::platform::build(&cfg);
+    let platform = match bad_config {
+        Some(e) => Err(e),
+        None => vxn_runtime_core::platform::build(&cfg)
+            .map_err(|e| format!("{}: {e}", Config::path().display())),
+    };
     if let Err(e) = &platform {
         tracing::error!(error = %e, "no VM backend: every Create will fail");
     }

@@ -178,10 +178,7 @@ impl TaskService {
             ));
         }
         let name = ContainerName::new(&self.namespace, &req.id)?;
-        let (hv, exporter) = self
-            .platform
-            .clone()
-            .map_err(|e| Error::InvalidArgument(format!("/etc/vxn/config.toml: {e}")))?;
+        let (hv, exporter) = self.platform.clone().map_err(Error::FailedPrecondition)?;
         let paths = stdio(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let events = Arc::new(TaskEvents {
             events: self.events.clone(),

@@ -215,6 +215,19 @@ test_bad_inputs_xen() {
   return $ok
 }
 
+# k3. a config that cannot be read fails the create with its error and leaves nothing:
+# containers never run on defaults the administrator did not choose.
+test_bad_config() {
+  local cfg=${VXN_CONFIG:-/etc/vxn/config.toml} saved=$WORK/config.saved ok=0
+  mkdir -p "$(dirname "$cfg")"
+  rm -f "$saved"
+  [ -f "$cfg" ] && cp "$cfg" "$saved"
+  { [ -f "$saved" ] && cat "$saved"; echo "this is not toml"; } > "$cfg"
+  expect_error e2e-badcfg "config.toml: line [0-9]*: expected" "$IMG" e2e-badcfg true || ok=1
+  if [ -f "$saved" ]; then cp "$saved" "$cfg"; else rm -f "$cfg"; fi
+  return $ok
+}
+
 # --- Hardening: tenants, crashes, cleanup by name, capabilities ---
 
 # s. two tenants whose names join alike (namespace a-b + id c, namespace a + id b-c) get
@@ -650,13 +663,13 @@ test_layered_disks() {
 # (create -p/unpause/destroy, channel stdio and tty, signals, exec, pause, xl list cpu,
 # mem-set/vcpu-set, guest OOM, delete action by name) plus what only a DomU can show.
 ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
-  bad_inputs bad_inputs_xen exec ps pause_resume metrics update oom tenants create_crash delete_without_state
+  bad_inputs bad_inputs_xen bad_config exec ps pause_resume metrics update oom tenants create_crash delete_without_state
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp net_antispoof net_docker_host cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation cri_vm_destroyed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs docker_network docker_antispoof podman_echo podman_it podman_network vctr_run
   layered_disks pool_claim pool_fallback pool_race pool_shim_killed)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
-  bad_inputs exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
+  bad_inputs bad_config exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 # CI's set keeps one test of each path and every isolation test within the time CI has;
 # `all` runs the rest (echo: every test prints through ctr; net_reach_container: the
 # victim of net_antispoof is reached from dom0; the engines' echo/exit/stop/kill/logs:
