@@ -271,6 +271,8 @@ cmd_e2e() {
 # bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
 # bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
 # bench kernel [RUNS]: Debian's guest kernel vs vxn's: the raw-Xen floor F0, ctr run, agent ready.
+# bench density [MAX]: vxn containers of the smallest memory kept running until Xen is full
+#   (tests/bench/density-bench.sh).
 # bench floor [RUNS]: vxn against its floors: F0 and runc; dom0 memory per container, stdout
 #   throughput, create time vs image size (tests/bench/floor-bench.sh).
 cmd_bench() {
@@ -311,6 +313,12 @@ cmd_bench() {
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh"
     dom0_put "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
     dom0 "floor-bench.sh $*" < /dev/null
+    return
+  fi
+  if [ "${1:-}" = density ]; then
+    shift
+    cmd_push --test-image "$shim" "$REPO_DIR/tests/bench/density-bench.sh"
+    dom0 "density-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = critest ]; then
