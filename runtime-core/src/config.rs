@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hypervisor::Backend;
 use crate::network::NetworkConfig;
-use crate::pool::{FillPlan, Shape};
+use crate::pool::{FillPlan, PoolStore, Shape};
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/vxn/config.toml";
@@ -66,7 +66,8 @@ pub struct Config {
     pub pool: PoolConfig,
 }
 
-/// `[pool]`: one shape (the config's kernel), its size and what it may hold.
+/// `[pool]`: the config's kernel in two shapes (a container's VM, a pod's VM
+/// with its share), their sizes and what they may hold.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
@@ -82,6 +83,9 @@ pub struct PoolConfig {
     pub max_pool_mib: u64,
     /// A claim starts `vxnctl pool refill` in the background.
     pub refill: bool,
+    /// Pod VMs kept ready (a share each; the pod's maxima:
+    /// `pod_max_memory_mib`, `max_vcpus`); 0: pods boot theirs.
+    pub pod_size: usize,
 }
 
 impl Default for PoolConfig {
@@ -93,6 +97,7 @@ impl Default for PoolConfig {
             max_vcpus: 2,
             max_pool_mib: 1024,
             refill: true,
+            pod_size: 0,
         }
     }
 }
@@ -189,7 +194,8 @@ impl Config {
         Backend::from_config(&self.hypervisor, &self.agent_channel, &self.process_agent)
     }
 
-    /// The warm pool this config asks for (its size may be 0: no pool).
+    /// The warm pool of containers' VMs this config asks for (its size may
+    /// be 0: no pool).
     pub fn pool_plan(&self) -> FillPlan {
         FillPlan {
             shape: Shape {
@@ -199,12 +205,42 @@ impl Config {
                 boot_memory_mib: self.pool.boot_memory_mib,
                 max_memory_mib: self.pool.max_memory_mib.max(self.pool.boot_memory_mib),
                 max_vcpus: self.pool.max_vcpus.max(1),
+                share: false,
             },
             size: self.pool.size,
             max_pool_mib: self.pool.max_pool_mib,
             agent_log: self.agent_log_level.clone(),
             agent_timeout: std::time::Duration::from_secs(self.agent_timeout_secs),
         }
+    }
+
+    /// The pool of pods' VMs: a share each and a pod's maxima; what the
+    /// containers' pool leaves of `max_pool_mib` bounds it.
+    pub fn pod_pool_plan(&self) -> FillPlan {
+        let containers = self.pool_plan();
+        let held = containers.target() as u64 * containers.shape.boot_memory_mib;
+        let boot = self.pool.boot_memory_mib;
+        FillPlan {
+            shape: Shape {
+                max_memory_mib: self.pod_max_memory_mib.max(boot),
+                max_vcpus: self.max_vcpus.max(self.vcpus).max(1),
+                share: true,
+                ..containers.shape
+            },
+            size: self.pool.pod_size,
+            max_pool_mib: self.pool.max_pool_mib.saturating_sub(held),
+            ..containers
+        }
+    }
+
+    /// Both pools (containers' first: they take `max_pool_mib` first).
+    pub fn pool_plans(&self) -> [FillPlan; 2] {
+        [self.pool_plan(), self.pod_pool_plan()]
+    }
+
+    /// The pool's records, its VMs' shares where the containers' are.
+    pub fn pool_store(&self) -> PoolStore {
+        PoolStore::under(&self.state_dir).with_share_root(self.share_dir.join(".pool"))
     }
 
     /// Where vxn's hotplug scripts for libxl live: /run is noexec on most

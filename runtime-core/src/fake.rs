@@ -280,6 +280,8 @@ pub struct FakeHypervisor {
     disks: Mutex<Vec<(String, String)>>,
     /// Hot-plugged vifs: (domain, MAC).
     pub vifs: Mutex<Vec<(String, String)>>,
+    /// The shares VMs were made with: (domain, host directory).
+    pub shares: Mutex<Vec<(String, std::path::PathBuf)>>,
 }
 
 impl FakeHypervisor {
@@ -361,6 +363,14 @@ impl Hypervisor for FakeHypervisor {
         })?;
         let agent = Arc::new(FakeAgent::default());
         self.lock().insert(spec.name.clone(), agent.clone());
+        self.shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                spec.shares
+                    .iter()
+                    .map(|(_, d)| (spec.name.clone(), d.clone())),
+            );
         tokio::spawn(agent.serve(guest, self.faults.clone()));
         Ok(crate::hypervisor::connected(host))
     }

@@ -14,7 +14,7 @@ use crate::hypervisor::{Hypervisor, Sizing, VmError, VmSpec};
 use crate::names::ContainerName;
 use crate::network::pod_netns::PodNetns;
 use crate::persist::{self, Record, StateDir};
-use crate::pool::{self, PoolStore};
+use crate::pool;
 use crate::storage::rootfs::RootfsExport;
 
 pub(crate) struct Boot {
@@ -110,11 +110,13 @@ impl Boot {
     }
 
     /// A pooled VM for this container (docs/warm-pool.md) instead of a boot,
-    /// when the config keeps a pool of the VM's shape and the VM needs
-    /// nothing only a boot gives (a 9p share: Xen's p9 needs its QEMU from
-    /// the start); `None`: boot one. The claim is in the state directory the
-    /// moment it is made, the container's domain in the record before the
-    /// pooled VM takes that name: a SIGKILL at any point leaves both named.
+    /// when the config keeps a pool of the VM's shape: the kernel, the
+    /// maxima, and a share or none. A pooled VM's share is empty until the
+    /// claim renames it into the VM's, so only a share still empty (a pod's,
+    /// its volumes bound later) is served by one. `None`: boot one. The
+    /// claim is in the state directory the moment it is made, the
+    /// container's domain in the record before the pooled VM takes that
+    /// name: a SIGKILL at any point leaves both named.
     pub async fn claim(
         &mut self,
         vm: &VmSpec,
@@ -122,16 +124,24 @@ impl Boot {
         netns: Option<PodNetns>,
         cfg: &Config,
     ) -> Result<Option<Sandbox>> {
-        let plan = cfg.pool_plan();
+        let share = match vm.shares.as_slice() {
+            [] => None,
+            [(_, dir)] if dir_is_empty(dir) => Some(dir.clone()),
+            _ => return Ok(None),
+        };
+        let plan = match share {
+            None => cfg.pool_plan(),
+            Some(_) => cfg.pod_pool_plan(),
+        };
         let shape = &plan.shape;
         let fits = vm.kernel == shape.kernel
             && vm.initramfs == shape.initramfs
             && vm.cmdline_extra == shape.cmdline_extra
             && shape.fits(sizing.max_memory_mib, sizing.max_vcpus);
-        if plan.target() == 0 || !vm.shares.is_empty() || !fits {
+        if plan.target() == 0 || !fits {
             return Ok(None);
         }
-        let store = PoolStore::under(&cfg.state_dir);
+        let store = cfg.pool_store();
         let claimed = store.claim(shape, self.state.path());
         self.refill_due = cfg.pool.refill && !pool::drained(&store);
         let Some(pooled) = claimed.map_err(|e| Error::Internal(e.to_string()))? else {
@@ -143,6 +153,15 @@ impl Boot {
         self.record.netns = netns;
         self.save()?;
         let _ = std::fs::remove_dir_all(store.shape_dir(shape).join("vm").join(&pooled.domain));
+        // The VM's share becomes the container's (its QEMU holds the
+        // directory, not its path), before the VM takes the container's name:
+        // until then the pool's sweep spares it (its VM has the pool's name).
+        if let (Some(to), Some(from)) = (&share, store.share_of(&pooled)) {
+            if let Err(e) = std::fs::rename(&from, to) {
+                tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM's share cannot become the container's: destroying it and booting one");
+                return self.unclaim(&pooled, vm).await;
+            }
+        }
         match self.hv.rename(&pooled.domain, &vm.name).await {
             Ok(()) => {}
             // a domain of the container's name that appeared meanwhile is not ours
@@ -164,12 +183,19 @@ impl Boot {
             // no reason to fail the create: it goes, and a VM is booted.
             Err(e) => {
                 tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM did not come up: destroying it and booting one");
-                self.hv.destroy(&vm.name).await?;
-                self.hv.destroy(&pooled.domain).await?;
-                let _ = std::fs::remove_file(self.state.path().join(pool::CLAIM_FILE));
-                Ok(None)
+                self.unclaim(&pooled, vm).await
             }
         }
+    }
+
+    /// A claimed VM that will not serve: destroyed under either name, the
+    /// claim forgotten, and `None` (boot one). One that cannot be destroyed
+    /// fails the create, its claim kept for the teardown.
+    async fn unclaim(&mut self, pooled: &pool::Pooled, vm: &VmSpec) -> Result<Option<Sandbox>> {
+        self.hv.destroy(&vm.name).await?;
+        self.hv.destroy(&pooled.domain).await?;
+        let _ = std::fs::remove_file(self.state.path().join(pool::CLAIM_FILE));
+        Ok(None)
     }
 
     fn timeouts(&self, cfg: &Config) -> AgentTimeouts {
@@ -200,4 +226,9 @@ impl Boot {
             }
         }
     }
+}
+
+/// A directory with nothing in it (a share no volume is bound into yet).
+fn dir_is_empty(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }

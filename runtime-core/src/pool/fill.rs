@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::store::{PoolStore, PoolStoreError, Pooled, Shape};
 use crate::hypervisor::{Hypervisor, VmError, VmSpec};
+use crate::storage::binds::SHARE_TAG;
 
 /// Present while the pool is drained: refills are refused.
 const DRAINED_MARK: &str = "drained";
@@ -134,6 +135,7 @@ async fn unmake(store: &PoolStore, hv: &dyn Hypervisor, p: &Pooled) -> bool {
         Ok(()) => {
             store.forget_fill(p);
             let _ = fs::remove_dir_all(vm_dir(store, p));
+            remove_share(store, p);
             true
         }
         Err(e) => {
@@ -141,6 +143,50 @@ async fn unmake(store: &PoolStore, hv: &dyn Hypervisor, p: &Pooled) -> bool {
             false
         }
     }
+}
+
+/// A destroyed pooled VM's share (empty: nothing is put in one before a
+/// claim renames it away).
+fn remove_share(store: &PoolStore, p: &Pooled) {
+    if let Some(dir) = store.share_of(p) {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// An empty share for a pooled VM, private to root as a container's is.
+fn make_share(dir: &std::path::Path) -> Result<(), PoolError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true).mode(0o700);
+    b.create(dir)
+        .map_err(io(format!("share {}", dir.display())))
+}
+
+/// The shares no pooled VM holds any more: a claimant SIGKILLed between its
+/// claim and renaming the share, an unmaking cut short. Only empty
+/// directories named as pool VMs that no entry records (a filler records its
+/// VM before it makes the share) and whose VM is gone are removed.
+async fn sweep_shares(store: &PoolStore, hv: &dyn Hypervisor) -> usize {
+    let Ok(rd) = fs::read_dir(store.share_root()) else {
+        return 0;
+    };
+    let recorded = store.recorded_domains();
+    let mut n = 0;
+    for e in rd.take(1024).flatten() {
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        if super::store::check_domain(&name).is_err()
+            || recorded.contains(&name)
+            || hv.exists(&name).await.unwrap_or(true)
+        {
+            continue;
+        }
+        if fs::remove_dir(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// 64 random bits for a VM's name.
@@ -164,6 +210,13 @@ async fn make_one(
         shape: plan.shape.clone(),
     };
     store.begin_fill(&p)?;
+    let share = store.share_of(&p);
+    if let Some(dir) = &share {
+        if let Err(e) = make_share(dir) {
+            store.forget_fill(&p);
+            return Err(e);
+        }
+    }
     let spec = VmSpec {
         name: p.domain.clone(),
         kernel: plan.shape.kernel.clone(),
@@ -178,7 +231,10 @@ async fn make_one(
         rootfs_writable: true,
         upper_disk: None,
         vif: None,
-        shares: vec![],
+        shares: share
+            .iter()
+            .map(|d| (SHARE_TAG.to_string(), d.clone()))
+            .collect(),
         state_dir: vm_dir(store, &p),
     };
     let vm = |source| PoolError::Vm {
@@ -213,6 +269,7 @@ async fn make_one(
                 unmake(store, hv, &p).await;
             } else {
                 store.forget_fill(&p);
+                remove_share(store, &p);
             }
             Err(e)
         }
@@ -258,6 +315,7 @@ pub async fn fill(
         reaped: reap(store, hv, &plan.shape).await,
         ..Default::default()
     };
+    sweep_shares(store, hv).await;
     while store.ready_list(&plan.shape).len() < plan.target() {
         // a drain started meanwhile: stop at once
         if drained(store) {
@@ -291,11 +349,13 @@ pub async fn drain(store: &PoolStore, hv: &dyn Hypervisor) -> Result<usize, Pool
             Ok(()) => {
                 let _ = fs::remove_file(draining.join(format!("{}.json", p.domain)));
                 let _ = fs::remove_dir_all(vm_dir(store, &p));
+                remove_share(store, &p);
                 destroyed += 1;
             }
             Err(e) => failed.push((p.domain, e)),
         }
     }
+    sweep_shares(store, hv).await;
     match failed.pop() {
         None => Ok(destroyed),
         Some((domain, source)) => Err(PoolError::Vm { domain, source }),

@@ -10,6 +10,7 @@ fn plan(size: usize) -> FillPlan {
             boot_memory_mib: 48,
             max_memory_mib: 1024,
             max_vcpus: 2,
+            share: false,
         },
         size,
         max_pool_mib: 4096,
@@ -198,4 +199,66 @@ async fn a_vm_that_survives_the_drain_is_reported_and_stays_recorded() {
     hv.faults.clear("destroy");
     assert_eq!(drain(&store, &hv).await.unwrap(), 1);
     assert!(hv.domains().is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_vm_is_pooled_with_an_empty_share_that_goes_with_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
+    let mut plan = plan(2);
+    plan.shape.share = true;
+    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().ready, 2);
+    let ready = store.ready_list(&plan.shape);
+    for p in &ready {
+        let share = store.share_of(p).unwrap();
+        assert!(share.is_dir() && fs::read_dir(&share).unwrap().next().is_none());
+        assert!(hv
+            .shares
+            .lock()
+            .unwrap()
+            .contains(&(p.domain.clone(), share)));
+    }
+    assert_eq!(drain(&store, &hv).await.unwrap(), 2);
+    assert_eq!(fs::read_dir(store.share_root()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn shares_no_pooled_vm_holds_are_swept_and_no_other() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
+    let mut plan = plan(1);
+    plan.shape.share = true;
+    let root = store.share_root().to_path_buf();
+    // a claimant killed before it renamed its share: the VM is gone
+    let gone = root.join(plan.shape.domain_name(1));
+    // a filler at work: recorded, its VM not made yet
+    let recorded = Pooled {
+        domain: plan.shape.domain_name(2),
+        shape: plan.shape.clone(),
+    };
+    store.begin_fill(&recorded).unwrap();
+    // a VM that exists (a claimant about to rename its share)
+    let living = plan.shape.domain_name(3);
+    hv.add_foreign(&living);
+    let not_empty = root.join(plan.shape.domain_name(4));
+    for dir in [
+        &gone,
+        &root.join(&recorded.domain),
+        &root.join(&living),
+        &not_empty,
+        &root.join("not-a-pool-vm"),
+    ] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(not_empty.join("f"), b"").unwrap();
+    assert_eq!(sweep_shares(&store, &hv).await, 1);
+    assert!(!gone.exists());
+    for kept in [
+        root.join(&recorded.domain),
+        root.join(&living),
+        not_empty,
+        root.join("not-a-pool-vm"),
+    ] {
+        assert!(kept.exists(), "{} swept", kept.display());
+    }
 }

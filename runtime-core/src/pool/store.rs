@@ -41,6 +41,10 @@ pub struct Shape {
     pub boot_memory_mib: u64,
     pub max_memory_mib: u64,
     pub max_vcpus: u32,
+    /// The VM has a 9p share, empty until a claim (a pod's VM: Xen's p9 needs
+    /// its QEMU from the VM's start, so a share cannot be hot-plugged).
+    #[serde(default)]
+    pub share: bool,
 }
 
 impl Shape {
@@ -95,7 +99,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> PoolStoreError + '_ {
 }
 
 /// Only names this pool gives: the prefix, then `[0-9a-f-]`.
-fn check_domain(domain: &str) -> Result<(), PoolStoreError> {
+pub(crate) fn check_domain(domain: &str) -> Result<(), PoolStoreError> {
     let ok = domain.len() <= MAX_DOMAIN_NAME
         && domain.strip_prefix(POOL_DOMAIN_PREFIX).is_some_and(|rest| {
             !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
@@ -151,21 +155,44 @@ fn entries(dir: &Path) -> Vec<(PathBuf, Pooled)> {
     v
 }
 
-/// The pool's directory under a state root.
+/// The pool's directory under a state root, and where its VMs' shares are.
 #[derive(Debug, Clone)]
 pub struct PoolStore {
     root: PathBuf,
+    share_root: PathBuf,
 }
 
 impl PoolStore {
+    /// Shares under the state root too (tests; `Config::pool_store` puts
+    /// them where the containers' shares are, so a claim renames one).
     pub fn under(state_root: &Path) -> Self {
         Self {
             root: state_root.join("pool"),
+            share_root: state_root.join("pool-shares"),
+        }
+    }
+
+    /// The pooled VMs' shares in `dir`, on the file system of the shares
+    /// they become (a claim renames one into place).
+    pub fn with_share_root(self, dir: PathBuf) -> Self {
+        Self {
+            share_root: dir,
+            ..self
         }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn share_root(&self) -> &Path {
+        &self.share_root
+    }
+
+    /// The share of a pooled VM whose shape has one (named by its domain: an
+    /// entry names no path).
+    pub fn share_of(&self, p: &Pooled) -> Option<PathBuf> {
+        p.shape.share.then(|| self.share_root.join(&p.domain))
     }
 
     /// Every shape with a VM ready or being made (an entry whose shape is
@@ -263,6 +290,23 @@ impl PoolStore {
             }
         }
         Ok(None)
+    }
+
+    /// The domains of every ready or half-made VM of every shape.
+    pub fn recorded_domains(&self) -> std::collections::HashSet<String> {
+        let Ok(shapes) = fs::read_dir(&self.root) else {
+            return Default::default();
+        };
+        shapes
+            .take(MAX_ENTRIES)
+            .flatten()
+            .flat_map(|d| {
+                ["ready", "filling"]
+                    .into_iter()
+                    .flat_map(move |sub| entries(&d.path().join(sub)))
+            })
+            .map(|(_, p)| p.domain)
+            .collect()
     }
 
     /// Take every ready VM of every shape out of the pool, into `dir` (a

@@ -12,6 +12,7 @@ fn shape(max_memory_mib: u64) -> Shape {
         boot_memory_mib: 64,
         max_memory_mib,
         max_vcpus: 2,
+        share: false,
     }
 }
 

@@ -18,7 +18,7 @@ pub async fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = PoolStore::under(&cfg.state_dir);
+    let store = cfg.pool_store();
     let verb = match args {
         [v] => v.as_str(),
         _ => {
@@ -46,23 +46,36 @@ pub async fn main(args: &[String]) -> ExitCode {
     };
     let result = if verb == "fill" || verb == "refill" {
         // refill: what a claim starts; it does nothing while the pool is drained
-        let plan = cfg.pool_plan();
-        pool::fill(&store, hv.as_ref(), &plan, verb == "fill")
-            .await
-            .map(|f| match f.skipped {
-                Some(why) => format!("nothing done: {why}"),
-                None => format!(
-                    "{} made, {} ready (of {}), {} half-made destroyed",
-                    f.made,
-                    f.ready,
-                    plan.target(),
-                    f.reaped
-                ),
-            })
+        let mut lines = vec![];
+        let mut failed = None;
+        for (what, plan) in ["containers", "pods"].into_iter().zip(cfg.pool_plans()) {
+            if plan.target() == 0 {
+                continue;
+            }
+            match pool::fill(&store, hv.as_ref(), &plan, verb == "fill").await {
+                Ok(f) => lines.push(match f.skipped {
+                    Some(why) => format!("{what}: nothing done: {why}"),
+                    None => format!(
+                        "{what}: {} made, {} ready (of {}), {} half-made destroyed",
+                        f.made,
+                        f.ready,
+                        plan.target(),
+                        f.reaped
+                    ),
+                }),
+                Err(e) => failed = Some(format!("{what}: {e}")),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None if lines.is_empty() => Ok("no pool configured ([pool] size, pod_size)".into()),
+            None => Ok(lines.join("\n")),
+        }
     } else {
         pool::drain(&store, hv.as_ref())
             .await
             .map(|n| format!("{n} destroyed; refills stopped until `vxnctl pool fill`"))
+            .map_err(|e| e.to_string())
     };
     match result {
         Ok(line) => {
@@ -77,31 +90,34 @@ pub async fn main(args: &[String]) -> ExitCode {
 }
 
 fn status(cfg: &Config, store: &PoolStore) {
-    let plan = cfg.pool_plan();
-    println!(
-        "pool: size {} (target {}), {}{}",
-        plan.size,
-        plan.target(),
-        plan.shape.key(),
-        if pool::drained(store) {
-            ", drained"
-        } else {
-            ""
-        }
-    );
+    let plans = cfg.pool_plans();
+    for (what, plan) in ["containers", "pods"].into_iter().zip(&plans) {
+        println!(
+            "pool of {what}: size {} (target {}), {}{}",
+            plan.size,
+            plan.target(),
+            plan.shape.key(),
+            if pool::drained(store) {
+                ", drained"
+            } else {
+                ""
+            }
+        );
+    }
     for (shape, ready, filling) in pool::fill::status(store) {
-        let current = if shape == plan.shape {
-            " (the config's)"
-        } else {
-            ""
+        let current = match plans.iter().position(|p| p.shape == shape) {
+            Some(0) => " (the config's)",
+            Some(_) => " (the config's, pods)",
+            None => "",
         };
         println!(
-            "{}{current}: {ready} ready, {filling} being made; {} boot {} MiB, max {} MiB {} vcpus",
+            "{}{current}: {ready} ready, {filling} being made; {} boot {} MiB, max {} MiB {} vcpus{}",
             shape.key(),
             shape.kernel.display(),
             shape.boot_memory_mib,
             shape.max_memory_mib,
-            shape.max_vcpus
+            shape.max_vcpus,
+            if shape.share { ", a share" } else { "" }
         );
     }
 }

@@ -42,7 +42,7 @@ async fn world(size: usize) -> World {
 }
 
 fn store(cfg: &Config) -> PoolStore {
-    PoolStore::under(&cfg.state_dir)
+    cfg.pool_store()
 }
 
 fn name(id: &str) -> ContainerName {

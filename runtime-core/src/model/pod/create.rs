@@ -97,7 +97,11 @@ impl Pod {
                 shares: vec![(binds::SHARE_TAG.into(), share.clone())],
                 ..boot.vm_spec(&domain, cfg, sizing)
             };
-            let sandbox = boot.vm(&vm, sizing, netns.clone(), cfg).await?;
+            // a pooled pod VM when there is one (docs/warm-pool.md), else a boot
+            let sandbox = match boot.claim(&vm, sizing, netns.clone(), cfg).await? {
+                Some(sandbox) => sandbox,
+                None => boot.vm(&vm, sizing, netns.clone(), cfg).await?,
+            };
             let (Some(netns), Some(nic)) = (&netns, &nic) else {
                 return Ok(sandbox);
             };

@@ -412,3 +412,44 @@ async fn an_oom_goes_to_the_container_the_guest_names_before_its_exit() {
         "the unattributed one"
     );
 }
+
+#[tokio::test]
+async fn a_pod_takes_a_pooled_vm_whose_share_becomes_the_pods() {
+    let mut w = world();
+    w.cfg.pool.pod_size = 1;
+    w.cfg.pool.refill = false;
+    let store = w.cfg.pool_store();
+    let plan = w.cfg.pod_pool_plan();
+    crate::pool::fill(&store, w.hv.as_ref(), &plan, true)
+        .await
+        .unwrap();
+    let pooled = store.ready_list(&plan.shape).pop().unwrap();
+    let pooled_share = store.share_of(&pooled).unwrap();
+    let pod = w.pod().await.unwrap();
+    // the pooled VM, renamed; its share (the one its QEMU serves) is the pod's now
+    assert_eq!(w.hv.domains(), vec![pod.domain().to_string()]);
+    assert!(w.hv.calls().contains(&format!("rename {}", pooled.domain)));
+    let share = w.cfg.share_dir.join("k8s.io/pod1");
+    assert!(share.is_dir() && !pooled_share.exists());
+    assert!(w
+        .hv
+        .shares
+        .lock()
+        .unwrap()
+        .contains(&(pooled.domain.clone(), pooled_share)));
+    assert_eq!(
+        pod.sandbox().size().max_memory_mib,
+        plan.shape.max_memory_mib
+    );
+    let a = w.member(&pod, "a").await.unwrap();
+    assert_eq!(a.domain(), pod.domain());
+    a.delete().await.unwrap();
+    pod.kill(&ExecId::Init, libc::SIGKILL as u32).await.unwrap();
+    pod.wait().await;
+    pod.delete().await.unwrap();
+    assert!(w.hv.domains().is_empty());
+    assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
+    assert!(!share.exists(), "share dir left");
+    // a container's pool does not serve pods, nor a pod's pool containers
+    assert!(store.ready_list(&w.cfg.pool_plan().shape).is_empty());
+}
