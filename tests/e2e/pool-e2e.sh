@@ -172,3 +172,33 @@ test_pool_shim_killed() {
   pool_end || ok=1
   return $ok
 }
+
+# p5. A CRI pod takes a pooled pod VM: its share, made with the VM, becomes the pod's, so
+# a volume is read and written through it; the pod's removal leaves no domain, share or
+# pool entry.
+test_pool_pod() {
+  cri_setup || return 1
+  local ok=0 pooled pooled_id pod c out vol=$CRI_WORK/vol-pool
+  pool_config 0 pod_size=1 refill=false || return 1
+  out=$(vxnctl pool fill 2>&1) || { log "vxnctl pool fill: $out"; pool_end; return 1; }
+  read -r pooled pooled_id <<< "$(pool_domains)"
+  [ -n "$pooled_id" ] || { log "no pooled pod VM: $(vxnctl pool status)"; pool_end; return 1; }
+  rm -rf "$vol"
+  mkdir -p "$vol"
+  echo from-dom0 > "$vol/in"
+  pod=$(run_pod e2e-poolpod) || { log "runp failed"; pool_end; return 1; }
+  [ "$(domid "$(domain "$pod" "$CRI_NS")")" = "$pooled_id" ] ||
+    { log "the pod's VM is not the pooled $pooled ($pooled_id): $(xl list | tail -n +2 | tr '\n' ';')"; ok=1; }
+  c=$(CRI_MOUNTS="[{\"container_path\": \"/data\", \"host_path\": \"$vol\"}]" \
+    start_in "$pod" c 0 sh -c 'cat /data/in; echo from-pod > /data/out') || { log "the container did not start"; ok=1; }
+  [ $ok = 0 ] && wait_exited "$c" || ok=1
+  out=$("${CRI[@]}" logs "$c" 2>&1)
+  [ "$out" = from-dom0 ] || { log "the container read [$out] from its volume"; ok=1; }
+  [ "$(cat "$vol/out" 2>/dev/null)" = from-pod ] || { log "dom0 does not see the pod's write"; ok=1; }
+  cri_cleanup
+  pod_gone "$pod" || ok=1
+  out=$(find "/var/lib/vxn/.shares/$CRI_NS" /var/lib/vxn/.shares/.pool -mindepth 1 -maxdepth 1 2>/dev/null)
+  [ -z "$out" ] || { log "shares left: $out"; ok=1; }
+  pool_end || ok=1
+  return $ok
+}

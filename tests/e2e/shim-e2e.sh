@@ -667,7 +667,7 @@ ALL_XEN=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live
   caps guest_isolation cycles net_basics net_reach_container net_annotations net_lease_after_shim_kill
   net_concurrent net_exhausted net_dhcp net_antispoof net_docker_host cri_pod cri_restart cri_bad_image cri_volumes cri_oom cri_shim_killed cri_isolation cri_vm_destroyed binds
   docker_echo docker_exit docker_tty docker_exec docker_stop docker_kill docker_logs docker_network docker_antispoof podman_echo podman_it podman_network vctr_run
-  layered_disks pool_claim pool_fallback pool_race pool_shim_killed)
+  layered_disks pool_claim pool_fallback pool_race pool_shim_killed pool_pod)
 ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty live_output signals shim_killed domain_destroyed
   bad_inputs bad_config exec ps pause_resume metrics tenants create_crash delete_without_state caps cycles pod_ctr)
 # CI's set keeps one test of each path and every isolation test within the time CI has;
@@ -688,7 +688,7 @@ ALL_PROCESS=(echo shim_protocol exit_code stdout_stderr stdin argv_env_user tty 
 CI_XEN=(layered_disks pause_resume metrics update oom shim_killed domain_destroyed bad_inputs_xen
   guest_isolation net_basics net_lease_after_shim_kill net_dhcp net_antispoof net_docker_host
   cri_restart cri_volumes cri_oom cri_isolation cri_vm_destroyed binds
-  docker_network podman_network podman_it vctr_run pool_claim pool_fallback pool_race pool_shim_killed)
+  docker_network podman_network podman_it vctr_run pool_claim pool_fallback pool_race pool_shim_killed pool_pod)
 # Under containerd 2.x (the lab's VXN_LAB_CONTAINERD=2): `ci-containerd2` is CI's set (run,
 # exit code, tty, exec, kill, a CRI pod of two containers, a lost pod shim, nothing left);
 # `all-containerd2` the whole shim and CRI suites (the engines run on 1.6 only).
