@@ -276,8 +276,8 @@ pub struct FakeHypervisor {
     pub faults: Arc<Faults>,
     domains: Mutex<HashMap<String, Arc<FakeAgent>>>,
     calls: Mutex<Vec<String>>,
-    /// Hot-plugged disks: (domain, vdev).
-    disks: Mutex<Vec<(String, String)>>,
+    /// Hot-plugged disks: (domain, vdev, writable).
+    disks: Mutex<Vec<(String, String, bool)>>,
     /// Hot-plugged vifs: (domain, MAC).
     pub vifs: Mutex<Vec<(String, String)>>,
     /// The shares VMs were made with: (domain, host directory).
@@ -308,7 +308,8 @@ impl FakeHypervisor {
         self.lock().insert(domain.into(), Arc::default());
     }
 
-    /// The disks attached to running domains, as `domain vdev`.
+    /// The disks attached to running domains, as `domain vdev` (`... ro`:
+    /// read-only).
     pub fn disks(&self) -> Vec<String> {
         let domains = self.domains();
         let mut v: Vec<String> = self
@@ -316,8 +317,8 @@ impl FakeHypervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(d, _)| domains.contains(d))
-            .map(|(d, v)| format!("{d} {v}"))
+            .filter(|(d, _, _)| domains.contains(d))
+            .map(|(d, v, w)| format!("{d} {v}{}", if *w { "" } else { " ro" }))
             .collect();
         v.sort();
         v
@@ -423,10 +424,10 @@ impl Hypervisor for FakeHypervisor {
             return Err(VmError::Missing(format!("fake: no domain {name}")));
         }
         let mut disks = self.disks.lock().unwrap_or_else(|p| p.into_inner());
-        if disks.iter().any(|(d, v)| d == name && *v == disk.vdev) {
+        if disks.iter().any(|(d, v, _)| d == name && *v == disk.vdev) {
             return Err(VmError::Missing(format!("fake: {} is taken", disk.vdev)));
         }
-        disks.push((name.into(), disk.vdev.clone()));
+        disks.push((name.into(), disk.vdev.clone(), disk.writable));
         Ok(())
     }
 
@@ -435,7 +436,7 @@ impl Hypervisor for FakeHypervisor {
         self.disks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(d, v)| !(d == name && v == vdev));
+            .retain(|(d, v, _)| !(d == name && v == vdev));
         Ok(())
     }
 

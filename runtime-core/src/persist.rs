@@ -36,6 +36,10 @@ pub struct Record {
     /// A pod's container: set just before its rootfs disk is attached to the pod's VM.
     #[serde(default)]
     pub disk: Option<PodDisk>,
+    /// A pod's container with a layered rootfs: its writable layer's disk,
+    /// set with `disk` (the read-only image's).
+    #[serde(default)]
+    pub upper_disk: Option<PodDisk>,
     /// A pod: set just before its VM's vif is moved into the pod's namespace.
     #[serde(default)]
     pub netns: Option<PodNetns>,
@@ -185,7 +189,7 @@ pub async fn teardown(
         }
     }
     // A pod's container leaves the pod's VM (which may be gone already).
-    if let Some(d) = &r.disk {
+    for d in r.disk.iter().chain(r.upper_disk.iter()) {
         if let Err(e) = hv.detach_disk(&d.domain, &d.vdev).await {
             tracing::error!(domain = %d.domain, vdev = %d.vdev, error = %e, "the disk could not be detached");
             left.push(e.to_string());

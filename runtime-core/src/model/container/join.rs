@@ -1,9 +1,11 @@
 //! A container in a pod's VM: its rootfs is exported as for a VM of its
-//! own, then hot-plugged into the running pod VM as the next free disk
+//! own (a layered image: the image cache's read-only image and a writable
+//! layer), then hot-plugged into the running pod VM as the next free disks
 //! (`xl block-attach`), and the agent mounts it in the container's own mount
 //! namespace. Recorded before each step, so its Delete (or the `delete`
 //! action of a lost shim) detaches and removes exactly what it made.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,44 +67,53 @@ impl<S: ProcessStdio> Container<S> {
                 cfg,
                 exporter.as_ref(),
                 &mut boot,
-                // A pod's VM hot-plugs one disk per container.
-                false,
+                // The image cache's read-only image and a writable layer, as
+                // for a VM of its own: two hot-plugged disks.
+                true,
             )
             .await?;
-            let vdev = pod
+            let disks: Vec<(PathBuf, bool)> = [
+                exported.disk.clone().map(|d| (d, exported.disk_writable)),
+                exported.upper_disk.clone().map(|d| (d, true)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let vdevs = pod
                 .members()
-                .join(req.name.id(), exported.disk.is_some(), memory, vcpus)?;
+                .join(req.name.id(), disks.len(), memory, vcpus)?;
             joined = true;
-            let guest = match (&exported.disk, vdev) {
-                (Some(target), Some(vdev)) => {
-                    boot.record.disk = Some(PodDisk {
-                        domain: sandbox.domain().into(),
-                        vdev: vdev.clone(),
-                    });
-                    boot.save()?;
-                    let t = std::time::Instant::now();
-                    hv.attach_disk(
-                        sandbox.domain(),
-                        &HotDisk {
-                            vdev: vdev.clone(),
-                            target: target.clone(),
-                            writable: true,
-                        },
-                    )
-                    .await?;
-                    tracing::info!(vdev = %vdev, took_ms = t.elapsed().as_millis() as u64, "timing: rootfs disk attached");
-                    match exported.guest.clone() {
-                        GuestRootfs::Block {
-                            fstype, options, ..
-                        } => GuestRootfs::Block {
-                            device: format!("/dev/{vdev}"),
-                            fstype,
-                            options,
-                        },
-                        other => other,
-                    }
+            let on_vm = |vdev: &String| PodDisk {
+                domain: sandbox.domain().into(),
+                vdev: vdev.clone(),
+            };
+            boot.record.disk = vdevs.first().map(on_vm);
+            boot.record.upper_disk = vdevs.get(1).map(on_vm);
+            boot.save()?;
+            let t = std::time::Instant::now();
+            for ((target, writable), vdev) in disks.iter().zip(&vdevs) {
+                let disk = HotDisk {
+                    vdev: vdev.clone(),
+                    target: target.clone(),
+                    writable: *writable,
+                };
+                hv.attach_disk(sandbox.domain(), &disk).await?;
+            }
+            if !vdevs.is_empty() {
+                tracing::info!(vdevs = ?vdevs, took_ms = t.elapsed().as_millis() as u64, "timing: rootfs disks attached");
+            }
+            let dev = |i: usize| vdevs.get(i).map(|v| format!("/dev/{v}"));
+            let guest = match (exported.guest.clone(), dev(0), dev(1)) {
+                (GuestRootfs::Block { fstype, options, .. }, Some(device), _) => GuestRootfs::Block {
+                    device,
+                    fstype,
+                    options,
+                },
+                (GuestRootfs::Overlay { mut lower, mut upper }, Some(l), Some(u)) => {
+                    (lower.device, upper.device) = (l, u);
+                    GuestRootfs::Overlay { lower, upper }
                 }
-                _ => exported.guest.clone(),
+                (other, _, _) => other,
             };
             pod.fit_members().await;
             let mounts = binds::expose(Some(pod.share()), req.name.id(), plan, |dir| {

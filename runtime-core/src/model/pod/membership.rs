@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::hypervisor::Sizing;
 
 /// The vdevs app containers' rootfs disks get, in order (`xvdb` is a
-/// standalone container's rootfs, so a pod starts at `xvdc`).
+/// standalone container's rootfs, so a pod starts at `xvdc`); a layered
+/// rootfs takes two (its read-only image and its writable layer).
 const FIRST_VDEV: u8 = b'c';
 const LAST_VDEV: u8 = b'z';
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Member {
-    vdev: Option<String>,
+    vdevs: Vec<String>,
     memory_mib: u64,
     vcpus: u32,
 }
@@ -41,37 +42,35 @@ impl Membership {
         self.members.contains_key(id)
     }
 
-    /// Add a container: its disk slot (if it needs one) and its limits.
+    /// Add a container: its `disks` slots (0, 1 or 2) and its limits.
     pub fn join(
         &mut self,
         id: &str,
-        needs_disk: bool,
+        disks: usize,
         memory_mib: Option<u64>,
         vcpus: Option<u32>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Vec<String>> {
         if self.members.contains_key(id) {
             return Err(Error::AlreadyExists(format!(
                 "container {id} is already in the pod"
             )));
         }
-        let vdev = match needs_disk {
-            false => None,
-            true => Some(self.free_vdev().ok_or_else(|| {
-                Error::ResourceExhausted(format!(
-                    "the pod's VM has no free disk slot for container {id} ({} containers at most)",
-                    LAST_VDEV - FIRST_VDEV + 1
-                ))
-            })?),
-        };
+        let vdevs: Vec<String> = self.free_vdevs().take(disks).collect();
+        if vdevs.len() < disks {
+            return Err(Error::ResourceExhausted(format!(
+                "the pod's VM has no {disks} free disk slots for container {id} ({} disks at most)",
+                LAST_VDEV - FIRST_VDEV + 1
+            )));
+        }
         self.members.insert(
             id.into(),
             Member {
-                vdev: vdev.clone(),
+                vdevs: vdevs.clone(),
                 memory_mib: memory_mib.unwrap_or(0),
                 vcpus: vcpus.unwrap_or(0),
             },
         );
-        Ok(vdev)
+        Ok(vdevs)
     }
 
     pub fn leave(&mut self, id: &str) {
@@ -86,10 +85,10 @@ impl Membership {
         }
     }
 
-    fn free_vdev(&self) -> Option<String> {
+    fn free_vdevs(&self) -> impl Iterator<Item = String> + '_ {
         (FIRST_VDEV..=LAST_VDEV)
             .map(|c| format!("xvd{}", c as char))
-            .find(|v| !self.members.values().any(|m| m.vdev.as_ref() == Some(v)))
+            .filter(|v| !self.members.values().any(|m| m.vdevs.contains(v)))
     }
 
     /// The VM size the members ask for: the base plus their limits, capped
@@ -124,28 +123,30 @@ mod tests {
     }
 
     #[test]
-    fn disks_take_the_lowest_free_slot_and_come_back() {
+    fn disks_take_the_lowest_free_slots_and_come_back() {
         let mut m = Membership::new(base());
-        assert_eq!(m.join("a", true, None, None).unwrap().unwrap(), "xvdc");
-        assert_eq!(m.join("b", true, None, None).unwrap().unwrap(), "xvdd");
-        assert_eq!(m.join("dir", false, None, None).unwrap(), None);
-        assert!(m.join("a", true, None, None).is_err());
+        assert_eq!(m.join("a", 1, None, None).unwrap(), ["xvdc"]);
+        assert_eq!(m.join("b", 2, None, None).unwrap(), ["xvdd", "xvde"]);
+        assert!(m.join("dir", 0, None, None).unwrap().is_empty());
+        assert!(m.join("a", 1, None, None).is_err());
         m.leave("a");
-        assert_eq!(m.join("c", true, None, None).unwrap().unwrap(), "xvdc");
-        for i in 0..22 {
-            m.join(&format!("x{i}"), true, None, None).unwrap();
+        m.leave("b");
+        assert_eq!(m.join("c", 2, None, None).unwrap(), ["xvdc", "xvdd"]);
+        for i in 0..11 {
+            m.join(&format!("x{i}"), 2, None, None).unwrap();
         }
-        let e = m.join("full", true, None, None).unwrap_err();
+        let e = m.join("full", 1, None, None).unwrap_err();
         assert!(matches!(e, Error::ResourceExhausted(_)), "{e}");
+        assert!(m.join("none", 0, None, None).is_ok());
     }
 
     #[test]
     fn the_vm_grows_by_the_members_limits_within_its_maximums() {
         let mut m = Membership::new(base());
         assert_eq!(m.wanted(), (256, 1));
-        m.join("a", true, Some(128), Some(1)).unwrap();
+        m.join("a", 1, Some(128), Some(1)).unwrap();
         assert_eq!(m.wanted(), (384, 2));
-        m.join("b", true, Some(2048), Some(4)).unwrap();
+        m.join("b", 2, Some(2048), Some(4)).unwrap();
         assert_eq!(m.wanted(), (1024, 2));
         m.leave("b");
         m.set_limits("a", Some(64), None);

@@ -453,3 +453,72 @@ async fn a_pod_takes_a_pooled_vm_whose_share_becomes_the_pods() {
     // a container's pool does not serve pods, nor a pod's pool containers
     assert!(store.ready_list(&w.cfg.pool_plan().shape).is_empty());
 }
+
+#[tokio::test]
+async fn a_layered_member_gets_the_cached_image_read_only_and_its_own_layer() {
+    let mut w = world();
+    w.export = Arc::new(FakeExport {
+        layered: true,
+        ..Default::default()
+    });
+    let pod = w.pod().await.unwrap();
+    let lower = w.dir.path().join("layer");
+    std::fs::create_dir_all(&lower).unwrap();
+    let annotations = HashMap::from([
+        (ANNOTATION_CONTAINER_TYPE, "container"),
+        (ANNOTATION_SANDBOX_ID, "pod1"),
+    ]);
+    let req = |id: &str| CreateRequest {
+        name: ContainerName::new("k8s.io", id).unwrap(),
+        bundle: bundle(w.dir.path(), id, &annotations),
+        rootfs: RootfsSource::Layers {
+            layers: crate::storage::layers::Layers {
+                lower: vec![lower.clone()],
+                upper: None,
+            },
+            mount: Box::new(|_| panic!("a layered export mounts nothing on the host")),
+        },
+        network: None,
+        stdio: NoStdio,
+    };
+    let a = Container::create_in_pod(
+        pod.clone(),
+        req("a"),
+        &w.cfg,
+        w.export.clone(),
+        Arc::new(Recorder::default()),
+    )
+    .await
+    .unwrap();
+    let b = Container::create_in_pod(
+        pod.clone(),
+        req("b"),
+        &w.cfg,
+        w.export.clone(),
+        Arc::new(Recorder::default()),
+    )
+    .await
+    .unwrap();
+    let d = pod.domain();
+    assert_eq!(
+        w.hv.disks(),
+        vec![
+            format!("{d} xvdc ro"),
+            format!("{d} xvdd"),
+            format!("{d} xvde ro"),
+            format!("{d} xvdf")
+        ]
+    );
+    // a member leaves: both its disks go, the other's stay
+    a.delete().await.unwrap();
+    assert_eq!(
+        w.hv.disks(),
+        vec![format!("{d} xvde ro"), format!("{d} xvdf")]
+    );
+    b.delete().await.unwrap();
+    assert!(w.hv.disks().is_empty());
+    pod.kill(&ExecId::Init, libc::SIGKILL as u32).await.unwrap();
+    pod.wait().await;
+    pod.delete().await.unwrap();
+    assert!(w.state_dirs().is_empty(), "{:?}", w.state_dirs());
+}
