@@ -280,7 +280,7 @@ cmd_bench() {
   [ -f "$shim" ] || die "bench: $shim not built (cargo build --release)"
   if [ "${1:-}" = pod ]; then
     shift
-    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/config/containerd-vxn.toml" \
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/config/containerd-vxn.toml" \
       "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh"
     dom0 "pod-bench.sh $*" < /dev/null
     return
