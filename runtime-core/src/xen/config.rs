@@ -183,7 +183,13 @@ impl DomainConfig {
         );
         let _ = writeln!(s, "extra = \"{}\"", self.cmdline);
         let _ = writeln!(s, "memory = {}", self.memory_mib);
-        let _ = writeln!(s, "maxmem = {}", self.maxmem_mib.max(self.memory_mib));
+        // Xen on Arm has no populate-on-demand: it cannot build a domain whose
+        // maxmem is above its memory, so an Arm VM keeps the memory it boots with.
+        let maxmem = match self.guest_type {
+            GuestType::Pv => self.maxmem_mib.max(self.memory_mib),
+            GuestType::Pvh => self.memory_mib,
+        };
+        let _ = writeln!(s, "maxmem = {maxmem}");
         let _ = writeln!(s, "vcpus = {}", self.vcpus);
         let _ = writeln!(s, "maxvcpus = {}", self.max_vcpus.max(self.vcpus));
         // The DomU is the container: when it stops, it is gone.
@@ -303,6 +309,16 @@ mod tests {
         let s = cfg().render().unwrap();
         assert!(s.contains("type = \"pv\""));
         assert!(s.contains("maxmem = 512"));
+        // an Arm (PVH) domain cannot be built with maxmem above its memory
+        let arm = DomainConfig {
+            guest_type: GuestType::Pvh,
+            ..cfg()
+        };
+        let a = arm.render().unwrap();
+        assert!(
+            a.contains("type = \"pvh\"") && a.contains(&format!("maxmem = {}\n", arm.memory_mib)),
+            "{a}"
+        );
         assert!(s.contains("\"connection=pty,name=vxn.dummy.0\", \"connection=socket,name=org.vxn.agent.0,path=/run/vxn/t1/agent.sock\""));
         assert!(s.contains(
             "disk = [ \"format=raw,vdev=xvdb,access=rw,target=/var/lib/vxn/t1/rootfs.img\" ]"
