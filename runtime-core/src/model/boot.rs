@@ -163,7 +163,11 @@ impl Boot {
             }
         }
         match self.hv.rename(&pooled.domain, &vm.name).await {
-            Ok(()) => {}
+            // The record names the VM now: a teardown need not look for
+            // the pool's name (a destroy of a missing name costs xl calls).
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.state.path().join(pool::CLAIM_FILE));
+            }
             // a domain of the container's name that appeared meanwhile is not ours
             Err(e @ VmError::Exists(_)) => {
                 self.record.domain = None;
