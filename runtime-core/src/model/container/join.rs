@@ -91,14 +91,17 @@ impl<S: ProcessStdio> Container<S> {
             boot.record.upper_disk = vdevs.get(1).map(on_vm);
             boot.save()?;
             let t = std::time::Instant::now();
-            for ((target, writable), vdev) in disks.iter().zip(&vdevs) {
+            // At once: each attach waits for the running guest's frontend.
+            let domain = sandbox.domain();
+            let attach = disks.iter().zip(&vdevs).map(|((target, writable), vdev)| {
                 let disk = HotDisk {
                     vdev: vdev.clone(),
                     target: target.clone(),
                     writable: *writable,
                 };
-                hv.attach_disk(sandbox.domain(), &disk).await?;
-            }
+                async move { hv.attach_disk(domain, &disk).await }
+            });
+            futures::future::try_join_all(attach).await?;
             if !vdevs.is_empty() {
                 tracing::info!(vdevs = ?vdevs, took_ms = t.elapsed().as_millis() as u64, "timing: rootfs disks attached");
             }

@@ -126,7 +126,10 @@ async fn a_create_takes_the_pooled_vm_and_its_delete_destroys_it() {
     assert!(!name("c1").dir_under(&w.cfg.state_dir).exists());
     // renamed, the VM is the record's: the delete does not look for the pool's name
     let pooled_steps = w.calls_for(&pooled);
-    assert!(!pooled_steps.contains(&"destroy".to_string()), "{pooled_steps:?}");
+    assert!(
+        !pooled_steps.contains(&"destroy".to_string()),
+        "{pooled_steps:?}"
+    );
 }
 
 #[tokio::test]
