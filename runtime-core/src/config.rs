@@ -92,7 +92,9 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Self {
             size: 0,
-            boot_memory_mib: 128,
+            // measured in the lab (docs/warm-pool.md): 64 MiB boots vxn's kernel
+            // to its agent and runs a container with its disks
+            boot_memory_mib: 64,
             max_memory_mib: 1024,
             max_vcpus: 2,
             max_pool_mib: 1024,

@@ -136,8 +136,6 @@ arm_debootstrap() {
   echo "$want" > "$ARM_ROOTFS_STAMP"
 }
 
-arm_write() { mkdir -p "$(dirname "$1")"; cat > "$1"; }
-
 # arm_configure: idempotent configuration of $ROOTFS, as tests/lab/lib/dom0.sh's for x86.
 arm_configure() {
   local r=$ROOTFS tty kver
@@ -147,32 +145,18 @@ arm_configure() {
   chroot "$r" passwd -d root > /dev/null
   # hvc0: dom0's console under Xen (Xen owns the PL011); ttyAMA0: the PL011 without Xen
   for tty in hvc0 ttyAMA0; do
-    arm_write "$r/etc/systemd/system/serial-getty@$tty.service.d/autologin.conf" <<'EOS'
+    write_file "$r/etc/systemd/system/serial-getty@$tty.service.d/autologin.conf" <<'EOS'
 [Service]
 ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I $TERM
 EOS
   done
-  printf '[Match]\nName=en* eth*\n[Network]\nDHCP=yes\n' | arm_write "$r/etc/systemd/network/10-dhcp.network"
+  printf '[Match]\nName=en* eth*\n[Network]\nDHCP=yes\n' | write_file "$r/etc/systemd/network/10-dhcp.network"
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab-arm64 -f "$KEY"
   install -d -m 700 "$r/root/.ssh"
   install -m 600 "$KEY.pub" "$r/root/.ssh/authorized_keys"
-  printf 'PermitRootLogin prohibit-password\nUseDNS no\n' | arm_write "$r/etc/ssh/sshd_config.d/vxn-lab.conf"
-  mkdir -p "$r/var/log/xen/console"
-  grep -q '^XENCONSOLED_ARGS=' "$r/etc/default/xen" ||
-    echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$r/etc/default/xen"
-  printf '%s\n' xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback xen-privcmd |
-    arm_write "$r/etc/modules-load.d/xen.conf"
-  arm_write "$r/etc/systemd/system/lab-ready.service" <<'EOS'
-[Unit]
-Description=vxn lab ready marker
-After=multi-user.target ssh.service containerd.service
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'echo "VXN-LAB-READY $(cat /proc/uptime)" > /dev/console'
-[Install]
-WantedBy=multi-user.target
-EOS
+  printf 'PermitRootLogin prohibit-password\nUseDNS no\n' | write_file "$r/etc/ssh/sshd_config.d/vxn-lab.conf"
+  configure_xen_common "$r"
   mkdir -p "$r$DOM0_GUEST_DIR" "$r/usr/local/bin"
   chroot "$r" systemctl enable systemd-networkd lab-ready.service containerd > /dev/null 2>&1
   chroot "$r" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
@@ -204,7 +188,7 @@ arm_build() {
   mkdir -p "$WORK"
   arm_debootstrap
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab-arm64 -f "$KEY"
-  want=$(hash_of "$(cat "$ARM_ROOTFS_STAMP")" "$ARM_DIR/dom0.sh" "$KEY.pub" "$ARM_IMG_SIZE")
+  want=$(hash_of "$(cat "$ARM_ROOTFS_STAMP")" "$ARM_DIR/dom0.sh" "$(declare -f configure_xen_common)" "$KEY.pub" "$ARM_IMG_SIZE")
   if [ -f "$IMG" ] && [ -f "$BOOT/xen" ] && [ "$(cat "$ARM_IMG_STAMP" 2>/dev/null)" = "$want" ]; then
     log "build: dom0 image up to date ($IMG)"; return 0
   fi

@@ -118,3 +118,30 @@ qemu_pid() {
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 0
   if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$PIDFILE"; then echo "$pid"; fi
 }
+
+# write_file PATH: stdin to PATH, its directory made.
+write_file() { mkdir -p "$(dirname "$1")"; cat > "$1"; }
+
+# configure_xen_common ROOT: what both labs' dom0 trees need of Xen: guest console logs
+# (xenconsoled), the backend modules at boot, and a marker on the console when
+# multi-user is up (boot diagnostics in serial.log).
+configure_xen_common() {
+  local r=$1
+  mkdir -p "$r/var/log/xen/console"
+  grep -q '^XENCONSOLED_ARGS=' "$r/etc/default/xen" ||
+    echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$r/etc/default/xen"
+  # Xen backend modules at boot (the init script loads most of them; make sure)
+  printf '%s\n' xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback xen-privcmd |
+    write_file "$r/etc/modules-load.d/xen.conf"
+  # marker on the console when multi-user is up (boot diagnostics in serial.log)
+  write_file "$r/etc/systemd/system/lab-ready.service" <<'EOS'
+[Unit]
+Description=vxn lab ready marker
+After=multi-user.target ssh.service containerd.service
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo "VXN-LAB-READY $(cat /proc/uptime)" > /dev/console'
+[Install]
+WantedBy=multi-user.target
+EOS
+}

@@ -84,8 +84,6 @@ remove_rootfs() {
 }
 
 # write_unit PATH: stdin -> PATH (creating its directory).
-write_file() { mkdir -p "$(dirname "$1")"; cat > "$1"; }
-
 # configure_dom0: idempotent configuration of $ROOTFS.
 configure_dom0() {
   local r=$ROOTFS tty
@@ -110,23 +108,7 @@ EOS
   printf 'PermitRootLogin prohibit-password\nUseDNS no\n' | write_file "$r/etc/ssh/sshd_config.d/vxn-lab.conf"
   # xenconsoled: log guest consoles to /var/log/xen/console/guest-<name>.log
   # (Debian's /etc/init.d/xen ignores XENCONSOLED_TRACE but passes $XENCONSOLED_ARGS)
-  mkdir -p "$r/var/log/xen/console"
-  grep -q '^XENCONSOLED_ARGS=' "$r/etc/default/xen" ||
-    echo 'XENCONSOLED_ARGS="--log=guest --log-dir=/var/log/xen/console"' >> "$r/etc/default/xen"
-  # Xen backend modules at boot (the init script loads most of them; make sure)
-  printf '%s\n' xen-evtchn xen-gntdev xen-gntalloc xen-blkback xen-netback xen-privcmd |
-    write_file "$r/etc/modules-load.d/xen.conf"
-  # marker on the console when multi-user is up (boot diagnostics in serial.log)
-  write_file "$r/etc/systemd/system/lab-ready.service" <<'EOS'
-[Unit]
-Description=vxn lab ready marker
-After=multi-user.target ssh.service containerd.service
-[Service]
-Type=oneshot
-ExecStart=/bin/sh -c 'echo "VXN-LAB-READY $(cat /proc/uptime)" > /dev/console'
-[Install]
-WantedBy=multi-user.target
-EOS
+  configure_xen_common "$r"
   configure_engines
   small_dom0_initrd
   mkdir -p "$r/usr/share/vxn/x86_64" "$r/usr/local/bin"
@@ -203,7 +185,7 @@ build_dom0_image() {
   debootstrap_rootfs
   [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C vxn-lab -f "$KEY"
   # the image depends on the rootfs, this file (the configuration) and the ssh key
-  want=$(hash_of "$(cat "$ROOTFS_STAMP")" "$LAB_DIR/lib/dom0.sh" "$KEY.pub" "$DOM0_IMG_SIZE")
+  want=$(hash_of "$(cat "$ROOTFS_STAMP")" "$LAB_DIR/lib/dom0.sh" "$(declare -f configure_xen_common)" "$KEY.pub" "$DOM0_IMG_SIZE")
   if [ -f "$IMG" ] && [ -f "$BOOT/xen" ] && [ "$(cat "$IMG_STAMP" 2>/dev/null)" = "$want" ]; then
     log "build: dom0 image up to date ($IMG)"
     return 0
