@@ -120,7 +120,10 @@ impl Default for Config {
             initramfs: base.join("initramfs.cpio.gz"),
             memory_mib: 256,
             min_memory_mib: 128,
-            max_memory_factor: 2,
+            // Xen on Arm builds no domain whose maxmem is above its memory
+            // (no populate-on-demand): there a VM keeps its size, and an
+            // Update above it is refused as above its maximum.
+            max_memory_factor: if cfg!(target_arch = "aarch64") { 1 } else { 2 },
             vcpus: 1,
             max_vcpus: 2,
             pod_memory_mib: 256,
