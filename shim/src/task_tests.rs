@@ -287,11 +287,12 @@ async fn a_vm_that_does_not_boot_fails_create_and_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn a_config_without_a_backend_is_an_invalid_argument_naming_the_file() {
-    let s = shim_with(|_, _| Err("hypervisor = \"kvm\": use \"xen\"".into()));
+async fn a_config_without_a_backend_fails_create_as_a_failed_precondition_naming_the_file() {
+    // (serve.rs names the file in the error of a config it cannot use)
+    let s = shim_with(|_, _| Err("/etc/vxn/config.toml: hypervisor = \"kvm\": use \"xen\"".into()));
     match s.create("c1").await {
         Err(ttrpc::Error::RpcStatus(st)) => {
-            assert_eq!(st.code(), Code::INVALID_ARGUMENT);
+            assert_eq!(st.code(), Code::FAILED_PRECONDITION);
             assert!(st.message().contains("config.toml"), "{}", st.message());
         }
         other => panic!("{other:?}"),
