@@ -5,8 +5,8 @@
 # config/config.toml may carry keys older binaries reject). max_memory_factor = 1: Xen on
 # Arm has no populate-on-demand, so a domain whose maxmem is above its memory is not built
 # ("xc_dom_boot_mem_init: can't allocate low memory", Xen: "Over-allocation for dN"). The
-# shim is being changed to write maxmem = memory on Arm itself; the line stays for binaries
-# from before that change.
+# shim writes maxmem = memory on Arm and defaults max_memory_factor to 1 there itself; the
+# line stays for binaries from before that.
 ARM_VXN_CONFIG="kernel = \"$DOM0_GUEST_DIR/vmlinuz\"
 initramfs = \"$DOM0_GUEST_DIR/initramfs.cpio.gz\"
 max_memory_factor = 1"

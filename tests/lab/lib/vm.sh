@@ -188,6 +188,13 @@ cmd_e2e_versions() {
   else
     log "e2e: SKIPPED under containerd 2.x: no test tools in $VXN_TOOLS_DIR"
   fi
+  # the aarch64 lab's smoke (too long for CI's budget: a cold Arm lab is ~30 min)
+  if [ "$set" = all ] && [ "${VXN_LAB_ARM:-1}" != 0 ]; then
+    log "e2e: the aarch64 lab: tests/lab/arm/lab ci (VXN_LAB_ARM=0 skips)"
+    t0=$(now)
+    "$LAB_DIR/arm/lab" ci || E2E_RC=1
+    echo "lab: e2e.aarch64 $(elapsed "$t0")s"
+  fi
 }
 # e2e_critest: critest's whole suite, both handlers side by side, into E2E_RC.
 e2e_critest() {
