@@ -282,6 +282,9 @@ pub struct FakeHypervisor {
     pub vifs: Mutex<Vec<(String, String)>>,
     /// The shares VMs were made with: (domain, host directory).
     pub shares: Mutex<Vec<(String, std::path::PathBuf)>>,
+    /// Each domain's pause count, as Xen keeps it: 1 from a paused create;
+    /// an unpause at 0 fails as Xen's does.
+    paused: Mutex<HashMap<String, u32>>,
 }
 
 impl FakeHypervisor {
@@ -324,6 +327,15 @@ impl FakeHypervisor {
         v
     }
 
+    /// Whether the domain is paused (a missing one is not).
+    pub fn is_paused(&self, domain: &str) -> bool {
+        self.pauses().get(domain).is_some_and(|n| *n > 0)
+    }
+
+    fn pauses(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -364,6 +376,7 @@ impl Hypervisor for FakeHypervisor {
         })?;
         let agent = Arc::new(FakeAgent::default());
         self.lock().insert(spec.name.clone(), agent.clone());
+        self.pauses().insert(spec.name.clone(), 1);
         self.shares
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -377,11 +390,20 @@ impl Hypervisor for FakeHypervisor {
     }
 
     async fn unpause(&self, name: &str) -> Result<(), VmError> {
-        self.call("unpause", name)
+        self.call("unpause", name)?;
+        match self.pauses().get_mut(name) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Ok(())
+            }
+            _ => Err(VmError::Missing(format!("fake: {name} is not paused"))),
+        }
     }
 
     async fn pause(&self, name: &str) -> Result<(), VmError> {
-        self.call("pause", name)
+        self.call("pause", name)?;
+        *self.pauses().entry(name.into()).or_default() += 1;
+        Ok(())
     }
 
     async fn destroy(&self, name: &str) -> Result<(), VmError> {
@@ -485,6 +507,11 @@ impl Hypervisor for FakeHypervisor {
             .remove(from)
             .ok_or_else(|| VmError::Missing(format!("fake: no domain {from}")))?;
         domains.insert(to.into(), agent);
+        drop(domains);
+        let mut pauses = self.pauses();
+        if let Some(n) = pauses.remove(from) {
+            pauses.insert(to.into(), n);
+        }
         Ok(())
     }
 

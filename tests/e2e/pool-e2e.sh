@@ -62,9 +62,12 @@ wait_ready() {
 # is destroyed at delete, never pooled again; a refill makes a new one; exit codes and
 # output pass through a claimed VM as through a booted one.
 test_pool_claim() {
-  local ok=0 pooled pooled_id out d ip
+  local ok=0 pooled pooled_id out d ip state
   pool_config 1 && pool_fill 1 || { pool_end; return 1; }
   read -r pooled pooled_id <<< "$(pool_domains)"
+  # a pooled VM waits running (its frontends connect the claimant's devices at once)
+  state=$(xl list "$pooled" 2>/dev/null | awk 'NR == 2 {print $5}')
+  [[ $state == *p* || -z $state ]] && { log "the pooled VM $pooled is [$state], not running"; ok=1; }
   "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-pool sh -c 'echo written > /tmp/f; exec sleep 1000' >/dev/null ||
     { log "run -d failed"; ok=1; }
   wait_status e2e-pool RUNNING || ok=1

@@ -181,7 +181,14 @@ impl Boot {
             max_vcpus: shape.max_vcpus,
             ..sizing
         };
-        match Sandbox::adopt(self.hv.clone(), vm, sizing, self.timeouts(cfg)).await {
+        let adopted = Sandbox::adopt(
+            self.hv.clone(),
+            vm,
+            sizing,
+            self.timeouts(cfg),
+            pooled.running,
+        );
+        match adopted.await {
             Ok(sandbox) => Ok(Some(sandbox)),
             // A pooled VM that does not come up (its agent gone meanwhile) is
             // no reason to fail the create: it goes, and a VM is booted.

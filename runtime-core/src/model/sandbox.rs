@@ -55,6 +55,44 @@ async fn run_to_agent(
     Ok(agent)
 }
 
+/// Size a claimed VM and plug in the container's disks and vif, all at once
+/// (libxl orders what must be ordered; the hotplug scripts run side by side).
+/// Every step runs to its end, then the first error is returned.
+async fn fit(hv: &dyn Hypervisor, vm: &VmSpec, sizing: Sizing) -> Result<()> {
+    let name = vm.name.as_str();
+    let resize = hv.resize(
+        name,
+        Resize {
+            memory_mib: Some(sizing.memory_mib),
+            vcpus: Some(sizing.vcpus),
+        },
+    );
+    let disks = [
+        (boot::ROOTFS_VDEV, &vm.rootfs_disk, vm.rootfs_writable),
+        (boot::UPPER_VDEV, &vm.upper_disk, true),
+    ]
+    .into_iter()
+    .filter_map(|(vdev, target, writable)| {
+        let disk = HotDisk {
+            vdev: vdev.into(),
+            target: target.clone()?,
+            writable,
+        };
+        Some(async move { hv.attach_disk(name, &disk).await })
+    });
+    let vif = async {
+        match &vm.vif {
+            Some(vif) => hv.attach_vif(name, vif).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (resized, attached, vif) = tokio::join!(resize, futures::future::join_all(disks), vif);
+    resized?;
+    attached.into_iter().try_for_each(|a| a)?;
+    vif?;
+    Ok(())
+}
+
 impl Sandbox {
     /// Create the VM paused, run it until its agent answers, and freeze it
     /// again: nothing of a container runs before its Start. On error the
@@ -72,46 +110,38 @@ impl Sandbox {
         Ok(Self::with_agent(&vm.name, hv, agent, sizing, timeouts))
     }
 
-    /// Take a booted, paused VM made earlier (a claimed pooled VM, already
-    /// renamed to `vm.name`): size it, plug in the container's disks and vif
-    /// while it is paused, run it and reach its agent. On error the domain
-    /// exists: the caller recorded it and tears it down.
+    /// Take a booted VM made earlier (a claimed pooled VM, already renamed to
+    /// `vm.name`): size it and plug in the container's disks and vif, all at
+    /// once, and reach its agent. A `running` VM's agent is reached and its
+    /// frontends connect the devices while the rest is plugged in; a paused
+    /// one (pooled by an older vxn) is fitted first and then run. On error
+    /// the domain exists: the caller recorded it and tears it down.
     pub async fn adopt(
         hv: Arc<dyn Hypervisor>,
         vm: &VmSpec,
         sizing: Sizing,
         timeouts: AgentTimeouts,
+        running: bool,
     ) -> Result<Self> {
         let t = std::time::Instant::now();
         let name = vm.name.as_str();
-        hv.resize(
-            name,
-            Resize {
-                memory_mib: Some(sizing.memory_mib),
-                vcpus: Some(sizing.vcpus),
-            },
-        )
-        .await?;
-        let disks = [
-            (boot::ROOTFS_VDEV, &vm.rootfs_disk, vm.rootfs_writable),
-            (boot::UPPER_VDEV, &vm.upper_disk, true),
-        ];
-        for (vdev, target, writable) in disks {
-            if let Some(target) = target {
-                let disk = HotDisk {
-                    vdev: vdev.into(),
-                    target: target.clone(),
-                    writable,
-                };
-                hv.attach_disk(name, &disk).await?;
-            }
-        }
-        if let Some(vif) = &vm.vif {
-            hv.attach_vif(name, vif).await?;
-        }
-        tracing::info!(domain = %name, took_ms = t.elapsed().as_millis() as u64, "timing: pooled VM fitted");
-        let channel = hv.connect_agent(name).await?;
-        let agent = run_to_agent(hv.as_ref(), name, channel, timeouts.hello).await?;
+        let agent = if running {
+            let reach = async {
+                let channel = hv.connect_agent(name).await?;
+                crate::hypervisor::connect_agent(channel, timeouts.hello)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("guest agent of {name}: {e}")))
+            };
+            // every step runs to its end (no xl call is cut short), then the first error
+            let (fitted, agent) = tokio::join!(fit(hv.as_ref(), vm, sizing), reach);
+            fitted?;
+            agent?
+        } else {
+            fit(hv.as_ref(), vm, sizing).await?;
+            let channel = hv.connect_agent(name).await?;
+            run_to_agent(hv.as_ref(), name, channel, timeouts.hello).await?
+        };
+        tracing::info!(domain = %name, running, took_ms = t.elapsed().as_millis() as u64, "timing: pooled VM fitted");
         Ok(Self::with_agent(name, hv, agent, sizing, timeouts))
     }
 

@@ -198,8 +198,12 @@ fn unique() -> Result<u64, PoolError> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// Boot one VM of the plan's shape until its agent serves, pause it, and put
-/// it in the pool; on any failure nothing of it is left.
+/// Boot one VM of the plan's shape until its agent serves and put it in the
+/// pool, running: an idle guest costs Xen nothing, and its claimant's disks
+/// and vif connect while the rest is plugged in (a paused VM connects them
+/// only at its unpause). No tenant data or code is in it until a claim, and
+/// its agent configures no device before the claimant asks. On any failure
+/// nothing of it is left.
 async fn make_one(
     store: &PoolStore,
     hv: &dyn Hypervisor,
@@ -208,6 +212,7 @@ async fn make_one(
     let p = Pooled {
         domain: plan.shape.domain_name(unique()?),
         shape: plan.shape.clone(),
+        running: true,
     };
     store.begin_fill(&p)?;
     let share = store.share_of(&p);
@@ -252,7 +257,6 @@ async fn make_one(
                 secs: plan.agent_timeout.as_secs(),
             })?
             .map_err(vm)?;
-        hv.pause(&p.domain).await.map_err(vm)?;
         store.ready(&p).map_err(PoolError::from)
     };
     match booted.await {

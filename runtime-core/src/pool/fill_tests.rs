@@ -24,6 +24,7 @@ async fn half_made(store: &PoolStore, hv: &FakeHypervisor, plan: &FillPlan, n: u
     let p = Pooled {
         domain: plan.shape.domain_name(n),
         shape: plan.shape.clone(),
+        running: true,
     };
     store.begin_fill(&p).unwrap();
     drop(
@@ -51,7 +52,7 @@ async fn half_made(store: &PoolStore, hv: &FakeHypervisor, plan: &FillPlan, n: u
 }
 
 #[tokio::test]
-async fn a_fill_boots_the_pool_to_its_size_each_vm_paused_once_its_agent_serves() {
+async fn a_fill_boots_the_pool_to_its_size_each_vm_left_running_once_its_agent_serves() {
     let d = tempfile::tempdir().unwrap();
     let (store, hv, plan) = (
         PoolStore::under(d.path()),
@@ -72,9 +73,9 @@ async fn a_fill_boots_the_pool_to_its_size_each_vm_paused_once_its_agent_serves(
             .into_iter()
             .filter(|c| c.ends_with(domain.as_str()))
             .collect();
-        let want =
-            ["create", "unpause", "agent_published", "pause"].map(|s| format!("{s} {domain}"));
+        let want = ["create", "unpause", "agent_published"].map(|s| format!("{s} {domain}"));
         assert_eq!(steps, want);
+        assert!(!hv.is_paused(domain), "{domain} waits running");
     }
     // full: a second fill makes nothing
     let again = fill(&store, &hv, &plan, false).await.unwrap();
@@ -235,6 +236,7 @@ async fn shares_no_pooled_vm_holds_are_swept_and_no_other() {
     let recorded = Pooled {
         domain: plan.shape.domain_name(2),
         shape: plan.shape.clone(),
+        running: true,
     };
     store.begin_fill(&recorded).unwrap();
     // a VM that exists (a claimant about to rename its share)

@@ -1,4 +1,4 @@
-//! The warm pool (docs/warm-pool.md): booted, paused VMs with no tenant data,
+//! The warm pool (docs/warm-pool.md): booted, idle VMs with no tenant data,
 //! claimed by a container's create instead of booting one.
 
 pub mod fill;

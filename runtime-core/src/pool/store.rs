@@ -1,4 +1,4 @@
-//! The warm pool's records: which booted, paused VMs of a shape are ready,
+//! The warm pool's records: which booted VMs of a shape are ready,
 //! which are being made, and the claim of one by a container.
 //!
 //! `<state_dir>/pool/<shape>/ready/<domain>.json` is a VM that may be claimed;
@@ -77,6 +77,11 @@ impl Shape {
 pub struct Pooled {
     pub domain: String,
     pub shape: Shape,
+    /// The VM waits running, not paused: its claimant plugs the container's
+    /// devices in while the guest connects them (an entry written before
+    /// pooled VMs ran has none: paused).
+    #[serde(default)]
+    pub running: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +240,7 @@ impl PoolStore {
         write_entry(&self.filling_dir(&p.shape), p).map(drop)
     }
 
-    /// The VM is booted and paused: from now on it may be claimed.
+    /// The VM is booted and idle: from now on it may be claimed.
     pub fn ready(&self, p: &Pooled) -> Result<(), PoolStoreError> {
         let from = self
             .filling_dir(&p.shape)

@@ -20,6 +20,7 @@ fn pooled(shape: &Shape, n: u64) -> Pooled {
     Pooled {
         domain: shape.domain_name(n),
         shape: shape.clone(),
+        running: true,
     }
 }
 
@@ -149,6 +150,7 @@ fn what_is_not_an_entry_is_never_claimed() {
     let tenant = Pooled {
         domain: ContainerName::new("default", "web").unwrap().domain(),
         shape: s.clone(),
+        running: true,
     };
     fs::write(
         ready.join(format!("{}.json", tenant.domain)),

@@ -345,9 +345,10 @@ impl Hypervisor for XenHypervisor {
                 .ok_or_else(|| VmError::Missing(format!("{name}: no vif {mac} after attaching it")))
         }
         .await;
-        // A bridge port is guarded before the guest can send on it (a claim
-        // plugs it into a paused VM); an unplugged vif's guard is its
-        // caller's, applied where the vif is moved.
+        // A bridge port is guarded before any tenant code can send on it: a
+        // claim plugs it into a pooled VM no tenant ran in, whose agent
+        // leaves the link down until the container's network is set up. An
+        // unplugged vif's guard is its caller's, applied where it is moved.
         let attached = match (attached, &vif.link) {
             (Ok(devid), VifLink::Bridge(_)) => {
                 let dev = format!("vif{domid}.{devid}");

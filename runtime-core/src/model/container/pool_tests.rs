@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::Config;
 use crate::fake::{FakeExport, FakeHypervisor, NoStdio};
+use crate::hypervisor::Hypervisor as _;
 use crate::model::container::{CreateRequest, RootfsSource};
 use crate::model::events::TaskEvent;
 use crate::pool::{self, PoolStore};
@@ -96,6 +97,34 @@ impl World {
 }
 
 #[tokio::test]
+async fn a_paused_vm_an_older_vxn_pooled_is_run_at_its_claim() {
+    let w = world(1).await;
+    let pooled = w.ready().pop().unwrap();
+    // what an older vxn left: the VM paused, its entry without `running`
+    w.hv.pause(&pooled).await.unwrap();
+    let shape = w.cfg.pool_plan().shape;
+    let entry = store(&w.cfg)
+        .shape_dir(&shape)
+        .join("ready")
+        .join(format!("{pooled}.json"));
+    let old = serde_json::json!({ "domain": pooled, "shape": shape });
+    std::fs::write(&entry, old.to_string()).unwrap();
+    let c = w.create("c1").await.unwrap();
+    let domain = name("c1").domain();
+    assert_eq!(w.hv.domains(), vec![domain.clone()]);
+    let steps = w.calls_for(&domain);
+    let unpause = steps.iter().position(|s| s == "unpause");
+    let attach = steps.iter().position(|s| s == "attach_vif");
+    assert!(unpause > attach, "fitted while paused, then run: {steps:?}");
+    c.start(&ExecId::Init).await.unwrap();
+    assert!(!w.hv.is_paused(&domain));
+    w.hv.agent(&domain).unwrap().exit("c1", None, 0, None);
+    c.init().wait().await;
+    c.delete().await.unwrap();
+    assert!(w.hv.domains().is_empty());
+}
+
+#[tokio::test]
 async fn a_create_takes_the_pooled_vm_and_its_delete_destroys_it() {
     let w = world(1).await;
     let pooled = w.ready().pop().unwrap();
@@ -106,12 +135,15 @@ async fn a_create_takes_the_pooled_vm_and_its_delete_destroys_it() {
     assert!(w.ready().is_empty());
     let steps = w.calls_for(&domain);
     assert!(!steps.contains(&"create".to_string()), "{steps:?}");
-    for step in ["resize", "attach_vif", "connect_agent", "unpause", "pause"] {
+    for step in ["resize", "attach_vif", "connect_agent", "pause"] {
         assert!(
             steps.contains(&step.to_string()),
             "{step} missing: {steps:?}"
         );
     }
+    // the pooled VM ran: nothing unpaused it, and the create froze it until Start
+    assert!(!steps.contains(&"unpause".to_string()), "{steps:?}");
+    assert!(w.hv.is_paused(&domain));
     assert!(w.calls_for(&pooled).contains(&"rename".to_string()));
     assert_eq!(c.sandbox.size().max_memory_mib, w.cfg.pool.max_memory_mib);
     // and it runs the container as a booted one would
