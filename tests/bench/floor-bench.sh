@@ -14,16 +14,20 @@
 # and once: dom0 memory per running vxn container (RSS and PSS of the shim and every process
 # it causes: QEMU, xl; the drop of MemAvailable). Expects /usr/share/vxn/x86_64/{vmlinuz,
 # f0-initramfs.cpio.gz} (lab bench floor pushes them) and python3 in dom0.
-# Usage: floor-bench.sh [RUNS]   (default 5). Prints numbers only; never fails on speed.
+# Usage: floor-bench.sh [RUNS] [quick]   (default 5). Prints numbers only; never fails on speed.
+# quick: F0, vxn (cold and warm) and runc only (no stdout, image-size or memory part).
 # VXN_FLOOR_MEM_N (3): containers for the memory part; VXN_FLOOR_BIG_MIB (1024): the big layer;
 # VXN_FLOOR_OUT_MIB (16): what vxn's stdout carries (runc: 256 MiB).
 set -u
 RUNS=${1:-5}
+QUICK=0
+[ "${2:-}" = quick ] && QUICK=1
 IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
 IMG16=docker.io/library/vxn-test:floor16m
 IMGBIG=docker.io/library/vxn-test:floor1g
 BIG_MIB=${VXN_FLOOR_BIG_MIB:-1024}
 MEM_N=${VXN_FLOOR_MEM_N:-3}
+[ "${2:-}" = quick ] && MEM_N=0
 VXN_BYTES=$((${VXN_FLOOR_OUT_MIB:-16} << 20))   # ~70 KiB/s through vxn under TCG: ~4 min a run
 RUNC_BYTES=$((256 << 20))
 DIR=/usr/share/vxn/x86_64
@@ -239,16 +243,19 @@ big=1
 if [ -z "$RESUME" ]; then
 # the size images (cached for this boot); the big one only when the disk holds it: its layer
 # blob and snapshot while it unpacks, then (the blob removed) the snapshot and a create's copy
-if ! "${CTR[@]}" images ls -q | grep -qx "$IMGBIG"; then
+[ $QUICK = 1 ] && big=0
+if [ $QUICK = 0 ] && ! "${CTR[@]}" images ls -q | grep -qx "$IMGBIG"; then
   need=$(((BIG_MIB * 2 + 300) * 1024))
   if [ "$(avail_kb)" -lt "$need" ]; then
     big=0
     echo "size +${BIG_MIB} MiB: skipped: not enough space ($(avail_kb) KiB free, $need needed)"
   fi
 fi
-t0=$(now)
-build_image "$IMG16" 16 || { echo "floor-bench: building $IMG16 failed" >&2; exit 1; }
-echo "built $IMG16 in $(since "$t0") s"
+if [ $QUICK = 0 ]; then
+  t0=$(now)
+  build_image "$IMG16" 16 || { echo "floor-bench: building $IMG16 failed" >&2; exit 1; }
+  echo "built $IMG16 in $(since "$t0") s"
+fi
 if [ $big = 1 ]; then
   t0=$(now)
   KEEP_LAYER=0 build_image "$IMGBIG" "$BIG_MIB" || { echo "floor-bench: building $IMGBIG failed" >&2; big=0; }
@@ -260,7 +267,7 @@ f0 0
 run warm floor-warm-vxn "$IMG" "${VXN[@]}"
 run warm floor-warm-runc "$IMG"
 if [ "$POOL" = 1 ]; then pool_on; run warm floor-warm-pool "$IMG" "${VXN[@]}"; pool_off; fi
-run warm floor-warm-16m "$IMG16" "${VXN[@]}"
+[ $QUICK = 0 ] && run warm floor-warm-16m "$IMG16" "${VXN[@]}"
 [ $big = 1 ] && run warm floor-warm-big "$IMGBIG" "${VXN[@]}"
 : > "$WORK/f0"
 for ((i = 1; i <= RUNS; i++)); do
@@ -268,6 +275,7 @@ for ((i = 1; i <= RUNS; i++)); do
   run vxn "floor-vxn-$i" "$IMG" "${VXN[@]}"
   run runc "floor-runc-$i" "$IMG"
   if [ "$POOL" = 1 ]; then pool_on; run pool "floor-pool-$i" "$IMG" "${VXN[@]}"; pool_off; fi
+  [ $QUICK = 1 ] && continue
   run s16 "floor-s16-$i" "$IMG16" "${VXN[@]}"
   [ $big = 1 ] && run sbig "floor-sbig-$i" "$IMGBIG" "${VXN[@]}"
   stream out-vxn "floor-out-vxn-$i" "$VXN_BYTES" "${VXN[@]}"
@@ -360,6 +368,7 @@ if [ "$POOL" = 1 ]; then
     "$(phase 'floor-vxn-[1-9][0-9]*[ "]' 'timing: deleted')"
 fi
 
+[ $QUICK = 1 ] && exit 0
 echo "stdout throughput: head -c N /dev/zero in the container | pipe on dom0 (all bytes checked), median"
 echo "  (stream: first to last byte; wall: N / (ctr run wall - the /bin/true median))"
 row "" "N (MiB)" "stream" "wall"
