@@ -127,7 +127,11 @@ async fn spawn_and_wait<S: AsRef<OsStr>>(
             tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
         (out, err, status)
     };
-    match tokio::time::timeout(timeout, work).await {
+    let t = std::time::Instant::now();
+    let done = tokio::time::timeout(timeout, work).await;
+    // where a create's or delete's time goes, command by command (log_level = "debug")
+    tracing::debug!(command = %describe(program, args), took_ms = t.elapsed().as_millis() as u64, "timing: command");
+    match done {
         Ok((stdout, stderr, status)) => {
             let status = status.map_err(|source| CommandError::Spawn {
                 program: program.into(),

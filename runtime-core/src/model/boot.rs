@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::sandbox::{AgentTimeouts, Sandbox};
+use super::sandbox::{AgentTimeouts, Booted, Sandbox};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hypervisor::{Hypervisor, Sizing, VmError, VmSpec};
@@ -186,7 +186,11 @@ impl Boot {
             vm,
             sizing,
             self.timeouts(cfg),
-            pooled.running,
+            Booted {
+                running: pooled.running,
+                memory_mib: shape.boot_memory_mib,
+                vcpus: pool::BOOT_VCPUS,
+            },
         );
         match adopted.await {
             Ok(sandbox) => Ok(Some(sandbox)),

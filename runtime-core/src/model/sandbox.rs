@@ -55,18 +55,34 @@ async fn run_to_agent(
     Ok(agent)
 }
 
-/// Size a claimed VM and plug in the container's disks and vif, all at once
-/// (libxl orders what must be ordered; the hotplug scripts run side by side).
-/// Every step runs to its end, then the first error is returned.
-async fn fit(hv: &dyn Hypervisor, vm: &VmSpec, sizing: Sizing) -> Result<()> {
+/// What a VM made earlier is when it is claimed.
+#[derive(Debug, Clone, Copy)]
+pub struct Booted {
+    /// Running (a pooled VM waits running), not paused.
+    pub running: bool,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+}
+
+/// Size a claimed VM (what differs from its boot size: each xl call costs)
+/// and plug in the container's disks and vif, all at once (libxl orders
+/// what must be ordered; the hotplug scripts run side by side). Every step
+/// runs to its end, then the first error is returned.
+async fn fit(hv: &dyn Hypervisor, vm: &VmSpec, sizing: Sizing, now: Booted) -> Result<()> {
     let name = vm.name.as_str();
-    let resize = hv.resize(
-        name,
-        Resize {
-            memory_mib: Some(sizing.memory_mib),
-            vcpus: Some(sizing.vcpus),
-        },
-    );
+    let change = Resize {
+        memory_mib: Some(sizing.memory_mib).filter(|m| *m != now.memory_mib),
+        vcpus: Some(sizing.vcpus).filter(|n| *n != now.vcpus),
+    };
+    let resize = async {
+        match change {
+            Resize {
+                memory_mib: None,
+                vcpus: None,
+            } => Ok(()),
+            change => hv.resize(name, change).await,
+        }
+    };
     let disks = [
         (boot::ROOTFS_VDEV, &vm.rootfs_disk, vm.rootfs_writable),
         (boot::UPPER_VDEV, &vm.upper_disk, true),
@@ -121,10 +137,11 @@ impl Sandbox {
         vm: &VmSpec,
         sizing: Sizing,
         timeouts: AgentTimeouts,
-        running: bool,
+        now: Booted,
     ) -> Result<Self> {
         let t = std::time::Instant::now();
         let name = vm.name.as_str();
+        let running = now.running;
         let agent = if running {
             let reach = async {
                 let channel = hv.connect_agent(name).await?;
@@ -133,11 +150,11 @@ impl Sandbox {
                     .map_err(|e| Error::Unavailable(format!("guest agent of {name}: {e}")))
             };
             // every step runs to its end (no xl call is cut short), then the first error
-            let (fitted, agent) = tokio::join!(fit(hv.as_ref(), vm, sizing), reach);
+            let (fitted, agent) = tokio::join!(fit(hv.as_ref(), vm, sizing, now), reach);
             fitted?;
             agent?
         } else {
-            fit(hv.as_ref(), vm, sizing).await?;
+            fit(hv.as_ref(), vm, sizing, now).await?;
             let channel = hv.connect_agent(name).await?;
             run_to_agent(hv.as_ref(), name, channel, timeouts.hello).await?
         };

@@ -198,6 +198,10 @@ fn unique() -> Result<u64, PoolError> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// The vcpus a pooled VM boots with (its memory: the shape's
+/// `boot_memory_mib`); a claim sets what the container asks for.
+pub const BOOT_VCPUS: u32 = 1;
+
 /// Boot one VM of the plan's shape until its agent serves and put it in the
 /// pool, running: an idle guest costs Xen nothing, and its claimant's disks
 /// and vif connect while the rest is plugged in (a paused VM connects them
@@ -230,7 +234,7 @@ async fn make_one(
         agent_log: plan.agent_log.clone(),
         memory_mib: plan.shape.boot_memory_mib,
         max_memory_mib: plan.shape.max_memory_mib,
-        vcpus: 1,
+        vcpus: BOOT_VCPUS,
         max_vcpus: plan.shape.max_vcpus,
         rootfs_disk: None,
         rootfs_writable: true,

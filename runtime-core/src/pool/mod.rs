@@ -5,5 +5,5 @@ pub mod fill;
 pub mod refill;
 pub mod store;
 
-pub use fill::{drain, drained, fill, FillPlan, Filled, PoolError};
+pub use fill::{drain, drained, fill, FillPlan, Filled, PoolError, BOOT_VCPUS};
 pub use store::{claimed, PoolStore, PoolStoreError, Pooled, Shape, CLAIM_FILE};

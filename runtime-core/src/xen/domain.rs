@@ -250,9 +250,7 @@ impl Hypervisor for XenHypervisor {
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<(), VmError> {
-        if self.xl.exists(to).await? {
-            return Err(VmError::Exists(to.into()));
-        }
+        // a name another domain has is VmError::Exists
         Ok(self.xl.rename(from, to).await?)
     }
 

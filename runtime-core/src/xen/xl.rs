@@ -11,6 +11,8 @@ use crate::command::{self, CommandError};
 pub enum XlError {
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error("a domain named {0} exists already")]
+    NameTaken(String),
     #[error("domain {name} still exists after {attempts} attempts to destroy it: {last}")]
     Survived {
         name: String,
@@ -154,8 +156,22 @@ impl Xl {
     }
 
     /// `xl rename`: the domain keeps its id, its devices and its UUID.
+    /// libxl refuses a name another domain has (checked in the same xenstore
+    /// transaction as the rename): that is `NameTaken`, with no lookup first.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), XlError> {
-        self.run(&["rename", from, to]).await.map(drop)
+        let args = ["rename", from, to];
+        let out = command::run_status(&self.program, &args, self.timeout).await?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if out.stderr.contains("already exists") {
+            return Err(XlError::NameTaken(to.into()));
+        }
+        Err(XlError::Command(CommandError::Failed {
+            command: format!("{} rename {from} {to}", self.program),
+            status: out.status.to_string(),
+            stderr: command::tail(&out.stderr, 4),
+        }))
     }
 
     pub async fn unpause(&self, name: &str) -> Result<(), XlError> {
@@ -168,8 +184,10 @@ impl Xl {
 
     /// Destroy `name` and make sure it is gone: retried, then reported. A
     /// domain that is already gone is not an error.
+    /// A name that is not there may be a create killed before it named its
+    /// domain: that nameless one goes too (a domain found by its name was
+    /// named, so no create of that name left one).
     pub async fn destroy(&self, name: &str) -> Result<(), XlError> {
-        self.destroy_unnamed(name).await;
         let mut last = String::new();
         for attempt in 1..=DESTROY_ATTEMPTS {
             match self.run(&["destroy", name]).await {
@@ -177,6 +195,9 @@ impl Xl {
                 Ok(_) => last = "xl destroy succeeded but the domain is still listed".into(),
                 Err(e) => {
                     if !self.exists(name).await? {
+                        if attempt == 1 {
+                            self.destroy_unnamed(name).await;
+                        }
                         return Ok(());
                     }
                     last = e.to_string();
@@ -292,7 +313,10 @@ pub fn parse_info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 
 impl From<XlError> for crate::hypervisor::VmError {
     fn from(e: XlError) -> Self {
-        Self::Backend(Box::new(e))
+        match e {
+            XlError::NameTaken(name) => Self::Exists(name),
+            e => Self::Backend(Box::new(e)),
+        }
     }
 }
 
@@ -354,6 +378,73 @@ mod tests {
         assert!(!parse_running(&row("-----d"), 7));
         assert!(!parse_running(&row("-b----"), 8));
         assert!(!parse_running(head, 7));
+    }
+
+    /// A fake `xl` that logs its arguments to `calls` and runs `body` (sh).
+    fn logging_xl(dir: &Path, body: &str) -> Xl {
+        let script = dir.join("xl");
+        let log = dir.join("calls");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$*\" >> {}\n{body}\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Xl::new(script.to_string_lossy(), Duration::from_secs(5))
+    }
+
+    fn calls(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("calls")).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_rename_onto_a_taken_name_is_name_taken_without_a_lookup_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // libxl's words (Xen 4.17)
+        let xl = logging_xl(
+            dir.path(),
+            "echo 'libxl: error: libxl_domain.c:81:libxl__domain_rename: Domain 14:Domain with name \"$3\" already exists.' >&2; echo \"Can't rename domain '$2'.\" >&2; exit 1",
+        );
+        let e = xl.rename("vxn--pool-a", "vxn-default-b").await.unwrap_err();
+        assert!(
+            matches!(&e, XlError::NameTaken(n) if n == "vxn-default-b"),
+            "{e}"
+        );
+        assert_eq!(calls(dir.path()), "rename vxn--pool-a vxn-default-b\n");
+        // any other failure is the command's
+        let xl = logging_xl(
+            dir.path(),
+            "echo 'nope is an invalid domain identifier' >&2; exit 1",
+        );
+        let e = xl.rename("nope", "vxn-default-b").await.unwrap_err();
+        assert!(matches!(e, XlError::Command(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_named_domain_is_destroyed_without_a_search_for_nameless_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // destroyed at once: gone by the next lookup
+        let xl = logging_xl(
+            dir.path(),
+            "case $1 in domid) echo \"Can't get domid of domain $2\" >&2; exit 1;; esac",
+        );
+        xl.destroy("vxn-default-a").await.unwrap();
+        assert_eq!(
+            calls(dir.path()),
+            "destroy vxn-default-a\ndomid vxn-default-a\n"
+        );
+        // no domain of that name: a killed create's nameless one is looked for
+        let dir = tempfile::tempdir().unwrap();
+        let xl = logging_xl(
+            dir.path(),
+            "case $1 in destroy) echo \"$2 is an invalid domain identifier (rc=-6)\" >&2; exit 1;; domid) echo \"Can't get domid of domain $2\" >&2; exit 1;; esac",
+        );
+        xl.destroy("vxn-default-a").await.unwrap();
+        assert_eq!(
+            calls(dir.path()),
+            "destroy vxn-default-a\ndomid vxn-default-a\nlist -v\n"
+        );
     }
 
     /// A fake `xl` whose destroy fails and whose domain never goes away.

@@ -97,6 +97,32 @@ impl World {
 }
 
 #[tokio::test]
+async fn a_pooled_vm_of_the_containers_size_is_not_resized() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::fake::bundle_under(dir.path(), SPEC);
+    let mut cfg = crate::fake::config_under(dir.path());
+    cfg.pool.size = 1;
+    cfg.pool.refill = false;
+    // the pool boots VMs of the size a container gets by default
+    cfg.pool.boot_memory_mib = cfg.memory_mib;
+    let hv: Arc<FakeHypervisor> = Arc::default();
+    pool::fill(&store(&cfg), hv.as_ref(), &cfg.pool_plan(), true)
+        .await
+        .unwrap();
+    let w = World { dir, cfg, hv };
+    let c = w.create("c1").await.unwrap();
+    let domain = name("c1").domain();
+    let steps = w.calls_for(&domain);
+    assert!(steps.contains(&"attach_vif".to_string()), "{steps:?}");
+    assert!(!steps.contains(&"resize".to_string()), "{steps:?}");
+    assert_eq!(c.sandbox.size().memory_mib, w.cfg.memory_mib);
+    c.start(&ExecId::Init).await.unwrap();
+    w.hv.agent(&domain).unwrap().exit("c1", None, 0, None);
+    c.init().wait().await;
+    c.delete().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_paused_vm_an_older_vxn_pooled_is_run_at_its_claim() {
     let w = world(1).await;
     let pooled = w.ready().pop().unwrap();
