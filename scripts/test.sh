@@ -96,7 +96,7 @@ elif [ "${VXN_CROSS:-1}" != 0 ]; then
   ( renice -n 10 -p "$BASHPID" > /dev/null || true
     t0=$SECONDS
     scripts/build-cross.sh --arch aarch64 &&
-      scripts/build-guest-kernel.sh --arch aarch64 --config-only --cache "${VXN_KERNEL_CACHE:-/var/tmp/vxn-lab/kernel}" &&
+      scripts/build-guest-kernel.sh --arch aarch64 --config-only --cache "${VXN_KERNEL_CACHE:-${VXN_LAB_WORK:-/var/tmp/vxn-lab}/kernel}" &&
       echo "build-cross: done in $((SECONDS - t0))s" ) > "$cross_log" 2>&1 < /dev/null &
   cross_build=$!
   set +m
