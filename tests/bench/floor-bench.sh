@@ -39,24 +39,10 @@ VXN=(--runtime io.containerd.vxn.v2 --annotation vxn.network=none)
 RESUME=${VXN_FLOOR_RESUME:-}
 if [ -n "$RESUME" ]; then WORK=$RESUME; else WORK=$(mktemp -d /tmp/vxn-floor.XXXXXX); fi
 MEM_IDS=()
-POOL_CONFIG=/etc/vxn/config.toml
-POOL_SAVED=$WORK/config.toml.saved
+# shellcheck source=bench-pool.sh
+. "$(dirname "$(readlink -f "$0")")/bench-pool.sh"
 # VXN_FLOOR_POOL=0: no warm runs (a vxnctl without `pool`)
 POOL=${VXN_FLOOR_POOL:-1}
-
-# pool_on: a [pool] of one VM (no refill: nothing boots behind a measured run), filled.
-pool_on() {
-  mkdir -p /etc/vxn
-  [ -e "$POOL_SAVED" ] || { if [ -f "$POOL_CONFIG" ]; then cp "$POOL_CONFIG" "$POOL_SAVED"; else : > "$POOL_SAVED"; fi; }
-  { cat "$POOL_SAVED"; printf '\n[pool]\nsize = 1\nrefill = false\n'; } > "$POOL_CONFIG"
-  vxnctl pool fill > /dev/null || echo "vxnctl pool fill failed" >&2
-}
-# pool_off: the config as it was (the pool's VMs stay until drained).
-pool_off() {
-  [ -e "$POOL_SAVED" ] || return 0
-  if [ -s "$POOL_SAVED" ]; then cp "$POOL_SAVED" "$POOL_CONFIG"; else rm -f "$POOL_CONFIG"; fi
-  rm -f "$POOL_SAVED"
-}
 
 cleanup() {
   local id
@@ -266,7 +252,7 @@ fi
 f0 0
 run warm floor-warm-vxn "$IMG" "${VXN[@]}"
 run warm floor-warm-runc "$IMG"
-if [ "$POOL" = 1 ]; then pool_on; run warm floor-warm-pool "$IMG" "${VXN[@]}"; pool_off; fi
+if [ "$POOL" = 1 ]; then pool_on size; run warm floor-warm-pool "$IMG" "${VXN[@]}"; pool_off; fi
 [ $QUICK = 0 ] && run warm floor-warm-16m "$IMG16" "${VXN[@]}"
 [ $big = 1 ] && run warm floor-warm-big "$IMGBIG" "${VXN[@]}"
 : > "$WORK/f0"
@@ -274,7 +260,7 @@ for ((i = 1; i <= RUNS; i++)); do
   f0 "$i"
   run vxn "floor-vxn-$i" "$IMG" "${VXN[@]}"
   run runc "floor-runc-$i" "$IMG"
-  if [ "$POOL" = 1 ]; then pool_on; run pool "floor-pool-$i" "$IMG" "${VXN[@]}"; pool_off; fi
+  if [ "$POOL" = 1 ]; then pool_on size; run pool "floor-pool-$i" "$IMG" "${VXN[@]}"; pool_off; fi
   [ $QUICK = 1 ] && continue
   run s16 "floor-s16-$i" "$IMG16" "${VXN[@]}"
   [ $big = 1 ] && run sbig "floor-sbig-$i" "$IMGBIG" "${VXN[@]}"

@@ -24,20 +24,8 @@ median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} if (NR%2)
 avail_kib() { awk '/^MemAvailable:/ {print $2}' /proc/meminfo; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a - b}'; }
 
-POOL_CONFIG=/etc/vxn/config.toml
-POOL_SAVED=$WORK/config.toml.saved
-# pool_on: a pool of one pod VM, filled (untimed); pool_off: the config as it was.
-pool_on() {
-  mkdir -p /etc/vxn
-  if [ -f "$POOL_CONFIG" ]; then cp "$POOL_CONFIG" "$POOL_SAVED"; else : > "$POOL_SAVED"; fi
-  { cat "$POOL_SAVED"; printf '\n[pool]\npod_size = 1\nrefill = false\n'; } > "$POOL_CONFIG"
-  vxnctl pool fill > /dev/null || echo "vxnctl pool fill failed" >&2
-}
-pool_off() {
-  [ -e "$POOL_SAVED" ] || return 0
-  if [ -s "$POOL_SAVED" ]; then cp "$POOL_SAVED" "$POOL_CONFIG"; else rm -f "$POOL_CONFIG"; fi
-  rm -f "$POOL_SAVED"
-}
+# shellcheck source=bench-pool.sh
+. "$(dirname "$(readlink -f "$0")")/bench-pool.sh"
 trap 'pool_off; vxnctl pool drain > /dev/null 2>&1; cri_cleanup; rm -rf "$WORK"' EXIT
 RTS=(runc vxn)
 vxnctl pool status > /dev/null 2>&1 && RTS+=(vxn-warm)
@@ -47,7 +35,7 @@ declare -A T
 for ((i = 1; i <= RUNS; i++)); do
   for key in "${RTS[@]}"; do
     rt=${key%-warm}
-    [ "$key" = vxn-warm ] && pool_on
+    [ "$key" = vxn-warm ] && pool_on pod_size
     sync; echo 3 > /proc/sys/vm/drop_caches
     before=$(avail_kib)
     t0=$(now)

@@ -249,7 +249,7 @@ cmd_bench() {
   if [ "${1:-}" = pod ]; then
     shift
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/config/containerd-vxn.toml" \
-      "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh"
+      "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh" "$REPO_DIR/tests/bench/bench-pool.sh"
     dom0 "pod-bench.sh $*" < /dev/null
     return
   fi
@@ -278,7 +278,7 @@ cmd_bench() {
   if [ "${1:-}" = floor ]; then
     shift
     f0_image
-    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh"
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh" "$REPO_DIR/tests/bench/bench-pool.sh"
     dom0_put "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
     dom0 "floor-bench.sh $*" < /dev/null
     return
