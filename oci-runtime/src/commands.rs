@@ -323,7 +323,6 @@ pub fn update(g: &Globals, u: &Update) -> Result<()> {
             refused.join(", ")
         )));
     }
-    let cfg = config()?;
     let mut res = match &u.resources {
         None => oci::Resources::default(),
         Some(path) => {
@@ -349,7 +348,7 @@ pub fn update(g: &Globals, u: &Update) -> Result<()> {
         cpu.period = u.cpu_period.or(cpu.period).or(Some(100_000));
     }
     let req = Request::Update {
-        memory_mib: oci::memory_mib(&res, &cfg),
+        memory_limit_mib: oci::limit_mib(&res),
         vcpus: oci::vcpus(&res),
     };
     running_keeper(g, &u.id)?.call(&req, Some(CALL_WAIT))?;

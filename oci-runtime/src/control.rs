@@ -33,8 +33,10 @@ pub enum Request {
     Pause,
     Resume,
     Ps,
+    /// New limits: the memory limit (MiB; the keeper sizes the VM from it)
+    /// and vcpus.
     Update {
-        memory_mib: Option<u64>,
+        memory_limit_mib: Option<u64>,
         vcpus: Option<u32>,
     },
     /// Tear the container down (killing it first if `force`); the keeper exits.

@@ -173,7 +173,10 @@ async fn handle(keeper: &Keeper, req: Request) -> Result<Reply> {
                 host_pids,
             });
         }
-        Request::Update { memory_mib, vcpus } => c.update(memory_mib, vcpus).await?,
+        Request::Update {
+            memory_limit_mib,
+            vcpus,
+        } => c.update(memory_limit_mib, vcpus).await?,
         Request::Delete { force } => {
             if c.init().status() == Status::Running {
                 if !force {

@@ -363,13 +363,47 @@ pub fn sizing(spec: &Spec, cfg: &Config) -> Sizing {
     }
 }
 
-/// The VM memory a memory limit asks for, MiB (rounded up, at least the configured minimum).
+/// The VM memory a memory limit asks for, MiB: the limit and what the guest
+/// itself takes (`guest_overhead_mib`), at least `min_memory_mib`.
 pub fn memory_mib(res: &Resources, cfg: &Config) -> Option<u64> {
+    limit_mib(res).map(|l| vm_memory_mib(l, cfg))
+}
+
+/// A memory limit, MiB (rounded up); none for no limit or a non-positive one.
+pub fn limit_mib(res: &Resources) -> Option<u64> {
     res.memory
         .as_ref()?
         .limit
         .filter(|l| *l > 0)
-        .map(|l| (l as u64).div_ceil(1 << 20).max(cfg.min_memory_mib))
+        .map(|l| (l as u64).div_ceil(1 << 20))
+}
+
+/// The memory of a VM of its own for a container limited to `limit_mib`.
+pub fn vm_memory_mib(limit_mib: u64, cfg: &Config) -> u64 {
+    VmMemory::of(cfg).for_limit(limit_mib)
+}
+
+/// How a container's memory limit sizes a VM of its own (kept by the
+/// container for its Updates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmMemory {
+    pub guest_overhead_mib: u64,
+    pub min_mib: u64,
+}
+
+impl VmMemory {
+    pub fn of(cfg: &Config) -> Self {
+        Self {
+            guest_overhead_mib: cfg.guest_overhead_mib,
+            min_mib: cfg.min_memory_mib,
+        }
+    }
+
+    pub fn for_limit(&self, limit_mib: u64) -> u64 {
+        limit_mib
+            .saturating_add(self.guest_overhead_mib)
+            .max(self.min_mib)
+    }
 }
 
 /// The vcpus a CPU quota asks for: quota / period, rounded up.
@@ -435,18 +469,23 @@ mod tests {
         let s = spec(
             r#"{"linux":{"resources":{"memory":{"limit":134217728},"cpu":{"quota":150000,"period":100000}}}}"#,
         );
+        // the limit is the container's: the guest's own memory comes on top
         assert_eq!(
             sizing(&s, &cfg),
             Sizing {
-                memory_mib: 128,
-                max_memory_mib: 256,
+                memory_mib: 128 + cfg.guest_overhead_mib,
+                max_memory_mib: 2 * (128 + cfg.guest_overhead_mib),
                 vcpus: 2,
                 max_vcpus: 2
             }
         );
         assert_eq!(sizing(&Spec::default(), &cfg).memory_mib, cfg.memory_mib);
+        // a tiny limit gets the smallest VM that runs
         let tiny = spec(r#"{"linux":{"resources":{"memory":{"limit":1048576}}}}"#);
         assert_eq!(sizing(&tiny, &cfg).memory_mib, cfg.min_memory_mib);
+        assert_eq!(cfg.min_memory_mib, 64);
+        let none = spec(r#"{"linux":{"resources":{"memory":{"limit":0}}}}"#);
+        assert_eq!(sizing(&none, &cfg).memory_mib, cfg.memory_mib);
     }
 
     #[test]

@@ -476,8 +476,7 @@ impl Task for TaskService {
         serve(&self.busy, "update", &req.id, async {
             let task = self.task(&req.id).await?;
             let res = oci::parse_resources(&req.resources.value)?;
-            task.update(oci::memory_mib(&res, &self.cfg), oci::vcpus(&res))
-                .await?;
+            task.update(oci::limit_mib(&res), oci::vcpus(&res)).await?;
             Ok(api::Empty::new())
         })
         .await

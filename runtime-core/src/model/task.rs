@@ -160,9 +160,10 @@ impl<S: ProcessStdio> Task<S> {
         }
     }
 
-    pub async fn update(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
+    /// `limit_mib`: the new memory limit, MiB.
+    pub async fn update(&self, limit_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
         match self {
-            Self::Container(c) => c.update(memory_mib, vcpus).await,
+            Self::Container(c) => c.update(limit_mib, vcpus).await,
             Self::Sandbox(_) => Err(Error::Unimplemented(
                 "update of a pod sandbox: vxn sizes the pod's VM from its containers' limits"
                     .into(),

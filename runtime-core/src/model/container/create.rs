@@ -368,6 +368,7 @@ impl<S: ProcessStdio> Container<S> {
             events,
             guest_events,
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
+            vm_memory: crate::oci::VmMemory::of(cfg),
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: lease,
             _dns: dns,

@@ -160,6 +160,7 @@ impl<S: ProcessStdio> Container<S> {
             guest_events: pod.guest_events().clone(),
             events,
             kill_grace: Duration::from_secs(cfg.kill_grace_secs.max(1)),
+            vm_memory: crate::oci::VmMemory::of(cfg),
             init: Process::created(ExecId::Init, req.stdio, relay),
             _lease: None,
             _dns: None,

@@ -48,6 +48,8 @@ pub struct Container<S> {
     /// The agent's OOM events, published before the exits they explain.
     guest_events: Arc<GuestEvents>,
     kill_grace: Duration,
+    /// How a memory limit sizes this container's own VM (Update).
+    vm_memory: crate::oci::VmMemory,
     init: Arc<Process<S>>,
     execs: Mutex<HashMap<String, Arc<Process<S>>>>,
     /// Paused by the user (Pause), not just frozen until Start.
@@ -190,15 +192,19 @@ impl<S: ProcessStdio> Container<S> {
     }
 
     /// Resize the VM: memory through the balloon, vcpus online.
-    pub async fn update(&self, memory_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
+    /// New limits (`limit_mib`: the memory limit, MiB): a pod's VM is
+    /// refitted to its members' limits; a VM of its own gets the limit plus
+    /// the guest's own memory, as at create.
+    pub async fn update(&self, limit_mib: Option<u64>, vcpus: Option<u32>) -> Result<()> {
         if self.init.status() == Status::Stopped {
             return Err(self.not_running());
         }
         if let Some(pod) = &self.pod {
-            pod.members().set_limits(self.id(), memory_mib, vcpus);
+            pod.members().set_limits(self.id(), limit_mib, vcpus);
             pod.fit_members().await;
             return Ok(());
         }
+        let memory_mib = limit_mib.map(|l| self.vm_memory.for_limit(l));
         self.sandbox.resize(memory_mib, vcpus).await
     }
 }

@@ -442,16 +442,19 @@ async fn update_stays_within_the_vms_maximums() {
     let c = w.create().await.unwrap();
     c.start(&ExecId::Init).await.unwrap();
     let max = c.sandbox.size().max_memory_mib;
-    let e = c.update(Some(max + 1), None).await.unwrap_err();
+    // an update is a memory limit: the VM is the limit and the guest's own memory
+    let overhead = w.cfg.guest_overhead_mib;
+    let limit = max - overhead;
+    let e = c.update(Some(limit + 1), None).await.unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-    c.update(Some(max), None).await.unwrap();
+    c.update(Some(limit), None).await.unwrap();
     assert_eq!(c.sandbox.size().memory_mib, max);
     let resizes =
         w.hv.calls()
             .iter()
             .filter(|c| c.starts_with("resize"))
             .count();
-    c.update(Some(max), None).await.unwrap();
+    c.update(Some(limit), None).await.unwrap();
     let after =
         w.hv.calls()
             .iter()
