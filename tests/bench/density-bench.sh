@@ -7,14 +7,15 @@
 # first); then removes them all and checks nothing is left.
 # Usage: density-bench.sh [MAX]   (default 200). Prints numbers; fails only when a
 # container cannot be removed.
-# VXN_DENSITY_MIB (64): each container's memory limit (a VM gets at least the config's
-# min_memory_mib; the domains' memory is printed).
+# VXN_DENSITY_MIB (16): each container's memory limit (its VM: the limit plus the config's
+# guest_overhead_mib, at least min_memory_mib: 16 MiB gets the smallest VM; the domains'
+# memory is printed).
 set -u
 MAX=${1:-${VXN_DENSITY_MAX:-200}}
 IMG=${VXN_TEST_IMAGE:-docker.io/library/vxn-test:latest}
 CTR=(ctr -n default)
 VXN=(--runtime io.containerd.vxn.v2 --annotation vxn.network=none)
-MIB=${VXN_DENSITY_MIB:-64}
+MIB=${VXN_DENSITY_MIB:-16}
 WORK=$(mktemp -d /tmp/vxn-density.XXXXXX)
 IDS=()
 
