@@ -449,24 +449,17 @@ mod tests {
 
     /// A fake `xl` whose destroy fails and whose domain never goes away.
     fn fake_xl(dir: &Path, domid_ok: bool) -> Xl {
-        let script = dir.join("xl");
         let domid = if domid_ok {
             "echo 7"
         } else {
             "echo \"Can't get domid of domain $2\" >&2; exit 1"
         };
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ncase $1 in\n destroy) echo 'libxl: error: destroy failed' >&2; exit 1;;\n domid) {domid};;\nesac\n"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let body = format!(
+            "case $1 in\n destroy) echo 'libxl: error: destroy failed' >&2; exit 1;;\n domid) {domid};;\nesac"
+        );
         Xl {
             destroy_backoff: Duration::from_millis(10),
-            ..Xl::new(script.to_string_lossy(), Duration::from_secs(5))
+            ..logging_xl(dir, &body)
         }
     }
 
