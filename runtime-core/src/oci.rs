@@ -366,7 +366,7 @@ pub fn sizing(spec: &Spec, cfg: &Config) -> Sizing {
 /// The VM memory a memory limit asks for, MiB: the limit and what the guest
 /// itself takes (`guest_overhead_mib`), at least `min_memory_mib`.
 pub fn memory_mib(res: &Resources, cfg: &Config) -> Option<u64> {
-    limit_mib(res).map(|l| vm_memory_mib(l, cfg))
+    limit_mib(res).map(|l| VmMemory::of(cfg).for_limit(l))
 }
 
 /// A memory limit, MiB (rounded up); none for no limit or a non-positive one.
@@ -376,11 +376,6 @@ pub fn limit_mib(res: &Resources) -> Option<u64> {
         .limit
         .filter(|l| *l > 0)
         .map(|l| (l as u64).div_ceil(1 << 20))
-}
-
-/// The memory of a VM of its own for a container limited to `limit_mib`.
-pub fn vm_memory_mib(limit_mib: u64, cfg: &Config) -> u64 {
-    VmMemory::of(cfg).for_limit(limit_mib)
 }
 
 /// How a container's memory limit sizes a VM of its own (kept by the
@@ -399,6 +394,7 @@ impl VmMemory {
         }
     }
 
+    /// The memory of a VM of its own for a container limited to `limit_mib`.
     pub fn for_limit(&self, limit_mib: u64) -> u64 {
         limit_mib
             .saturating_add(self.guest_overhead_mib)

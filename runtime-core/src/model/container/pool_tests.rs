@@ -29,11 +29,17 @@ struct World {
 
 /// A world whose pool keeps `size` VMs, filled now.
 async fn world(size: usize) -> World {
+    world_with(size, |_| {}).await
+}
+
+/// The same, its config changed by `tweak` before the fill.
+async fn world_with(size: usize, tweak: impl FnOnce(&mut Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
     crate::fake::bundle_under(dir.path(), SPEC);
     let mut cfg = crate::fake::config_under(dir.path());
     cfg.pool.size = size;
     cfg.pool.refill = false;
+    tweak(&mut cfg);
     let hv: Arc<FakeHypervisor> = Arc::default();
     let filled = pool::fill(&store(&cfg), hv.as_ref(), &cfg.pool_plan(), true)
         .await
@@ -98,18 +104,8 @@ impl World {
 
 #[tokio::test]
 async fn a_pooled_vm_of_the_containers_size_is_not_resized() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::fake::bundle_under(dir.path(), SPEC);
-    let mut cfg = crate::fake::config_under(dir.path());
-    cfg.pool.size = 1;
-    cfg.pool.refill = false;
     // the pool boots VMs of the size a container gets by default
-    cfg.pool.boot_memory_mib = cfg.memory_mib;
-    let hv: Arc<FakeHypervisor> = Arc::default();
-    pool::fill(&store(&cfg), hv.as_ref(), &cfg.pool_plan(), true)
-        .await
-        .unwrap();
-    let w = World { dir, cfg, hv };
+    let w = world_with(1, |cfg| cfg.pool.boot_memory_mib = cfg.memory_mib).await;
     let c = w.create("c1").await.unwrap();
     let domain = name("c1").domain();
     let steps = w.calls_for(&domain);

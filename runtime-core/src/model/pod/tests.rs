@@ -178,6 +178,10 @@ async fn containers_share_the_pod_vm_and_leave_nothing() {
     assert_eq!(a.domain(), d);
     // The VM grew by both limits.
     assert_eq!(pod.sandbox().size().memory_mib, 256 + 128 + 128);
+    // An Update's limit counts as it is (the pod's base holds the guest).
+    b.update(Some(16), None).await.unwrap();
+    assert_eq!(pod.sandbox().size().memory_mib, 256 + 128 + 16);
+    b.update(Some(128), None).await.unwrap();
     assert!(matches!(a.pause().await, Err(Error::Unimplemented(_))));
     // A member leaves: its disk goes, the VM stays for the other.
     a.delete().await.unwrap();
