@@ -27,7 +27,7 @@ IMG16=docker.io/library/vxn-test:floor16m
 IMGBIG=docker.io/library/vxn-test:floor1g
 BIG_MIB=${VXN_FLOOR_BIG_MIB:-1024}
 MEM_N=${VXN_FLOOR_MEM_N:-3}
-[ "${2:-}" = quick ] && MEM_N=0
+[ $QUICK = 1 ] && MEM_N=0
 VXN_BYTES=$((${VXN_FLOOR_OUT_MIB:-16} << 20))   # ~70 KiB/s through vxn under TCG: ~4 min a run
 RUNC_BYTES=$((256 << 20))
 DIR=/usr/share/vxn/x86_64
