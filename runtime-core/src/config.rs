@@ -219,6 +219,10 @@ impl Config {
                 max_memory_mib: self.pool.max_memory_mib.max(self.pool.boot_memory_mib),
                 max_vcpus: self.pool.max_vcpus.max(1),
                 share: false,
+                // a container's blank writable layer, attached before the claim
+                upper_mib: Some(crate::storage::layers::upper::blank_mib(
+                    self.rootfs_extra_mib,
+                )),
             },
             size: self.pool.size,
             max_pool_mib: self.pool.max_pool_mib,
@@ -238,6 +242,8 @@ impl Config {
                 max_memory_mib: self.pod_max_memory_mib.max(boot),
                 max_vcpus: self.max_vcpus.max(self.vcpus).max(1),
                 share: true,
+                // a pod's containers plug their disks into the pod's VM
+                upper_mib: None,
                 ..containers.shape
             },
             size: self.pool.pod_size,
@@ -251,9 +257,12 @@ impl Config {
         [self.pool_plan(), self.pod_pool_plan()]
     }
 
-    /// The pool's records, its VMs' shares where the containers' are.
+    /// The pool's records, its VMs' shares and writable layers where the
+    /// containers' are.
     pub fn pool_store(&self) -> PoolStore {
-        PoolStore::under(&self.state_dir).with_share_root(self.share_dir.join(".pool"))
+        PoolStore::under(&self.state_dir)
+            .with_share_root(self.share_dir.join(".pool"))
+            .with_upper_root(self.image_dir.join(".pool"))
     }
 
     /// Where vxn's hotplug scripts for libxl live: /run is noexec on most

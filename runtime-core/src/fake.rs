@@ -276,7 +276,7 @@ pub struct FakeHypervisor {
     pub faults: Arc<Faults>,
     domains: Mutex<HashMap<String, Arc<FakeAgent>>>,
     calls: Mutex<Vec<String>>,
-    /// Hot-plugged disks: (domain, vdev, writable).
+    /// Disks, from the create or hot-plugged: (domain, vdev, writable).
     disks: Mutex<Vec<(String, String, bool)>>,
     /// Hot-plugged vifs: (domain, MAC).
     pub vifs: Mutex<Vec<(String, String)>>,
@@ -377,6 +377,20 @@ impl Hypervisor for FakeHypervisor {
         let agent = Arc::new(FakeAgent::default());
         self.lock().insert(spec.name.clone(), agent.clone());
         self.pauses().insert(spec.name.clone(), 1);
+        let disks = [
+            (
+                vxn_wire::boot::ROOTFS_VDEV,
+                &spec.rootfs_disk,
+                spec.rootfs_writable,
+            ),
+            (vxn_wire::boot::UPPER_VDEV, &spec.upper_disk, true),
+        ];
+        self.disks.lock().unwrap_or_else(|p| p.into_inner()).extend(
+            disks
+                .into_iter()
+                .filter(|(_, d, _)| d.is_some())
+                .map(|(vdev, _, w)| (spec.name.clone(), vdev.to_string(), w)),
+        );
         self.shares
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -417,6 +431,10 @@ impl Hypervisor for FakeHypervisor {
         if let Some(agent) = self.lock().remove(name) {
             agent.die();
         }
+        self.disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(d, _, _)| d != name);
         Ok(())
     }
 
@@ -512,6 +530,17 @@ impl Hypervisor for FakeHypervisor {
         if let Some(n) = pauses.remove(from) {
             pauses.insert(to.into(), n);
         }
+        drop(pauses);
+        for d in self
+            .disks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
+            if d.0 == from {
+                d.0 = to.into();
+            }
+        }
         Ok(())
     }
 
@@ -524,6 +553,9 @@ impl Hypervisor for FakeHypervisor {
         Ok(())
     }
 }
+
+/// The size of the fake exporter's blank writable layers.
+pub const FAKE_UPPER_MIB: u64 = 256;
 
 /// A rootfs export that writes a marker file in its work dir (so a test can
 /// see it removed) and nothing else. Fails on demand ("export").
@@ -554,6 +586,7 @@ impl RootfsExport for FakeExport {
             disk: Some(work_dir.join("image")),
             disk_writable: true,
             upper_disk: None,
+            blank_upper_mib: None,
             guest: RootfsSource::Directory {
                 path: rootfs.display().to_string(),
             },
@@ -567,19 +600,44 @@ impl RootfsExport for FakeExport {
         layers: &crate::storage::layers::Layers,
         work_dir: &Path,
         _owner: &Path,
+        blank_upper_later: bool,
     ) -> Option<Result<ExportedRootfs, ExportError>> {
         if !self.layered {
             return None;
         }
+        // (a fake snapshot's upper is always empty)
+        let later = blank_upper_later.then_some(FAKE_UPPER_MIB);
         Some(
             self.export(&layers.lower[0], work_dir)
                 .await
                 .map(|e| ExportedRootfs {
                     disk_writable: false,
-                    upper_disk: Some(work_dir.join("upper")),
+                    upper_disk: later.is_none().then(|| work_dir.join("upper")),
+                    blank_upper_mib: later,
                     ..e
                 }),
         )
+    }
+
+    /// `work_dir/upper.ext4`, holding its size; fails on demand ("blank_upper").
+    async fn blank_upper(
+        &self,
+        work_dir: &Path,
+        mib: u64,
+    ) -> Option<Result<std::path::PathBuf, ExportError>> {
+        if self.faults.has("blank_upper") {
+            return Some(Err(ExportError::Failed {
+                what: "mkfs".into(),
+                detail: "fake blank upper failed".into(),
+            }));
+        }
+        let path = work_dir.join(crate::storage::layers::upper::UPPER_IMAGE);
+        let made = std::fs::create_dir_all(work_dir)
+            .and_then(|()| std::fs::write(&path, format!("blank {mib}")));
+        Some(made.map(|()| path).map_err(|e| ExportError::Failed {
+            what: format!("write {}", work_dir.display()),
+            detail: e.to_string(),
+        }))
     }
 
     async fn cleanup(&self, _: &Path) {}

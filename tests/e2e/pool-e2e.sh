@@ -31,6 +31,11 @@ pool_end() {
   [ -z "$(pool_domains)" ] || { log "pooled domains left after the drain: $(pool_domains)"; ok=1; }
   out=$(find "$STATE_DIR/pool" -path '*/ready/*' -o -path '*/filling/*' 2>/dev/null)
   [ -z "$out" ] || { log "pool entries left after the drain: $out"; ok=1; }
+  # nor a pooled VM's writable layer, or a loop device on one
+  out=$(ls -A "$IMAGE_DIR/.pool" 2>/dev/null)
+  [ -z "$out" ] || { log "pooled writable layers left after the drain: $out"; ok=1; }
+  out=$(losetup -l -n -O BACK-FILE 2>/dev/null | grep "$IMAGE_DIR/.pool/")
+  [ -z "$out" ] || { log "loop devices left on pooled writable layers: $out"; ok=1; }
   return $ok
 }
 
@@ -58,9 +63,10 @@ wait_ready() {
 }
 
 # p1. A container runs in the pooled VM (the domain keeps its id under the container's
-# name), with its rootfs, its vif and its lease plugged in at the claim; the claimed VM
-# is destroyed at delete, never pooled again; a refill makes a new one; exit codes and
-# output pass through a claimed VM as through a booted one.
+# name), with its image, its vif and its lease plugged in at the claim and the pooled VM's
+# blank writable layer (attached when it was made) as its own; the claimed VM is destroyed
+# at delete, never pooled again; a refill makes a new one; exit codes and output pass
+# through a claimed VM as through a booted one.
 test_pool_claim() {
   local ok=0 pooled pooled_id out d ip state
   pool_config 1 && pool_fill 1 || { pool_end; return 1; }
@@ -68,6 +74,11 @@ test_pool_claim() {
   # a pooled VM waits running (its frontends connect the claimant's devices at once)
   state=$(xl list "$pooled" 2>/dev/null | awk 'NR == 2 {print $5}')
   [[ $state == *p* || -z $state ]] && { log "the pooled VM $pooled is [$state], not running"; ok=1; }
+  # with a blank writable layer as its xvdc (vdev 51744), on a loop device of the pool's
+  out=$(xl block-list "$pooled" 2>&1)
+  awk 'NR > 1 {print $1}' <<< "$out" | grep -qx 51744 || { log "the pooled VM has no writable layer: [$out]"; ok=1; }
+  losetup -l -n -O BACK-FILE | grep -qx "$IMAGE_DIR/.pool/$pooled/upper.ext4" ||
+    { log "no loop device on $IMAGE_DIR/.pool/$pooled/upper.ext4: $(losetup -l -n -O BACK-FILE)"; ok=1; }
   "${CTR[@]}" run -d --runtime "$RT" "$IMG" e2e-pool sh -c 'echo written > /tmp/f; exec sleep 1000' >/dev/null ||
     { log "run -d failed"; ok=1; }
   wait_status e2e-pool RUNNING || ok=1
@@ -79,6 +90,10 @@ test_pool_claim() {
   echo "$out" | grep -qx written || { log "rootfs: [$out]"; ok=1; }
   [ -n "$ip" ] && echo "$out" | grep -q "inet $ip/" || { log "eth0 lacks the lease [$ip]: [$out]"; ok=1; }
   echo "$out" | grep -qx pong || { log "the gateway did not answer: [$out]"; ok=1; }
+  # (the written file above is in that layer, now the container's)
+  losetup -l -n -O BACK-FILE | grep -qx "$IMAGE_DIR/$NS/e2e-pool/upper.ext4" ||
+    { log "the pooled VM's layer is not the container's: $(losetup -l -n -O BACK-FILE)"; ok=1; }
+  [ ! -e "$IMAGE_DIR/.pool/$pooled" ] || { log "$IMAGE_DIR/.pool/$pooled left after the claim"; ok=1; }
   cleanup_id e2e-pool
   no_leftovers e2e-pool || ok=1
   xl list | awk '{print $2}' | grep -qx "$pooled_id" && { log "domain id $pooled_id outlived its container"; ok=1; }

@@ -4,6 +4,7 @@
 //! did not make. The record is the container's state, so a shim SIGKILLed at
 //! any point leaves what its `delete` action tears down.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,20 +110,35 @@ impl Boot {
         }
     }
 
+    /// A blank writable layer of `mib` MiB in `image_dir`: its disk.
+    pub async fn blank_upper(&self, image_dir: &Path, mib: u64) -> Result<PathBuf> {
+        match self.exporter.blank_upper(image_dir, mib).await {
+            Some(made) => Ok(made?),
+            None => Err(Error::Internal(
+                "this backend makes no blank writable layer".into(),
+            )),
+        }
+    }
+
     /// A pooled VM for this container (docs/warm-pool.md) instead of a boot,
     /// when the config keeps a pool of the VM's shape: the kernel, the
     /// maxima, and a share or none. A pooled VM's share is empty until the
     /// claim renames it into the VM's, so only a share still empty (a pod's,
-    /// its volumes bound later) is served by one. `None`: boot one. The
-    /// claim is in the state directory the moment it is made, the
-    /// container's domain in the record before the pooled VM takes that
-    /// name: a SIGKILL at any point leaves both named.
+    /// its volumes bound later) is served by one. A pooled VM's blank
+    /// writable layer (attached already) becomes the container's, whose own
+    /// would be blank and of its size (`blank_upper`: not made yet); a
+    /// container with no writable layer leaves it unused, one with a layer
+    /// of its own boots. `None`: boot one. The claim is in the state directory the
+    /// moment it is made, the container's domain in the record before the
+    /// pooled VM takes that name: a SIGKILL at any point leaves both named.
     pub async fn claim(
         &mut self,
         vm: &VmSpec,
         sizing: Sizing,
         netns: Option<PodNetns>,
         cfg: &Config,
+        blank_upper: Option<u64>,
+        image_dir: &Path,
     ) -> Result<Option<Sandbox>> {
         let share = match vm.shares.as_slice() {
             [] => None,
@@ -134,10 +150,19 @@ impl Boot {
             Some(_) => cfg.pod_pool_plan(),
         };
         let shape = &plan.shape;
+        let upper_fits = match (shape.upper_mib, blank_upper) {
+            (Some(mib), Some(blank)) => mib == blank,
+            // xvdc is the pooled VM's: free for a container without a layer only
+            (Some(_), None) => vm.upper_disk.is_none(),
+            // a blank layer comes with a VM or is made for a boot
+            (None, Some(_)) => false,
+            (None, None) => true,
+        };
         let fits = vm.kernel == shape.kernel
             && vm.initramfs == shape.initramfs
             && vm.cmdline_extra == shape.cmdline_extra
-            && shape.fits(sizing.max_memory_mib, sizing.max_vcpus);
+            && shape.fits(sizing.max_memory_mib, sizing.max_vcpus)
+            && upper_fits;
         if plan.target() == 0 || !fits {
             return Ok(None);
         }
@@ -159,8 +184,13 @@ impl Boot {
         if let (Some(to), Some(from)) = (&share, store.share_of(&pooled)) {
             if let Err(e) = std::fs::rename(&from, to) {
                 tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM's share cannot become the container's: destroying it and booting one");
-                return self.unclaim(&pooled, vm).await;
+                return self.unclaim(&store, &pooled, vm).await;
             }
+        }
+        // So its writable layer (the container's teardown finds it there).
+        if let Err(e) = pool::uppers::take(&store, &pooled, image_dir) {
+            tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM's writable layer cannot become the container's: destroying it and booting one");
+            return self.unclaim(&store, &pooled, vm).await;
         }
         match self.hv.rename(&pooled.domain, &vm.name).await {
             // The record names the VM now: a teardown need not look for
@@ -198,17 +228,24 @@ impl Boot {
             // no reason to fail the create: it goes, and a VM is booted.
             Err(e) => {
                 tracing::warn!(pooled = %pooled.domain, error = %e, "the pooled VM did not come up: destroying it and booting one");
-                self.unclaim(&pooled, vm).await
+                self.unclaim(&store, &pooled, vm).await
             }
         }
     }
 
-    /// A claimed VM that will not serve: destroyed under either name, the
-    /// claim forgotten, and `None` (boot one). One that cannot be destroyed
-    /// fails the create, its claim kept for the teardown.
-    async fn unclaim(&mut self, pooled: &pool::Pooled, vm: &VmSpec) -> Result<Option<Sandbox>> {
+    /// A claimed VM that will not serve: destroyed under either name (a
+    /// writable layer it brought and still holds in the pool's directory
+    /// goes too), the claim forgotten, and `None` (boot one). One that
+    /// cannot be destroyed fails the create, its claim kept for the teardown.
+    async fn unclaim(
+        &mut self,
+        store: &pool::PoolStore,
+        pooled: &pool::Pooled,
+        vm: &VmSpec,
+    ) -> Result<Option<Sandbox>> {
         self.hv.destroy(&vm.name).await?;
         self.hv.destroy(&pooled.domain).await?;
+        pool::uppers::remove(store, self.exporter.as_ref(), pooled).await;
         let _ = std::fs::remove_file(self.state.path().join(pool::CLAIM_FILE));
         Ok(None)
     }

@@ -13,8 +13,18 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::store::{PoolStore, PoolStoreError, Pooled, Shape};
+use super::uppers;
 use crate::hypervisor::{Hypervisor, VmError, VmSpec};
 use crate::storage::binds::SHARE_TAG;
+use crate::storage::rootfs::RootfsExport;
+
+/// What pooled VMs are made with: the backend and its rootfs exporter (for
+/// a shape's blank writable layers).
+#[derive(Clone, Copy)]
+pub struct Platform<'a> {
+    pub hv: &'a dyn Hypervisor,
+    pub exporter: &'a dyn RootfsExport,
+}
 
 /// Present while the pool is drained: refills are refused.
 const DRAINED_MARK: &str = "drained";
@@ -39,6 +49,8 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("pooled VM {domain}: its blank writable layer: {detail}")]
+    Upper { domain: String, detail: String },
     #[error("another filler held the pool's lock for {0:?}")]
     Busy(Duration),
 }
@@ -130,12 +142,13 @@ fn vm_dir(store: &PoolStore, p: &Pooled) -> PathBuf {
 }
 
 /// Destroy a pooled VM nobody holds and forget it; false when it survived.
-async fn unmake(store: &PoolStore, hv: &dyn Hypervisor, p: &Pooled) -> bool {
-    match hv.destroy(&p.domain).await {
+async fn unmake(store: &PoolStore, pf: &Platform<'_>, p: &Pooled) -> bool {
+    match pf.hv.destroy(&p.domain).await {
         Ok(()) => {
             store.forget_fill(p);
             let _ = fs::remove_dir_all(vm_dir(store, p));
             remove_share(store, p);
+            uppers::remove(store, pf.exporter, p).await;
             true
         }
         Err(e) => {
@@ -208,21 +221,32 @@ pub const BOOT_VCPUS: u32 = 1;
 /// only at its unpause). No tenant data or code is in it until a claim, and
 /// its agent configures no device before the claimant asks. On any failure
 /// nothing of it is left.
-async fn make_one(
-    store: &PoolStore,
-    hv: &dyn Hypervisor,
-    plan: &FillPlan,
-) -> Result<(), PoolError> {
-    let p = Pooled {
+async fn make_one(store: &PoolStore, pf: &Platform<'_>, plan: &FillPlan) -> Result<(), PoolError> {
+    let hv = pf.hv;
+    let mut p = Pooled {
         domain: plan.shape.domain_name(unique()?),
         shape: plan.shape.clone(),
         running: true,
+        upper_disk: None,
     };
     store.begin_fill(&p)?;
     let share = store.share_of(&p);
     if let Some(dir) = &share {
         if let Err(e) = make_share(dir) {
             store.forget_fill(&p);
+            return Err(e);
+        }
+    }
+    // (recorded again with its disk, which the ready entry names)
+    match uppers::make(store, pf.exporter, &p).await.and_then(|disk| {
+        p.upper_disk = disk;
+        store.begin_fill(&p).map_err(PoolError::from)
+    }) {
+        Ok(()) => {}
+        Err(e) => {
+            uppers::remove(store, pf.exporter, &p).await;
+            store.forget_fill(&p);
+            remove_share(store, &p);
             return Err(e);
         }
     }
@@ -238,7 +262,7 @@ async fn make_one(
         max_vcpus: plan.shape.max_vcpus,
         rootfs_disk: None,
         rootfs_writable: true,
-        upper_disk: None,
+        upper_disk: p.upper_disk.clone(),
         vif: None,
         shares: share
             .iter()
@@ -274,10 +298,11 @@ async fn make_one(
                     ..
                 }
             ) {
-                unmake(store, hv, &p).await;
+                unmake(store, pf, &p).await;
             } else {
                 store.forget_fill(&p);
                 remove_share(store, &p);
+                uppers::remove(store, pf.exporter, &p).await;
             }
             Err(e)
         }
@@ -285,11 +310,11 @@ async fn make_one(
 }
 
 /// Reap what a killed filler left (the caller holds the shape's lock).
-async fn reap(store: &PoolStore, hv: &dyn Hypervisor, shape: &Shape) -> usize {
+async fn reap(store: &PoolStore, pf: &Platform<'_>, shape: &Shape) -> usize {
     let mut n = 0;
     for p in store.filling_list(shape) {
         tracing::warn!(domain = %p.domain, "destroying a pooled VM its filler left half made");
-        if unmake(store, hv, &p).await {
+        if unmake(store, pf, &p).await {
             n += 1;
         }
     }
@@ -301,7 +326,7 @@ async fn reap(store: &PoolStore, hv: &dyn Hypervisor, shape: &Shape) -> usize {
 /// nothing while the pool is drained. Another filler at work: nothing to do.
 pub async fn fill(
     store: &PoolStore,
-    hv: &dyn Hypervisor,
+    pf: &Platform<'_>,
     plan: &FillPlan,
     explicit: bool,
 ) -> Result<Filled, PoolError> {
@@ -320,16 +345,17 @@ pub async fn fill(
         });
     };
     let mut done = Filled {
-        reaped: reap(store, hv, &plan.shape).await,
+        reaped: reap(store, pf, &plan.shape).await,
         ..Default::default()
     };
-    sweep_shares(store, hv).await;
+    sweep_shares(store, pf.hv).await;
+    uppers::sweep(store, pf.hv, pf.exporter).await;
     while store.ready_list(&plan.shape).len() < plan.target() {
         // a drain started meanwhile: stop at once
         if drained(store) {
             break;
         }
-        make_one(store, hv, plan).await?;
+        make_one(store, pf, plan).await?;
         done.made += 1;
     }
     done.ready = store.ready_list(&plan.shape).len();
@@ -339,7 +365,8 @@ pub async fn fill(
 /// Empty every pool and stop refills: every ready VM taken out (no claimant
 /// can get one), destroyed; each shape's half-made VMs too, once its filler
 /// has let go of its lock. Returns the VMs destroyed.
-pub async fn drain(store: &PoolStore, hv: &dyn Hypervisor) -> Result<usize, PoolError> {
+pub async fn drain(store: &PoolStore, pf: &Platform<'_>) -> Result<usize, PoolError> {
+    let hv = pf.hv;
     fs::create_dir_all(store.root()).map_err(io("directory"))?;
     fs::write(drained_mark(store), b"").map_err(io("drain mark"))?;
     let draining = store.root().join("draining");
@@ -348,7 +375,7 @@ pub async fn drain(store: &PoolStore, hv: &dyn Hypervisor) -> Result<usize, Pool
     for shape in store.shapes() {
         // a filler finishes the VM it is making, then sees the mark
         let _lock = lock(store, &shape, LOCK_WAIT).await?;
-        destroyed += reap(store, hv, &shape).await;
+        destroyed += reap(store, pf, &shape).await;
     }
     store.take_all(&draining)?;
     // (with what an earlier drain could not destroy)
@@ -358,12 +385,14 @@ pub async fn drain(store: &PoolStore, hv: &dyn Hypervisor) -> Result<usize, Pool
                 let _ = fs::remove_file(draining.join(format!("{}.json", p.domain)));
                 let _ = fs::remove_dir_all(vm_dir(store, &p));
                 remove_share(store, &p);
+                uppers::remove(store, pf.exporter, &p).await;
                 destroyed += 1;
             }
             Err(e) => failed.push((p.domain, e)),
         }
     }
     sweep_shares(store, hv).await;
+    uppers::sweep(store, hv, pf.exporter).await;
     match failed.pop() {
         None => Ok(destroyed),
         Some((domain, source)) => Err(PoolError::Vm { domain, source }),

@@ -1,5 +1,15 @@
 use super::*;
-use crate::fake::FakeHypervisor;
+use crate::fake::{FakeExport, FakeHypervisor};
+
+static EXPORT: std::sync::LazyLock<FakeExport> = std::sync::LazyLock::new(FakeExport::default);
+
+/// The fake backend with the fake exporter.
+fn on(hv: &FakeHypervisor) -> Platform<'_> {
+    Platform {
+        hv,
+        exporter: &*EXPORT,
+    }
+}
 
 fn plan(size: usize) -> FillPlan {
     FillPlan {
@@ -11,6 +21,7 @@ fn plan(size: usize) -> FillPlan {
             max_memory_mib: 1024,
             max_vcpus: 2,
             share: false,
+            upper_mib: None,
         },
         size,
         max_pool_mib: 4096,
@@ -25,6 +36,7 @@ async fn half_made(store: &PoolStore, hv: &FakeHypervisor, plan: &FillPlan, n: u
         domain: plan.shape.domain_name(n),
         shape: plan.shape.clone(),
         running: true,
+        upper_disk: None,
     };
     store.begin_fill(&p).unwrap();
     drop(
@@ -59,7 +71,7 @@ async fn a_fill_boots_the_pool_to_its_size_each_vm_left_running_once_its_agent_s
         FakeHypervisor::default(),
         plan(3),
     );
-    let done = fill(&store, &hv, &plan, true).await.unwrap();
+    let done = fill(&store, &on(&hv), &plan, true).await.unwrap();
     assert_eq!((done.made, done.ready, done.reaped), (3, 3, 0));
     let ready: Vec<String> = store
         .ready_list(&plan.shape)
@@ -78,7 +90,7 @@ async fn a_fill_boots_the_pool_to_its_size_each_vm_left_running_once_its_agent_s
         assert!(!hv.is_paused(domain), "{domain} waits running");
     }
     // full: a second fill makes nothing
-    let again = fill(&store, &hv, &plan, false).await.unwrap();
+    let again = fill(&store, &on(&hv), &plan, false).await.unwrap();
     assert_eq!((again.made, again.ready), (0, 3));
 }
 
@@ -89,7 +101,7 @@ async fn the_pool_holds_no_more_memory_than_it_may() {
     assert_eq!(p.target(), 2);
     let d = tempfile::tempdir().unwrap();
     let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
-    assert_eq!(fill(&store, &hv, &p, true).await.unwrap().ready, 2);
+    assert_eq!(fill(&store, &on(&hv), &p, true).await.unwrap().ready, 2);
 }
 
 #[tokio::test]
@@ -101,7 +113,7 @@ async fn a_vm_that_does_not_come_up_leaves_nothing() {
         plan(2),
     );
     hv.faults.set("agent_published");
-    let e = fill(&store, &hv, &plan, true).await.unwrap_err();
+    let e = fill(&store, &on(&hv), &plan, true).await.unwrap_err();
     assert!(matches!(e, PoolError::Vm { .. }), "{e}");
     assert!(hv.domains().is_empty());
     assert!(store.filling_list(&plan.shape).is_empty());
@@ -119,7 +131,7 @@ async fn what_a_killed_filler_left_is_destroyed_by_the_next() {
         plan(1),
     );
     let left = half_made(&store, &hv, &plan, 42).await;
-    let done = fill(&store, &hv, &plan, false).await.unwrap();
+    let done = fill(&store, &on(&hv), &plan, false).await.unwrap();
     assert_eq!((done.reaped, done.made, done.ready), (1, 1, 1));
     assert!(!hv.domains().contains(&left.domain));
     assert!(store.filling_list(&plan.shape).is_empty());
@@ -134,11 +146,11 @@ async fn one_filler_at_a_time() {
         plan(2),
     );
     let held = try_lock(&store, &plan.shape).unwrap().expect("free");
-    let done = fill(&store, &hv, &plan, true).await.unwrap();
+    let done = fill(&store, &on(&hv), &plan, true).await.unwrap();
     assert_eq!(done.skipped, Some("another filler is at work"));
     assert!(hv.domains().is_empty());
     drop(held);
-    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().made, 2);
+    assert_eq!(fill(&store, &on(&hv), &plan, true).await.unwrap().made, 2);
 }
 
 #[tokio::test]
@@ -149,11 +161,11 @@ async fn a_drain_destroys_every_pooled_vm_and_stops_refills() {
         FakeHypervisor::default(),
         plan(3),
     );
-    fill(&store, &hv, &plan, true).await.unwrap();
+    fill(&store, &on(&hv), &plan, true).await.unwrap();
     let half = half_made(&store, &hv, &plan, 7).await;
     assert_eq!(hv.domains().len(), 4);
 
-    assert_eq!(drain(&store, &hv).await.unwrap(), 4);
+    assert_eq!(drain(&store, &on(&hv)).await.unwrap(), 4);
     assert!(hv.domains().is_empty(), "{:?}", hv.domains());
     assert!(!hv.domains().contains(&half.domain));
     let state = d.path().join("c");
@@ -161,10 +173,10 @@ async fn a_drain_destroys_every_pooled_vm_and_stops_refills() {
     assert_eq!(store.claim(&plan.shape, &state).unwrap(), None);
 
     // a container's refill does nothing while drained; an administrator's fill lifts it
-    let refill = fill(&store, &hv, &plan, false).await.unwrap();
+    let refill = fill(&store, &on(&hv), &plan, false).await.unwrap();
     assert_eq!(refill.skipped, Some("the pool is drained"));
     assert!(hv.domains().is_empty());
-    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().ready, 3);
+    assert_eq!(fill(&store, &on(&hv), &plan, true).await.unwrap().ready, 3);
     assert!(!drained(&store));
 }
 
@@ -176,9 +188,9 @@ async fn a_vm_that_survives_the_drain_is_reported_and_stays_recorded() {
         FakeHypervisor::default(),
         plan(1),
     );
-    fill(&store, &hv, &plan, true).await.unwrap();
+    fill(&store, &on(&hv), &plan, true).await.unwrap();
     hv.faults.set("destroy");
-    let e = drain(&store, &hv).await.unwrap_err();
+    let e = drain(&store, &on(&hv)).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -198,7 +210,7 @@ async fn a_vm_that_survives_the_drain_is_reported_and_stays_recorded() {
 
     // the next drain tries it again
     hv.faults.clear("destroy");
-    assert_eq!(drain(&store, &hv).await.unwrap(), 1);
+    assert_eq!(drain(&store, &on(&hv)).await.unwrap(), 1);
     assert!(hv.domains().is_empty());
 }
 
@@ -208,7 +220,7 @@ async fn a_pod_vm_is_pooled_with_an_empty_share_that_goes_with_it() {
     let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
     let mut plan = plan(2);
     plan.shape.share = true;
-    assert_eq!(fill(&store, &hv, &plan, true).await.unwrap().ready, 2);
+    assert_eq!(fill(&store, &on(&hv), &plan, true).await.unwrap().ready, 2);
     let ready = store.ready_list(&plan.shape);
     for p in &ready {
         let share = store.share_of(p).unwrap();
@@ -219,7 +231,7 @@ async fn a_pod_vm_is_pooled_with_an_empty_share_that_goes_with_it() {
             .unwrap()
             .contains(&(p.domain.clone(), share)));
     }
-    assert_eq!(drain(&store, &hv).await.unwrap(), 2);
+    assert_eq!(drain(&store, &on(&hv)).await.unwrap(), 2);
     assert_eq!(fs::read_dir(store.share_root()).unwrap().count(), 0);
 }
 
@@ -237,6 +249,7 @@ async fn shares_no_pooled_vm_holds_are_swept_and_no_other() {
         domain: plan.shape.domain_name(2),
         shape: plan.shape.clone(),
         running: true,
+        upper_disk: None,
     };
     store.begin_fill(&recorded).unwrap();
     // a VM that exists (a claimant about to rename its share)
@@ -259,6 +272,97 @@ async fn shares_no_pooled_vm_holds_are_swept_and_no_other() {
         root.join(&recorded.domain),
         root.join(&living),
         not_empty,
+        root.join("not-a-pool-vm"),
+    ] {
+        assert!(kept.exists(), "{} swept", kept.display());
+    }
+}
+
+/// The plan with a blank writable layer per VM.
+fn with_upper(mut plan: FillPlan) -> FillPlan {
+    plan.shape.upper_mib = Some(256);
+    plan
+}
+
+#[tokio::test]
+async fn each_vm_of_a_shape_with_a_writable_layer_has_its_own_attached_and_a_drain_removes_them() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        with_upper(plan(2)),
+    );
+    assert_eq!(fill(&store, &on(&hv), &plan, true).await.unwrap().ready, 2);
+    let ready = store.ready_list(&plan.shape);
+    let mut layers = vec![];
+    for p in &ready {
+        let layer = store.upper_dir_of(p).unwrap().join("upper.ext4");
+        assert_eq!(fs::read_to_string(&layer).unwrap(), "blank 256");
+        // the entry names the layer's disk, attached at the VM's create
+        assert_eq!(p.upper_disk.as_ref(), Some(&layer));
+        assert!(hv.disks().contains(&format!("{} xvdc", p.domain)));
+        layers.push(layer);
+    }
+    assert_ne!(layers[0], layers[1]);
+    assert_eq!(drain(&store, &on(&hv)).await.unwrap(), 2);
+    assert_eq!(fs::read_dir(store.upper_root()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_vm_whose_writable_layer_cannot_be_made_is_not_made_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv, plan) = (
+        PoolStore::under(d.path()),
+        FakeHypervisor::default(),
+        with_upper(plan(1)),
+    );
+    let export = FakeExport::default();
+    export.faults.set("blank_upper");
+    let pf = Platform {
+        hv: &hv,
+        exporter: &export,
+    };
+    let e = fill(&store, &pf, &plan, true).await.unwrap_err();
+    assert!(matches!(e, PoolError::Upper { .. }), "{e}");
+    assert!(hv.domains().is_empty());
+    assert!(store.filling_list(&plan.shape).is_empty());
+    assert!(store.ready_list(&plan.shape).is_empty());
+    assert_eq!(fs::read_dir(store.upper_root()).map_or(0, |d| d.count()), 0);
+}
+
+#[tokio::test]
+async fn writable_layers_no_pooled_vm_holds_are_swept_and_no_other() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, hv) = (PoolStore::under(d.path()), FakeHypervisor::default());
+    let plan = with_upper(plan(1));
+    let root = store.upper_root().to_path_buf();
+    // a claimant killed before it took its VM's layer: the VM is gone
+    let gone = root.join(plan.shape.domain_name(1));
+    // a filler at work: recorded, its VM not made yet
+    let recorded = Pooled {
+        domain: plan.shape.domain_name(2),
+        shape: plan.shape.clone(),
+        running: true,
+        upper_disk: None,
+    };
+    store.begin_fill(&recorded).unwrap();
+    // a VM that exists (a claimant about to take its layer)
+    let living = plan.shape.domain_name(3);
+    hv.add_foreign(&living);
+    for dir in [
+        &gone,
+        &root.join(&recorded.domain),
+        &root.join(&living),
+        &root.join("not-a-pool-vm"),
+    ] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("upper.ext4"), b"").unwrap();
+    }
+    assert_eq!(uppers::sweep(&store, &hv, &*EXPORT).await, 1);
+    assert!(!gone.exists());
+    for kept in [
+        root.join(&recorded.domain),
+        root.join(&living),
         root.join("not-a-pool-vm"),
     ] {
         assert!(kept.exists(), "{} swept", kept.display());

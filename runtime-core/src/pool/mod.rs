@@ -4,6 +4,7 @@
 pub mod fill;
 pub mod refill;
 pub mod store;
+pub mod uppers;
 
-pub use fill::{drain, drained, fill, FillPlan, Filled, PoolError, BOOT_VCPUS};
+pub use fill::{drain, drained, fill, FillPlan, Filled, Platform, PoolError, BOOT_VCPUS};
 pub use store::{claimed, PoolStore, PoolStoreError, Pooled, Shape, CLAIM_FILE};

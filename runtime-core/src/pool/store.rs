@@ -45,6 +45,12 @@ pub struct Shape {
     /// its QEMU from the VM's start, so a share cannot be hot-plugged).
     #[serde(default)]
     pub share: bool,
+    /// The VM has a blank writable layer of this many MiB attached (xvdc),
+    /// which a claimant whose own would be blank takes over (one disk less
+    /// to make and plug in at the claim). Absent from the key when None, as
+    /// shapes recorded before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_mib: Option<u64>,
 }
 
 impl Shape {
@@ -82,6 +88,9 @@ pub struct Pooled {
     /// pooled VMs ran has none: paused).
     #[serde(default)]
     pub running: bool,
+    /// The disk of its blank writable layer (its shape's `upper_mib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_disk: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +174,7 @@ fn entries(dir: &Path) -> Vec<(PathBuf, Pooled)> {
 pub struct PoolStore {
     root: PathBuf,
     share_root: PathBuf,
+    upper_root: PathBuf,
 }
 
 impl PoolStore {
@@ -174,7 +184,30 @@ impl PoolStore {
         Self {
             root: state_root.join("pool"),
             share_root: state_root.join("pool-shares"),
+            upper_root: state_root.join("pool-uppers"),
         }
+    }
+
+    /// The pooled VMs' writable layers in `dir`, on the file system of the
+    /// containers' image directories (a claim renames one into place).
+    pub fn with_upper_root(self, dir: PathBuf) -> Self {
+        Self {
+            upper_root: dir,
+            ..self
+        }
+    }
+
+    pub fn upper_root(&self) -> &Path {
+        &self.upper_root
+    }
+
+    /// The directory of a pooled VM's writable layer, when its shape has one
+    /// (named by its domain: an entry names no path).
+    pub fn upper_dir_of(&self, p: &Pooled) -> Option<PathBuf> {
+        p.shape
+            .upper_mib
+            .is_some()
+            .then(|| self.upper_root.join(&p.domain))
     }
 
     /// The pooled VMs' shares in `dir`, on the file system of the shares

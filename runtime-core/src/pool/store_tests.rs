@@ -13,6 +13,7 @@ fn shape(max_memory_mib: u64) -> Shape {
         max_memory_mib,
         max_vcpus: 2,
         share: false,
+        upper_mib: None,
     }
 }
 
@@ -21,6 +22,7 @@ fn pooled(shape: &Shape, n: u64) -> Pooled {
         domain: shape.domain_name(n),
         shape: shape.clone(),
         running: true,
+        upper_disk: None,
     }
 }
 
@@ -151,6 +153,7 @@ fn what_is_not_an_entry_is_never_claimed() {
         domain: ContainerName::new("default", "web").unwrap().domain(),
         shape: s.clone(),
         running: true,
+        upper_disk: None,
     };
     fs::write(
         ready.join(format!("{}.json", tenant.domain)),

@@ -38,6 +38,10 @@ pub struct ExportedRootfs {
     pub disk_writable: bool,
     /// A layered rootfs's writable layer (the second disk).
     pub upper_disk: Option<PathBuf>,
+    /// The writable layer is blank and not made yet (asked with
+    /// `blank_upper_later`): this many MiB, from a pooled VM that has one
+    /// attached already, or made by [`RootfsExport::blank_upper`].
+    pub blank_upper_mib: Option<u64>,
     /// How the agent finds the rootfs in the guest.
     pub guest: RootfsSource,
     pub size_bytes: u64,
@@ -51,13 +55,26 @@ pub trait RootfsExport: Send + Sync + 'static {
     /// Make an overlay's `layers` available to a VM (a shared read-only
     /// image and a writable layer); `owner` is the container's state
     /// directory. None: this exporter does not, the caller mounts the
-    /// overlay and calls `export`.
+    /// overlay and calls `export`. `blank_upper_later`: a writable layer
+    /// that would be blank (the snapshot's upper is empty) is not made now
+    /// (`ExportedRootfs::blank_upper_mib`).
     async fn export_layers(
         &self,
         _layers: &Layers,
         _work_dir: &Path,
         _owner: &Path,
+        _blank_upper_later: bool,
     ) -> Option<Result<ExportedRootfs, ExportError>> {
+        None
+    }
+    /// A blank writable layer of `mib` MiB made in `work_dir` (as
+    /// `upper.ext4`, which a claim of a pooled VM moves) and made a disk for
+    /// a VM: the disk. None: this exporter makes none.
+    async fn blank_upper(
+        &self,
+        _work_dir: &Path,
+        _mib: u64,
+    ) -> Option<Result<PathBuf, ExportError>> {
         None
     }
     /// Remove whatever `export` or `export_layers` created in `work_dir`.
@@ -156,6 +173,7 @@ impl RootfsExport for Ext4Image {
             disk: Some(image),
             disk_writable: true,
             upper_disk: None,
+            blank_upper_mib: None,
             guest: RootfsSource::Block {
                 device: ROOTFS_DEVICE.into(),
                 fstype: "ext4".into(),
@@ -189,6 +207,7 @@ impl RootfsExport for Directory {
             disk: None,
             disk_writable: false,
             upper_disk: None,
+            blank_upper_mib: None,
             guest: RootfsSource::Directory {
                 path: rootfs.to_string_lossy().into_owned(),
             },

@@ -8,7 +8,7 @@
 //! container's image directory), so cleanup needs no state and works for a
 //! lost shim's container too; it runs after the domain is destroyed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -42,6 +42,7 @@ impl XenDisks {
         layers: &Layers,
         work_dir: &Path,
         owner: &Path,
+        blank_upper_later: bool,
     ) -> Result<ExportedRootfs, ExportError> {
         let t0 = Instant::now();
         std::fs::create_dir_all(work_dir)
@@ -52,17 +53,30 @@ impl XenDisks {
             .take(layers, &link, owner)
             .await
             .map_err(|e| failed("the read-only image", e))?;
-        let (upper, upper_bytes) =
-            upper::build(layers.upper.as_deref(), work_dir, self.ext4.extra_mib)
-                .await
-                .map_err(|e| failed("the writable layer", e))?;
+        let blank_later = (blank_upper_later && !upper::has_content(layers.upper.as_deref()))
+            .then(|| upper::blank_mib(self.ext4.extra_mib));
+        let upper = match blank_later {
+            Some(_) => None,
+            None => Some(
+                upper::build(layers.upper.as_deref(), work_dir, self.ext4.extra_mib)
+                    .await
+                    .map_err(|e| failed("the writable layer", e))?,
+            ),
+        };
         // Attached last: an error before leaves no device (cleanup detaches these).
         let lower_dev = loopdev::attach(&link, true)
             .await
             .map_err(|e| failed("the read-only image", e))?;
-        let upper_dev = loopdev::attach(&upper, false)
-            .await
-            .map_err(|e| failed("the writable layer", e))?;
+        let mut upper_bytes = blank_later.map_or(0, |mib| mib << 20);
+        let mut upper_dev = None;
+        if let Some((image, bytes)) = upper {
+            upper_bytes = bytes;
+            upper_dev = Some(
+                loopdev::attach(&image, false)
+                    .await
+                    .map_err(|e| failed("the writable layer", e))?,
+            );
+        }
         tracing::info!(
             cached = !taken.built,
             image_mib = taken.bytes >> 20,
@@ -72,7 +86,8 @@ impl XenDisks {
         Ok(ExportedRootfs {
             disk: Some(lower_dev),
             disk_writable: false,
-            upper_disk: Some(upper_dev),
+            upper_disk: upper_dev,
+            blank_upper_mib: blank_later,
             guest: RootfsSource::Overlay {
                 lower: BlockFs {
                     device: ROOTFS_DEVICE.into(),
@@ -107,8 +122,32 @@ impl RootfsExport for XenDisks {
         layers: &Layers,
         work_dir: &Path,
         owner: &Path,
+        blank_upper_later: bool,
     ) -> Option<Result<ExportedRootfs, ExportError>> {
-        Some(self.layered(layers, work_dir, owner).await)
+        Some(
+            self.layered(layers, work_dir, owner, blank_upper_later)
+                .await,
+        )
+    }
+
+    async fn blank_upper(&self, work_dir: &Path, mib: u64) -> Option<Result<PathBuf, ExportError>> {
+        let made = async {
+            let t0 = Instant::now();
+            std::fs::create_dir_all(work_dir)
+                .map_err(|e| failed(format!("mkdir {}", work_dir.display()), e))?;
+            let (image, _) = upper::build(None, work_dir, mib)
+                .await
+                .map_err(|e| failed("the writable layer", e))?;
+            let dev = loopdev::attach(&image, false)
+                .await
+                .map_err(|e| failed("the writable layer", e))?;
+            tracing::info!(
+                took_ms = t0.elapsed().as_millis() as u64,
+                "timing: blank writable layer made"
+            );
+            Ok(dev)
+        };
+        Some(made.await)
     }
 
     async fn cleanup(&self, work_dir: &Path) {

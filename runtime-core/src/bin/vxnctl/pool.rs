@@ -34,15 +34,16 @@ pub async fn main(args: &[String]) -> ExitCode {
         eprintln!("usage: {USAGE}");
         return ExitCode::from(2);
     }
-    let hv = match cfg
-        .backend()
-        .and_then(|b| platform::hypervisor(&b, &cfg).map_err(|e| e.to_string()))
-    {
-        Ok(hv) => hv,
+    let (hv, exporter) = match platform::build(&cfg) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("vxnctl pool: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let pf = pool::Platform {
+        hv: hv.as_ref(),
+        exporter: exporter.as_ref(),
     };
     let result = if verb == "fill" || verb == "refill" {
         // refill: what a claim starts; it does nothing while the pool is drained
@@ -52,7 +53,7 @@ pub async fn main(args: &[String]) -> ExitCode {
             if plan.target() == 0 {
                 continue;
             }
-            match pool::fill(&store, hv.as_ref(), &plan, verb == "fill").await {
+            match pool::fill(&store, &pf, &plan, verb == "fill").await {
                 Ok(f) => lines.push(match f.skipped {
                     Some(why) => format!("{what}: nothing done: {why}"),
                     None => format!(
@@ -72,7 +73,7 @@ pub async fn main(args: &[String]) -> ExitCode {
             None => Ok(lines.join("\n")),
         }
     } else {
-        pool::drain(&store, hv.as_ref())
+        pool::drain(&store, &pf)
             .await
             .map(|n| format!("{n} destroyed; refills stopped until `vxnctl pool fill`"))
             .map_err(|e| e.to_string())

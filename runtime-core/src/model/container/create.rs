@@ -80,11 +80,21 @@ pub(super) async fn prepare_in_guest<S: ProcessStdio>(
     stdio.attach(host)
 }
 
+/// How an overlay snapshot's layers reach a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layering {
+    /// As the exporter takes them: the image cache's read-only image and a
+    /// writable layer, both made now.
+    Disks,
+    /// The same, but a blank writable layer is left to the VM's making (a
+    /// pooled VM may have one attached already).
+    DisksBlankUpperLater,
+}
+
 /// Export the container's rootfs for a VM: an overlay snapshot's layers as
-/// they are when the exporter takes them and `layered` allows (a VM of its
-/// own: two disks); otherwise the snapshot (when the front-end gives one)
-/// mounted at `<bundle>/rootfs` and exported as a directory. Each step
-/// recorded in `record` before it is made.
+/// they are when the exporter takes them (`layering`); otherwise the
+/// snapshot (when the front-end gives one) mounted at `<bundle>/rootfs` and
+/// exported as a directory. Each step recorded in `record` before it is made.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn export_rootfs(
     rootfs: RootfsSource,
@@ -93,7 +103,7 @@ pub(super) async fn export_rootfs(
     cfg: &Config,
     exporter: &dyn RootfsExport,
     boot: &mut Boot,
-    layered: bool,
+    layering: Layering,
 ) -> Result<ExportedRootfs> {
     let image_dir = name.dir_under(&cfg.image_dir);
     boot.record.image_dir = Some(image_dir.clone());
@@ -106,14 +116,10 @@ pub(super) async fn export_rootfs(
         RootfsSource::Bundle => None,
         RootfsSource::Mount(mount) => Some(mount),
         RootfsSource::Layers { layers, mount } => {
-            let exported = match layered {
-                true => {
-                    exporter
-                        .export_layers(&layers, &image_dir, boot.state.path())
-                        .await
-                }
-                false => None,
-            };
+            let blank_later = layering == Layering::DisksBlankUpperLater;
+            let exported = exporter
+                .export_layers(&layers, &image_dir, boot.state.path(), blank_later)
+                .await;
             if let Some(r) = exported {
                 let exported = r?;
                 tracing::info!(
@@ -240,9 +246,10 @@ impl<S: ProcessStdio> Container<S> {
                 cfg,
                 exporter.as_ref(),
                 &mut boot,
-                true,
+                Layering::DisksBlankUpperLater,
             )
             .await?;
+            let image_dir = req.name.dir_under(&cfg.image_dir);
             boot.domain_free(&domain).await?;
             // Host directories reach the VM through a share of its own.
             let share = match binds::needs_share(&plan) {
@@ -284,7 +291,7 @@ impl<S: ProcessStdio> Container<S> {
                     Some(a)
                 }
             };
-            let vm = VmSpec {
+            let mut vm = VmSpec {
                 rootfs_disk: exported.disk.clone(),
                 rootfs_writable: exported.disk_writable,
                 upper_disk: exported.upper_disk.clone(),
@@ -305,9 +312,18 @@ impl<S: ProcessStdio> Container<S> {
             };
             let netns = engine_netns.as_ref().map(|(ns, _, _)| ns.clone());
             // a pooled VM when there is one for it (docs/warm-pool.md), else a boot
-            let sandbox = match boot.claim(&vm, sizing, netns.clone(), cfg).await? {
+            let blank = exported.blank_upper_mib;
+            let claimed = boot
+                .claim(&vm, sizing, netns.clone(), cfg, blank, &image_dir)
+                .await?;
+            let sandbox = match claimed {
                 Some(sandbox) => sandbox,
-                None => boot.vm(&vm, sizing, netns, cfg).await?,
+                None => {
+                    if let Some(mib) = blank {
+                        vm.upper_disk = Some(boot.blank_upper(&image_dir, mib).await?);
+                    }
+                    boot.vm(&vm, sizing, netns, cfg).await?
+                }
             };
             let mut dns = None;
             if let Some((ns, nic, resolver)) = &engine_netns {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vxn_wire::protocol::RootfsSource as GuestRootfs;
 
-use super::create::{export_rootfs, prepare_in_guest, CreateRequest, InGuest};
+use super::create::{export_rootfs, prepare_in_guest, CreateRequest, InGuest, Layering};
 use super::Container;
 use crate::config::Config;
 use crate::error::Result;
@@ -69,7 +69,7 @@ impl<S: ProcessStdio> Container<S> {
                 &mut boot,
                 // The image cache's read-only image and a writable layer, as
                 // for a VM of its own: two hot-plugged disks.
-                true,
+                Layering::Disks,
             )
             .await?;
             let disks: Vec<(PathBuf, bool)> = [

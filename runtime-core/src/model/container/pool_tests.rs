@@ -41,7 +41,12 @@ async fn world_with(size: usize, tweak: impl FnOnce(&mut Config)) -> World {
     cfg.pool.refill = false;
     tweak(&mut cfg);
     let hv: Arc<FakeHypervisor> = Arc::default();
-    let filled = pool::fill(&store(&cfg), hv.as_ref(), &cfg.pool_plan(), true)
+    let export = FakeExport::default();
+    let pf = pool::Platform {
+        hv: hv.as_ref(),
+        exporter: &export,
+    };
+    let filled = pool::fill(&store(&cfg), &pf, &cfg.pool_plan(), true)
         .await
         .unwrap();
     assert_eq!(filled.ready, size);
@@ -57,7 +62,14 @@ fn name(id: &str) -> ContainerName {
 }
 
 impl World {
+    /// A container of the bundle's rootfs (no writable layer disk).
     async fn create(&self, id: &str) -> Result<Arc<Container<NoStdio>>> {
+        self.create_with(id, false).await
+    }
+
+    /// `layered`: of an overlay snapshot's layers (an empty upper), exported
+    /// as the Xen exporter does (the image and a writable layer).
+    async fn create_with(&self, id: &str, layered: bool) -> Result<Arc<Container<NoStdio>>> {
         let bundle = self.dir.path().join(format!("bundle-{id}"));
         if !bundle.exists() {
             std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
@@ -67,21 +79,44 @@ impl World {
             )
             .unwrap();
         }
+        let rootfs = match layered {
+            false => RootfsSource::Bundle,
+            true => RootfsSource::Layers {
+                layers: crate::storage::layers::Layers {
+                    lower: vec![bundle.join("rootfs")],
+                    upper: None,
+                },
+                mount: Box::new(|_| Ok(())),
+            },
+        };
         let req = CreateRequest {
             name: name(id),
             bundle,
-            rootfs: RootfsSource::Bundle,
+            rootfs,
             network: None,
             stdio: NoStdio,
+        };
+        let export = FakeExport {
+            layered,
+            ..Default::default()
         };
         Container::create(
             req,
             &self.cfg,
             self.hv.clone(),
-            Arc::new(FakeExport::default()),
+            Arc::new(export),
             Arc::new(NoEvents),
         )
         .await
+    }
+
+    /// The domain's disks (`vdev`s), from its create or plugged in.
+    fn disks_of(&self, domain: &str) -> Vec<String> {
+        self.hv
+            .disks()
+            .into_iter()
+            .filter_map(|d| d.strip_prefix(&format!("{domain} ")).map(String::from))
+            .collect()
     }
 
     fn ready(&self) -> Vec<String> {
@@ -286,4 +321,58 @@ async fn a_shim_lost_right_after_its_claim_leaves_the_vm_to_its_teardown() {
     assert!(!w.hv.domains().contains(&pooled), "{:?}", w.hv.domains());
     assert!(w.hv.domains().is_empty());
     assert!(!state.path().exists());
+}
+
+#[tokio::test]
+async fn a_claimed_vm_brings_a_blank_writable_layer_and_only_the_image_is_plugged_in() {
+    let w = world(1).await;
+    let pooled = w.ready().pop().unwrap();
+    // the pooled VM was made with its blank writable layer attached
+    assert_eq!(w.disks_of(&pooled), ["xvdc"]);
+    let upper_dir = w.cfg.image_dir.join(".pool").join(&pooled);
+    assert!(upper_dir.join("upper.ext4").is_file());
+    let c = w.create_with("c1", true).await.unwrap();
+    let domain = name("c1").domain();
+    // that layer is the container's: one disk plugged in at the claim, none made
+    let attached = w
+        .calls_for(&domain)
+        .iter()
+        .filter(|s| *s == "attach_disk")
+        .count();
+    assert_eq!(attached, 1);
+    let mut disks = w.disks_of(&domain);
+    disks.sort();
+    assert_eq!(disks, ["xvdb ro", "xvdc"]);
+    let image_dir = name("c1").dir_under(&w.cfg.image_dir);
+    assert_eq!(
+        std::fs::read_to_string(image_dir.join("upper.ext4")).unwrap(),
+        format!("blank {}", crate::fake::FAKE_UPPER_MIB)
+    );
+    assert!(!upper_dir.exists());
+    c.start(&ExecId::Init).await.unwrap();
+    w.hv.agent(&domain).unwrap().exit("c1", None, 0, None);
+    c.init().wait().await;
+    c.delete().await.unwrap();
+    assert!(w.hv.domains().is_empty());
+}
+
+#[tokio::test]
+async fn without_a_pooled_vm_a_blank_writable_layer_is_made_for_the_boot() {
+    let w = world_with(1, |cfg| cfg.pool.max_memory_mib = 64).await;
+    // too big for the pool's VMs: a boot, its layer made and given at the create
+    let mut c = w.cfg.clone();
+    c.memory_mib = 512;
+    let w = World { cfg: c, ..w };
+    let created = w.create_with("c1", true).await.unwrap();
+    let domain = name("c1").domain();
+    assert!(w.calls_for(&domain).contains(&"create".to_string()));
+    assert!(!w.calls_for(&domain).contains(&"attach_disk".to_string()));
+    let mut disks = w.disks_of(&domain);
+    disks.sort();
+    assert_eq!(disks, ["xvdb ro", "xvdc"]);
+    let image_dir = name("c1").dir_under(&w.cfg.image_dir);
+    assert!(image_dir.join("upper.ext4").is_file());
+    // the pooled VM and its layer are untouched
+    assert_eq!(w.ready().len(), 1);
+    created.start(&ExecId::Init).await.unwrap();
 }

@@ -98,7 +98,12 @@ impl Pod {
                 ..boot.vm_spec(&domain, cfg, sizing)
             };
             // a pooled pod VM when there is one (docs/warm-pool.md), else a boot
-            let sandbox = match boot.claim(&vm, sizing, netns.clone(), cfg).await? {
+            // (no rootfs of its own: its containers' disks are plugged in later)
+            let image_dir = req.name.dir_under(&cfg.image_dir);
+            let claimed = boot
+                .claim(&vm, sizing, netns.clone(), cfg, None, &image_dir)
+                .await?;
+            let sandbox = match claimed {
                 Some(sandbox) => sandbox,
                 None => boot.vm(&vm, sizing, netns.clone(), cfg).await?,
             };

@@ -424,9 +424,12 @@ async fn a_pod_takes_a_pooled_vm_whose_share_becomes_the_pods() {
     w.cfg.pool.refill = false;
     let store = w.cfg.pool_store();
     let plan = w.cfg.pod_pool_plan();
-    crate::pool::fill(&store, w.hv.as_ref(), &plan, true)
-        .await
-        .unwrap();
+    let export = crate::fake::FakeExport::default();
+    let pf = crate::pool::Platform {
+        hv: w.hv.as_ref(),
+        exporter: &export,
+    };
+    crate::pool::fill(&store, &pf, &plan, true).await.unwrap();
     let pooled = store.ready_list(&plan.shape).pop().unwrap();
     let pooled_share = store.share_of(&pooled).unwrap();
     let pod = w.pod().await.unwrap();

@@ -56,6 +56,18 @@ pub fn remove_staging(dir: &Path, bound: bool) {
     }
 }
 
+/// Whether the snapshot's upper directory holds anything (a fresh
+/// container's is empty: its writable layer is blank).
+pub fn has_content(upper: Option<&Path>) -> bool {
+    upper.is_some_and(|u| std::fs::read_dir(u).is_ok_and(|mut d| d.next().is_some()))
+}
+
+/// The size of a blank writable layer, MiB: what [`build`] makes of an
+/// empty upper directory and `extra_mib`.
+pub fn blank_mib(extra_mib: u64) -> u64 {
+    extra_mib.max(16)
+}
+
 /// Build `<work_dir>/upper.ext4`: the snapshot's `upper` content (if any)
 /// plus `extra_mib` free. Returns its path and size in bytes.
 pub async fn build(
@@ -77,8 +89,7 @@ pub async fn build(
         std::fs::create_dir(&d).map_err(io("mkdir", &d))?;
     }
     let mut content = 0;
-    if let Some(src) = upper.filter(|u| std::fs::read_dir(u).is_ok_and(|mut d| d.next().is_some()))
-    {
+    if let Some(src) = upper.filter(|u| has_content(Some(u))) {
         use nix::mount::{mount, MsFlags};
         let target = staging.dir.join("upper");
         mount(
@@ -98,7 +109,7 @@ pub async fn build(
             .await
             .unwrap_or(0);
     }
-    let size_mib = (content + content / 20).div_ceil(1 << 20) + extra_mib.max(16);
+    let size_mib = (content + content / 20).div_ceil(1 << 20) + blank_mib(extra_mib);
     let image = work_dir.join(UPPER_IMAGE);
     let made = crate::storage::rootfs::mkfs_ext4(&staging.dir, &image, size_mib).await;
     drop(staging);
