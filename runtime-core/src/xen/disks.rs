@@ -135,6 +135,12 @@ impl RootfsExport for XenDisks {
             let t0 = Instant::now();
             std::fs::create_dir_all(work_dir)
                 .map_err(|e| failed(format!("mkdir {}", work_dir.display()), e))?;
+            // One there already (a claimed VM's that did not come up) is replaced.
+            let old = work_dir.join(upper::UPPER_IMAGE);
+            loopdev::detach_all(&old)
+                .await
+                .map_err(|e| failed("the writable layer", e))?;
+            let _ = std::fs::remove_file(&old);
             let (image, _) = upper::build(None, work_dir, mib)
                 .await
                 .map_err(|e| failed("the writable layer", e))?;
