@@ -41,6 +41,9 @@ if [ -n "$RESUME" ]; then WORK=$RESUME; else WORK=$(mktemp -d /tmp/vxn-floor.XXX
 MEM_IDS=()
 # shellcheck source=bench-pool.sh
 . "$(dirname "$(readlink -f "$0")")/bench-pool.sh"
+# build_image NAME MIB (the size images), disk_free_kb
+# shellcheck source=bench-images.sh
+. "$(dirname "$(readlink -f "$0")")/bench-images.sh"
 # VXN_FLOOR_POOL=0: no warm runs (a vxnctl without `pool`)
 POOL=${VXN_FLOOR_POOL:-1}
 
@@ -66,93 +69,11 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 since() { echo "$1 $(now)" | awk '{printf "%.3f\n", $2 - $1}'; }
 ratio() { echo "$1 $2" | awk '{ if ($1 + 0 > 0 && $2 != "-") printf "%.2f", $2 / $1; else printf "-" }'; }
-avail_kb() { df -Pk /var/lib/containerd | awk 'NR==2 {print $4}'; }
 
 for f in "$KERNEL" "$DIR/f0-initramfs.cpio.gz"; do
   [ -f "$f" ] || { echo "floor-bench: missing $f" >&2; exit 1; }
 done
 command -v python3 > /dev/null || { echo "floor-bench: python3 missing in dom0" >&2; exit 1; }
-
-# build_image NAME MIB: IMG plus one uncompressed layer holding /floor/blob.bin (MIB MiB of
-# non-zero, incompressible bytes: mkfs.ext4 -d would skip zero blocks). The layer is generated
-# by python3 straight into containerd's content store (no copy on disk), then a layout with only the
-# new config and manifest is imported (its layers are in the store already) and unpacked.
-# KEEP_LAYER=0: the layer blob is removed after the unpack (the snapshot is what runs).
-build_image() {
-  local name=$1 mib=$2
-  "${CTR[@]}" images ls -q | grep -qx "$name" && return 0
-  python3 - "$IMG" "$name" "$mib" "$WORK/layer-$mib" <<'PY' || return 1
-import hashlib, json, os, random, subprocess, sys, tarfile, tempfile
-base, name, mib, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-def ctr(*a):
-    return subprocess.run(["ctr", "-n", "default", *a], check=True, capture_output=True).stdout
-def get(d):
-    return json.loads(ctr("content", "get", d))
-target = None
-for line in ctr("images", "ls").decode().splitlines()[1:]:
-    f = line.split()
-    if f and f[0] == base:
-        target = f[2]
-if not target:
-    sys.exit("floor-bench: image %s not found" % base)
-manifest = get(target)
-config = get(manifest["config"]["digest"])
-size = mib << 20
-# straight into the content store's directory (containerd's gRPC ingest moves ~2 MB/s under
-# TCG); `ctr content ingest` then records it: the store already holds the blob and shares it
-# (the default content sharing policy), resuming at its end (stdin: the blob itself).
-store = "/var/lib/containerd/io.containerd.content.v1.content"
-tmpf = "/var/lib/containerd/floor-layer.tmp"
-w = open(tmpf, "wb")
-h = hashlib.sha256()
-n = 0
-def emit(b):
-    global n
-    h.update(b); w.write(b); n += len(b)
-d = tarfile.TarInfo("floor"); d.type = tarfile.DIRTYPE; d.mode = 0o755; d.mtime = 0
-emit(d.tobuf(tarfile.GNU_FORMAT))
-t = tarfile.TarInfo("floor/blob.bin"); t.size = size; t.mode = 0o644; t.mtime = 0
-emit(t.tobuf(tarfile.GNU_FORMAT))
-chunk = random.Random(1).randbytes(1 << 20)
-for _ in range(mib):
-    emit(chunk)
-emit(b"\0" * 10240)
-w.close()
-layer = "sha256:" + h.hexdigest()
-path = store + "/blobs/sha256/" + h.hexdigest()
-os.rename(tmpf, path)
-with open(path, "rb") as f:
-    subprocess.run(["ctr", "-n", "default", "content", "ingest", "--expected-digest", layer,
-                    "--expected-size", str(n), "floor-layer-%d" % mib], stdin=f, check=True)
-config["rootfs"]["diff_ids"].append(layer)
-config.setdefault("history", []).append({"created": "1970-01-01T00:00:00Z", "created_by": "floor-bench.sh: %d MiB" % mib})
-tmp = tempfile.mkdtemp()
-os.makedirs(tmp + "/blobs/sha256")
-def blob(b):
-    d = hashlib.sha256(b).hexdigest()
-    open(tmp + "/blobs/sha256/" + d, "wb").write(b)
-    return "sha256:" + d, len(b)
-cd, cs = blob(json.dumps(config).encode())
-manifest["config"]["digest"], manifest["config"]["size"] = cd, cs
-manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": n})
-md, ms = blob(json.dumps(manifest).encode())
-json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-     "platform": {"architecture": "amd64", "os": "linux"},
-     "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}}]},
-    open(tmp + "/index.json", "w"))
-open(tmp + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-with tarfile.open(tmp + ".tar", "w") as tf:
-    for e in ("oci-layout", "index.json", "blobs"):
-        tf.add(tmp + "/" + e, e)
-subprocess.run(["ctr", "-n", "default", "images", "import", tmp + ".tar"], check=True, stdout=subprocess.DEVNULL)
-subprocess.run(["rm", "-rf", tmp, tmp + ".tar"])
-open(out, "w").write(layer + "\n")
-PY
-  if [ "${KEEP_LAYER:-1}" = 0 ]; then
-    "${CTR[@]}" content rm "$(cat "$WORK/layer-$mib")" > /dev/null
-  fi
-}
 
 # f0 I: one bare domain from create to gone; its wall time appended to $WORK/f0.
 f0() {
@@ -232,9 +153,9 @@ if [ -z "$RESUME" ]; then
 [ $QUICK = 1 ] && big=0
 if [ $QUICK = 0 ] && ! "${CTR[@]}" images ls -q | grep -qx "$IMGBIG"; then
   need=$(((BIG_MIB * 2 + 300) * 1024))
-  if [ "$(avail_kb)" -lt "$need" ]; then
+  if [ "$(disk_free_kb)" -lt "$need" ]; then
     big=0
-    echo "size +${BIG_MIB} MiB: skipped: not enough space ($(avail_kb) KiB free, $need needed)"
+    echo "size +${BIG_MIB} MiB: skipped: not enough space ($(disk_free_kb) KiB free, $need needed)"
   fi
 fi
 if [ $QUICK = 0 ]; then
@@ -245,7 +166,7 @@ fi
 if [ $big = 1 ]; then
   t0=$(now)
   KEEP_LAYER=0 build_image "$IMGBIG" "$BIG_MIB" || { echo "floor-bench: building $IMGBIG failed" >&2; big=0; }
-  [ $big = 1 ] && echo "built $IMGBIG in $(since "$t0") s (layer blob removed after unpack; $(avail_kb) KiB free)"
+  [ $big = 1 ] && echo "built $IMGBIG in $(since "$t0") s (layer blob removed after unpack; $(disk_free_kb) KiB free)"
 fi
 
 # warm-up: page cache, images unpacked

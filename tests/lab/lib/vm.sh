@@ -236,7 +236,8 @@ cmd_e2e() {
 
 # bench [RUNS]: ctr run latency vxn vs runc, its phases, shim memory (tests/bench/ctr-run-latency.sh).
 # bench net [RUNS] [MIB]: TCP throughput container <-> dom0 and the vif's create cost.
-# bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn.
+# bench pod [RUNS]: CRI pod start (runp + create + start) and dom0 memory, runc vs vxn; a
+#   container's create and start in a running pod, IMG + 16 MiB vs IMG + 1 GiB (VXN_POD_*).
 # bench engine [RUNS]: docker/podman run --rm IMG true, vxn-oci-runtime vs runc; dom0 memory.
 # bench kernel [RUNS]: Debian's guest kernel vs vxn's: the raw-Xen floor F0, ctr run, agent ready.
 # bench density [MAX]: vxn containers of the smallest memory kept running until Xen is full
@@ -249,8 +250,12 @@ cmd_bench() {
   if [ "${1:-}" = pod ]; then
     shift
     cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxn-crictl" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/config/containerd-vxn.toml" \
-      "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh" "$REPO_DIR/tests/bench/bench-pool.sh"
-    dom0 "pod-bench.sh $*" < /dev/null
+      "$REPO_DIR/scripts/install-containerd-config.sh" "$REPO_DIR/tests/e2e/e2e-lib.sh" "$REPO_DIR/tests/e2e/cri-e2e.sh" "$REPO_DIR/tests/bench/pod-bench.sh" \
+      "$REPO_DIR/tests/bench/bench-pool.sh" "$REPO_DIR/tests/bench/bench-images.sh"
+    # its knobs (VXN_POD_SIZE, VXN_POD_BIG_MIB) reach dom0
+    local a env=()
+    while IFS='=' read -r a _; do env+=("$a=$(printf '%q' "${!a}")"); done < <(env | grep '^VXN_POD_[A-Z_]*=')
+    dom0 "${env[*]} pod-bench.sh $*" < /dev/null
     return
   fi
   if [ "${1:-}" = engine ] || [ "${1:-}" = engine-net ]; then
@@ -278,7 +283,8 @@ cmd_bench() {
   if [ "${1:-}" = floor ]; then
     shift
     f0_image
-    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh" "$REPO_DIR/tests/bench/bench-pool.sh"
+    cmd_push --test-image "$shim" "$REPO_DIR/target/release/vxnctl" "$REPO_DIR/tests/bench/floor-bench.sh" "$REPO_DIR/tests/bench/bench-pool.sh" \
+      "$REPO_DIR/tests/bench/bench-images.sh"
     dom0_put "$GUEST/f0-initramfs.cpio.gz" "$DOM0_GUEST_DIR/f0-initramfs.cpio.gz" 0644
     dom0 "floor-bench.sh $*" < /dev/null
     return
