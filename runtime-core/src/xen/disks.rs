@@ -147,7 +147,8 @@ impl RootfsExport for XenDisks {
             let dev = loopdev::attach(&image, false)
                 .await
                 .map_err(|e| failed("the writable layer", e))?;
-            tracing::info!(
+            // (debug: `vxnctl pool fill` makes one per VM)
+            tracing::debug!(
                 took_ms = t0.elapsed().as_millis() as u64,
                 "timing: blank writable layer made"
             );
