@@ -49,8 +49,8 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pooled VM {domain}: its blank writable layer: {detail}")]
-    Upper { domain: String, detail: String },
+    #[error(transparent)]
+    Upper(#[from] uppers::LayerError),
     #[error("another filler held the pool's lock for {0:?}")]
     Busy(Duration),
 }
@@ -238,10 +238,13 @@ async fn make_one(store: &PoolStore, pf: &Platform<'_>, plan: &FillPlan) -> Resu
         }
     }
     // (recorded again with its disk, which the ready entry names)
-    match uppers::make(store, pf.exporter, &p).await.and_then(|disk| {
-        p.upper_disk = disk;
-        store.begin_fill(&p).map_err(PoolError::from)
-    }) {
+    match uppers::make(store, pf.exporter, &p)
+        .await
+        .map_err(PoolError::from)
+        .and_then(|disk| {
+            p.upper_disk = disk;
+            store.begin_fill(&p).map_err(PoolError::from)
+        }) {
         Ok(()) => {}
         Err(e) => {
             uppers::remove(store, pf.exporter, &p).await;

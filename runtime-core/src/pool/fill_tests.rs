@@ -323,7 +323,7 @@ async fn a_vm_whose_writable_layer_cannot_be_made_is_not_made_and_leaves_nothing
         exporter: &export,
     };
     let e = fill(&store, &pf, &plan, true).await.unwrap_err();
-    assert!(matches!(e, PoolError::Upper { .. }), "{e}");
+    assert!(matches!(e, PoolError::Upper(_)), "{e}");
     assert!(hv.domains().is_empty());
     assert!(store.filling_list(&plan.shape).is_empty());
     assert!(store.ready_list(&plan.shape).is_empty());

@@ -9,11 +9,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::fill::PoolError;
 use super::store::{check_domain, PoolStore, Pooled};
 use crate::hypervisor::Hypervisor;
 use crate::storage::layers::upper::UPPER_IMAGE;
 use crate::storage::rootfs::RootfsExport;
+
+#[derive(Debug, thiserror::Error)]
+#[error("pooled VM {domain}: its blank writable layer: {detail}")]
+pub struct LayerError {
+    pub domain: String,
+    pub detail: String,
+}
 
 /// Make the blank writable layer of a VM about to be pooled: its disk, or
 /// None when its shape has none. On error nothing of it is left.
@@ -21,11 +27,11 @@ pub(super) async fn make(
     store: &PoolStore,
     exporter: &dyn RootfsExport,
     p: &Pooled,
-) -> Result<Option<PathBuf>, PoolError> {
+) -> Result<Option<PathBuf>, LayerError> {
     let (Some(dir), Some(mib)) = (store.upper_dir_of(p), p.shape.upper_mib) else {
         return Ok(None);
     };
-    let failed = |detail: String| PoolError::Upper {
+    let failed = |detail: String| LayerError {
         domain: p.domain.clone(),
         detail,
     };
