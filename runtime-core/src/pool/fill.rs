@@ -180,26 +180,11 @@ fn make_share(dir: &std::path::Path) -> Result<(), PoolError> {
 /// directories named as pool VMs that no entry records (a filler records its
 /// VM before it makes the share) and whose VM is gone are removed.
 async fn sweep_shares(store: &PoolStore, hv: &dyn Hypervisor) -> usize {
-    let Ok(rd) = fs::read_dir(store.share_root()) else {
-        return 0;
-    };
-    let recorded = store.recorded_domains();
-    let mut n = 0;
-    for e in rd.take(1024).flatten() {
-        let Some(name) = e.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        if super::store::check_domain(&name).is_err()
-            || recorded.contains(&name)
-            || hv.exists(&name).await.unwrap_or(true)
-        {
-            continue;
-        }
-        if fs::remove_dir(e.path()).is_ok() {
-            n += 1;
-        }
-    }
-    n
+    let unheld = super::orphans::unheld(store, hv, store.share_root()).await;
+    unheld
+        .iter()
+        .filter(|dir| fs::remove_dir(dir).is_ok())
+        .count()
 }
 
 /// 64 random bits for a VM's name.

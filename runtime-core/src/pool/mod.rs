@@ -2,6 +2,7 @@
 //! claimed by a container's create instead of booting one.
 
 pub mod fill;
+mod orphans;
 pub mod refill;
 pub mod store;
 pub mod uppers;

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::store::{check_domain, PoolStore, Pooled};
+use super::store::{PoolStore, Pooled};
 use crate::hypervisor::Hypervisor;
 use crate::storage::layers::upper::UPPER_IMAGE;
 use crate::storage::rootfs::RootfsExport;
@@ -66,25 +66,11 @@ pub(super) async fn sweep(
     hv: &dyn Hypervisor,
     exporter: &dyn RootfsExport,
 ) -> usize {
-    let Ok(rd) = fs::read_dir(store.upper_root()) else {
-        return 0;
-    };
-    let recorded = store.recorded_domains();
-    let mut n = 0;
-    for e in rd.take(1024).flatten() {
-        let Some(name) = e.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        if check_domain(&name).is_err()
-            || recorded.contains(&name)
-            || hv.exists(&name).await.unwrap_or(true)
-        {
-            continue;
-        }
-        remove_dir(exporter, &e.path()).await;
-        n += 1;
+    let unheld = super::orphans::unheld(store, hv, store.upper_root()).await;
+    for dir in &unheld {
+        remove_dir(exporter, dir).await;
     }
-    n
+    unheld.len()
 }
 
 /// Move a claimed VM's writable layer into the container's image directory
