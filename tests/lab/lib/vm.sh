@@ -188,7 +188,7 @@ cmd_e2e_versions() {
   else
     log "e2e: SKIPPED under containerd 2.x: no test tools in $VXN_TOOLS_DIR"
   fi
-  # the aarch64 lab's smoke (too long for CI's budget: a cold Arm lab is ~30 min)
+  # the aarch64 lab's smoke (not in CI: a cold Arm lab is ~13.5 min, CI ~44 min; tests/lab/README.md)
   if [ "$set" = all ] && [ "${VXN_LAB_ARM:-1}" != 0 ]; then
     log "e2e: the aarch64 lab: tests/lab/arm/lab ci (VXN_LAB_ARM=0 skips)"
     t0=$(now)
