@@ -146,9 +146,7 @@ async fn unmake(store: &PoolStore, pf: &Platform<'_>, p: &Pooled) -> bool {
     match pf.hv.destroy(&p.domain).await {
         Ok(()) => {
             store.forget_fill(p);
-            let _ = fs::remove_dir_all(vm_dir(store, p));
-            remove_share(store, p);
-            uppers::remove(store, pf.exporter, p).await;
+            remove_made(store, pf, p).await;
             true
         }
         Err(e) => {
@@ -156,6 +154,14 @@ async fn unmake(store: &PoolStore, pf: &Platform<'_>, p: &Pooled) -> bool {
             false
         }
     }
+}
+
+/// What was made for a pooled VM that is gone (or never was): its working
+/// directory, its share and its writable layer.
+async fn remove_made(store: &PoolStore, pf: &Platform<'_>, p: &Pooled) {
+    let _ = fs::remove_dir_all(vm_dir(store, p));
+    remove_share(store, p);
+    uppers::remove(store, pf.exporter, p).await;
 }
 
 /// A destroyed pooled VM's share (empty: nothing is put in one before a
@@ -232,9 +238,9 @@ async fn make_one(store: &PoolStore, pf: &Platform<'_>, plan: &FillPlan) -> Resu
         }) {
         Ok(()) => {}
         Err(e) => {
-            uppers::remove(store, pf.exporter, &p).await;
+            // (a layer made but not recorded goes too)
             store.forget_fill(&p);
-            remove_share(store, &p);
+            remove_made(store, pf, &p).await;
             return Err(e);
         }
     }
@@ -289,8 +295,7 @@ async fn make_one(store: &PoolStore, pf: &Platform<'_>, plan: &FillPlan) -> Resu
                 unmake(store, pf, &p).await;
             } else {
                 store.forget_fill(&p);
-                remove_share(store, &p);
-                uppers::remove(store, pf.exporter, &p).await;
+                remove_made(store, pf, &p).await;
             }
             Err(e)
         }
@@ -371,9 +376,7 @@ pub async fn drain(store: &PoolStore, pf: &Platform<'_>) -> Result<usize, PoolEr
         match hv.destroy(&p.domain).await {
             Ok(()) => {
                 let _ = fs::remove_file(draining.join(format!("{}.json", p.domain)));
-                let _ = fs::remove_dir_all(vm_dir(store, &p));
-                remove_share(store, &p);
-                uppers::remove(store, pf.exporter, &p).await;
+                remove_made(store, pf, &p).await;
                 destroyed += 1;
             }
             Err(e) => failed.push((p.domain, e)),
